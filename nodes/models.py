@@ -1,0 +1,101 @@
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+from django.db.models import OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from nodes.choices import NodeStatus, Transport
+
+node_name_validator = RegexValidator(
+    r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$",
+    "Use lower-case letters, digits, dots and hyphens (like a host name).",
+)
+
+
+class Role(models.Model):
+    """What a node is for (web, mail, dns, db); links nodes to the data they need."""
+
+    name = models.SlugField(max_length=50, unique=True)
+
+    class Meta:
+        db_table = "role"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class NodeQuerySet(models.QuerySet):
+    def recompute_status(self) -> int:
+        """Set each node's status from its desynchronizations, in one UPDATE.
+
+        The status is the node status of the registered type with the lowest priority number
+        whose node status is not Ready; Ready when there is none. It is stored so that the
+        list page needs no per-row queries, and the engine calls this in the same transaction
+        that changed ``node2sync``.
+        """
+        desyncs = self.model._meta.get_field("desyncs").related_model
+        blocking = (
+            desyncs.objects.filter(node=OuterRef("pk"))
+            .exclude(action__node_status=NodeStatus.READY)
+            .order_by("action__priority", "action_id")
+            .values("action__node_status")[:1]
+        )
+        return self.update(status=Coalesce(Subquery(blocking), Value(NodeStatus.READY)))
+
+
+class Node(models.Model):
+    name = models.CharField(max_length=63, unique=True, validators=[node_name_validator])
+    transport = models.CharField(max_length=10, choices=Transport, default=Transport.SSH)
+    host = models.CharField(max_length=255, blank=True)
+    port = models.PositiveIntegerField(
+        default=22, validators=[MinValueValidator(1), MaxValueValidator(65535)]
+    )
+    username = models.CharField(max_length=32, default="root")
+    host_key = models.TextField(blank=True, help_text="Pinned SSH host key (OpenSSH format).")
+    roles = models.ManyToManyField(Role, blank=True, related_name="nodes", db_table="node_roles")
+    maintenance = models.BooleanField(default=False)
+
+    status = models.CharField(max_length=20, choices=NodeStatus, default=NodeStatus.READY)
+    last_error = models.TextField(blank=True)
+    last_sync_at = models.DateTimeField(null=True, blank=True)
+    facts = models.JSONField(default=dict, blank=True)
+
+    # The lease: who runs this node's synchronizers, until when. Written only by the engine.
+    # Deliberately not indexed: on MariaDB an index on the expiry makes a claim lock other
+    # nodes' index records and deadlock with them.
+    lease_owner = models.CharField(max_length=100, blank=True)
+    lease_until = models.DateTimeField(null=True, blank=True)
+    current_action = models.ForeignKey(
+        "sync.SyncAction", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = NodeQuerySet.as_manager()
+
+    class Meta:
+        db_table = "node"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def address(self) -> str:
+        if self.transport == Transport.LOCAL:
+            return "local"
+        return f"{self.username}@{self.host}:{self.port}"
+
+    @property
+    def status_choice(self) -> NodeStatus:
+        return NodeStatus(self.status)
+
+    @property
+    def is_processing(self) -> bool:
+        """A synchronizer runs on the node now: it is leased, the lease is live, a type runs."""
+        return (
+            self.current_action_id is not None
+            and self.lease_until is not None
+            and self.lease_until > timezone.now()
+        )

@@ -1,0 +1,31 @@
+"""What a synchronizer's ``run`` receives."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from asgiref.sync import sync_to_async
+
+from nodes.models import Node
+from nodes.transports import Transport
+
+
+@dataclass
+class RunContext:
+    node: Node
+    transport: Transport
+    lines: list[str] = field(default_factory=list)
+
+    def log(self, line: str) -> None:
+        """Add a line to the run's log (kept on the ``syncrun`` row)."""
+        self.lines.append(line)
+
+    async def db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """Run ORM code from the synchronizer's coroutine.
+
+        Django's ORM refuses to run inside an event loop; this runs it on the session's one
+        database thread, so a connection is never shared between threads.
+        """
+        return await sync_to_async(fn, thread_sensitive=True)(*args, **kwargs)

@@ -1,0 +1,598 @@
+"""The synchronization engine: every rule of the mechanism, in one place.
+
+Nothing else writes ``node2sync`` or the node lease. The rules:
+
+- Registering a desynchronization is an idempotent upsert; a row that is running gets its
+  generation bumped so the finishing run cannot delete the newer desynchronization.
+- A node's status is recomputed in the same transaction as every change to its rows.
+- One synchronizer per node at a time: a worker runs a node only while it holds the node's
+  lease, taken by one conditional UPDATE (rowcount decides), renewed while it works.
+- A session runs the node's rows in priority order over one transport, and stops at the first
+  failure: order is a dependency, later types wait.
+- Failures back off exponentially (capped, jittered); a run past its type's timeout is
+  cancelled and recorded as ``timeout``.
+- An expired lease (dead worker) is recovered: its rows go back to pending and its runs are
+  recorded as ``lost``; a lease taken by force records them as ``forced``.
+
+Database bookkeeping is plain synchronous code; the conversation with nodes is coroutines, so
+one worker drives many node sessions on one event loop while they wait on the network.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import random
+import secrets
+import socket
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from asgiref.sync import async_to_sync, sync_to_async
+from django.conf import settings
+from django.db import OperationalError, transaction
+from django.db.models import F, Q, Value
+from django.db.models.functions import Concat
+from django.utils import timezone
+
+from nodes.models import Node
+from nodes.transports import Transport, TransportError, open_transport
+from sync.context import RunContext
+from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun
+from sync.synchronizers import REGISTRY
+
+log = logging.getLogger("sync")
+
+# MariaDB deadlock (1213) and lock wait timeout (1205): the transaction was rolled back as a
+# whole, so running it again is safe.
+_RETRYABLE_MYSQL_ERRORS = {1213, 1205}
+
+
+def _conf(key: str) -> int:
+    return settings.SYNC[key]
+
+
+def new_worker_id(role: str = "worker") -> str:
+    """A lease owner name that says where the work runs and is unique per session."""
+    return f"{role}@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+def retry_on_deadlock(fn: Callable) -> Callable:
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        for attempt in range(6):
+            try:
+                return fn(*args, **kwargs)
+            except OperationalError as e:
+                code = e.args[0] if e.args else None
+                if code not in _RETRYABLE_MYSQL_ERRORS or attempt == 5:
+                    raise
+                time.sleep(0.05 * (attempt + 1) * random.random())
+
+    return wrapper
+
+
+def _ids(objs: Iterable[Node | SyncAction | int]) -> list[int]:
+    return sorted({o if isinstance(o, int) else o.pk for o in objs})
+
+
+# --- Registration ---------------------------------------------------------------------------
+
+
+@retry_on_deadlock
+def register_desync(
+    nodes: Iterable[Node | int], actions: Iterable[SyncAction | int] | None = None
+) -> int:
+    """Mark ``nodes`` out of sync for ``actions`` (every type when None); return the pair count.
+
+    Safe to call inside the caller's transaction (the data change and its desynchronization
+    commit together). The nodes' sessions are started when the transaction commits.
+    """
+    node_ids = _ids(nodes)
+    action_ids = _ids(actions) if actions is not None else _ids(SyncAction.objects.all())
+    if not node_ids or not action_ids:
+        return 0
+    now = timezone.now()
+    with transaction.atomic():
+        # Lock the nodes first, in id order, as claiming and finishing do: one lock order
+        # everywhere keeps MariaDB from deadlocking registrations against running sessions.
+        list(Node.objects.select_for_update().filter(pk__in=node_ids).order_by("pk").values("pk"))
+        rows = Node2Sync.objects.filter(node_id__in=node_ids, action_id__in=action_ids)
+        rows.filter(state=DesyncState.PROCESSING).update(
+            generation=F("generation") + 1, registered_at=now
+        )
+        rows.exclude(state=DesyncState.PROCESSING).update(
+            state=DesyncState.PENDING, attempts=0, next_attempt_at=now, registered_at=now
+        )
+        Node2Sync.objects.bulk_create(
+            [
+                Node2Sync(node_id=n, action_id=a, registered_at=now, next_attempt_at=now)
+                for n in node_ids
+                for a in action_ids
+            ],
+            ignore_conflicts=True,
+            batch_size=500,
+        )
+        Node.objects.filter(pk__in=node_ids).recompute_status()
+        transaction.on_commit(lambda: kick(node_ids))
+    return len(node_ids) * len(action_ids)
+
+
+def kick(node_ids: Iterable[int]) -> None:
+    """Enqueue node sessions on the django-q cluster, in batches that share one event loop."""
+    from django_q.tasks import async_task
+
+    node_ids = list(node_ids)
+    size = _conf("batch_size")
+    for i in range(0, len(node_ids), size):
+        async_task("sync.tasks.run_node_sessions", node_ids[i : i + size], task_name="sync")
+
+
+# --- Leases ---------------------------------------------------------------------------------
+
+
+def _lease_until() -> datetime:
+    return timezone.now() + timedelta(seconds=_conf("lease_seconds"))
+
+
+def _free_lease() -> Q:
+    return Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now())
+
+
+@retry_on_deadlock
+def claim_node(node_id: int, worker: str, *, force: bool = False) -> bool:
+    """Take the node's lease; True when this worker now runs the node.
+
+    One conditional UPDATE decides, so it is correct across any number of processes and
+    machines on SQLite and MariaDB alike. Whatever a previous owner left processing is
+    recovered at once: it is ours to redo now.
+    """
+    previous = Node.objects.filter(pk=node_id).values("lease_owner", "lease_until").first()
+    if previous is None:
+        return False
+    qs = Node.objects.filter(pk=node_id)
+    if not force:
+        qs = qs.filter(_free_lease())
+    if qs.update(lease_owner=worker, lease_until=_lease_until(), current_action=None) != 1:
+        return False
+    live = previous["lease_until"] is not None and previous["lease_until"] > timezone.now()
+    recover_interrupted_runs(
+        node_id,
+        worker,
+        forced=force and live,
+        previous_owner=previous["lease_owner"],
+        previous_until=previous["lease_until"],
+    )
+    return True
+
+
+def renew_lease(node_id: int, worker: str) -> bool:
+    """Extend the lease; False when another worker took it (forced) and we must stop."""
+    return (
+        Node.objects.filter(pk=node_id, lease_owner=worker).update(lease_until=_lease_until()) == 1
+    )
+
+
+def release_node(node_id: int, worker: str) -> None:
+    Node.objects.filter(pk=node_id, lease_owner=worker).update(
+        lease_owner="", lease_until=None, current_action=None
+    )
+
+
+@retry_on_deadlock
+def recover_interrupted_runs(
+    node_id: int,
+    worker: str,
+    *,
+    forced: bool = False,
+    previous_owner: str = "",
+    previous_until: datetime | None = None,
+) -> int:
+    """Put back to pending what a previous lease owner left running; return how many runs.
+
+    Called only by the new lease owner, so every run still marked running on this node is
+    someone else's. Each one is closed with a sentence saying what happened and who acted.
+    """
+    now = timezone.now()
+    runs = SyncRun.objects.filter(node_id=node_id, outcome=Outcome.RUNNING)
+    if forced:
+        outcome = Outcome.FORCED
+        why = (
+            f"Forced to complete: {worker} took the node over from {previous_owner or 'nobody'} "
+            f"(lease until {_fmt(previous_until)}); the type goes back to pending and runs again."
+        )
+    else:
+        outcome = Outcome.LOST
+        why = (
+            f"Lost: the lease of {previous_owner or 'its worker'} expired at "
+            f"{_fmt(previous_until)} (the worker died or hung); recovered by {worker}, "
+            "the type goes back to pending and runs again."
+        )
+    with transaction.atomic():
+        if not Node.objects.filter(pk=node_id, lease_owner=worker).exists():
+            return 0
+        interrupted = list(runs.select_related("action").values_list("pk", "action__name"))
+        if not interrupted:
+            # Rows can be left processing without a run only by a crash between two writes.
+            Node2Sync.objects.filter(node_id=node_id, state=DesyncState.PROCESSING).update(
+                state=DesyncState.PENDING, next_attempt_at=now, started_at=None, worker=""
+            )
+            return 0
+        runs.update(outcome=outcome, finished_at=now, log=Concat(F("log"), Value("\n" + why)))
+        Node2Sync.objects.filter(node_id=node_id, state=DesyncState.PROCESSING).update(
+            state=DesyncState.PENDING, next_attempt_at=now, started_at=None, worker=""
+        )
+    node_name = Node.objects.filter(pk=node_id).values_list("name", flat=True).first()
+    for _, action_name in interrupted:
+        log.warning("sync %s node=%s type=%s worker=%s %s", outcome, node_name, action_name,
+                    previous_owner, why)
+    return len(interrupted)
+
+
+def _fmt(when: datetime | None) -> str:
+    return when.isoformat(timespec="seconds") if when else "unknown"
+
+
+def recover_expired_leases() -> int:
+    """Recover nodes whose lease expired (their worker died); return how many nodes."""
+    now = timezone.now()
+    expired = set(Node.objects.filter(lease_until__lt=now).values_list("pk", flat=True))
+    orphaned = set(
+        Node2Sync.objects.filter(state=DesyncState.PROCESSING)
+        .filter(Q(node__lease_until__isnull=True) | Q(node__lease_until__lt=now))
+        .values_list("node_id", flat=True)
+    )
+    recovered = 0
+    sweeper = new_worker_id("sweeper")
+    for node_id in sorted(expired | orphaned):
+        if claim_node(node_id, sweeper):
+            release_node(node_id, sweeper)
+            recovered += 1
+    return recovered
+
+
+# --- Running one type -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RunTicket:
+    desync_id: int
+    run_id: int
+    node_id: int
+    action: SyncAction
+    generation: int
+
+
+def backoff_seconds(attempts: int) -> float:
+    """Delay before retry number ``attempts``: exponential, capped, with jitter.
+
+    The jitter ("equal jitter": between half and all of the step) spreads the retries of many
+    nodes that failed together, e.g. after a network outage.
+    """
+    step = min(_conf("backoff_cap_seconds"), _conf("backoff_base_seconds") * 2 ** (attempts - 1))
+    return step / 2 + random.uniform(0, step / 2)
+
+
+@retry_on_deadlock
+def start_next_run(
+    node_id: int,
+    worker: str,
+    *,
+    action_ids: list[int] | None = None,
+    ignore_backoff: bool = False,
+) -> RunTicket | None:
+    """Mark the node's next desynchronization processing and open its run; None when done.
+
+    The next one is the first in priority order. If it waits for a retry, nothing runs: the
+    types after it depend on it.
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        if not renew_lease(node_id, worker):
+            return None
+        rows = (
+            Node2Sync.objects.filter(node_id=node_id)
+            .exclude(state=DesyncState.PROCESSING)
+            .select_related("action")
+            .order_by("action__priority", "action_id")
+        )
+        if action_ids is not None:
+            rows = rows.filter(action_id__in=action_ids)
+        row = rows.first()
+        if row is None or (not ignore_backoff and row.next_attempt_at > now):
+            return None
+        Node2Sync.objects.filter(pk=row.pk).update(
+            state=DesyncState.PROCESSING, started_at=now, worker=worker
+        )
+        Node.objects.filter(pk=node_id).update(current_action=row.action)
+        run = SyncRun.objects.create(
+            node_id=node_id,
+            action=row.action,
+            worker=worker,
+            started_at=now,
+            generation=row.generation,
+        )
+    return RunTicket(row.pk, run.pk, node_id, row.action, row.generation)
+
+
+@retry_on_deadlock
+def finish_run(ticket: RunTicket, worker: str, outcome: Outcome, log_text: str, error: str) -> bool:
+    """Record the run's end and its effect on the row and the node; False if the lease was lost.
+
+    A lost lease means another worker took the node over (``nodesync --force``): it already
+    closed this run and owns the row now, so nothing here may touch them.
+    """
+    now = timezone.now()
+    cap = _conf("log_cap_chars")
+    if len(log_text) > cap:
+        log_text = log_text[: cap // 2] + "\n[... log cut ...]\n" + log_text[-cap // 2 :]
+    with transaction.atomic():
+        if not renew_lease(ticket.node_id, worker):
+            return False
+        SyncRun.objects.filter(pk=ticket.run_id).update(
+            finished_at=now, outcome=outcome, log=log_text
+        )
+        row = Node2Sync.objects.filter(pk=ticket.desync_id)
+        node = Node.objects.filter(pk=ticket.node_id)
+        if outcome == Outcome.SUCCESS:
+            if not row.filter(generation=ticket.generation).delete()[0]:
+                # Registered again while it ran: newer data waits, run it again.
+                row.update(
+                    state=DesyncState.PENDING, attempts=0, next_attempt_at=now,
+                    started_at=None, worker="", last_error="",
+                )
+            still_failing = Node2Sync.objects.filter(
+                node_id=ticket.node_id, state=DesyncState.FAILED
+            ).exists()
+            node.update(current_action=None, last_sync_at=now)
+            if not still_failing:
+                node.update(last_error="")
+        else:
+            attempts = (row.values_list("attempts", flat=True).first() or 0) + 1
+            row.update(
+                state=DesyncState.FAILED,
+                attempts=attempts,
+                next_attempt_at=now + timedelta(seconds=backoff_seconds(attempts)),
+                last_error=error,
+                started_at=None,
+                worker="",
+            )
+            node.update(current_action=None, last_error=f"{ticket.action.title}: {error}")
+        node.recompute_status()
+    return True
+
+
+def has_due_work(node_id: int) -> bool:
+    row = (
+        Node2Sync.objects.filter(node_id=node_id)
+        .order_by("action__priority", "action_id")
+        .values("state", "next_attempt_at")
+        .first()
+    )
+    return (
+        row is not None
+        and row["state"] != DesyncState.PROCESSING
+        and row["next_attempt_at"] <= timezone.now()
+    )
+
+
+# --- Node sessions --------------------------------------------------------------------------
+
+
+@dataclass
+class RunReport:
+    """What a finished run tells the caller (``nodesync`` prints these as progress)."""
+
+    node: str
+    action: str
+    outcome: Outcome
+    seconds: float
+    error: str
+
+
+@dataclass
+class SessionResult:
+    node: Node
+    claimed: bool = False
+    completed: int = 0
+    failed: bool = False
+    lease_lost: bool = False
+    budget_spent: bool = False
+
+
+ProgressCallback = Callable[[RunReport], None]
+
+
+def _db(fn: Callable) -> Callable:
+    return sync_to_async(fn, thread_sensitive=True)
+
+
+class _Connection:
+    """The session's one transport, opened by the first run that needs it."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.transport: Transport | None = None
+
+    async def get(self) -> Transport:
+        if self.transport is None:
+            self.transport = await open_transport(self.node)
+        return self.transport
+
+    async def close(self) -> None:
+        if self.transport is not None:
+            transport, self.transport = self.transport, None
+            try:
+                await transport.close()
+            except Exception:  # noqa: BLE001 - a broken connection must not hide the result
+                log.debug("closing the transport of %s failed", self.node.name, exc_info=True)
+
+
+async def _execute(ticket: RunTicket, ctx_node: Node, conn: _Connection) -> tuple[Outcome, str, str]:
+    """Run one synchronizer within its timeout; return (outcome, log, error)."""
+    sync_type = REGISTRY.get(ticket.action.name)
+    lines: list[str] = []
+    if sync_type is None:
+        return Outcome.FAILED, "", f"type {ticket.action.name} has no code in this version"
+    timeout = ticket.action.timeout
+    try:
+        async with asyncio.timeout(timeout):
+            ctx = RunContext(node=ctx_node, transport=await conn.get(), lines=lines)
+            await sync_type.run(ctx)
+    except TimeoutError:
+        await conn.close()  # the connection may be stuck mid-command
+        return Outcome.TIMEOUT, "\n".join(lines), f"timed out after {timeout} s"
+    except TransportError as e:
+        return Outcome.FAILED, "\n".join(lines), str(e)
+    except Exception as e:  # noqa: BLE001 - a synchronizer's bug fails its run, not the worker
+        log.exception("synchronizer %s crashed on %s", ticket.action.name, ctx_node.name)
+        return Outcome.FAILED, "\n".join(lines), f"{type(e).__name__}: {e}"
+    return Outcome.SUCCESS, "\n".join(lines), ""
+
+
+async def _keep_lease(node_id: int, worker: str, lost: asyncio.Event) -> None:
+    interval = max(_conf("lease_seconds") / 3, 0.2)
+    while True:
+        await asyncio.sleep(interval)
+        if not await _db(renew_lease)(node_id, worker):
+            lost.set()
+            return
+
+
+async def _run_claimed(
+    node: Node,
+    worker: str,
+    result: SessionResult,
+    *,
+    action_ids: list[int] | None,
+    ignore_backoff: bool,
+    progress: ProgressCallback | None,
+) -> None:
+    lost = asyncio.Event()
+    heartbeat = asyncio.create_task(_keep_lease(node.pk, worker, lost))
+    conn = _Connection(node)
+    deadline = time.monotonic() + _conf("session_budget_seconds")
+    try:
+        while time.monotonic() < deadline:
+            ticket = await _db(start_next_run)(
+                node.pk, worker, action_ids=action_ids, ignore_backoff=ignore_backoff
+            )
+            if ticket is None:
+                return
+            log.info("sync start node=%s type=%s worker=%s", node.name, ticket.action.name, worker)
+            started = time.monotonic()
+            run = asyncio.create_task(_execute(ticket, node, conn))
+            lost_wait = asyncio.create_task(lost.wait())
+            await asyncio.wait({run, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
+            lost_wait.cancel()
+            if not run.done():
+                run.cancel()
+                await asyncio.gather(run, return_exceptions=True)
+                result.lease_lost = True
+                log.warning("sync lease lost node=%s type=%s worker=%s: another worker took "
+                            "the node over", node.name, ticket.action.name, worker)
+                return
+            outcome, text, error = run.result()
+            seconds = time.monotonic() - started
+            if not await _db(finish_run)(ticket, worker, outcome, text, error):
+                result.lease_lost = True
+                return
+            if outcome == Outcome.SUCCESS:
+                result.completed += 1
+                log.info("sync end node=%s type=%s outcome=success seconds=%.2f",
+                         node.name, ticket.action.name, seconds)
+            else:
+                result.failed = True
+                log.error("sync error node=%s type=%s outcome=%s seconds=%.2f error=%s",
+                          node.name, ticket.action.name, outcome, seconds, error)
+            if progress:
+                progress(RunReport(node.name, ticket.action.name, outcome, seconds, error))
+            if result.failed:
+                return
+        result.budget_spent = True
+    finally:
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        await conn.close()
+        await _db(release_node)(node.pk, worker)
+
+
+async def run_node_session(
+    node: Node,
+    *,
+    action_ids: list[int] | None = None,
+    ignore_backoff: bool = False,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+    role: str = "worker",
+) -> SessionResult:
+    """Claim the node and run its due desynchronizations in order, until done or a failure.
+
+    If work arrived after the last check but before the lease was released (its kick found
+    the node busy), the session claims the node again rather than leave it to the sweep.
+    """
+    result = SessionResult(node)
+    while True:
+        worker = new_worker_id(role)
+        if not await _db(claim_node)(node.pk, worker, force=force):
+            return result
+        result.claimed = True
+        await _run_claimed(
+            node, worker, result,
+            action_ids=action_ids, ignore_backoff=ignore_backoff, progress=progress,
+        )
+        if result.failed or result.lease_lost or action_ids is not None:
+            return result
+        if result.budget_spent:
+            # Leave the rest to a fresh task so one busy node cannot hold a worker for ever.
+            await _db(kick)([node.pk])
+            return result
+        if not await _db(has_due_work)(node.pk):
+            return result
+        force = False
+
+
+async def run_node_sessions(nodes: list[Node], **kwargs) -> list[SessionResult]:
+    """Run many node sessions at once on this event loop: nodes wait on the network."""
+    return list(await asyncio.gather(*(run_node_session(n, **kwargs) for n in nodes)))
+
+
+def run_nodes(node_ids: Iterable[int], **kwargs) -> list[SessionResult]:
+    """Synchronous entry point (django-q tasks, commands): run these nodes' sessions now."""
+    nodes = list(Node.objects.filter(pk__in=list(node_ids)))
+    if not nodes:
+        return []
+    return async_to_sync(run_node_sessions)(nodes, **kwargs)
+
+
+# --- The sweep ------------------------------------------------------------------------------
+
+
+def due_node_ids() -> list[int]:
+    """Nodes with a desynchronization due now and no live lease."""
+    now = timezone.now()
+    return list(
+        Node.objects.filter(_free_lease())
+        .filter(
+            desyncs__state__in=[DesyncState.PENDING, DesyncState.FAILED],
+            desyncs__next_attempt_at__lte=now,
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+
+
+def sweep() -> dict[str, int]:
+    """The safety net: recover dead workers' leases, then start every node that has due work."""
+    recovered = recover_expired_leases()
+    due = due_node_ids()
+    if due:
+        kick(due)
+    if recovered or due:
+        log.info("sweep recovered=%d enqueued=%d", recovered, len(due))
+    return {"recovered": recovered, "enqueued": len(due)}

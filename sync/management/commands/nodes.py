@@ -1,0 +1,41 @@
+import json
+
+from django.core.management.base import BaseCommand
+from django.db.models import Count
+
+from nodes.models import Node
+
+
+class Command(BaseCommand):
+    help = "List the cluster nodes: name, address, status, processing, pending count, last error."
+
+    def add_arguments(self, parser):
+        parser.add_argument("--json", action="store_true", dest="as_json", help="Print JSON.")
+
+    def handle(self, *args, as_json: bool = False, **options):
+        rows = [
+            {
+                "name": n.name,
+                "address": n.address,
+                "status": n.status,
+                "processing": n.is_processing,
+                "pending": n.pending,
+                "last_error": n.last_error,
+            }
+            for n in Node.objects.annotate(pending=Count("desyncs")).order_by("name")
+        ]
+        if as_json:
+            self.stdout.write(json.dumps(rows, indent=2))
+            return
+        if not rows:
+            self.stdout.write("No nodes. Add one with `manage.py addnode NAME --local`.")
+            return
+        fmt = "{:<24} {:<28} {:<26} {:<10} {:>7}  {}"
+        self.stdout.write(fmt.format("NAME", "ADDRESS", "STATUS", "PROCESSING", "PENDING",
+                                     "LAST ERROR"))
+        for r in rows:
+            self.stdout.write(fmt.format(
+                r["name"], r["address"], r["status"], "yes" if r["processing"] else "no",
+                r["pending"], r["last_error"].splitlines()[0][:80] if r["last_error"] else "",
+            ))
+

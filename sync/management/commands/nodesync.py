@@ -1,0 +1,83 @@
+import time
+
+from django.core.management.base import BaseCommand, CommandError
+
+from nodes.models import Node
+from sync import engine
+from sync.cli import actions_by_name, nodes_by_name
+from sync.models import Node2Sync, Outcome
+
+
+class Command(BaseCommand):
+    help = (
+        "Run a synchronization pass in the foreground until the selected desynchronizations "
+        "are done or failed. Takes over work whose lease expired (any lease with --force). "
+        "Exit 0 when all completed, 1 when some failed, 2 on bad arguments."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--node", action="append", default=[], metavar="NAME",
+                            help="Only this node (repeatable; default every node).")
+        parser.add_argument("--action", action="append", default=[], metavar="TYPE",
+                            help="Only this synchronizer type (repeatable; default every type).")
+        parser.add_argument("--force", action="store_true",
+                            help="Take over nodes even from a live worker (a hanging run).")
+
+    def handle(self, *args, node: list[str], action: list[str], force: bool, **options):
+        nodes = nodes_by_name(node) if node else list(Node.objects.all())
+        actions = actions_by_name(action) if action else None
+        action_ids = [a.pk for a in actions] if actions else None
+
+        failed: dict[str, str] = {}
+        completed = 0
+        waiting_shown: set[str] = set()
+        remaining = self._with_work(nodes, action_ids)
+        if not remaining:
+            self.stdout.write("Nothing to synchronize.")
+            return
+        self.stdout.write(f"Synchronizing {len(remaining)} node(s)...")
+        while remaining:
+            results = engine.run_nodes(
+                [n.pk for n in remaining],
+                action_ids=action_ids,
+                ignore_backoff=True,
+                force=force,
+                progress=self._progress,
+                role="nodesync",
+            )
+            for r in results:
+                completed += r.completed
+                if r.failed:
+                    failed[r.node.name] = Node.objects.get(pk=r.node.pk).last_error
+                elif not r.claimed and r.node.name not in waiting_shown:
+                    waiting_shown.add(r.node.name)
+                    owner = Node.objects.filter(pk=r.node.pk).values_list(
+                        "lease_owner", flat=True).first()
+                    self.stdout.write(f"  {r.node.name}: busy with {owner or 'another worker'}; "
+                                      "waiting (--force takes it over)")
+            remaining = [n for n in self._with_work(remaining, action_ids)
+                         if n.name not in failed]
+            if remaining and any(not r.claimed for r in results):
+                time.sleep(0.5)
+            force = False  # taken over once; after that we wait like anyone else
+
+        summary = f"{completed} run(s) completed, {len(failed)} node(s) failed."
+        if failed:
+            for name, error in failed.items():
+                self.stderr.write(f"  {name}: {error}")
+            raise CommandError(f"nodesync: {summary}", returncode=1)
+        self.stdout.write(self.style.SUCCESS(summary))
+
+    def _with_work(self, nodes: list[Node], action_ids: list[int] | None) -> list[Node]:
+        rows = Node2Sync.objects.filter(node__in=nodes)
+        if action_ids is not None:
+            rows = rows.filter(action_id__in=action_ids)
+        busy = set(rows.values_list("node_id", flat=True))
+        return [n for n in nodes if n.pk in busy]
+
+    def _progress(self, report: engine.RunReport) -> None:
+        mark = "ok" if report.outcome == Outcome.SUCCESS else report.outcome
+        line = f"  {report.node}: {report.action} ... {mark} ({report.seconds:.1f}s)"
+        if report.error:
+            line += f": {report.error}"
+        self.stdout.write(line)

@@ -1,0 +1,97 @@
+from django.db import models
+
+from nodes.choices import NodeStatus
+from nodes.models import Node
+
+
+class SyncAction(models.Model):
+    """A synchronizer type. Rows mirror the code's registry (``sync.synchronizers``)."""
+
+    name = models.SlugField(max_length=50, unique=True)
+    title = models.CharField(max_length=100)
+    priority = models.IntegerField(help_text="Lower runs first.")
+    node_status = models.CharField(max_length=20, choices=NodeStatus)
+    timeout = models.PositiveIntegerField(help_text="Seconds a run may take.")
+
+    class Meta:
+        db_table = "syncactions"
+        ordering = ["priority", "id"]
+        verbose_name = "synchronizer type"
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DesyncState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    PROCESSING = "processing", "Processing"
+    FAILED = "failed", "Failed"
+
+
+class Node2Sync(models.Model):
+    """A desynchronization: this node is out of sync for this type. Written only by the engine."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, db_column="node", related_name="desyncs")
+    action = models.ForeignKey(
+        SyncAction, on_delete=models.CASCADE, db_column="syncactions", related_name="desyncs"
+    )
+    registered_at = models.DateTimeField()
+    state = models.CharField(max_length=10, choices=DesyncState, default=DesyncState.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    last_error = models.TextField(blank=True)
+    # Bumped when the type is registered again while it runs, so the finishing run can tell
+    # that newer data is waiting and must not delete the row.
+    generation = models.PositiveIntegerField(default=0)
+    started_at = models.DateTimeField(null=True, blank=True)
+    worker = models.CharField(max_length=100, blank=True)
+
+    class Meta:
+        db_table = "node2sync"
+        verbose_name = "desynchronization"
+        constraints = [
+            models.UniqueConstraint(fields=["node", "action"], name="node2sync_node_action_uniq"),
+        ]
+        indexes = [models.Index(fields=["state", "next_attempt_at"], name="node2sync_due_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.node_id}/{self.action_id}"
+
+
+class Outcome(models.TextChoices):
+    RUNNING = "running", "Running"
+    SUCCESS = "success", "Success"
+    FAILED = "failed", "Failed"
+    TIMEOUT = "timeout", "Timed out"
+    FORCED = "forced", "Forced"
+    LOST = "lost", "Lost"
+
+
+class SyncRun(models.Model):
+    """One execution of a synchronizer on a node: the history."""
+
+    node = models.ForeignKey(Node, on_delete=models.CASCADE, db_column="node", related_name="runs")
+    action = models.ForeignKey(
+        SyncAction, on_delete=models.CASCADE, db_column="syncactions", related_name="runs"
+    )
+    worker = models.CharField(max_length=100)
+    started_at = models.DateTimeField()
+    finished_at = models.DateTimeField(null=True, blank=True)
+    outcome = models.CharField(max_length=10, choices=Outcome, default=Outcome.RUNNING)
+    generation = models.PositiveIntegerField(default=0)
+    log = models.TextField(blank=True)
+
+    class Meta:
+        db_table = "syncrun"
+        ordering = ["-started_at", "-id"]
+        verbose_name = "synchronizer run"
+        indexes = [models.Index(fields=["node", "started_at"], name="syncrun_node_started_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.action_id} on {self.node_id}: {self.outcome}"
+
+    @property
+    def duration(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        return (self.finished_at - self.started_at).total_seconds()

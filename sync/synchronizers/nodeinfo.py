@@ -1,0 +1,95 @@
+"""Node information: the facts the other types and the admins rely on (OS, kernel, size)."""
+
+from __future__ import annotations
+
+from django.utils import timezone
+
+from nodes.choices import NodeStatus
+from nodes.models import Node
+from sync.context import RunContext
+from sync.synchronizers import synchronizer
+
+# One fixed script, one round trip: real nodes are remote and every command costs latency.
+# It contains no data from the panel, so it is safe to hand to sh.
+FACTS_SCRIPT = r"""
+echo "hostname=$(uname -n)"
+echo "kernel=$(uname -r)"
+echo "arch=$(uname -m)"
+echo "cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc)"
+awk '/^MemTotal:/{print "memory_kb="$2} /^MemAvailable:/{print "memory_available_kb="$2}' /proc/meminfo
+df -Pk / | awk 'NR==2{print "disk_total_kb="$2; print "disk_used_kb="$3; print "disk_available_kb="$4}'
+awk '{print "uptime_seconds="int($1)}' /proc/uptime
+if [ -r /etc/os-release ]; then
+  ( . /etc/os-release; echo "os_id=$ID"; echo "os_name=$NAME"; echo "os_version=$VERSION_ID"; \
+    echo "os_pretty=$PRETTY_NAME" )
+fi
+"""
+
+_INTS = {
+    "cpus",
+    "memory_kb",
+    "memory_available_kb",
+    "disk_total_kb",
+    "disk_used_kb",
+    "disk_available_kb",
+    "uptime_seconds",
+}
+
+
+def parse_facts(output: str) -> dict:
+    """Turn the script's ``key=value`` lines into the facts stored on the node."""
+    raw: dict[str, str | int] = {}
+    for line in output.splitlines():
+        key, sep, value = line.partition("=")
+        if not sep:
+            continue
+        value = value.strip()
+        if key in _INTS:
+            try:
+                raw[key] = int(value)
+            except ValueError:
+                continue
+        else:
+            raw[key] = value
+    return {
+        "hostname": raw.get("hostname", ""),
+        "os": {
+            "id": raw.get("os_id", ""),
+            "name": raw.get("os_name", ""),
+            "version": raw.get("os_version", ""),
+            "pretty": raw.get("os_pretty", ""),
+        },
+        "kernel": raw.get("kernel", ""),
+        "arch": raw.get("arch", ""),
+        "cpus": raw.get("cpus"),
+        "memory_mb": _mb(raw.get("memory_kb")),
+        "memory_available_mb": _mb(raw.get("memory_available_kb")),
+        "disk_total_mb": _mb(raw.get("disk_total_kb")),
+        "disk_used_mb": _mb(raw.get("disk_used_kb")),
+        "disk_available_mb": _mb(raw.get("disk_available_kb")),
+        "uptime_seconds": raw.get("uptime_seconds"),
+    }
+
+
+def _mb(kb: int | str | None) -> int | None:
+    return kb // 1024 if isinstance(kb, int) else None
+
+
+@synchronizer(
+    name="nodeinfo",
+    title="Node information",
+    priority=10,
+    node_status=NodeStatus.SYNCHRONIZING,
+    timeout=60,
+)
+async def collect_node_information(ctx: RunContext) -> None:
+    result = await ctx.transport.run(["sh", "-c", FACTS_SCRIPT])
+    facts = parse_facts(result.stdout)
+    if not facts["hostname"] or not facts["kernel"]:
+        raise ValueError("the node did not report its hostname and kernel")
+    facts["collected_at"] = timezone.now().isoformat()
+    await ctx.db(Node.objects.filter(pk=ctx.node.pk).update, facts=facts)
+    ctx.log(
+        f"{facts['hostname']}: {facts['os']['pretty'] or facts['os']['name']}, "
+        f"kernel {facts['kernel']}, {facts['cpus']} CPUs, {facts['memory_mb']} MB memory"
+    )

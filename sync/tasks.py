@@ -1,0 +1,17 @@
+"""django-q tasks: thin entry points into the engine."""
+
+from sync import engine
+
+
+def run_node_sessions(node_ids: list[int]) -> dict[str, int]:
+    """Run these nodes' sessions; a duplicate or re-delivered task finds the leases taken."""
+    results = engine.run_nodes(node_ids)
+    return {
+        "claimed": sum(r.claimed for r in results),
+        "completed": sum(r.completed for r in results),
+        "failed": sum(r.failed for r in results),
+    }
+
+
+def sweep() -> dict[str, int]:
+    return engine.sweep()
