@@ -228,8 +228,14 @@ def recover_interrupted_runs(
         )
     node_name = Node.objects.filter(pk=node_id).values_list("name", flat=True).first()
     for _, action_name in interrupted:
-        log.warning("sync %s node=%s type=%s worker=%s %s", outcome, node_name, action_name,
-                    previous_owner, why)
+        log.warning(
+            "sync %s node=%s type=%s worker=%s %s",
+            outcome,
+            node_name,
+            action_name,
+            previous_owner,
+            why,
+        )
     return len(interrupted)
 
 
@@ -342,8 +348,12 @@ def finish_run(ticket: RunTicket, worker: str, outcome: Outcome, log_text: str, 
             if not row.filter(generation=ticket.generation).delete()[0]:
                 # Registered again while it ran: newer data waits, run it again.
                 row.update(
-                    state=DesyncState.PENDING, attempts=0, next_attempt_at=now,
-                    started_at=None, worker="", last_error="",
+                    state=DesyncState.PENDING,
+                    attempts=0,
+                    next_attempt_at=now,
+                    started_at=None,
+                    worker="",
+                    last_error="",
                 )
             still_failing = Node2Sync.objects.filter(
                 node_id=ticket.node_id, state=DesyncState.FAILED
@@ -432,7 +442,9 @@ class _Connection:
                 log.debug("closing the transport of %s failed", self.node.name, exc_info=True)
 
 
-async def _execute(ticket: RunTicket, ctx_node: Node, conn: _Connection) -> tuple[Outcome, str, str]:
+async def _execute(
+    ticket: RunTicket, ctx_node: Node, conn: _Connection
+) -> tuple[Outcome, str, str]:
     """Run one synchronizer within its timeout; return (outcome, log, error)."""
     sync_type = REGISTRY.get(ticket.action.name)
     lines: list[str] = []
@@ -493,8 +505,12 @@ async def _run_claimed(
                 run.cancel()
                 await asyncio.gather(run, return_exceptions=True)
                 result.lease_lost = True
-                log.warning("sync lease lost node=%s type=%s worker=%s: another worker took "
-                            "the node over", node.name, ticket.action.name, worker)
+                log.warning(
+                    "sync lease lost node=%s type=%s worker=%s: another worker took the node over",
+                    node.name,
+                    ticket.action.name,
+                    worker,
+                )
                 return
             outcome, text, error = run.result()
             seconds = time.monotonic() - started
@@ -503,12 +519,22 @@ async def _run_claimed(
                 return
             if outcome == Outcome.SUCCESS:
                 result.completed += 1
-                log.info("sync end node=%s type=%s outcome=success seconds=%.2f",
-                         node.name, ticket.action.name, seconds)
+                log.info(
+                    "sync end node=%s type=%s outcome=success seconds=%.2f",
+                    node.name,
+                    ticket.action.name,
+                    seconds,
+                )
             else:
                 result.failed = True
-                log.error("sync error node=%s type=%s outcome=%s seconds=%.2f error=%s",
-                          node.name, ticket.action.name, outcome, seconds, error)
+                log.error(
+                    "sync error node=%s type=%s outcome=%s seconds=%.2f error=%s",
+                    node.name,
+                    ticket.action.name,
+                    outcome,
+                    seconds,
+                    error,
+                )
             if progress:
                 progress(RunReport(node.name, ticket.action.name, outcome, seconds, error))
             if result.failed:
@@ -542,8 +568,12 @@ async def run_node_session(
             return result
         result.claimed = True
         await _run_claimed(
-            node, worker, result,
-            action_ids=action_ids, ignore_backoff=ignore_backoff, progress=progress,
+            node,
+            worker,
+            result,
+            action_ids=action_ids,
+            ignore_backoff=ignore_backoff,
+            progress=progress,
         )
         if result.failed or result.lease_lost or action_ids is not None:
             return result

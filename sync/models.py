@@ -31,7 +31,9 @@ class DesyncState(models.TextChoices):
 class Node2Sync(models.Model):
     """A desynchronization: this node is out of sync for this type. Written only by the engine."""
 
-    node = models.ForeignKey(Node, on_delete=models.CASCADE, db_column="node", related_name="desyncs")
+    node = models.ForeignKey(
+        Node, on_delete=models.CASCADE, db_column="node", related_name="desyncs"
+    )
     action = models.ForeignKey(
         SyncAction, on_delete=models.CASCADE, db_column="syncactions", related_name="desyncs"
     )

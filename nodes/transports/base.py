@@ -66,7 +66,7 @@ class Transport(abc.ABC):
     async def read_file(self, path: str) -> bytes:
         """Read a whole file from the node."""
 
-    async def close(self) -> None:
+    async def close(self) -> None:  # noqa: B027 - optional, not abstract
         """Close the connection; closing twice is harmless."""
 
     async def __aenter__(self) -> Transport:

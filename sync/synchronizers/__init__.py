@@ -52,7 +52,9 @@ def synchronizer(
     """Declare the decorated coroutine as the ``run`` of a synchronizer type."""
 
     def decorate(run: RunFunction) -> RunFunction:
-        register_type(SynchronizerType(name, title, priority, NodeStatus(node_status), timeout, run))
+        register_type(
+            SynchronizerType(name, title, priority, NodeStatus(node_status), timeout, run)
+        )
         return run
 
     return decorate

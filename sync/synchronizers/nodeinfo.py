@@ -16,8 +16,10 @@ echo "hostname=$(uname -n)"
 echo "kernel=$(uname -r)"
 echo "arch=$(uname -m)"
 echo "cpus=$(getconf _NPROCESSORS_ONLN 2>/dev/null || nproc)"
-awk '/^MemTotal:/{print "memory_kb="$2} /^MemAvailable:/{print "memory_available_kb="$2}' /proc/meminfo
-df -Pk / | awk 'NR==2{print "disk_total_kb="$2; print "disk_used_kb="$3; print "disk_available_kb="$4}'
+awk '/^MemTotal:/{print "memory_kb="$2}
+     /^MemAvailable:/{print "memory_available_kb="$2}' /proc/meminfo
+df -Pk / | awk 'NR==2{print "disk_total_kb="$2; print "disk_used_kb="$3;
+                      print "disk_available_kb="$4}'
 awk '{print "uptime_seconds="int($1)}' /proc/uptime
 if [ -r /etc/os-release ]; then
   ( . /etc/os-release; echo "os_id=$ID"; echo "os_name=$NAME"; echo "os_version=$VERSION_ID"; \

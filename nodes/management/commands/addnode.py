@@ -19,20 +19,23 @@ class Command(BaseCommand):
         parser.add_argument("--port", type=int, default=22, help="SSH port (default 22).")
         parser.add_argument("--user", default="root", help="SSH user (default root).")
 
-    def handle(self, *args, name: str, local: bool, host: str | None, port: int, user: str,
-               **options):
+    def handle(
+        self, *args, name: str, local: bool, host: str | None, port: int, user: str, **options
+    ):
         if not local:
             raise bad_arguments(
                 "SSH nodes are not available yet in this version; add the panel's own server "
                 "with --local"
             )
-        node = Node(name=name, transport=Transport.LOCAL, host="localhost", port=port,
-                    username=user)
+        node = Node(
+            name=name, transport=Transport.LOCAL, host="localhost", port=port, username=user
+        )
         try:
             node.full_clean()
         except ValidationError as e:
-            messages = "; ".join(f"{field}: {' '.join(errs)}" for field, errs in
-                                 e.message_dict.items())
+            messages = "; ".join(
+                f"{field}: {' '.join(errs)}" for field, errs in e.message_dict.items()
+            )
             raise bad_arguments(f"cannot add node {name!r}: {messages}") from None
         with transaction.atomic():
             node.save()

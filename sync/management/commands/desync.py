@@ -14,8 +14,13 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("names", nargs="*", metavar="NAME", help="Node names.")
         parser.add_argument("--all", action="store_true", help="Every node.")
-        parser.add_argument("--action", action="append", default=[], metavar="TYPE",
-                            help="Synchronizer type (repeatable; default every type).")
+        parser.add_argument(
+            "--action",
+            action="append",
+            default=[],
+            metavar="TYPE",
+            help="Synchronizer type (repeatable; default every type).",
+        )
 
     def handle(self, *args, names: list[str], all: bool, action: list[str], **options):
         if all == bool(names):

@@ -31,11 +31,17 @@ class Command(BaseCommand):
             self.stdout.write("No nodes. Add one with `manage.py addnode NAME --local`.")
             return
         fmt = "{:<24} {:<28} {:<26} {:<10} {:>7}  {}"
-        self.stdout.write(fmt.format("NAME", "ADDRESS", "STATUS", "PROCESSING", "PENDING",
-                                     "LAST ERROR"))
+        self.stdout.write(
+            fmt.format("NAME", "ADDRESS", "STATUS", "PROCESSING", "PENDING", "LAST ERROR")
+        )
         for r in rows:
-            self.stdout.write(fmt.format(
-                r["name"], r["address"], r["status"], "yes" if r["processing"] else "no",
-                r["pending"], r["last_error"].splitlines()[0][:80] if r["last_error"] else "",
-            ))
-
+            self.stdout.write(
+                fmt.format(
+                    r["name"],
+                    r["address"],
+                    r["status"],
+                    "yes" if r["processing"] else "no",
+                    r["pending"],
+                    r["last_error"].splitlines()[0][:80] if r["last_error"] else "",
+                )
+            )

@@ -16,12 +16,25 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--node", action="append", default=[], metavar="NAME",
-                            help="Only this node (repeatable; default every node).")
-        parser.add_argument("--action", action="append", default=[], metavar="TYPE",
-                            help="Only this synchronizer type (repeatable; default every type).")
-        parser.add_argument("--force", action="store_true",
-                            help="Take over nodes even from a live worker (a hanging run).")
+        parser.add_argument(
+            "--node",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="Only this node (repeatable; default every node).",
+        )
+        parser.add_argument(
+            "--action",
+            action="append",
+            default=[],
+            metavar="TYPE",
+            help="Only this synchronizer type (repeatable; default every type).",
+        )
+        parser.add_argument(
+            "--force",
+            action="store_true",
+            help="Take over nodes even from a live worker (a hanging run).",
+        )
 
     def handle(self, *args, node: list[str], action: list[str], force: bool, **options):
         nodes = nodes_by_name(node) if node else list(Node.objects.all())
@@ -51,12 +64,16 @@ class Command(BaseCommand):
                     failed[r.node.name] = Node.objects.get(pk=r.node.pk).last_error
                 elif not r.claimed and r.node.name not in waiting_shown:
                     waiting_shown.add(r.node.name)
-                    owner = Node.objects.filter(pk=r.node.pk).values_list(
-                        "lease_owner", flat=True).first()
-                    self.stdout.write(f"  {r.node.name}: busy with {owner or 'another worker'}; "
-                                      "waiting (--force takes it over)")
-            remaining = [n for n in self._with_work(remaining, action_ids)
-                         if n.name not in failed]
+                    owner = (
+                        Node.objects.filter(pk=r.node.pk)
+                        .values_list("lease_owner", flat=True)
+                        .first()
+                    )
+                    self.stdout.write(
+                        f"  {r.node.name}: busy with {owner or 'another worker'}; "
+                        "waiting (--force takes it over)"
+                    )
+            remaining = [n for n in self._with_work(remaining, action_ids) if n.name not in failed]
             if remaining and any(not r.claimed for r in results):
                 time.sleep(0.5)
             force = False  # taken over once; after that we wait like anyone else

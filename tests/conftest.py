@@ -1,0 +1,99 @@
+"""Shared fixtures: test-only synchronizer types, nodes, and the project's own commands run as
+processes against the test database (what an admin types, with real exit codes)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from django.db import connection
+
+from nodes.choices import NodeStatus, Transport
+from nodes.models import Node
+from sync.models import SyncAction
+from sync.synchronizers import SynchronizerType, register_type, unregister_type
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+async def _noop(ctx) -> None:
+    ctx.log("nothing to do")
+
+
+@pytest.fixture
+def make_type(db):
+    """Register a test-only synchronizer type in the registry and in ``syncactions``."""
+    made: list[str] = []
+
+    def make(
+        name: str,
+        priority: int = 100,
+        node_status: str = NodeStatus.SYNCHRONIZING,
+        run: Callable[..., Awaitable[None]] = _noop,
+        timeout: int = 30,
+    ) -> SyncAction:
+        register_type(
+            SynchronizerType(name, name.title(), priority, NodeStatus(node_status), timeout, run)
+        )
+        made.append(name)
+        action, _ = SyncAction.objects.update_or_create(
+            name=name,
+            defaults={
+                "title": name.title(),
+                "priority": priority,
+                "node_status": node_status,
+                "timeout": timeout,
+            },
+        )
+        return action
+
+    yield make
+    for name in made:
+        unregister_type(name)
+    SyncAction.objects.filter(name__in=made).delete()
+
+
+@pytest.fixture
+def make_node(db):
+    def make(name: str = "n1", **fields) -> Node:
+        fields.setdefault("transport", Transport.LOCAL)
+        fields.setdefault("host", "localhost")
+        return Node.objects.create(name=name, **fields)
+
+    return make
+
+
+def database_url() -> str:
+    """The URL of the database the tests use, for processes started by a test."""
+    s = connection.settings_dict
+    if connection.vendor == "sqlite":
+        return f"sqlite:///{s['NAME']}"
+    user = s["USER"] + (f":{s['PASSWORD']}" if s["PASSWORD"] else "")
+    return f"mysql://{user}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 3306}/{s['NAME']}"
+
+
+def process_env(**extra: str) -> dict[str, str]:
+    env = dict(os.environ, DATABASE_URL=database_url(), PYTHONUNBUFFERED="1")
+    env.update(extra)
+    return env
+
+
+@pytest.fixture
+def manage():
+    """Run ``manage.py`` as an admin would, against the test database."""
+
+    def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            cwd=ROOT,
+            env=process_env(),
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    return run

@@ -1,0 +1,406 @@
+"""The engine's rules, one behaviour per test, through the real database path."""
+
+import asyncio
+from datetime import timedelta
+
+import pytest
+from django.conf import settings
+from django.utils import timezone
+from django_q.models import OrmQ
+
+from nodes.choices import NodeStatus
+from nodes.models import Node
+from nodes.transports import TransportError
+from sync import engine
+from sync.engine import (
+    backoff_seconds,
+    claim_node,
+    finish_run,
+    recover_expired_leases,
+    register_desync,
+    release_node,
+    run_nodes,
+    start_next_run,
+    sweep,
+)
+from sync.models import DesyncState, Node2Sync, Outcome, SyncRun
+
+pytestmark = pytest.mark.django_db
+
+
+def _expire_lease(node: Node) -> None:
+    Node.objects.filter(pk=node.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+
+
+# --- registration and status ----------------------------------------------------------------
+
+
+def test_it_registers_idempotently(make_node, make_type):
+    node = make_node()
+    a = make_type("t-a", priority=1)
+    register_desync([node], [a])
+    register_desync([node], [a])
+    assert Node2Sync.objects.filter(node=node, action=a).count() == 1
+
+
+def test_it_sets_status_from_lowest_priority_type_that_is_not_ready(make_node, make_type):
+    node = make_node()
+    ready = make_type("t-ready", priority=1, node_status=NodeStatus.READY)
+    installing = make_type("t-install", priority=20, node_status=NodeStatus.INSTALLING)
+    syncing = make_type("t-sync", priority=30, node_status=NodeStatus.SYNCHRONIZING)
+    register_desync([node], [syncing, installing, ready])
+    node.refresh_from_db()
+    assert node.status == NodeStatus.INSTALLING
+
+
+def test_it_keeps_the_node_ready_when_only_ready_types_are_pending(make_node, make_type):
+    node = make_node()
+    register_desync([node], [make_type("t-ready", node_status=NodeStatus.READY)])
+    node.refresh_from_db()
+    assert node.status == NodeStatus.READY
+
+
+def test_it_returns_the_node_to_ready_when_its_work_is_done(make_node, make_type):
+    node = make_node()
+    register_desync([node], [make_type("t-a", priority=1)])
+    node.refresh_from_db()
+    assert node.status == NodeStatus.SYNCHRONIZING
+    [result] = run_nodes([node.pk])
+    node.refresh_from_db()
+    assert result.completed == 1
+    assert node.status == NodeStatus.READY
+    assert not Node2Sync.objects.filter(node=node).exists()
+    assert node.last_sync_at is not None
+
+
+def test_it_makes_a_failed_row_due_again_when_registered_again(make_node, make_type):
+    node = make_node()
+    a = make_type("t-a")
+    register_desync([node], [a])
+    Node2Sync.objects.filter(node=node).update(
+        state=DesyncState.FAILED, attempts=3, next_attempt_at=timezone.now() + timedelta(hours=1)
+    )
+    register_desync([node], [a])
+    row = Node2Sync.objects.get(node=node)
+    assert row.state == DesyncState.PENDING
+    assert row.attempts == 0
+    assert row.next_attempt_at <= timezone.now()
+
+
+def test_it_starts_the_nodes_when_the_registration_commits(
+    make_node, make_type, django_capture_on_commit_callbacks
+):
+    node = make_node()
+    with django_capture_on_commit_callbacks(execute=True):
+        register_desync([node], [make_type("t-a")])
+    [task] = OrmQ.objects.all()
+    assert task.task["func"] == "sync.tasks.run_node_sessions"
+    assert task.task["args"] == ([node.pk],)
+
+
+# --- the lease --------------------------------------------------------------------------------
+
+
+def test_it_lets_one_worker_claim_a_node(make_node):
+    node = make_node()
+    assert claim_node(node.pk, "w1")
+    assert not claim_node(node.pk, "w2")
+    release_node(node.pk, "w1")
+    assert claim_node(node.pk, "w2")
+
+
+def test_it_lets_another_worker_take_an_expired_lease(make_node):
+    node = make_node()
+    assert claim_node(node.pk, "w1")
+    _expire_lease(node)
+    assert claim_node(node.pk, "w2")
+    assert Node.objects.get(pk=node.pk).lease_owner == "w2"
+
+
+def test_it_skips_a_node_another_worker_runs(make_node, make_type):
+    node = make_node()
+    register_desync([node], [make_type("t-a")])
+    assert claim_node(node.pk, "someone-else")
+    [result] = run_nodes([node.pk])
+    assert not result.claimed
+    assert Node2Sync.objects.get(node=node).state == DesyncState.PENDING
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+
+def test_it_runs_types_in_priority_order_over_one_transport(make_node, make_type):
+    node = make_node()
+    seen: list[tuple[str, int]] = []
+
+    def recorder(name):
+        async def run(ctx):
+            seen.append((name, id(ctx.transport)))
+
+        return run
+
+    types = [make_type(f"t-{p}", priority=p, run=recorder(f"t-{p}")) for p in (30, 10, 20)]
+    register_desync([node], types)
+    run_nodes([node.pk])
+    assert [name for name, _ in seen] == ["t-10", "t-20", "t-30"]
+    assert len({transport for _, transport in seen}) == 1
+
+
+async def _fail(ctx):
+    ctx.log("trying")
+    raise TransportError("node said no")
+
+
+def test_it_stops_the_session_at_the_first_failure(make_node, make_type):
+    node = make_node()
+    ran: list[str] = []
+
+    async def later(ctx):
+        ran.append("later")
+
+    first = make_type("t-first", priority=1, run=_fail)
+    second = make_type("t-second", priority=2, run=later)
+    register_desync([node], [first, second])
+    [result] = run_nodes([node.pk])
+    assert result.failed
+    assert ran == []
+    assert Node2Sync.objects.get(node=node, action=second).state == DesyncState.PENDING
+    # Later types wait for the failed one even when the node is run again.
+    run_nodes([node.pk])
+    assert ran == []
+
+
+def test_it_keeps_the_error_on_the_row_the_node_and_the_run(make_node, make_type):
+    node = make_node()
+    action = make_type("t-first", run=_fail)
+    register_desync([node], [action])
+    run_nodes([node.pk])
+    row = Node2Sync.objects.get(node=node)
+    node.refresh_from_db()
+    run = SyncRun.objects.get(node=node)
+    assert row.state == DesyncState.FAILED
+    assert row.attempts == 1
+    assert row.last_error == "node said no"
+    assert node.last_error == "T-First: node said no"
+    assert run.outcome == Outcome.FAILED
+    assert "trying" in run.log
+
+
+def test_it_writes_start_end_and_error_lines_to_the_log_file(make_node, make_type):
+    log_file = settings.LOG_DIR / "panel.log"
+    before = log_file.stat().st_size if log_file.exists() else 0
+    node = make_node("logged-node")
+    register_desync(
+        [node], [make_type("t-ok", priority=1), make_type("t-bad", priority=2, run=_fail)]
+    )
+    run_nodes([node.pk])
+    with open(log_file) as f:
+        f.seek(before)
+        written = f.read()
+    assert "sync start node=logged-node type=t-ok" in written
+    assert "sync end node=logged-node type=t-ok outcome=success" in written
+    assert "sync error node=logged-node type=t-bad outcome=failed" in written
+    assert "node said no" in written
+
+
+def test_it_backs_off_exponentially_with_a_cap_and_jitter():
+    base = settings.SYNC["backoff_base_seconds"]
+    cap = settings.SYNC["backoff_cap_seconds"]
+    for attempts in range(1, 12):
+        step = min(cap, base * 2 ** (attempts - 1))
+        delays = {backoff_seconds(attempts) for _ in range(20)}
+        assert all(step / 2 <= d <= step for d in delays)
+        assert len(delays) > 1  # jittered
+    assert backoff_seconds(50) <= cap
+
+
+def test_it_schedules_the_retry_after_the_backoff(make_node, make_type):
+    node = make_node()
+    register_desync([node], [make_type("t-first", run=_fail)])
+    for attempts in (1, 2, 3):
+        before = timezone.now()
+        run_nodes([node.pk], ignore_backoff=True)
+        row = Node2Sync.objects.get(node=node)
+        step = settings.SYNC["backoff_base_seconds"] * 2 ** (attempts - 1)
+        assert row.attempts == attempts
+        delay = (row.next_attempt_at - before).total_seconds()
+        assert step / 2 - 1 <= delay <= step + 1
+    # Not due yet: a normal session leaves it alone.
+    [result] = run_nodes([node.pk])
+    assert result.completed == 0 and not result.failed
+
+
+def test_it_never_holds_up_other_nodes(make_node, make_type):
+    bad, good = make_node("bad"), make_node("good")
+
+    async def fail_on_bad(ctx):
+        if ctx.node.name == "bad":
+            raise TransportError("unreachable")
+
+    register_desync([bad, good], [make_type("t-a", run=fail_on_bad)])
+    results = {r.node.name: r for r in run_nodes([bad.pk, good.pk])}
+    assert results["bad"].failed
+    assert results["good"].completed == 1
+    assert Node.objects.get(name="good").status == NodeStatus.READY
+
+
+def test_it_runs_many_nodes_at_once_in_one_worker(make_node, make_type):
+    nodes = [make_node(f"n{i}") for i in range(10)]
+
+    async def wait_on_network(ctx):
+        await asyncio.sleep(0.5)
+
+    register_desync(nodes, [make_type("t-slow", run=wait_on_network)])
+    started = timezone.now()
+    results = run_nodes([n.pk for n in nodes])
+    assert sum(r.completed for r in results) == 10
+    assert (timezone.now() - started).total_seconds() < 3
+
+
+def test_it_does_not_lose_a_registration_made_while_the_type_runs(make_node, make_type):
+    node = make_node()
+    runs: list[int] = []
+
+    async def changes_during_run(ctx):
+        runs.append(1)
+        if len(runs) == 1:
+            await ctx.db(register_desync, [ctx.node], [action])
+
+    action = make_type("t-a", run=changes_during_run)
+    register_desync([node], [action])
+    run_nodes([node.pk])
+    assert len(runs) == 2  # the newer desynchronization ran again, in the same session
+    assert not Node2Sync.objects.filter(node=node).exists()
+    assert SyncRun.objects.filter(node=node, outcome=Outcome.SUCCESS).count() == 2
+
+
+def test_it_keeps_a_registration_made_while_the_run_was_finishing(make_node, make_type):
+    node = make_node()
+    action = make_type("t-a")
+    register_desync([node], [action])
+    assert claim_node(node.pk, "w1")
+    ticket = start_next_run(node.pk, "w1")
+    register_desync([node], [action])  # arrives while the old run works
+    assert finish_run(ticket, "w1", Outcome.SUCCESS, "", "")
+    row = Node2Sync.objects.get(node=node)
+    assert row.state == DesyncState.PENDING
+    assert row.generation == ticket.generation + 1
+
+
+def test_it_cancels_a_run_past_its_timeout(make_node, make_type):
+    node = make_node()
+
+    async def hangs(ctx):
+        await ctx.transport.run(["sleep", "30"])
+
+    register_desync([node], [make_type("t-hang", run=hangs, timeout=1)])
+    started = timezone.now()
+    run_nodes([node.pk])
+    assert (timezone.now() - started).total_seconds() < 10
+    run = SyncRun.objects.get(node=node)
+    row = Node2Sync.objects.get(node=node)
+    assert run.outcome == Outcome.TIMEOUT
+    assert row.state == DesyncState.FAILED
+    assert row.last_error == "timed out after 1 s"
+
+
+def test_it_leaves_one_run_row_per_execution(make_node, make_type):
+    node = make_node()
+    register_desync([node], [make_type("t-a", priority=1), make_type("t-b", priority=2)])
+    run_nodes([node.pk])
+    runs = list(SyncRun.objects.filter(node=node).order_by("started_at", "id"))
+    assert [r.action.name for r in runs] == ["t-a", "t-b"]
+    for run in runs:
+        assert run.outcome == Outcome.SUCCESS
+        assert run.worker.startswith("worker@")
+        assert run.started_at <= run.finished_at
+        assert run.log == "nothing to do"
+
+
+def test_it_fails_a_run_whose_synchronizer_crashes(make_node, make_type):
+    node = make_node()
+
+    async def buggy(ctx):
+        raise KeyError("oops")
+
+    register_desync([node], [make_type("t-bug", run=buggy)])
+    [result] = run_nodes([node.pk])
+    assert result.failed
+    assert Node2Sync.objects.get(node=node).last_error == "KeyError: 'oops'"
+
+
+# --- recovery ---------------------------------------------------------------------------------
+
+
+def _start_and_die(node, action, worker="dead-worker"):
+    """What a worker leaves behind when it is killed in the middle of a run."""
+    register_desync([node], [action])
+    assert claim_node(node.pk, worker)
+    return start_next_run(node.pk, worker)
+
+
+def test_it_recovers_an_expired_lease_on_the_next_sweep(make_node, make_type):
+    node = make_node()
+    _start_and_die(node, make_type("t-a"))
+    _expire_lease(node)
+    result = sweep()
+    assert result["recovered"] == 1
+    row = Node2Sync.objects.get(node=node)
+    run = SyncRun.objects.get(node=node)
+    node.refresh_from_db()
+    assert row.state == DesyncState.PENDING
+    assert run.outcome == Outcome.LOST
+    assert "dead-worker" in run.log and "expired" in run.log
+    assert node.lease_owner == "" and not node.is_processing
+    assert result["enqueued"] == 1
+
+
+def test_it_leaves_a_live_lease_alone(make_node, make_type):
+    node = make_node()
+    _start_and_die(node, make_type("t-a"), worker="alive")
+    assert recover_expired_leases() == 0
+    assert Node2Sync.objects.get(node=node).state == DesyncState.PROCESSING
+
+
+def test_it_reruns_a_lost_run_to_completion(make_node, make_type):
+    node = make_node()
+    _start_and_die(node, make_type("t-a"))
+    _expire_lease(node)
+    [result] = run_nodes([node.pk])
+    assert result.completed == 1
+    outcomes = sorted(SyncRun.objects.filter(node=node).values_list("outcome", flat=True))
+    assert outcomes == [Outcome.LOST, Outcome.SUCCESS]
+    assert Node.objects.get(pk=node.pk).status == NodeStatus.READY
+
+
+def test_it_records_a_forced_takeover_and_ignores_the_old_workers_result(make_node, make_type):
+    node = make_node()
+    ticket = _start_and_die(node, make_type("t-a"), worker="hanging")
+    assert claim_node(node.pk, "admin", force=True)
+    run = SyncRun.objects.get(pk=ticket.run_id)
+    assert run.outcome == Outcome.FORCED
+    assert "hanging" in run.log and "admin" in run.log
+    # The hanging worker wakes up: its late result must not touch what is now admin's.
+    assert not finish_run(ticket, "hanging", Outcome.SUCCESS, "late", "")
+    assert Node2Sync.objects.get(node=node).state == DesyncState.PENDING
+
+
+def test_it_sweeps_only_nodes_with_due_work_and_no_live_lease(make_node, make_type):
+    action = make_type("t-a")
+    due, leased, waiting, idle = (make_node(n) for n in ("due", "leased", "waiting", "idle"))
+    register_desync([due, leased, waiting], [action])
+    claim_node(leased.pk, "w")
+    Node2Sync.objects.filter(node=waiting).update(
+        state=DesyncState.FAILED, next_attempt_at=timezone.now() + timedelta(minutes=5)
+    )
+    assert engine.due_node_ids() == [due.pk]
+
+
+def test_it_sweeps_with_a_fixed_number_of_queries(
+    make_node, make_type, django_assert_max_num_queries
+):
+    action = make_type("t-a")
+    nodes = [make_node(f"n{i}") for i in range(30)]
+    register_desync(nodes, [action])
+    with django_assert_max_num_queries(6):
+        sweep()

@@ -1,0 +1,219 @@
+"""The cluster nodes page: login, the Status cell contract, htmx polling, query count."""
+
+import re
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+from django.utils import timezone
+
+from nodes.choices import NodeStatus
+from nodes.models import Node, Role
+from sync.models import Node2Sync, SyncAction
+
+pytestmark = pytest.mark.django_db
+
+URL = "/nodes/"
+HTMX = {"HX-Request": "true"}
+
+
+@pytest.fixture
+def user_client(client, django_user_model):
+    user = django_user_model.objects.create_user("operator", password="secret-pass-1")
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def action():
+    return SyncAction.objects.create(
+        name="test-web-a", title="Test web A", priority=10, node_status="synchronizing", timeout=60
+    )
+
+
+def status_cell(html: str, node_name: str) -> tuple[str, str]:
+    """The opening tag and the body of a node's Status cell."""
+    match = re.search(
+        rf'(<td\b[^>]*\bdata-node="{re.escape(node_name)}"[^>]*>)(.*?)</td>', html, re.DOTALL
+    )
+    assert match, f"no status cell for {node_name}"
+    return match.group(1), match.group(2)
+
+
+def make_busy_fleet(count: int, action: SyncAction, start: int = 0) -> None:
+    """Nodes with roles, a desynchronization each, and every other one processing."""
+    now = timezone.now()
+    web, _ = Role.objects.get_or_create(name="web")
+    mail, _ = Role.objects.get_or_create(name="mail")
+    for i in range(start, start + count):
+        node = Node.objects.create(
+            name=f"node-{i:03d}",
+            transport="local",
+            last_error="boom " * 40 if i % 3 == 0 else "",
+            last_sync_at=now if i % 2 else None,
+            current_action=action if i % 2 == 0 else None,
+            lease_until=now + timedelta(seconds=60) if i % 2 == 0 else None,
+        )
+        node.roles.set([web, mail])
+        Node2Sync.objects.create(node=node, action=action, registered_at=now, next_attempt_at=now)
+
+
+def test_it_redirects_anonymous_users_to_the_login_page(client):
+    response = client.get(URL)
+
+    assert response.status_code == 302
+    assert response["Location"] == f"{reverse('login')}?next={URL}"
+
+
+def test_it_renders_the_login_page(client):
+    response = client.get(reverse("login"))
+
+    assert response.status_code == 200
+    assert b'name="password"' in response.content
+
+
+def test_it_shows_nodes_with_their_status_label(user_client):
+    Node.objects.create(name="alpha", transport="local", status=NodeStatus.INSTALLING)
+
+    response = user_client.get(URL)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Cluster nodes" in html
+    assert "alpha" in html
+    _, body = status_cell(html, "alpha")
+    assert NodeStatus.INSTALLING.label in body
+    assert f"#{NodeStatus.INSTALLING.icon}" in body
+
+
+def test_it_shows_address_pending_count_and_truncated_error(user_client, action):
+    node = Node.objects.create(
+        name="alpha", transport="ssh", host="10.0.0.5", port=2222, last_error="x" * 300
+    )
+    now = timezone.now()
+    Node2Sync.objects.create(node=node, action=action, registered_at=now, next_attempt_at=now)
+
+    html = user_client.get(URL).content.decode()
+
+    assert node.address in html
+    assert 'title="' + "x" * 300 + '"' in html
+    assert "x" * 59 + "…" in html
+    assert re.search(r'<td class="num">\s*1\s*</td>', html)
+
+
+def test_it_marks_a_processing_node_busy_with_a_spinner(user_client, action):
+    Node.objects.create(
+        name="busy",
+        transport="local",
+        status=NodeStatus.SYNCHRONIZING,
+        current_action=action,
+        lease_owner="worker-1",
+        lease_until=timezone.now() + timedelta(seconds=60),
+    )
+    Node.objects.create(name="idle", transport="local")
+
+    html = user_client.get(URL).content.decode()
+
+    tag, body = status_cell(html, "busy")
+    assert 'class="status-cell' in tag
+    assert 'aria-busy="true"' in tag
+    assert re.search(r'class="[^"]*\bspinner\b', body)
+    assert 'role="img"' in body
+    assert 'aria-label="Synchronizing: Test web A"' in body
+    assert re.search(r">\s*Test web A\s*<", body), "the running type is named in visible text"
+
+    tag, body = status_cell(html, "idle")
+    assert 'aria-busy="true"' not in tag
+    assert "spinner" not in body
+
+
+def test_it_does_not_show_a_spinner_when_the_lease_has_expired(user_client, action):
+    Node.objects.create(
+        name="stale",
+        transport="local",
+        current_action=action,
+        lease_until=timezone.now() - timedelta(seconds=1),
+    )
+
+    tag, body = status_cell(user_client.get(URL).content.decode(), "stale")
+
+    assert 'aria-busy="true"' not in tag
+    assert "spinner" not in body
+
+
+def test_it_polls_the_same_url_with_htmx(user_client):
+    html = user_client.get(URL).content.decode()
+
+    assert f'hx-get="{URL}"' in html
+    assert 'hx-trigger="every 2s"' in html
+    assert "django_htmx/htmx-2.min.js" in html
+    assert "//cdn" not in html and "https://" not in html
+
+
+def test_it_answers_an_htmx_request_with_only_the_rows(user_client, action):
+    node = Node.objects.create(name="alpha", transport="local")
+    now = timezone.now()
+    Node2Sync.objects.create(node=node, action=action, registered_at=now, next_attempt_at=now)
+
+    response = user_client.get(URL, headers=HTMX)
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "<html" not in html
+    assert "<tbody" not in html
+    assert "Cluster panel" not in html
+    assert 'data-node="alpha"' in html
+    assert "HX-Request" in response["Vary"]
+
+
+def test_it_keeps_polling_while_a_node_is_processing(user_client, action):
+    Node.objects.create(
+        name="busy",
+        transport="local",
+        current_action=action,
+        lease_until=timezone.now() + timedelta(seconds=60),
+    )
+
+    assert user_client.get(URL, headers=HTMX).status_code == 200
+
+
+def test_it_stops_polling_when_nothing_is_processing_or_pending(user_client):
+    Node.objects.create(name="alpha", transport="local")
+
+    response = user_client.get(URL, headers=HTMX)
+
+    assert response.status_code == 286
+    # The final rows are still sent: htmx swaps them in before it stops.
+    assert 'data-node="alpha"' in response.content.decode()
+
+
+def test_it_renders_the_full_page_even_when_idle(user_client):
+    Node.objects.create(name="alpha", transport="local")
+
+    assert user_client.get(URL).status_code == 200
+
+
+def test_it_shows_an_empty_table_without_nodes(user_client):
+    response = user_client.get(URL)
+
+    assert response.status_code == 200
+    assert "No nodes yet." in response.content.decode()
+
+
+@pytest.mark.parametrize("headers", [{}, HTMX], ids=["page", "htmx"])
+def test_it_uses_the_same_number_of_queries_for_3_and_30_nodes(user_client, action, headers):
+    make_busy_fleet(3, action)
+    user_client.get(URL, headers=headers)  # warm up the session and the template cache
+
+    with CaptureQueriesContext(connection) as few:
+        assert user_client.get(URL, headers=headers).status_code == 200
+
+    make_busy_fleet(27, action, start=3)
+    with CaptureQueriesContext(connection) as many:
+        response = user_client.get(URL, headers=headers)
+
+    assert response.status_code == 200
+    assert response.content.decode().count('class="status-cell') == 30
+    assert len(many) == len(few), [q["sql"] for q in many]
