@@ -4,7 +4,6 @@ import signal
 import stat
 import subprocess
 import sys
-import time
 from io import StringIO
 
 import pytest
@@ -128,10 +127,16 @@ def test_runpanel_is_a_command_that_accepts_addr_and_port():
 
 def test_runpanel_stops_a_child_that_ignores_sigterm_by_killing_it():
     # A stand-in child (no server): it ignores SIGTERM, so only the kill after the wait ends it.
-    code = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(60)"
-    child = subprocess.Popen([sys.executable, "-c", code], process_group=0)
-    time.sleep(0.5)  # let it install its handler
+    code = (
+        "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+        "print('ready', flush=True); time.sleep(60)"
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, process_group=0
+    )
+    assert child.stdout.readline().strip() == "ready"
 
     runpanel.stop_children([child], timeout=0.5)
 
     assert child.returncode == -signal.SIGKILL
+    child.stdout.close()
