@@ -1,0 +1,125 @@
+"""Run the whole panel in one command: the web server and the django-q cluster that does the work.
+
+Both run as child processes of this command, each in its own process group: Ctrl-C (or
+SIGTERM) reaches only this command, which then stops both in order, and whatever a child leaves
+behind (the cluster's worker processes) can be killed with its group when it does not stop in
+time. When either child exits on its own, the other is stopped too: a panel without its cluster
+would accept work that nothing runs.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from contextlib import suppress
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+STOP_TIMEOUT_SECONDS = 10.0
+POLL_SECONDS = 0.2
+HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+
+
+def start_child(argv: list[str]) -> subprocess.Popen:
+    return subprocess.Popen(argv, cwd=settings.BASE_DIR, env=os.environ.copy(), process_group=0)
+
+
+def stop_children(
+    children: Iterable[subprocess.Popen],
+    timeout: float = STOP_TIMEOUT_SECONDS,
+    hurry: Callable[[], bool] = lambda: False,
+) -> None:
+    """SIGTERM the children, wait up to ``timeout`` (or until ``hurry()``), then kill their groups.
+
+    Killing the process group, not only the child, also ends the workers of a cluster whose
+    main process did not stop in time, and any process a stopped child left behind.
+    """
+    children = list(children)
+    for child in children:
+        if child.poll() is None:
+            with suppress(ProcessLookupError):
+                child.terminate()
+    deadline = time.monotonic() + timeout
+    while (
+        any(child.poll() is None for child in children)
+        and time.monotonic() < deadline
+        and not hurry()
+    ):
+        time.sleep(0.05)
+    for child in children:
+        with suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+
+
+def host_for_url(addr: str) -> str:
+    return f"[{addr}]" if ":" in addr and not addr.startswith("[") else addr
+
+
+class Command(BaseCommand):
+    help = (
+        "Run the panel: the web server (runserver --noreload --insecure) in the foreground "
+        "and the django-q cluster (qcluster) beside it. Ctrl-C stops both."
+    )
+    # The children run the checks themselves.
+    requires_system_checks = []
+
+    def add_arguments(self, parser):
+        parser.add_argument(
+            "--addr", default="127.0.0.1", help="Address to listen on (default 127.0.0.1)."
+        )
+        parser.add_argument(
+            "--port", type=int, default=8000, help="Port to listen on (default 8000)."
+        )
+
+    def handle(self, *args, addr: str, port: int, **options):
+        if not 1 <= port <= 65535:
+            raise CommandError(f"--port must be between 1 and 65535, not {port}.")
+        host = host_for_url(addr)
+        url = f"http://{host}:{port}/"
+        manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
+        commands = {
+            "django-q cluster": [*manage, "qcluster"],
+            "web server": [*manage, "runserver", f"{host}:{port}", "--noreload", "--insecure"],
+        }
+
+        received: list[int] = []
+
+        def on_signal(signum, frame):
+            received.append(signum)
+
+        previous = {signum: signal.signal(signum, on_signal) for signum in HANDLED_SIGNALS}
+        children: dict[str, subprocess.Popen] = {}
+        exited: tuple[str, int] | None = None
+        try:
+            for name, argv in commands.items():
+                children[name] = start_child(argv)
+            self.stdout.write(
+                f"The panel runs at {url} and its django-q cluster started "
+                f"(pid {children['django-q cluster'].pid}); Ctrl-C stops both."
+            )
+            self.stdout.flush()
+            while not received and exited is None:
+                for name, child in children.items():
+                    if child.poll() is not None:
+                        exited = (name, child.returncode)
+                        break
+                else:
+                    time.sleep(POLL_SECONDS)
+        finally:
+            if children:
+                if received or exited:
+                    self.stdout.write("Stopping the web server and the django-q cluster ...")
+                # A second Ctrl-C while stopping kills at once.
+                stop_children(children.values(), hurry=lambda: len(received) > 1)
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+
+        if exited is not None:
+            name, code = exited
+            raise CommandError(f"The {name} exited (code {code}), so the panel stopped.")
+        self.stdout.write("Stopped.")
