@@ -333,6 +333,8 @@ def finish_run(ticket: RunTicket, worker: str, outcome: Outcome, log_text: str, 
     closed this run and owns the row now, so nothing here may touch them.
     """
     now = timezone.now()
+    if error:
+        log_text = f"{log_text}\nERROR: {error}" if log_text else f"ERROR: {error}"
     cap = _conf("log_cap_chars")
     if len(log_text) > cap:
         log_text = log_text[: cap // 2] + "\n[... log cut ...]\n" + log_text[-cap // 2 :]

@@ -97,3 +97,40 @@ def manage():
         )
 
     return run
+
+
+@pytest.fixture
+def sshd(tmp_path):
+    """Start real sshd test nodes: ``sshd()`` returns a started ``SSHServer``."""
+    from nodes.keys import panel_public_key
+    from tests.sshd import SSHServer
+
+    servers: list[SSHServer] = []
+
+    def start(**kwargs) -> SSHServer:
+        server = SSHServer(tmp_path / f"sshd{len(servers)}", panel_public_key(), **kwargs)
+        servers.append(server)
+        return server.start()
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def make_ssh_node(db, sshd):
+    """A node served by a fresh sshd, with its host key pinned as `addnode` pins it."""
+
+    def make(name: str = "s1", **sshd_options) -> tuple[Node, object]:
+        server = sshd(**sshd_options)
+        node = Node.objects.create(
+            name=name,
+            transport=Transport.SSH,
+            host="127.0.0.1",
+            port=server.port,
+            username="root",
+            host_key=server.host_key,
+        )
+        return node, server
+
+    return make

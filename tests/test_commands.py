@@ -67,13 +67,6 @@ def test_it_refuses_a_bad_node_name():
     assert not Node.objects.exists()
 
 
-def test_it_says_ssh_nodes_are_not_available_yet():
-    with pytest.raises(CommandError, match="not available yet") as e:
-        run("addnode", "web1", "--host", "192.0.2.10")
-    assert e.value.returncode == 2
-    assert not Node.objects.exists()
-
-
 # --- nodesync ---------------------------------------------------------------------------------
 
 

@@ -184,6 +184,7 @@ def test_it_keeps_the_error_on_the_row_the_node_and_the_run(make_node, make_type
     assert node.last_error == "T-First: node said no"
     assert run.outcome == Outcome.FAILED
     assert "trying" in run.log
+    assert "ERROR: node said no" in run.log
 
 
 def test_it_writes_start_end_and_error_lines_to_the_log_file(make_node, make_type):

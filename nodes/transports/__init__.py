@@ -19,4 +19,6 @@ async def open_transport(node: Node) -> Transport:
         from nodes.transports.local import LocalTransport
 
         return LocalTransport()
-    raise TransportError("SSH nodes are not available yet: this version has only local nodes.")
+    from nodes.transports.ssh import SSHTransport
+
+    return await SSHTransport.connect(node)

@@ -1,15 +1,20 @@
 from django.core.exceptions import ValidationError
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from nodes.choices import Transport
+from nodes.keys import fingerprint, panel_public_key
 from nodes.models import Node
+from nodes.transports import TransportError
 from sync.cli import bad_arguments
 from sync.engine import register_desync
 
 
 class Command(BaseCommand):
-    help = "Add a cluster node and register every synchronizer type for it."
+    help = (
+        "Add a cluster node and register every synchronizer type for it. An SSH node's host "
+        "key is pinned (its fingerprint printed) and the panel's key must already log in."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("name", help="Node name (lower-case letters, digits, dots, hyphens).")
@@ -22,14 +27,10 @@ class Command(BaseCommand):
     def handle(
         self, *args, name: str, local: bool, host: str | None, port: int, user: str, **options
     ):
-        if not local:
-            raise bad_arguments(
-                "SSH nodes are not available yet in this version; add the panel's own server "
-                "with --local"
-            )
-        node = Node(
-            name=name, transport=Transport.LOCAL, host="localhost", port=port, username=user
-        )
+        if local:
+            node = Node(name=name, transport=Transport.LOCAL, host="localhost")
+        else:
+            node = Node(name=name, transport=Transport.SSH, host=host, port=port, username=user)
         try:
             node.full_clean()
         except ValidationError as e:
@@ -37,10 +38,30 @@ class Command(BaseCommand):
                 f"{field}: {' '.join(errs)}" for field, errs in e.message_dict.items()
             )
             raise bad_arguments(f"cannot add node {name!r}: {messages}") from None
+        if not local:
+            self._pin_and_check(node)
         with transaction.atomic():
             node.save()
             count = register_desync([node])
         self.stdout.write(
-            f"Added local node {node.name}; registered {count} synchronizer types. "
-            "The django-q cluster runs them; `manage.py nodesync` runs them now."
+            f"Added {node.transport} node {node.name} ({node.address}); registered {count} "
+            "synchronizer types. The django-q cluster runs them; `manage.py nodesync` runs "
+            "them now."
         )
+
+    def _pin_and_check(self, node: Node) -> None:
+        from nodes.hostkeys import check_login, scan_host_key
+
+        try:
+            node.host_key = scan_host_key(node.host, node.port)
+        except TransportError as e:
+            raise CommandError(f"cannot add node {node.name!r}: {e}", returncode=1) from None
+        self.stdout.write(
+            f"Host key of {node.host}:{node.port}: {fingerprint(node.host_key)} "
+            f"({node.host_key.split()[0]}), pinned."
+        )
+        try:
+            check_login(node)
+        except TransportError as e:
+            self.stderr.write(f"The panel's public key:\n{panel_public_key()}")
+            raise CommandError(f"cannot add node {node.name!r}: {e}", returncode=1) from None

@@ -1,0 +1,109 @@
+"""Real OpenSSH servers on loopback ports, one process per test node."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+import asyncssh
+
+SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class SSHServer:
+    """One sshd on 127.0.0.1:port that lets the given public key log in as root."""
+
+    def __init__(self, workdir: Path, authorized_key: str, *, force_command: str = "") -> None:
+        self.dir = workdir
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.authorized_keys = self.dir / "authorized_keys"
+        self.authorized_keys.write_text(authorized_key + "\n")
+        self.host_key_file = self.dir / "ssh_host_ed25519_key"
+        self.force_command = force_command
+        self.proc: subprocess.Popen | None = None
+        self.new_host_key()
+
+    @property
+    def host_key(self) -> str:
+        return (
+            asyncssh.read_public_key(str(self.host_key_file) + ".pub")
+            .export_public_key()
+            .decode()
+            .strip()
+        )
+
+    def new_host_key(self) -> None:
+        key = asyncssh.generate_private_key("ssh-ed25519")
+        key.write_private_key(str(self.host_key_file))
+        key.write_public_key(str(self.host_key_file) + ".pub")
+        os.chmod(self.host_key_file, 0o600)
+
+    def _config(self) -> Path:
+        lines = [
+            f"Port {self.port}",
+            "ListenAddress 127.0.0.1",
+            f"HostKey {self.host_key_file}",
+            f"AuthorizedKeysFile {self.authorized_keys}",
+            "PasswordAuthentication no",
+            "KbdInteractiveAuthentication no",
+            "PermitRootLogin prohibit-password",
+            "StrictModes no",
+            "UsePAM no",
+            f"PidFile {self.dir / 'sshd.pid'}",
+            f"Subsystem sftp {SFTP_SERVER}",
+            "MaxStartups 200",
+            "MaxSessions 50",
+        ]
+        if self.force_command:
+            lines.append(f"ForceCommand {self.force_command}")
+        config = self.dir / "sshd_config"
+        config.write_text("\n".join(lines) + "\n")
+        return config
+
+    def start(self) -> SSHServer:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        self.proc = subprocess.Popen(
+            [SSHD, "-D", "-f", str(self._config()), "-E", str(self.dir / "sshd.log")],
+            start_new_session=True,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                return self
+            except OSError:
+                if self.proc.poll() is not None:
+                    break
+                time.sleep(0.05)
+        raise RuntimeError(f"sshd did not start: {(self.dir / 'sshd.log').read_text()[-2000:]}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+        self.proc = None
+
+    def restart_with_new_host_key(self) -> None:
+        self.stop()
+        self.new_host_key()
+        self.start()
