@@ -46,7 +46,7 @@ def accept_host_key(node: Node) -> HostKeyChange:
     The desynchronizations that failed on the old key are registered again, which makes them
     due now instead of after their backoff.
     """
-    from sync.engine import register_desync
+    from sync.engine import retry_now
 
     new_key = scan_host_key(node.host, node.port)
     change = HostKeyChange(
@@ -55,7 +55,5 @@ def accept_host_key(node: Node) -> HostKeyChange:
     with transaction.atomic():
         Node.objects.filter(pk=node.pk).update(host_key=new_key, last_error="")
         node.host_key = new_key
-        waiting = list(node.desyncs.values_list("action_id", flat=True))
-        if waiting:
-            register_desync([node], waiting)
+        retry_now([node])
     return change

@@ -564,6 +564,8 @@ async def run_node_session(
     the node busy), the session claims the node again rather than leave it to the sweep.
     """
     result = SessionResult(node)
+    if node.maintenance and not force:
+        return result  # an admin is working on the node: the panel keeps its hands off
     while True:
         worker = new_worker_id(role)
         if not await _db(claim_node)(node.pk, worker, force=force):
@@ -601,6 +603,41 @@ def run_nodes(node_ids: Iterable[int], **kwargs) -> list[SessionResult]:
     return async_to_sync(run_node_sessions)(nodes, **kwargs)
 
 
+# --- What admins do ---------------------------------------------------------------------------
+
+
+def retry_now(nodes: Iterable[Node | int]) -> int:
+    """Make every desynchronization of these nodes due now, e.g. after fixing a node."""
+    pairs = Node2Sync.objects.filter(node_id__in=_ids(nodes)).values_list("node_id", "action_id")
+    by_node: dict[int, list[int]] = {}
+    for node_id, action_id in pairs:
+        by_node.setdefault(node_id, []).append(action_id)
+    return sum(register_desync([node_id], actions) for node_id, actions in by_node.items())
+
+
+def take_over_node(node: Node, by: str) -> bool:
+    """Force a hanging synchronizer to complete: take the lease from whoever holds it.
+
+    The interrupted run is recorded as ``forced`` (saying who did it), its row goes back to
+    pending and the cluster runs it again; the old worker's late result is ignored.
+    """
+    worker = new_worker_id(f"forced-by-{by}")
+    if not claim_node(node.pk, worker, force=True):
+        return False
+    release_node(node.pk, worker)
+    transaction.on_commit(lambda: kick([node.pk]))
+    return True
+
+
+def set_maintenance(nodes: Iterable[Node | int], on: bool) -> int:
+    """Maintenance stops new sessions on the nodes; turning it off starts their waiting work."""
+    node_ids = _ids(nodes)
+    changed = Node.objects.filter(pk__in=node_ids).update(maintenance=on)
+    if not on:
+        transaction.on_commit(lambda: kick(node_ids))
+    return changed
+
+
 # --- The sweep ------------------------------------------------------------------------------
 
 
@@ -608,7 +645,7 @@ def due_node_ids() -> list[int]:
     """Nodes with a desynchronization due now and no live lease."""
     now = timezone.now()
     return list(
-        Node.objects.filter(_free_lease())
+        Node.objects.filter(_free_lease(), maintenance=False)
         .filter(
             desyncs__state__in=[DesyncState.PENDING, DesyncState.FAILED],
             desyncs__next_attempt_at__lte=now,

@@ -186,3 +186,12 @@ def test_it_lists_nodes_as_a_table(make_node):
     make_node()
     out = run("nodes")
     assert "NAME" in out and "n1" in out and "ready" in out
+
+
+def test_it_skips_a_node_in_maintenance_unless_forced(make_node, make_type):
+    node = make_node(maintenance=True)
+    register_desync([node], [make_type("t-a")])
+    assert "in maintenance, skipped" in run("nodesync")
+    assert Node2Sync.objects.filter(node=node).exists()
+    run("nodesync", "--force")
+    assert not Node2Sync.objects.filter(node=node).exists()

@@ -405,3 +405,53 @@ def test_it_sweeps_with_a_fixed_number_of_queries(
     register_desync(nodes, [action])
     with django_assert_max_num_queries(6):
         sweep()
+
+
+# --- what admins do ---------------------------------------------------------------------------
+
+
+def test_it_leaves_a_node_in_maintenance_alone(make_node, make_type):
+    node = make_node(maintenance=True)
+    register_desync([node], [make_type("t-a")])
+    assert engine.due_node_ids() == []
+    [result] = run_nodes([node.pk])
+    assert not result.claimed
+    engine.set_maintenance([node], False)
+    assert engine.due_node_ids() == [node.pk]
+    [result] = run_nodes([node.pk])
+    assert result.completed == 1
+
+
+def test_it_starts_the_work_of_a_node_leaving_maintenance(
+    make_node, make_type, django_capture_on_commit_callbacks
+):
+    node = make_node(maintenance=True)
+    register_desync([node], [make_type("t-a")])
+    OrmQ.objects.all().delete()
+    with django_capture_on_commit_callbacks(execute=True):
+        engine.set_maintenance([node], False)
+    assert [t.task["args"] for t in OrmQ.objects.all()] == [([node.pk],)]
+
+
+def test_it_retries_failed_work_now(make_node, make_type):
+    node = make_node()
+    register_desync([node], [make_type("t-first", run=_fail)])
+    run_nodes([node.pk])
+    assert Node2Sync.objects.get(node=node).next_attempt_at > timezone.now()
+    engine.retry_now([node])
+    row = Node2Sync.objects.get(node=node)
+    assert row.state == DesyncState.PENDING and row.next_attempt_at <= timezone.now()
+
+
+def test_it_takes_over_a_hanging_node_for_an_admin(make_node, make_type):
+    node = make_node()
+    ticket = _start_and_die(node, make_type("t-a"), worker="hanging")
+    assert engine.take_over_node(node, by="alice")
+    run = SyncRun.objects.get(pk=ticket.run_id)
+    node.refresh_from_db()
+    assert run.outcome == Outcome.FORCED
+    assert "alice" in run.log and "hanging" in run.log
+    assert node.lease_owner == ""
+    assert Node2Sync.objects.get(node=node).state == DesyncState.PENDING
+    [result] = run_nodes([node.pk])
+    assert result.completed == 1

@@ -41,6 +41,10 @@ class Command(BaseCommand):
         actions = actions_by_name(action) if action else None
         action_ids = [a.pk for a in actions] if actions else None
 
+        if not force:
+            for n in [n for n in nodes if n.maintenance]:
+                self.stdout.write(f"  {n.name}: in maintenance, skipped (--force runs it)")
+            nodes = [n for n in nodes if not n.maintenance]
         failed: dict[str, str] = {}
         completed = 0
         waiting_shown: set[str] = set()
