@@ -23,8 +23,9 @@ USE_MYSQL := 1
 endif
 
 MYSQL_SYSDEPS := libmariadb-dev pkg-config
-# openssh-server: the tests start real sshd processes as test nodes.
-SYSDEPS := openssh-server $(if $(USE_MYSQL),$(MYSQL_SYSDEPS))
+# openssh-server: the tests start real sshd processes as test nodes; chromium: the browser
+# tests drive Debian's chromium with Playwright (never a downloaded browser).
+SYSDEPS := openssh-server chromium $(if $(USE_MYSQL),$(MYSQL_SYSDEPS))
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 RUN_DEPS := $(VENV)/.installed $(if $(USE_MYSQL),$(VENV)/.installed-mysql)
