@@ -162,6 +162,8 @@ SYNC = {
     # A session stops taking new types after this long and leaves the rest to the next task.
     "session_budget_seconds": 1200,
     "log_cap_chars": 20000,
+    # Modules with synchronizer types of the site's own, imported after the built-in ones.
+    "extra_modules": [m for m in os.environ.get("PANEL_SYNCHRONIZER_MODULES", "").split(",") if m],
 }
 
 # --- Logging --------------------------------------------------------------------------------

@@ -61,8 +61,13 @@ def synchronizer(
 
 
 def load_builtin_types() -> None:
+    """Import every module of this package, then the site's own (``SYNC["extra_modules"]``)."""
+    from django.conf import settings
+
     for module in pkgutil.iter_modules(__path__):
         importlib.import_module(f"{__name__}.{module.name}")
+    for name in settings.SYNC.get("extra_modules", ()):
+        importlib.import_module(name)
 
 
 def update_syncactions(using: str = "default") -> None:

@@ -1,3 +1,4 @@
+import os
 import signal
 import subprocess
 import sys
@@ -20,25 +21,48 @@ def wait_for(predicate, timeout: float, interval: float = 0.2):
         time.sleep(interval)
 
 
+class QCluster:
+    """A real django-q cluster process (``manage.py qcluster``) against the test database."""
+
+    def __init__(self, log_path, **env: str) -> None:
+        self.log_path = log_path
+        self.log = open(log_path, "w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+            cwd=ROOT,
+            env=process_env(**env),
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def stop(self) -> None:
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.seek(0)
+        print(self.log.read()[-4000:])  # shown by pytest when the test failed
+        self.log.close()
+
+
 @pytest.fixture
-def qcluster(transactional_db, tmp_path):
-    """A real django-q cluster (``manage.py qcluster``) against the test database."""
-    log = open(tmp_path / "qcluster.log", "w+")
-    proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "qcluster"],
-        cwd=ROOT,
-        env=process_env(),
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
-    yield proc
-    proc.send_signal(signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-    log.seek(0)
-    print(log.read()[-4000:])  # shown by pytest when the test failed
-    log.close()
+def start_qcluster(transactional_db, tmp_path):
+    """Start real django-q clusters: ``start_qcluster(**env)``; all are stopped at the end."""
+    clusters: list[QCluster] = []
+
+    def start(**env: str) -> QCluster:
+        cluster = QCluster(tmp_path / f"qcluster{len(clusters)}.log", **env)
+        clusters.append(cluster)
+        return cluster
+
+    yield start
+    for cluster in clusters:
+        cluster.stop()
+
+
+@pytest.fixture
+def qcluster(start_qcluster):
+    return start_qcluster()
