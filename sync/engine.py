@@ -34,7 +34,7 @@ from datetime import datetime, timedelta
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
-from django.db import OperationalError, transaction
+from django.db import InterfaceError, OperationalError, connection, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
@@ -47,9 +47,13 @@ from sync.synchronizers import REGISTRY
 
 log = logging.getLogger("sync")
 
-# MariaDB deadlock (1213) and lock wait timeout (1205): the transaction was rolled back as a
-# whole, so running it again is safe.
-_RETRYABLE_MYSQL_ERRORS = {1213, 1205}
+# Errors after which the whole transaction was rolled back, so running it again is safe:
+# MariaDB deadlock (1213) and lock wait timeout (1205) at once; a lost connection (server
+# restarted: 2006 gone away, 2013 lost during query, 2002/2003 cannot connect) after a pause,
+# for up to about a minute, on a new connection.
+_CONTENTION_ERRORS = {1213, 1205}
+_CONNECTION_ERRORS = {2002, 2003, 2006, 2013}
+_CONNECTION_RETRY_SECONDS = 60
 
 
 def _conf(key: str) -> int:
@@ -61,17 +65,37 @@ def new_worker_id(role: str = "worker") -> str:
     return f"{role}@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
-def retry_on_deadlock(fn: Callable) -> Callable:
+def retry_on_transient_errors(fn: Callable) -> Callable:
+    """Run an engine transaction again after a deadlock or a lost database connection.
+
+    Only outside the caller's own transaction: inside it, the caller's work was rolled back too
+    and only the caller can redo it.
+    """
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
-        for attempt in range(6):
+        deadline = time.monotonic() + _CONNECTION_RETRY_SECONDS
+        attempt = 0
+        while True:
             try:
                 return fn(*args, **kwargs)
-            except OperationalError as e:
+            except (OperationalError, InterfaceError) as e:
+                attempt += 1
                 code = e.args[0] if e.args else None
-                if code not in _RETRYABLE_MYSQL_ERRORS or attempt == 5:
+                if connection.in_atomic_block:
                     raise
-                time.sleep(0.05 * (attempt + 1) * random.random())
+                if code in _CONTENTION_ERRORS and attempt < 6:
+                    time.sleep(0.05 * attempt * random.random())
+                elif (
+                    code in _CONNECTION_ERRORS or isinstance(e, InterfaceError)
+                ) and time.monotonic() < deadline:
+                    log.warning("database connection lost (%s); retrying %s", e, fn.__name__)
+                    connection.close()
+                    time.sleep(min(0.5 * attempt, 5))
+                elif "database is locked" in str(e) and attempt < 6:
+                    time.sleep(0.1 * attempt)
+                else:
+                    raise
 
     return wrapper
 
@@ -83,7 +107,7 @@ def _ids(objs: Iterable[Node | SyncAction | int]) -> list[int]:
 # --- Registration ---------------------------------------------------------------------------
 
 
-@retry_on_deadlock
+@retry_on_transient_errors
 def register_desync(
     nodes: Iterable[Node | int], actions: Iterable[SyncAction | int] | None = None
 ) -> int:
@@ -143,7 +167,7 @@ def _free_lease() -> Q:
     return Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now())
 
 
-@retry_on_deadlock
+@retry_on_transient_errors
 def claim_node(node_id: int, worker: str, *, force: bool = False) -> bool:
     """Take the node's lease; True when this worker now runs the node.
 
@@ -170,6 +194,7 @@ def claim_node(node_id: int, worker: str, *, force: bool = False) -> bool:
     return True
 
 
+@retry_on_transient_errors
 def renew_lease(node_id: int, worker: str) -> bool:
     """Extend the lease; False when another worker took it (forced) and we must stop."""
     return (
@@ -177,13 +202,14 @@ def renew_lease(node_id: int, worker: str) -> bool:
     )
 
 
+@retry_on_transient_errors
 def release_node(node_id: int, worker: str) -> None:
     Node.objects.filter(pk=node_id, lease_owner=worker).update(
         lease_owner="", lease_until=None, current_action=None
     )
 
 
-@retry_on_deadlock
+@retry_on_transient_errors
 def recover_interrupted_runs(
     node_id: int,
     worker: str,
@@ -283,7 +309,7 @@ def backoff_seconds(attempts: int) -> float:
     return step / 2 + random.uniform(0, step / 2)
 
 
-@retry_on_deadlock
+@retry_on_transient_errors
 def start_next_run(
     node_id: int,
     worker: str,
@@ -325,7 +351,7 @@ def start_next_run(
     return RunTicket(row.pk, run.pk, node_id, row.action, row.generation)
 
 
-@retry_on_deadlock
+@retry_on_transient_errors
 def finish_run(ticket: RunTicket, worker: str, outcome: Outcome, log_text: str, error: str) -> bool:
     """Record the run's end and its effect on the row and the node; False if the lease was lost.
 
@@ -378,6 +404,7 @@ def finish_run(ticket: RunTicket, worker: str, outcome: Outcome, log_text: str, 
     return True
 
 
+@retry_on_transient_errors
 def has_due_work(node_id: int) -> bool:
     row = (
         Node2Sync.objects.filter(node_id=node_id)
@@ -591,8 +618,21 @@ async def run_node_session(
 
 
 async def run_node_sessions(nodes: list[Node], **kwargs) -> list[SessionResult]:
-    """Run many node sessions at once on this event loop: nodes wait on the network."""
-    return list(await asyncio.gather(*(run_node_session(n, **kwargs) for n in nodes)))
+    """Run many node sessions at once on this event loop: nodes wait on the network.
+
+    A session that breaks (the database went away for too long) does not take the others
+    down; its lease expires and the sweep recovers what it left.
+    """
+    outcomes = await asyncio.gather(
+        *(run_node_session(n, **kwargs) for n in nodes), return_exceptions=True
+    )
+    results = []
+    for node, outcome in zip(nodes, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            log.error("sync session of node=%s broke: %r", node.name, outcome)
+            outcome = SessionResult(node, failed=True)
+        results.append(outcome)
+    return results
 
 
 def run_nodes(node_ids: Iterable[int], **kwargs) -> list[SessionResult]:
