@@ -28,3 +28,18 @@ synchronizer(
 synchronizer(
     name="stress-c", title="Stress C", priority=1003, node_status=NodeStatus.READY, timeout=30
 )(_work)
+
+
+async def _slow(ctx) -> None:
+    ctx.log("working slowly")
+    await asyncio.sleep(1.5)
+
+
+SLOW_TYPE = "stress-slow"
+synchronizer(
+    name=SLOW_TYPE,
+    title="Stress slow",
+    priority=1000,
+    node_status=NodeStatus.SYNCHRONIZING,
+    timeout=30,
+)(_slow)

@@ -1,7 +1,10 @@
 """Two django-q clusters, 100 nodes, registrations arriving while runs are under way: never two
 runs on one node at once, priority order within a session, no registration lost."""
 
+import importlib
+import os
 import random
+import signal
 import time
 from collections import defaultdict
 from datetime import timedelta
@@ -12,11 +15,11 @@ from django.utils import timezone
 
 from nodes.choices import NodeStatus, Transport
 from nodes.models import Node
-from sync.engine import register_desync
+from sync.engine import register_desync, sweep
 from sync.models import Node2Sync, Outcome, SyncAction, SyncRun
 from sync.synchronizers import REGISTRY, unregister_type, update_syncactions
 from tests.integration.conftest import wait_for
-from tests.integration.stress_types import STRESS_TYPES
+from tests.integration.stress_types import SLOW_TYPE, STRESS_TYPES
 
 pytestmark = pytest.mark.cluster
 
@@ -24,23 +27,28 @@ NODES = 100
 STORM_SECONDS = 12
 
 
+ALL_TYPES = (*STRESS_TYPES, SLOW_TYPE)
+CLUSTER_ENV = {"PANEL_SYNCHRONIZER_MODULES": "tests.integration.stress_types"}
+
+
 @pytest.fixture
-def stress_types(transactional_db):
-    import tests.integration.stress_types  # noqa: F401 - registers the types
+def cluster_types(transactional_db):
+    """The test-only types, in this process's registry and in ``syncactions``."""
+    import tests.integration.stress_types as module
 
-    for name in STRESS_TYPES:
-        if name not in REGISTRY:  # imported earlier, then unregistered by a previous test
-            import importlib
-
-            importlib.reload(tests.integration.stress_types)
-            break
+    if any(name not in REGISTRY for name in ALL_TYPES):
+        importlib.reload(module)  # imported before, then unregistered by a previous test
     update_syncactions()
-    yield list(SyncAction.objects.filter(name__in=STRESS_TYPES).order_by("priority"))
-    for name in STRESS_TYPES:
+    yield {a.name: a for a in SyncAction.objects.filter(name__in=ALL_TYPES)}
+    for name in ALL_TYPES:
         unregister_type(name)
 
 
-@pytest.mark.skipif("connection.vendor != 'mysql'", reason="the stress test is for MariaDB")
+@pytest.fixture
+def stress_types(cluster_types):
+    return sorted((cluster_types[n] for n in STRESS_TYPES), key=lambda a: a.priority)
+
+
 def test_it_holds_under_two_clusters_and_a_registration_storm(stress_types, start_qcluster):
     Node.objects.bulk_create(
         Node(name=f"stress{i:03d}", transport=Transport.LOCAL, host="localhost")
@@ -51,11 +59,13 @@ def test_it_holds_under_two_clusters_and_a_registration_storm(stress_types, star
     registered_at: dict[tuple[int, int], list] = defaultdict(list)
 
     def register(batch, actions):
+        # The registration took effect when it committed, somewhere between these two.
         before = timezone.now()
         register_desync(batch, actions)
+        after = timezone.now()
         for n in batch:
             for a in actions:
-                registered_at[(n.pk, a.pk)].append(before)
+                registered_at[(n.pk, a.pk)].append((before, after))
 
     register(nodes, stress_types)
     env = {"PANEL_SYNCHRONIZER_MODULES": "tests.integration.stress_types", "PANEL_Q_WORKERS": "2"}
@@ -106,7 +116,8 @@ def test_it_holds_under_two_clusters_and_a_registration_storm(stress_types, star
             if priority[later["action_id"]] < priority[earlier["action_id"]]:
                 times = registered_at[(later["node_id"], later["action_id"])]
                 assert any(
-                    earlier["started_at"] - slack <= t <= later["started_at"] for t in times
+                    after >= earlier["started_at"] - slack and before <= later["started_at"]
+                    for before, after in times
                 ), (earlier, later)
 
     # Every registration was followed by a completed run.
@@ -115,6 +126,55 @@ def test_it_holds_under_two_clusters_and_a_registration_storm(stress_types, star
         key = (r["node_id"], r["action_id"])
         last_success[key] = max(last_success.get(key, r["started_at"]), r["started_at"])
     for key, times in registered_at.items():
-        assert key in last_success and last_success[key] >= max(times), key
+        assert key in last_success and last_success[key] >= max(b for b, _ in times), key
     # Both clusters and several workers really took part.
     assert len({r["worker"].split(":")[1] for r in runs}) >= 3
+
+
+def test_it_recovers_runs_whose_worker_was_killed(cluster_types, start_qcluster):
+    """SIGKILL a worker in the middle of a synchronizer, again and again: every interrupted
+    run is recorded as lost, runs again and completes; nothing is left processing."""
+    nodes = [
+        Node.objects.create(name=f"crash{i}", transport=Transport.LOCAL, host="localhost")
+        for i in range(4)
+    ]
+    slow = cluster_types[SLOW_TYPE]
+    start_qcluster(**CLUSTER_ENV, PANEL_Q_WORKERS="2", PANEL_LEASE_SECONDS="2")
+    killed: set[int] = set()
+    for _ in range(3):
+        register_desync(nodes, [slow])
+
+        def a_run_in_progress():
+            """a slow run to be in progress in a worker not yet killed"""
+            workers = SyncRun.objects.filter(outcome=Outcome.RUNNING).values_list(
+                "worker", flat=True
+            )
+            pids = {int(w.split(":")[1]) for w in workers} - killed
+            return next(iter(pids), None)
+
+        pid = wait_for(a_run_in_progress, timeout=30, interval=0.05)
+        os.kill(pid, signal.SIGKILL)
+        killed.add(pid)
+
+        def recovered_and_done():
+            """the interrupted runs to be recovered by the sweep and completed"""
+            sweep()  # what the cluster's Schedule does every minute, called here at once
+            return not Node2Sync.objects.exists()
+
+        wait_for(recovered_and_done, timeout=60, interval=0.5)
+
+    runs = list(SyncRun.objects.order_by("started_at", "id"))
+    lost = [r for r in runs if r.outcome == Outcome.LOST]
+    assert len(lost) >= 3
+    assert {r.outcome for r in runs} == {Outcome.LOST, Outcome.SUCCESS}
+    for run in lost:
+        assert "expired" in run.log
+        assert any(
+            r.node_id == run.node_id
+            and r.outcome == Outcome.SUCCESS
+            and r.started_at > run.started_at
+            for r in runs
+        )
+    assert not SyncRun.objects.filter(outcome=Outcome.RUNNING).exists()
+    assert not Node.objects.exclude(lease_owner="").exists()
+    assert set(Node.objects.values_list("status", flat=True)) == {NodeStatus.READY}
