@@ -9,14 +9,19 @@ holds.
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
 import secrets
 import shlex
+import struct
 from collections.abc import Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import asyncssh
 
 from nodes.keys import fingerprint, load_panel_key
+from nodes.transports import remote_runner
 from nodes.transports.base import CommandFailed, CommandResult, Transport, TransportError
 
 if TYPE_CHECKING:
@@ -34,6 +39,49 @@ _PUT_FILE_SCRIPT = (
 )
 
 
+RUNNER_SOURCE = Path(remote_runner.__file__).read_text()
+RUNNER_START_TIMEOUT = 30
+
+
+class _Runner:
+    """The session's one command channel on the node (see ``remote_runner``)."""
+
+    def __init__(self, process: asyncssh.SSHClientProcess) -> None:
+        self.process = process
+        self.lock = asyncio.Lock()
+
+    @classmethod
+    async def start(cls, conn: asyncssh.SSHClientConnection) -> _Runner | None:
+        """Start the runner; None when the node cannot run it (no python3 there)."""
+        process = await conn.create_process(
+            shlex.join(["python3", "-c", RUNNER_SOURCE]), encoding=None
+        )
+        runner = cls(process)
+        try:
+            async with asyncio.timeout(RUNNER_START_TIMEOUT):
+                reply = await runner.request({"op": "hello"})
+        except (asyncio.IncompleteReadError, ConnectionError, asyncssh.Error, TimeoutError):
+            process.close()
+            return None
+        return runner if reply.get("ok") else None
+
+    async def request(self, message: dict) -> dict:
+        async with self.lock:
+            try:
+                data = json.dumps(message).encode()
+                self.process.stdin.write(struct.pack(">I", len(data)) + data)
+                (size,) = struct.unpack(">I", await self.process.stdout.readexactly(4))
+                return json.loads(await self.process.stdout.readexactly(size))
+            except BaseException:
+                # Cancelled or broken mid-request: the channel's state is unknown, drop it.
+                self.process.close()
+                raise
+
+    @property
+    def alive(self) -> bool:
+        return not self.process.is_closing()
+
+
 class HostKeyChanged(TransportError):
     """The node presented a host key other than the pinned one: nothing may run there."""
 
@@ -42,6 +90,29 @@ class SSHTransport(Transport):
     def __init__(self, node_name: str, conn: asyncssh.SSHClientConnection) -> None:
         self.node_name = node_name
         self.conn = conn
+        self._runner: _Runner | None = None
+        self._runner_available = True
+
+    async def _get_runner(self) -> _Runner | None:
+        """The command runner, started on first use; None: plain SSH commands instead."""
+        if self._runner is not None and not self._runner.alive:
+            self._runner = None
+        if self._runner is None and self._runner_available:
+            with self._translated_errors():
+                self._runner = await _Runner.start(self.conn)
+            self._runner_available = self._runner is not None
+        return self._runner
+
+    async def _request(self, message: dict, timeout: float | None = None) -> dict:
+        runner = await self._get_runner()
+        assert runner is not None
+        with self._translated_errors():
+            # The runner enforces the command's timeout itself; this one is for a dead link.
+            async with asyncio.timeout(None if timeout is None else timeout + 10):
+                return await runner.request(message)
+
+    def _translated_errors(self):
+        return _translate_errors(self.node_name)
 
     @classmethod
     async def connect(cls, node: Node, *, timeout: float = CONNECT_TIMEOUT) -> SSHTransport:
@@ -90,12 +161,27 @@ class SSHTransport(Transport):
         check: bool = True,
         timeout: float | None = None,
     ) -> CommandResult:
-        result = await self._run_bytes(argv, input=input, timeout=timeout)
+        argv = [str(a) for a in argv]
+        if await self._get_runner():
+            reply = await self._request(
+                {
+                    "op": "run",
+                    "argv": argv,
+                    "input": None if input is None else base64.b64encode(input).decode(),
+                    "timeout": timeout,
+                },
+                timeout,
+            )
+            if reply.get("timeout"):
+                raise TimeoutError(f"`{shlex.join(argv)[:200]}` timed out after {timeout} s")
+            exit_status = reply["rc"]
+            stdout, stderr = base64.b64decode(reply["out"]), base64.b64decode(reply["err"])
+        else:
+            result = await self._run_bytes(argv, input=input, timeout=timeout)
+            exit_status = result.exit_status if result.exit_status is not None else -1
+            stdout, stderr = result.stdout or b"", result.stderr or b""
         out = CommandResult(
-            list(argv),
-            result.exit_status if result.exit_status is not None else -1,
-            (result.stdout or b"").decode(errors="replace"),
-            (result.stderr or b"").decode(errors="replace"),
+            argv, exit_status, stdout.decode(errors="replace"), stderr.decode(errors="replace")
         )
         if check and out.exit_status != 0:
             raise CommandFailed(argv, out.exit_status, out.stderr)
@@ -105,15 +191,9 @@ class SSHTransport(Transport):
         self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None
     ) -> asyncssh.SSHCompletedProcess:
         command = shlex.join(str(a) for a in argv)
-        try:
+        with self._translated_errors():
             async with asyncio.timeout(timeout):
                 return await self.conn.run(command, input=input, encoding=None, check=False)
-        except asyncssh.ChannelOpenError as e:
-            raise TransportError(f"ssh channel refused on {self.node_name}: {e.reason}") from None
-        except asyncssh.Error as e:
-            raise TransportError(f"ssh error on {self.node_name}: {e.reason}") from None
-        except ConnectionError as e:
-            raise TransportError(f"connection to {self.node_name} lost: {e}") from None
 
     async def put_file(
         self,
@@ -126,6 +206,20 @@ class SSHTransport(Transport):
     ) -> None:
         if not path.startswith("/"):
             raise TransportError(f"cannot write {path}: the path must be absolute")
+        if await self._get_runner():
+            reply = await self._request(
+                {
+                    "op": "put",
+                    "path": path,
+                    "data": base64.b64encode(data).decode(),
+                    "mode": mode,
+                    "owner": owner,
+                    "group": group,
+                }
+            )
+            if "error" in reply:
+                raise TransportError(f"cannot write {path}: {reply['error']}")
+            return
         directory = path.rpartition("/")[0] or "/"
         tmp = f"{directory.rstrip('/')}/.panel-{secrets.token_hex(6)}.tmp"
         owner_group = f"{owner or ''}:{group}" if group else (owner or "")
@@ -135,6 +229,11 @@ class SSHTransport(Transport):
         )
 
     async def read_file(self, path: str) -> bytes:
+        if await self._get_runner():
+            reply = await self._request({"op": "read", "path": path})
+            if "error" in reply:
+                raise TransportError(f"cannot read {path}: {reply['error']}")
+            return base64.b64decode(reply["data"])
         result = await self._run_bytes(["cat", "--", path])
         if result.exit_status != 0:
             stderr = (result.stderr or b"").decode(errors="replace").strip()
@@ -146,6 +245,27 @@ class SSHTransport(Transport):
     async def close(self) -> None:
         self.conn.close()
         await self.conn.wait_closed()
+
+
+class _translate_errors:
+    """Turn asyncssh's and the stream's errors into TransportError with the node's name."""
+
+    def __init__(self, node_name: str) -> None:
+        self.node_name = node_name
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind, error, tb) -> bool:
+        if isinstance(error, asyncssh.ChannelOpenError):
+            raise TransportError(
+                f"ssh channel refused on {self.node_name}: {error.reason}"
+            ) from None
+        if isinstance(error, asyncssh.Error):
+            raise TransportError(f"ssh error on {self.node_name}: {error.reason}") from None
+        if isinstance(error, ConnectionError | asyncio.IncompleteReadError | BrokenPipeError):
+            raise TransportError(f"connection to {self.node_name} lost: {error}") from None
+        return False
 
 
 def _connection_error(error: Exception, host: str, port: int, timeout: float) -> TransportError:

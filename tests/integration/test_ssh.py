@@ -150,7 +150,23 @@ async def _with_transport(node, fn):
         await transport.close()
 
 
-def test_it_passes_arguments_and_file_names_literally_over_ssh(make_ssh_node, tmp_path):
+@pytest.fixture(params=["runner", "plain-ssh"])
+def command_mode(request, monkeypatch):
+    """Both ways commands reach a node: the session's runner, and plain SSH commands (nodes
+    without python3)."""
+    if request.param == "plain-ssh":
+        from nodes.transports.ssh import _Runner
+
+        async def unavailable(conn):
+            return None
+
+        monkeypatch.setattr(_Runner, "start", unavailable)
+    return request.param
+
+
+def test_it_passes_arguments_and_file_names_literally_over_ssh(
+    make_ssh_node, tmp_path, command_mode
+):
     node, _ = make_ssh_node()
     tricky = "$(touch /tmp/pwned-by-panel); `id` && echo 'x' | cat; * \"q\" \\ ~"
     (tmp_path / "files").mkdir()
@@ -171,7 +187,7 @@ def test_it_passes_arguments_and_file_names_literally_over_ssh(make_ssh_node, tm
     assert not os.path.exists("/tmp/pwned-by-panel")
 
 
-def test_it_reports_a_failed_command_with_its_exit_code_and_stderr(make_ssh_node):
+def test_it_reports_a_failed_command_with_its_exit_code_and_stderr(make_ssh_node, command_mode):
     node, _ = make_ssh_node()
     with pytest.raises(CommandFailed) as e:
         asyncio.run(_with_transport(node, lambda t: t.run(["sh", "-c", "echo doom >&2; exit 7"])))
@@ -179,7 +195,7 @@ def test_it_reports_a_failed_command_with_its_exit_code_and_stderr(make_ssh_node
     assert "exited with 7" in str(e.value) and "doom" in str(e.value)
 
 
-def test_it_reports_an_unreadable_file(make_ssh_node, tmp_path):
+def test_it_reports_an_unreadable_file(make_ssh_node, tmp_path, command_mode):
     node, _ = make_ssh_node()
     with pytest.raises(TransportError, match="cannot read"):
         asyncio.run(_with_transport(node, lambda t: t.read_file(str(tmp_path / "missing"))))
@@ -272,7 +288,7 @@ def test_it_reports_a_failed_command(make_ssh_node, make_type):
     )
 
 
-def test_it_reports_a_command_that_hangs(make_ssh_node, make_type):
+def test_it_reports_a_command_that_hangs(make_ssh_node, make_type, command_mode):
     healthy, _ = make_ssh_node("ok")
     slow, _ = make_ssh_node("slow")
 
@@ -319,3 +335,21 @@ def test_it_reports_a_node_that_never_answers_the_handshake(make_node, make_type
         for conn in accepted:
             conn.close()
         listener.close()
+
+
+def test_it_sets_owner_and_group_of_a_file(make_ssh_node, tmp_path, command_mode):
+    node, _ = make_ssh_node()
+    path = tmp_path / "owned"
+    asyncio.run(
+        _with_transport(
+            node, lambda t: t.put_file(str(path), b"x", mode=0o640, owner="nobody", group="nogroup")
+        )
+    )
+    assert (path.stat().st_uid, stat.S_IMODE(path.stat().st_mode)) == (65534, 0o640)
+
+
+def test_it_reports_a_missing_program_over_ssh(make_ssh_node, command_mode):
+    node, _ = make_ssh_node()
+    with pytest.raises(CommandFailed) as e:
+        asyncio.run(_with_transport(node, lambda t: t.run(["no-such-program-xyz"])))
+    assert e.value.exit_status == 127
