@@ -147,13 +147,20 @@ def register_desync(
 
 
 def kick(node_ids: Iterable[int]) -> None:
-    """Enqueue node sessions on the django-q cluster, in batches that share one event loop."""
+    """Enqueue node sessions on the django-q cluster, in batches that share one event loop.
+
+    At least one batch per worker (when there are that many nodes), so a small registration
+    still uses every worker's core; at most ``batch_size`` nodes per batch.
+    """
     from django_q.tasks import async_task
 
     node_ids = list(node_ids)
-    size = _conf("batch_size")
-    for i in range(0, len(node_ids), size):
-        async_task("sync.tasks.run_node_sessions", node_ids[i : i + size], task_name="sync")
+    if not node_ids:
+        return
+    batches = max(settings.Q_CLUSTER["workers"], -(-len(node_ids) // _conf("batch_size")))
+    batches = min(batches, len(node_ids))
+    for i in range(batches):
+        async_task("sync.tasks.run_node_sessions", node_ids[i::batches], task_name="sync")
 
 
 # --- Leases ---------------------------------------------------------------------------------
