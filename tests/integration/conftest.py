@@ -1,3 +1,4 @@
+import importlib
 import os
 import signal
 import subprocess
@@ -6,7 +7,10 @@ import time
 
 import pytest
 
+from sync.models import SyncAction
+from sync.synchronizers import REGISTRY, unregister_type, update_syncactions
 from tests.conftest import ROOT, process_env
+from tests.integration.stress_types import SLOW_TYPE, STRESS_TYPES
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.2):
@@ -66,3 +70,20 @@ def start_qcluster(transactional_db, tmp_path):
 @pytest.fixture
 def qcluster(start_qcluster):
     return start_qcluster()
+
+
+ALL_TYPES = (*STRESS_TYPES, SLOW_TYPE)
+CLUSTER_ENV = {"PANEL_SYNCHRONIZER_MODULES": "tests.integration.stress_types"}
+
+
+@pytest.fixture
+def cluster_types(transactional_db):
+    """The test-only types, in this process's registry and in ``syncactions``."""
+    import tests.integration.stress_types as module
+
+    if any(name not in REGISTRY for name in ALL_TYPES):
+        importlib.reload(module)  # imported before, then unregistered by a previous test
+    update_syncactions()
+    yield {a.name: a for a in SyncAction.objects.filter(name__in=ALL_TYPES)}
+    for name in ALL_TYPES:
+        unregister_type(name)

@@ -1,7 +1,6 @@
 """Two django-q clusters, 100 nodes, registrations arriving while runs are under way: never two
 runs on one node at once, priority order within a session, no registration lost."""
 
-import importlib
 import os
 import random
 import signal
@@ -16,32 +15,14 @@ from django.utils import timezone
 from nodes.choices import NodeStatus, Transport
 from nodes.models import Node
 from sync.engine import register_desync, sweep
-from sync.models import Node2Sync, Outcome, SyncAction, SyncRun
-from sync.synchronizers import REGISTRY, unregister_type, update_syncactions
-from tests.integration.conftest import wait_for
+from sync.models import Node2Sync, Outcome, SyncRun
+from tests.integration.conftest import CLUSTER_ENV, wait_for
 from tests.integration.stress_types import SLOW_TYPE, STRESS_TYPES
 
 pytestmark = pytest.mark.cluster
 
 NODES = 100
 STORM_SECONDS = 12
-
-
-ALL_TYPES = (*STRESS_TYPES, SLOW_TYPE)
-CLUSTER_ENV = {"PANEL_SYNCHRONIZER_MODULES": "tests.integration.stress_types"}
-
-
-@pytest.fixture
-def cluster_types(transactional_db):
-    """The test-only types, in this process's registry and in ``syncactions``."""
-    import tests.integration.stress_types as module
-
-    if any(name not in REGISTRY for name in ALL_TYPES):
-        importlib.reload(module)  # imported before, then unregistered by a previous test
-    update_syncactions()
-    yield {a.name: a for a in SyncAction.objects.filter(name__in=ALL_TYPES)}
-    for name in ALL_TYPES:
-        unregister_type(name)
 
 
 @pytest.fixture
