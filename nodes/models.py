@@ -99,3 +99,6 @@ class Node(models.Model):
             and self.lease_until is not None
             and self.lease_until > timezone.now()
         )
+
+
+from nodes.managed import ManagedFile, ManagedUser, Package, Service  # noqa: E402,F401

@@ -18,4 +18,6 @@ class SyncConfig(AppConfig):
         from sync.synchronizers import load_builtin_types
 
         load_builtin_types()
+        from sync import triggers  # noqa: F401
+
         post_migrate.connect(_after_migrate, sender=self)

@@ -152,15 +152,14 @@ def kick(node_ids: Iterable[int]) -> None:
     At least one batch per worker (when there are that many nodes), so a small registration
     still uses every worker's core; at most ``batch_size`` nodes per batch.
     """
-    from django_q.tasks import async_task
+    from sync.queue import enqueue_calls
 
     node_ids = list(node_ids)
     if not node_ids:
         return
     batches = max(settings.Q_CLUSTER["workers"], -(-len(node_ids) // _conf("batch_size")))
     batches = min(batches, len(node_ids))
-    for i in range(batches):
-        async_task("sync.tasks.run_node_sessions", node_ids[i::batches], task_name="sync")
+    enqueue_calls("sync.tasks.run_node_sessions", [(node_ids[i::batches],) for i in range(batches)])
 
 
 # --- Leases ---------------------------------------------------------------------------------

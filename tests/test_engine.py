@@ -397,14 +397,21 @@ def test_it_sweeps_only_nodes_with_due_work_and_no_live_lease(make_node, make_ty
     assert engine.due_node_ids() == [due.pk]
 
 
+@pytest.mark.parametrize("count", [3, 200])
 def test_it_sweeps_with_a_fixed_number_of_queries(
-    make_node, make_type, django_assert_max_num_queries
+    make_node, make_type, django_assert_num_queries, count
 ):
     action = make_type("t-a")
-    nodes = [make_node(f"n{i}") for i in range(30)]
-    register_desync(nodes, [action])
-    with django_assert_max_num_queries(6):
+    Node.objects.bulk_create(Node(name=f"n{i}", transport="local") for i in range(count))
+    register_desync(Node.objects.all(), [action])
+    OrmQ.objects.all().delete()
+    with django_assert_num_queries(4):
         sweep()
+    batches = [t.task["args"][0] for t in OrmQ.objects.all()]
+    assert sorted(n for batch in batches for n in batch) == sorted(
+        Node.objects.values_list("pk", flat=True)
+    )
+    assert all(len(batch) <= settings.SYNC["batch_size"] for batch in batches)
 
 
 # --- what admins do ---------------------------------------------------------------------------

@@ -85,9 +85,9 @@ def _put_file(path: str, data: bytes, mode: int, owner: str | None, group: str |
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, mode)
         if owner or group:
             shutil.chown(tmp, owner, group)
+        os.chmod(tmp, mode)  # after chown, which clears setuid and setgid bits
         os.replace(tmp, path)
     except (OSError, LookupError) as e:
         os.unlink(tmp)

@@ -65,12 +65,12 @@ def _put(request):
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(base64.b64decode(request["data"]))
-        os.chmod(tmp, request["mode"])
         owner, group = request.get("owner"), request.get("group")
         if owner or group:
             uid = pwd.getpwnam(owner).pw_uid if owner else -1
             gid = grp.getgrnam(group).gr_gid if group else -1
             os.chown(tmp, uid, gid)
+        os.chmod(tmp, request["mode"])  # after chown, which clears setuid and setgid bits
         os.rename(tmp, path)
     except BaseException:
         os.unlink(tmp)

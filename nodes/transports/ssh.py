@@ -34,7 +34,7 @@ KEEPALIVE_INTERVAL = 15
 # place. The script is fixed; paths and names arrive as positional arguments ($1...).
 _PUT_FILE_SCRIPT = (
     'set -e; umask 077; tmp=$1; trap \'rm -f -- "$tmp"\' EXIT; cat > "$tmp"; '
-    'chmod -- "$2" "$tmp"; if [ -n "$3" ]; then chown -- "$3" "$tmp"; fi; '
+    'if [ -n "$3" ]; then chown -- "$3" "$tmp"; fi; chmod -- "$2" "$tmp"; '
     'mv -f -- "$tmp" "$4"; trap - EXIT'
 )
 

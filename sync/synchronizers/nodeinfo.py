@@ -23,7 +23,7 @@ df -Pk / | awk 'NR==2{print "disk_total_kb="$2; print "disk_used_kb="$3;
 awk '{print "uptime_seconds="int($1)}' /proc/uptime
 if [ -r /etc/os-release ]; then
   ( . /etc/os-release; echo "os_id=$ID"; echo "os_name=$NAME"; echo "os_version=$VERSION_ID"; \
-    echo "os_pretty=$PRETTY_NAME" )
+    echo "os_pretty=$PRETTY_NAME"; echo "os_id_like=$ID_LIKE" )
 fi
 """
 
@@ -60,6 +60,7 @@ def parse_facts(output: str) -> dict:
             "name": raw.get("os_name", ""),
             "version": raw.get("os_version", ""),
             "pretty": raw.get("os_pretty", ""),
+            "id_like": raw.get("os_id_like", ""),
         },
         "kernel": raw.get("kernel", ""),
         "arch": raw.get("arch", ""),

@@ -10,7 +10,7 @@ import pytest
 from sync.models import SyncAction
 from sync.synchronizers import REGISTRY, unregister_type, update_syncactions
 from tests.conftest import ROOT, process_env
-from tests.integration.stress_types import SLOW_TYPE, STRESS_TYPES
+from tests.integration.cluster_type_names import ALL_TYPES
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.2):
@@ -72,7 +72,6 @@ def qcluster(start_qcluster):
     return start_qcluster()
 
 
-ALL_TYPES = (*STRESS_TYPES, SLOW_TYPE)
 CLUSTER_ENV = {"PANEL_SYNCHRONIZER_MODULES": "tests.integration.stress_types"}
 
 

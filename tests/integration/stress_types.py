@@ -6,8 +6,7 @@ import random
 
 from nodes.choices import NodeStatus
 from sync.synchronizers import synchronizer
-
-STRESS_TYPES = ("stress-a", "stress-b", "stress-c")
+from tests.integration.cluster_type_names import SLOW_TYPE
 
 
 async def _work(ctx) -> None:
@@ -35,7 +34,6 @@ async def _slow(ctx) -> None:
     await asyncio.sleep(1.5)
 
 
-SLOW_TYPE = "stress-slow"
 synchronizer(
     name=SLOW_TYPE,
     title="Stress slow",

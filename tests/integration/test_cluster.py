@@ -19,8 +19,11 @@ def test_it_synchronizes_an_added_node_through_the_running_cluster(qcluster):
     started = time.monotonic()
 
     def node_is_ready():
-        """node n1 to become ready"""
-        return Node.objects.filter(name="n1", status=NodeStatus.READY).exists()
+        """node n1 to become ready with every desynchronization done"""
+        return (
+            Node.objects.filter(name="n1", status=NodeStatus.READY).exists()
+            and not Node2Sync.objects.exists()
+        )
 
     wait_for(node_is_ready, timeout=60)
     assert not Node2Sync.objects.exists()

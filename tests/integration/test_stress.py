@@ -16,8 +16,8 @@ from nodes.choices import NodeStatus, Transport
 from nodes.models import Node
 from sync.engine import register_desync, sweep
 from sync.models import Node2Sync, Outcome, SyncRun
+from tests.integration.cluster_type_names import SLOW_TYPE, STRESS_TYPES
 from tests.integration.conftest import CLUSTER_ENV, wait_for
-from tests.integration.stress_types import SLOW_TYPE, STRESS_TYPES
 
 pytestmark = pytest.mark.cluster
 
@@ -49,9 +49,8 @@ def test_it_holds_under_two_clusters_and_a_registration_storm(stress_types, star
                 registered_at[(n.pk, a.pk)].append((before, after))
 
     register(nodes, stress_types)
-    env = {"PANEL_SYNCHRONIZER_MODULES": "tests.integration.stress_types", "PANEL_Q_WORKERS": "2"}
-    start_qcluster(**env)
-    start_qcluster(**env)
+    start_qcluster(**CLUSTER_ENV, PANEL_Q_WORKERS="2")
+    start_qcluster(**CLUSTER_ENV, PANEL_Q_WORKERS="2")
 
     rng = random.Random(20261125)
     storm_end = time.monotonic() + STORM_SECONDS

@@ -1,0 +1,197 @@
+"""The data the panel carries to nodes: packages, files, users and services, each by role.
+
+Every value that ends up in a command on a node (a package, user or service name, a path, an
+owner) is checked here by a strict validator, so nothing odd can reach an argument list. The
+synchronizers check again before they act (``check_*``): a row written by ``update()`` or raw
+SQL skips model validation.
+
+Saving, deleting or re-roling these rows registers the synchronizer types concerned for the
+nodes concerned (``sync/triggers.py``), in the same transaction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import posixpath
+import re
+
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+from django.db import models
+
+# Debian (policy 5.6.1: lower case, digits, + - .) and RPM names (also upper case and _).
+# The first character is alphanumeric, so a name can never be taken for an option.
+PACKAGE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9+._-]{0,127}$"
+# POSIX-portable user and group names as useradd accepts them by default.
+POSIX_NAME_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
+# systemd unit or SysV script names; alphanumeric first, so never "." or ".." or an option.
+SERVICE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9@._-]{0,99}$"
+_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+
+validate_package_name = RegexValidator(
+    PACKAGE_NAME_RE, "Use a package name: letters, digits and + . _ - (letter or digit first)."
+)
+validate_posix_name = RegexValidator(
+    POSIX_NAME_RE, "Use a POSIX name: a-z, 0-9, _ and -, starting with a letter or _ (max 32)."
+)
+validate_service_name = RegexValidator(
+    SERVICE_NAME_RE, "Use a service name: letters, digits and @ . _ - (letter or digit first)."
+)
+
+
+def validate_absolute_path(path: str) -> None:
+    """An absolute, normalized path other than ``/``: what a node can safely write or remove."""
+    if _CONTROL_CHARS.search(path):
+        raise ValidationError("The path must not contain control characters (NUL, newline...).")
+    if not path.startswith("/"):
+        raise ValidationError("The path must be absolute (start with /).")
+    if ".." in path.split("/"):
+        raise ValidationError("The path must not contain '..'.")
+    if path == "/" or path.startswith("//") or posixpath.normpath(path) != path:
+        raise ValidationError(
+            "The path must be normalized (no //, /./ or trailing /) and not the root."
+        )
+
+
+def validate_shell(shell: str) -> None:
+    if not shell.startswith("/") or _CONTROL_CHARS.search(shell) or ":" in shell:
+        raise ValidationError("The shell must be an absolute path (no ':' or control characters).")
+
+
+def validate_mode(mode: int) -> None:
+    if not 0 <= mode <= 0o7777:
+        raise ValidationError("The mode must be between 0000 and 7777 (octal).")
+
+
+def _check(validator, value: str, what: str) -> str:
+    """Run a model validator outside a form; raise ValueError so a run fails with the reason."""
+    try:
+        validator(value)
+    except ValidationError as e:
+        raise ValueError(f"invalid {what} {value!r}: {' '.join(e.messages)}") from None
+    return value
+
+
+def check_package_name(name: str) -> str:
+    return _check(validate_package_name, name, "package name")
+
+
+def check_posix_name(name: str) -> str:
+    return _check(validate_posix_name, name, "user or group name")
+
+
+def check_service_name(name: str) -> str:
+    return _check(validate_service_name, name, "service name")
+
+
+def check_path(path: str) -> str:
+    return _check(validate_absolute_path, path, "path")
+
+
+def check_shell(shell: str) -> str:
+    return _check(validate_shell, shell, "shell")
+
+
+def sha256_text(text: str) -> str:
+    """The checksum the panel expects on the node for a file with this content."""
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _unix_newlines(text: str) -> str:
+    # Browsers submit textareas with CRLF; config files and authorized_keys want LF.
+    return text.replace("\r\n", "\n")
+
+
+class Package(models.Model):
+    """A package installed on every node that has one of its roles."""
+
+    name = models.CharField(max_length=128, unique=True, validators=[validate_package_name])
+    roles = models.ManyToManyField(
+        "nodes.Role", blank=True, related_name="packages", db_table="package_roles"
+    )
+
+    class Meta:
+        db_table = "package"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class ManagedFile(models.Model):
+    """A file written on every node that has one of its roles; removed when it goes."""
+
+    path = models.CharField(max_length=512, unique=True, validators=[validate_absolute_path])
+    content = models.TextField(blank=True)
+    mode = models.PositiveIntegerField(default=0o644, validators=[validate_mode])
+    owner = models.CharField(max_length=32, default="root", validators=[validate_posix_name])
+    group = models.CharField(max_length=32, default="root", validators=[validate_posix_name])
+    roles = models.ManyToManyField(
+        "nodes.Role", blank=True, related_name="files", db_table="managed_file_roles"
+    )
+
+    class Meta:
+        db_table = "managed_file"
+        ordering = ["path"]
+        verbose_name = "managed file"
+
+    def __str__(self) -> str:
+        return self.path
+
+    def clean(self) -> None:
+        self.content = _unix_newlines(self.content)
+
+    @property
+    def sha256(self) -> str:
+        return sha256_text(self.content)
+
+
+class UserState(models.TextChoices):
+    PRESENT = "present", "Present"
+    ABSENT = "absent", "Absent (removed from the nodes)"
+
+
+class ManagedUser(models.Model):
+    """A login account on the nodes of its roles, with its SSH keys."""
+
+    name = models.CharField(max_length=32, unique=True, validators=[validate_posix_name])
+    shell = models.CharField(max_length=255, default="/bin/bash", validators=[validate_shell])
+    authorized_keys = models.TextField(blank=True, help_text="One public key per line.")
+    state = models.CharField(max_length=10, choices=UserState, default=UserState.PRESENT)
+    roles = models.ManyToManyField(
+        "nodes.Role", blank=True, related_name="users", db_table="managed_user_roles"
+    )
+
+    class Meta:
+        db_table = "managed_user"
+        ordering = ["name"]
+        verbose_name = "managed user"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        self.authorized_keys = _unix_newlines(self.authorized_keys)
+
+
+class Service(models.Model):
+    """A service enabled and running on the nodes of its roles, reloaded when its files change."""
+
+    name = models.CharField(max_length=100, unique=True, validators=[validate_service_name])
+    roles = models.ManyToManyField(
+        "nodes.Role", blank=True, related_name="services", db_table="service_roles"
+    )
+    files = models.ManyToManyField(
+        ManagedFile,
+        blank=True,
+        related_name="services",
+        db_table="service_files",
+        help_text="Reload the service when one of these files changes.",
+    )
+
+    class Meta:
+        db_table = "service"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name

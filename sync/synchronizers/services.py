@@ -1,0 +1,136 @@
+"""Services: enabled and running on the nodes of their roles, reloaded when their files change.
+
+A reload is decided by checksums, not by whether ``files`` wrote something in this session:
+the node's ``services.json`` manifest keeps, per service, the sha256 of each of its files at
+its last (re)start. So a reload that failed, or a change written while the service was down,
+is still caught on the next run, and nothing changed means no reload at all.
+
+Nodes with systemd running use ``systemctl``; others (containers, the test machine) use the
+SysV script in /etc/init.d directly. A service dropped from the panel is left as it is:
+stopping something is a decision the panel cannot take from a missing row.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from nodes.choices import NodeStatus
+from nodes.managed import Service, check_service_name
+from sync.context import RunContext
+from sync.synchronizers import synchronizer
+from sync.synchronizers._manifest import read_manifest, write_manifest
+from sync.synchronizers.files import desired_files
+
+MANIFEST = "services"
+
+
+def _services_for(node_id: int) -> list[dict]:
+    """The node's services, each with {path: sha256} of its files that this node receives."""
+    of_node = Service.objects.filter(roles__nodes=node_id).values("pk")
+    services = list(Service.objects.filter(pk__in=of_node).order_by("name").values("pk", "name"))
+    if not services:
+        return []
+    node_files = desired_files(node_id)
+    paths: dict[int, dict[str, str]] = defaultdict(dict)
+    links = Service.files.through.objects.filter(service_id__in=[s["pk"] for s in services])
+    for service_id, path in links.values_list("service_id", "managedfile__path"):
+        if path in node_files:
+            paths[service_id][path] = node_files[path]
+    return [{"name": s["name"], "files": paths[s["pk"]]} for s in services]
+
+
+class Systemd:
+    def __init__(self, ctx: RunContext) -> None:
+        self.ctx = ctx
+
+    async def is_running(self, name: str) -> bool:
+        argv = ["systemctl", "is-active", "--quiet", name]
+        return (await self.ctx.transport.run(argv, check=False)).exit_status == 0
+
+    async def enable(self, name: str, *, start: bool) -> None:
+        now = ["--now"] if start else []
+        await self.ctx.transport.run(["systemctl", "enable", *now, name])
+
+    async def reload(self, name: str) -> None:
+        await self.ctx.transport.run(["systemctl", "reload-or-restart", name])
+
+
+class SysV:
+    """The init script itself, the way a node without systemd runs services."""
+
+    def __init__(self, ctx: RunContext, has_update_rc_d: bool) -> None:
+        self.ctx = ctx
+        self.has_update_rc_d = has_update_rc_d
+
+    @staticmethod
+    def script(name: str) -> str:
+        return f"/etc/init.d/{name}"
+
+    async def is_running(self, name: str) -> bool:
+        script = self.script(name)
+        if (await self.ctx.transport.run(["test", "-x", script], check=False)).exit_status:
+            raise ValueError(f"service {name}: no systemd and no executable {script} on the node")
+        # LSB: status exits 0 when the service runs (3 when stopped, 4 when unknown).
+        return (await self.ctx.transport.run([script, "status"], check=False)).exit_status == 0
+
+    async def enable(self, name: str, *, start: bool) -> None:
+        if self.has_update_rc_d:
+            await self.ctx.transport.run(["update-rc.d", name, "defaults"])
+        if start:
+            await self.ctx.transport.run([self.script(name), "start"])
+
+    async def reload(self, name: str) -> None:
+        await self.ctx.transport.run([self.script(name), "reload"])
+
+
+async def service_manager(ctx: RunContext) -> Systemd | SysV:
+    systemd = await ctx.transport.run(["test", "-d", "/run/systemd/system"], check=False)
+    if systemd.exit_status == 0:
+        return Systemd(ctx)
+    # A fixed command with no data in it: asks the node's shell whether the program exists.
+    found = await ctx.transport.run(["sh", "-c", "command -v update-rc.d"], check=False)
+    return SysV(ctx, has_update_rc_d=found.exit_status == 0)
+
+
+@synchronizer(
+    name="services",
+    title="Services",
+    priority=50,
+    node_status=NodeStatus.READY,
+    timeout=300,
+)
+async def sync_services(ctx: RunContext) -> None:
+    services = await ctx.db(_services_for, ctx.node.pk)
+    for service in services:
+        check_service_name(service["name"])
+    manifest = await read_manifest(ctx, MANIFEST)
+    if not services and not manifest:
+        ctx.log("no services for this node's roles")
+        return
+    wanted = {s["name"] for s in services}
+    for name in sorted(set(manifest) - wanted):
+        ctx.log(f"{name}: no longer managed here, left as it is")
+
+    manager = await service_manager(ctx) if services else None
+    recorded: dict[str, dict[str, str]] = {}
+    for service in services:
+        name, files = service["name"], service["files"]
+        before = manifest.get(name)
+        running = await manager.is_running(name)
+        if not running or before is None:
+            # Enabling is idempotent but not free: done when first managed or found stopped.
+            await manager.enable(name, start=not running)
+        if not running:
+            ctx.log(f"{name}: enabled and started")
+        elif before != files:
+            # Changed files, or first managed while already running (its configuration may
+            # have been written just now): the running service must read it.
+            await manager.reload(name)
+            old = before or {}
+            changed = sorted(p for p in files.keys() | old.keys() if files.get(p) != old.get(p))
+            ctx.log(f"{name}: reloaded ({', '.join(changed) or 'first run'})")
+        else:
+            ctx.log(f"{name}: running, unchanged")
+        recorded[name] = files
+    if recorded != manifest:
+        await write_manifest(ctx, MANIFEST, recorded)

@@ -1,0 +1,177 @@
+"""Users: the login accounts of the node's roles, with their shell and SSH keys.
+
+Accounts are looked up with ``getent`` (the node's own view, whatever its NSS setup) and
+changed only where they differ. The node's ``users.json`` manifest remembers the accounts this
+panel created there with their uid, so an account deleted from the panel is removed, and only
+if it is still the one the panel created. System accounts (uid < 1000) and the account the
+panel logs in with are never changed or removed: a typo in the panel must not lock anyone out.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from nodes.choices import NodeStatus, Transport
+from nodes.managed import ManagedUser, UserState, check_posix_name, check_shell, sha256_text
+from nodes.transports import CommandFailed
+from sync.context import RunContext
+from sync.synchronizers import synchronizer
+from sync.synchronizers._manifest import read_manifest, write_manifest
+from sync.synchronizers.files import node_files
+
+MANIFEST = "users"
+FIRST_REGULAR_UID = 1000
+
+
+def _users_for(node_id: int) -> list[dict]:
+    """The node's users (name, shell, authorized_keys, state), one query, no duplicates."""
+    of_node = ManagedUser.objects.filter(roles__nodes=node_id).values("pk")
+    return list(
+        ManagedUser.objects.filter(pk__in=of_node)
+        .order_by("name")
+        .values("name", "shell", "authorized_keys", "state")
+    )
+
+
+@dataclass(frozen=True)
+class Account:
+    name: str
+    uid: int
+    gid: int
+    home: str
+    shell: str
+
+
+async def get_account(ctx: RunContext, name: str) -> Account | None:
+    argv = ["getent", "passwd", name]
+    result = await ctx.transport.run(argv, check=False)
+    if result.exit_status == 2:  # no such key
+        return None
+    if result.exit_status != 0:
+        raise CommandFailed(argv, result.exit_status, result.stderr)
+    fields = result.stdout.splitlines()[0].split(":")
+    if len(fields) < 7:
+        raise ValueError(f"unexpected getent output for {name}: {result.stdout.strip()!r}")
+    return Account(fields[0], int(fields[2]), int(fields[3]), fields[5], fields[6])
+
+
+def _guard(ctx: RunContext, account: Account, doing: str) -> None:
+    """Refuse to touch accounts the panel must not manage (see the module docstring)."""
+    if account.uid < FIRST_REGULAR_UID:
+        raise ValueError(
+            f"refusing to {doing} {account.name}: it is a system account (uid {account.uid}) "
+            "on the node; the panel manages regular users only"
+        )
+    if ctx.node.transport == Transport.SSH and account.name == ctx.node.username:
+        raise ValueError(f"refusing to {doing} {account.name}: the panel logs in as this user")
+
+
+async def _remove(ctx: RunContext, account: Account) -> None:
+    _guard(ctx, account, "remove")
+    await ctx.transport.run(["userdel", "--remove", "--", account.name])
+    ctx.log(f"removed user {account.name}")
+
+
+async def _write_keys(ctx: RunContext, account: Account, keys: str) -> bool:
+    """Install ``~/.ssh/authorized_keys`` (0600, the user's); False when already right."""
+    if keys and not keys.endswith("\n"):
+        keys += "\n"
+    ssh_dir = posixpath.join(account.home, ".ssh")
+    path = posixpath.join(ssh_dir, "authorized_keys")
+    group = (await ctx.transport.run(["id", "-gn", "--", account.name])).stdout.strip()
+    have = (await node_files(ctx, [path])).get(path)
+    if have and (have.sha256, have.mode, have.owner, have.group) == (
+        sha256_text(keys),
+        0o600,
+        account.name,
+        group,
+    ):
+        return False
+    # The home belongs to the user, who may have made ~/.ssh a link to somewhere else:
+    # root must not follow it (install -d would chown the target, put_file write into it).
+    if (await ctx.transport.run(["test", "-L", ssh_dir], check=False)).exit_status == 0:
+        raise ValueError(f"refusing to write {path}: {ssh_dir} is a symbolic link")
+    await ctx.transport.run(
+        ["install", "-d", "-m", "700", "-o", account.name, "-g", group, "--", ssh_dir]
+    )
+    await ctx.transport.put_file(path, keys.encode(), mode=0o600, owner=account.name, group=group)
+    return True
+
+
+async def _ensure_present(ctx: RunContext, user: dict, managed: dict[str, int]) -> None:
+    name, shell = user["name"], user["shell"]
+    account = await get_account(ctx, name)
+    if account is None:
+        await ctx.transport.run(["useradd", "--create-home", "--shell", shell, "--", name])
+        account = await get_account(ctx, name)
+        if account is None:
+            raise ValueError(f"useradd succeeded but the node does not know {name}")
+        managed[name] = account.uid
+        # Recorded at once: a run failing later must not leave an account the panel forgets.
+        await write_manifest(ctx, MANIFEST, managed)
+        ctx.log(f"created user {name} (uid {account.uid}, shell {shell})")
+    else:
+        _guard(ctx, account, "manage")
+        managed[name] = account.uid
+        if account.shell != shell:
+            await ctx.transport.run(["usermod", "--shell", shell, "--", name])
+            ctx.log(f"{name}: shell {account.shell} -> {shell}")
+    _check_home(account.home)
+    if await _write_keys(ctx, account, user["authorized_keys"]):
+        ctx.log(f"{name}: authorized_keys written ({_count_keys(user['authorized_keys'])})")
+    else:
+        ctx.log(f"{name}: unchanged")
+
+
+def _check_home(home: str) -> None:
+    if not home.startswith("/") or home == "/" or ".." in home.split("/"):
+        raise ValueError(f"unexpected home directory {home!r}: not writing authorized_keys")
+
+
+def _count_keys(keys: str) -> str:
+    n = sum(1 for line in keys.splitlines() if line.strip() and not line.startswith("#"))
+    return f"{n} key{'s' if n != 1 else ''}"
+
+
+@synchronizer(
+    name="users",
+    title="Users",
+    priority=40,
+    node_status=NodeStatus.READY,
+    timeout=300,
+)
+async def sync_users(ctx: RunContext) -> None:
+    users = await ctx.db(_users_for, ctx.node.pk)
+    for user in users:
+        check_posix_name(user["name"])
+        check_shell(user["shell"])
+    manifest = await read_manifest(ctx, MANIFEST)
+    if not users and not manifest:
+        ctx.log("no users for this node's roles")
+        return
+    present = [u for u in users if u["state"] == UserState.PRESENT]
+    absent = [u["name"] for u in users if u["state"] != UserState.PRESENT]
+    managed = {n: uid for n, uid in manifest.items() if n in {u["name"] for u in present}}
+
+    # Accounts this panel created and no longer wants here: only if still the same account.
+    for name, uid in sorted(manifest.items()):
+        if name in managed or name in absent:
+            continue
+        account = await get_account(ctx, check_posix_name(name))
+        if account is None:
+            ctx.log(f"user {name} already gone")
+        elif account.uid != uid:
+            ctx.log(f"user {name} is now another account (uid {account.uid}): left alone")
+        else:
+            await _remove(ctx, account)
+    for name in absent:
+        account = await get_account(ctx, name)
+        if account is None:
+            ctx.log(f"user {name} absent")
+        else:
+            await _remove(ctx, account)
+    for user in present:
+        await _ensure_present(ctx, user, managed)
+    if managed != manifest:
+        await write_manifest(ctx, MANIFEST, managed)
