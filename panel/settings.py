@@ -166,6 +166,9 @@ SYNC = {
     "extra_modules": [m for m in os.environ.get("PANEL_SYNCHRONIZER_MODULES", "").split(",") if m],
 }
 
+# Where synchronizers keep their manifests on each node (what the panel put there).
+SYNC_NODE_STATE_DIR = os.environ.get("PANEL_NODE_STATE_DIR", "/var/lib/cluster-panel")
+
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,

@@ -49,11 +49,27 @@ def role(db) -> Role:
     return Role.objects.create(name="web")
 
 
-@pytest.fixture
-def node(make_node, state_dir, role) -> Node:
+@pytest.fixture(params=["local", "ssh"])
+def node(request, make_node, state_dir, role) -> Node:
+    """A node of the role "web", reached locally and over SSH (a real sshd on loopback)."""
+    if request.param == "ssh":
+        return ssh_node(request.getfixturevalue("make_ssh_node"), role)
     node = make_node(facts={"os": {"id": "debian"}})
     node.roles.add(role)
     return node
+
+
+def ssh_node(make_ssh_node, role) -> Node:
+    node, _ = make_ssh_node("web-ssh")
+    Node.objects.filter(pk=node.pk).update(facts={"os": {"id": "debian"}})
+    node.refresh_from_db()
+    node.roles.add(role)
+    return node
+
+
+@pytest.fixture
+def web_ssh_node(make_ssh_node, state_dir, role) -> Node:
+    return ssh_node(make_ssh_node, role)
 
 
 def run_type(node: Node, name: str) -> SyncRun:
@@ -364,7 +380,9 @@ def without_sl():
     remove()
 
 
-def test_it_installs_a_missing_package(node, role, without_sl):
+def test_it_installs_a_missing_package(web_ssh_node, role, without_sl):
+    """One real install, over SSH: the package is downloaded and installed by apt."""
+    node = web_ssh_node
     Package.objects.create(name="sl").roles.add(role)
     Package.objects.create(name="bash").roles.add(role)
 
