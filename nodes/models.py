@@ -1,3 +1,7 @@
+import ipaddress
+import re
+
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import OuterRef, Subquery, Value
@@ -10,6 +14,24 @@ node_name_validator = RegexValidator(
     r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$",
     "Use lower-case letters, digits, dots and hyphens (like a host name).",
 )
+
+
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+
+
+def validate_host(value: str) -> None:
+    """A host name (RFC 1123) or an IP address: nothing else may reach the resolver."""
+    try:
+        ipaddress.ip_address(value)
+        return
+    except ValueError:
+        pass
+    labels = value.split(".")
+    if len(value) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
+        raise ValidationError(
+            "Enter a host name (letters, digits, hyphens and dots) or an IP address.",
+            code="invalid_host",
+        )
 
 
 class Role(models.Model):
@@ -47,7 +69,7 @@ class NodeQuerySet(models.QuerySet):
 class Node(models.Model):
     name = models.CharField(max_length=63, unique=True, validators=[node_name_validator])
     transport = models.CharField(max_length=10, choices=Transport, default=Transport.SSH)
-    host = models.CharField(max_length=255, blank=True)
+    host = models.CharField(max_length=255, blank=True, validators=[validate_host])
     port = models.PositiveIntegerField(
         default=22, validators=[MinValueValidator(1), MaxValueValidator(65535)]
     )

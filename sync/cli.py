@@ -16,11 +16,16 @@ def bad_arguments(message: str) -> CommandError:
     return CommandError(message, returncode=BAD_ARGUMENTS)
 
 
+def _names(names: Sequence[str]) -> str:
+    """Names as typed, quoted when they hold something a one-line message cannot show."""
+    return ", ".join(n if n.isprintable() and n.strip() == n and n else repr(n) for n in names)
+
+
 def nodes_by_name(names: Sequence[str]) -> list[Node]:
     found = {n.name: n for n in Node.objects.filter(name__in=names)}
     unknown = [n for n in names if n not in found]
     if unknown:
-        raise bad_arguments(f"unknown node: {', '.join(unknown)} (see `manage.py nodes`)")
+        raise bad_arguments(f"unknown node: {_names(unknown)} (see `manage.py nodes`)")
     return [found[n] for n in dict.fromkeys(names)]
 
 
@@ -29,7 +34,5 @@ def actions_by_name(names: Sequence[str]) -> list[SyncAction]:
     unknown = [n for n in names if n not in found]
     if unknown:
         known = ", ".join(SyncAction.objects.values_list("name", flat=True))
-        raise bad_arguments(
-            f"unknown synchronizer type: {', '.join(unknown)} (known types: {known})"
-        )
+        raise bad_arguments(f"unknown synchronizer type: {_names(unknown)} (known types: {known})")
     return [found[n] for n in dict.fromkeys(names)]

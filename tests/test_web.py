@@ -1,7 +1,12 @@
-"""The cluster nodes page: login, the Status cell contract, htmx polling, query count."""
+"""The cluster nodes page: login, the Status cell contract, htmx polling, query count.
+
+More of the dashboard (filters, the node page, forms, actions, access) is in
+tests/test_dashboard*.py; the browser tests are in tests/e2e/.
+"""
 
 import re
 from datetime import timedelta
+from html import unescape
 
 import pytest
 from django.db import connection
@@ -16,12 +21,19 @@ from sync.models import Node2Sync, SyncAction
 pytestmark = pytest.mark.django_db
 
 URL = "/nodes/"
+LIVE = "/nodes/live/"
 HTMX = {"HX-Request": "true"}
 
 
 @pytest.fixture
 def user_client(client, django_user_model):
+    from django.contrib.auth.models import Group
+
+    from nodes.access import OPERATORS, ensure_groups
+
+    ensure_groups()
     user = django_user_model.objects.create_user("operator", password="secret-pass-1")
+    user.groups.add(Group.objects.get(name=OPERATORS))
     client.force_login(user)
     return client
 
@@ -100,7 +112,7 @@ def test_it_shows_address_pending_count_and_truncated_error(user_client, action)
     assert node.address in html
     assert 'title="' + "x" * 300 + '"' in html
     assert "x" * 59 + "…" in html
-    assert re.search(r'<td class="num">\s*1\s*</td>', html)
+    assert re.search(rf'<td id="pending-{node.pk}" class="[^"]*\bnum\b[^"]*">\s*1\s*</td>', html)
 
 
 def test_it_marks_a_processing_node_busy_with_a_spinner(user_client, action):
@@ -143,29 +155,48 @@ def test_it_does_not_show_a_spinner_when_the_lease_has_expired(user_client, acti
     assert "spinner" not in body
 
 
-def test_it_polls_the_same_url_with_htmx(user_client):
-    html = user_client.get(URL).content.decode()
-
-    assert f'hx-get="{URL}"' in html
-    assert 'hx-trigger="every 2s"' in html
-    assert "django_htmx/htmx-2.min.js" in html
-    assert "//cdn" not in html and "https://" not in html
-
-
-def test_it_answers_an_htmx_request_with_only_the_rows(user_client, action):
+def test_it_polls_the_live_url_every_second_while_work_waits(user_client, action):
     node = Node.objects.create(name="alpha", transport="local")
     now = timezone.now()
     Node2Sync.objects.create(node=node, action=action, registered_at=now, next_attempt_at=now)
 
-    response = user_client.get(URL, headers=HTMX)
+    html = unescape(user_client.get(URL).content.decode())
+
+    assert f'hx-get="{LIVE}?mode=fast&since=' in html
+    assert (
+        "hx-trigger=\"every 1s [document.visibilityState=='visible'], "
+        "every 10s [document.visibilityState=='hidden']\"" in html
+    )
+    assert "django_htmx/htmx-2.min.js" in html
+    assert "//cdn" not in html and "https://" not in html
+
+
+def test_it_only_watches_slowly_when_the_cluster_is_idle(user_client):
+    Node.objects.create(name="alpha", transport="local")
+
+    html = unescape(user_client.get(URL).content.decode())
+
+    assert f'hx-get="{LIVE}?mode=watch&since=' in html
+    assert 'hx-trigger="every 10s"' in html
+
+
+def test_it_answers_a_poll_with_out_of_band_cells_only(user_client, action):
+    node = Node.objects.create(name="alpha", transport="local")
+    now = timezone.now()
+    Node2Sync.objects.create(node=node, action=action, registered_at=now, next_attempt_at=now)
+
+    response = user_client.get(LIVE, headers=HTMX)
 
     assert response.status_code == 200
     html = response.content.decode()
     assert "<html" not in html
     assert "<tbody" not in html
     assert "Cluster panel" not in html
-    assert 'data-node="alpha"' in html
-    assert "HX-Request" in response["Vary"]
+    assert 'type="checkbox"' not in html, "a refresh must never reset the selection"
+    tag, _ = status_cell(html, "alpha")
+    assert 'hx-swap-oob="true"' in tag
+    assert '<div id="status-counts"' in html
+    assert 'id="live-poll"' in html
 
 
 def test_it_keeps_polling_while_a_node_is_processing(user_client, action):
@@ -176,17 +207,33 @@ def test_it_keeps_polling_while_a_node_is_processing(user_client, action):
         lease_until=timezone.now() + timedelta(seconds=60),
     )
 
-    assert user_client.get(URL, headers=HTMX).status_code == 200
+    assert user_client.get(LIVE, headers=HTMX).status_code == 200
+
+
+def test_it_answers_204_while_nothing_changed(user_client, action):
+    Node.objects.create(
+        name="busy",
+        transport="local",
+        current_action=action,
+        lease_until=timezone.now() + timedelta(seconds=60),
+    )
+    html = user_client.get(URL).content.decode()
+    poll_url = re.search(r'hx-get="([^"]+)"', html).group(1).replace("&amp;", "&")
+
+    assert user_client.get(poll_url, headers=HTMX).status_code == 204
 
 
 def test_it_stops_polling_when_nothing_is_processing_or_pending(user_client):
     Node.objects.create(name="alpha", transport="local")
 
-    response = user_client.get(URL, headers=HTMX)
+    response = user_client.get(f"{LIVE}?mode=fast", headers=HTMX)
 
     assert response.status_code == 286
-    # The final rows are still sent: htmx swaps them in before it stops.
-    assert 'data-node="alpha"' in response.content.decode()
+    html = response.content.decode()
+    # The final cells are still sent: htmx swaps them in before it stops, and the slow
+    # watcher replaces the poller.
+    assert 'data-node="alpha"' in html
+    assert 'data-mode="watch"' in html and 'hx-trigger="every 10s"' in html
 
 
 def test_it_renders_the_full_page_even_when_idle(user_client):
@@ -202,17 +249,17 @@ def test_it_shows_an_empty_table_without_nodes(user_client):
     assert "No nodes yet." in response.content.decode()
 
 
-@pytest.mark.parametrize("headers", [{}, HTMX], ids=["page", "htmx"])
-def test_it_uses_the_same_number_of_queries_for_3_and_30_nodes(user_client, action, headers):
+@pytest.mark.parametrize("url", [URL, LIVE], ids=["page", "live"])
+def test_it_uses_the_same_number_of_queries_for_3_and_30_nodes(user_client, action, url):
     make_busy_fleet(3, action)
-    user_client.get(URL, headers=headers)  # warm up the session and the template cache
+    user_client.get(url, headers=HTMX)  # warm up the session and the template cache
 
     with CaptureQueriesContext(connection) as few:
-        assert user_client.get(URL, headers=headers).status_code == 200
+        assert user_client.get(url, headers=HTMX).status_code == 200
 
     make_busy_fleet(27, action, start=3)
     with CaptureQueriesContext(connection) as many:
-        response = user_client.get(URL, headers=headers)
+        response = user_client.get(url, headers=HTMX)
 
     assert response.status_code == 200
     assert response.content.decode().count('class="status-cell') == 30

@@ -1,13 +1,12 @@
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
-from django.db import transaction
 
 from nodes.choices import Transport
 from nodes.keys import fingerprint, panel_public_key
 from nodes.models import Node
+from nodes.services import add_node
 from nodes.transports import TransportError
 from sync.cli import bad_arguments
-from sync.engine import register_desync
 
 
 class Command(BaseCommand):
@@ -40,9 +39,7 @@ class Command(BaseCommand):
             raise bad_arguments(f"cannot add node {name!r}: {messages}") from None
         if not local:
             self._pin_and_check(node)
-        with transaction.atomic():
-            node.save()
-            count = register_desync([node])
+        count = add_node(node)
         self.stdout.write(
             f"Added {node.transport} node {node.name} ({node.address}); registered {count} "
             "synchronizer types. The django-q cluster runs them; `manage.py nodesync` runs "

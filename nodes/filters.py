@@ -1,0 +1,109 @@
+"""Search, filters and sorting of the nodes list (django-filter).
+
+Invalid values (an unknown status or role, a bad sort key) are shown as form errors and
+otherwise ignored: a hand-edited URL gets the unfiltered list, never a 500.
+"""
+
+from __future__ import annotations
+
+import django_filters
+from django import forms
+from django.db.models import Q, QuerySet
+from django.utils import timezone
+
+from nodes.choices import NodeStatus
+from nodes.models import Node, Role
+
+
+class YesNoWidget(django_filters.widgets.BooleanWidget):
+    """true/false in the URL, "Any" when unset."""
+
+    def __init__(self, attrs=None) -> None:
+        super().__init__(attrs)
+        self.choices = [("", "Any"), ("true", "Yes"), ("false", "No")]
+
+
+class StableOrderingFilter(django_filters.OrderingFilter):
+    """Sorting with the name as the tie-breaker, so pages never repeat or skip a node."""
+
+    def filter(self, qs: QuerySet, value) -> QuerySet:
+        qs = super().filter(qs, value)
+        if value:
+            qs = qs.order_by(*qs.query.order_by, "name")
+        return qs
+
+
+# (model field or annotation, URL value, column label); the list page builds its sortable
+# headers from this.
+SORTABLE = [
+    ("name", "name", "Name"),
+    ("host", "address", "Address"),
+    ("status", "status", "Status"),
+    ("pending_count", "pending", "Pending"),
+    ("last_error", "error", "Last error"),
+    ("last_sync_at", "synced", "Last sync"),
+]
+
+
+class NodeFilter(django_filters.FilterSet):
+    q = django_filters.CharFilter(method="search", label="Search", max_length=100)
+    status = django_filters.ChoiceFilter(
+        choices=NodeStatus.choices, empty_label="Any status", label="Status"
+    )
+    role = django_filters.ModelChoiceFilter(
+        field_name="roles",
+        queryset=Role.objects.order_by("name"),
+        to_field_name="name",
+        empty_label="Any role",
+        label="Role",
+    )
+    has_error = django_filters.BooleanFilter(
+        method="filter_has_error", label="Has an error", widget=YesNoWidget
+    )
+    maintenance = django_filters.BooleanFilter(label="Maintenance", widget=YesNoWidget)
+    processing = django_filters.BooleanFilter(
+        method="filter_processing", label="Running now", widget=YesNoWidget
+    )
+    sort = StableOrderingFilter(
+        fields=[(field, param) for field, param, _ in SORTABLE],
+        field_labels={field: label for field, _, label in SORTABLE},
+        label="Sort by",
+    )
+
+    class Meta:
+        model = Node
+        fields: list[str] = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.form.fields["q"].widget = forms.SearchInput(
+            attrs={"placeholder": "Name or host", "autocomplete": "off"}
+        )
+
+    def search(self, qs: QuerySet, name: str, value: str) -> QuerySet:
+        value = value.strip()
+        if not value:
+            return qs
+        return qs.filter(Q(name__icontains=value) | Q(host__icontains=value))
+
+    def filter_has_error(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
+        if value is None:
+            return qs
+        return qs.exclude(last_error="") if value else qs.filter(last_error="")
+
+    def filter_processing(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
+        if value is None:
+            return qs
+        busy = Q(current_action__isnull=False, lease_until__gt=timezone.now())
+        return qs.filter(busy) if value else qs.exclude(busy)
+
+    @property
+    def active_filters(self) -> bool:
+        """Whether any filter (not the sort) narrows the list, for the "Reset" link."""
+        self.form.errors  # noqa: B018 - validates the form, which sets cleaned_data
+        data = getattr(self.form, "cleaned_data", {})
+        return any(
+            value not in (None, "", [])
+            for key, value in data.items()
+            if key != "sort" and key in self.form.fields
+        )

@@ -1,0 +1,261 @@
+"""The forms of the node pages: add, edit, and the small action forms.
+
+Every action form validates its POST like any other form, so hand-made or stale data (an
+unknown type, a bad id, a node deleted meanwhile) ends as a message, never as a 500.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+
+from django import forms
+from django.core.exceptions import ValidationError
+
+from nodes.choices import Transport
+from nodes.models import Node, Role
+from sync.models import SyncAction
+
+_HOSTNAME_RE = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+_USERNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
+# Ids beyond a signed 64-bit integer cannot name a row; refuse them before the database does.
+_MAX_ID = 2**63 - 1
+
+
+def validate_host(value: str) -> None:
+    """A host name or an IP address; nothing that could be read as an option or a path."""
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        if not _HOSTNAME_RE.match(value):
+            raise ValidationError(
+                "Enter a host name (letters, digits, dots and hyphens) or an IP address."
+            ) from None
+
+
+def validate_username(value: str) -> None:
+    if not _USERNAME_RE.match(value):
+        raise ValidationError(
+            "Enter a user name: letters, digits, '_', '.', '-', starting with a letter or '_'."
+        )
+
+
+class BootstrapMixin:
+    """Bootstrap classes on the widgets, and ``is-invalid`` on the fields that failed."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for field in self.fields.values():
+            widget = field.widget
+            if isinstance(widget, forms.HiddenInput | forms.MultipleHiddenInput):
+                continue
+            if isinstance(widget, forms.CheckboxInput | forms.RadioSelect):
+                css = "form-check-input"
+            elif isinstance(widget, forms.CheckboxSelectMultiple):
+                css = "form-check-input"
+            elif isinstance(widget, forms.Select):
+                css = "form-select"
+            else:
+                css = "form-control"
+            widget.attrs["class"] = css
+
+    def full_clean(self) -> None:
+        super().full_clean()
+        for name in self.errors:
+            if name in self.fields:
+                widget = self.fields[name].widget
+                widget.attrs["class"] = f"{widget.attrs.get('class', '')} is-invalid".strip()
+
+
+class RolesField(forms.ModelMultipleChoiceField):
+    """Roles by name in the POST, so an unknown role is reported by name."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(
+            queryset=Role.objects.order_by("name"),
+            to_field_name="name",
+            required=False,
+            widget=forms.CheckboxSelectMultiple,
+            error_messages={
+                "invalid_choice": "Unknown role %(value)s: roles are created in the admin.",
+            },
+            **kwargs,
+        )
+
+
+class HostKeyStepMixin(forms.Form):
+    """The hidden fields of the host key confirmation step.
+
+    The first POST scans the key and renders it back in ``confirmed_key`` together with the
+    ``host:port`` it came from (``scanned_for``); the second POST must carry both unchanged.
+    """
+
+    confirmed_key = forms.CharField(required=False, widget=forms.HiddenInput)
+    scanned_for = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    def confirmed_for(self, host: str, port: int) -> str:
+        """The key the admin confirmed for exactly this host and port ('' when none)."""
+        if self.cleaned_data.get("scanned_for") != f"{host}:{port}":
+            return ""
+        return self.cleaned_data.get("confirmed_key", "").strip()
+
+
+class NodeAddForm(BootstrapMixin, HostKeyStepMixin, forms.ModelForm):
+    roles = RolesField()
+    port = forms.IntegerField(
+        label="SSH port", min_value=1, max_value=65535, initial=22, required=False
+    )
+
+    class Meta:
+        model = Node
+        fields = ["name", "transport", "host", "port", "username", "roles"]
+        widgets = {"transport": forms.RadioSelect}
+        labels = {"username": "SSH user", "port": "SSH port"}
+        help_texts = {
+            "name": "Lower-case letters, digits, dots and hyphens, like a host name.",
+            "host": "Host name or IP address the panel connects to over SSH.",
+        }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["host"].required = False  # required for SSH only (clean)
+        self.fields["host"].validators.append(validate_host)
+        self.fields["username"].validators.append(validate_username)
+        self.fields["username"].required = False
+        self.fields["transport"].initial = Transport.SSH
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("transport") == Transport.LOCAL:
+            # The panel's own server: no SSH, whatever the other fields say.
+            data["host"], data["port"], data["username"] = "localhost", 22, "root"
+            for name in ("host", "port", "username"):
+                self.errors.pop(name, None)
+        else:
+            if not data.get("host") and "host" not in self.errors:
+                self.add_error("host", "Enter the host name or address of the SSH node.")
+            if data.get("port") is None and "port" not in self.errors:
+                data["port"] = 22
+            if not data.get("username") and "username" not in self.errors:
+                data["username"] = "root"
+        return data
+
+
+class NodeEditForm(BootstrapMixin, HostKeyStepMixin, forms.ModelForm):
+    """Name, roles and maintenance; host, port and user too for SSH nodes."""
+
+    roles = RolesField()
+    port = forms.IntegerField(label="SSH port", min_value=1, max_value=65535)
+    maintenance = forms.BooleanField(
+        required=False,
+        help_text="The panel runs nothing on a node in maintenance; waiting work stays queued.",
+    )
+
+    class Meta:
+        model = Node
+        fields = ["name", "host", "port", "username", "roles"]
+        labels = {"username": "SSH user", "port": "SSH port"}
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.original = {
+            "host": self.instance.host,
+            "port": self.instance.port,
+            "username": self.instance.username,
+            "maintenance": self.instance.maintenance,
+        }
+        self.fields["maintenance"].initial = self.instance.maintenance
+        if self.instance.transport == Transport.LOCAL:
+            for name in ("host", "port", "username"):
+                del self.fields[name]
+        else:
+            self.fields["host"].validators.append(validate_host)
+            self.fields["username"].validators.append(validate_username)
+
+    @property
+    def address_changed(self) -> bool:
+        """Host or port changed: the host key must be scanned and confirmed again."""
+        data = self.cleaned_data
+        return "host" in self.fields and (
+            data.get("host") != self.original["host"] or data.get("port") != self.original["port"]
+        )
+
+    @property
+    def username_changed(self) -> bool:
+        return "username" in self.fields and (
+            self.cleaned_data.get("username") != self.original["username"]
+        )
+
+    @property
+    def maintenance_changed(self) -> bool:
+        return self.cleaned_data.get("maintenance") != self.original["maintenance"]
+
+
+class IdListField(forms.Field):
+    """A list of row ids from checkboxes; anything that is not an id is an error."""
+
+    widget = forms.MultipleHiddenInput
+
+    def to_python(self, value) -> list[int]:
+        if not value:
+            return []
+        if isinstance(value, str):
+            value = [value]
+        ids = []
+        for item in value:
+            item = str(item).strip()
+            if not item.isdigit() or int(item) > _MAX_ID:
+                raise ValidationError("The selection holds something that is not a node.")
+            ids.append(int(item))
+        return ids
+
+    def validate(self, value: list[int]) -> None:
+        if self.required and not value:
+            raise ValidationError("Select at least one node.")
+
+
+class BulkActionForm(forms.Form):
+    RESYNC = "resync"
+    MAINTENANCE_ON = "maintenance_on"
+    MAINTENANCE_OFF = "maintenance_off"
+    DELETE = "delete"
+    ACTIONS = [
+        (RESYNC, "Synchronize again"),
+        (MAINTENANCE_ON, "Maintenance on"),
+        (MAINTENANCE_OFF, "Maintenance off"),
+        (DELETE, "Delete"),
+    ]
+
+    action = forms.ChoiceField(choices=ACTIONS)
+    ids = IdListField()
+    confirm = forms.BooleanField(required=False)
+
+    def nodes(self) -> list[Node]:
+        """The selected nodes that still exist (one may have been deleted meanwhile)."""
+        return list(Node.objects.filter(pk__in=self.cleaned_data["ids"]).order_by("name"))
+
+
+class ResyncForm(BootstrapMixin, forms.Form):
+    """'Synchronize again': every type, or the one chosen."""
+
+    action = forms.ModelChoiceField(
+        queryset=SyncAction.objects.order_by("priority", "id"),
+        required=False,
+        empty_label="All types",
+        label="Type",
+    )
+
+
+class MaintenanceForm(forms.Form):
+    on = forms.TypedChoiceField(
+        choices=[("1", "on"), ("0", "off")], coerce=lambda value: value == "1"
+    )
+
+
+class AcceptKeyForm(forms.Form):
+    """The fingerprint the admin saw on the confirmation page."""
+
+    fingerprint = forms.CharField(max_length=200)

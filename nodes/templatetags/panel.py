@@ -1,0 +1,99 @@
+"""Template helpers of the panel's pages."""
+
+from __future__ import annotations
+
+from django import forms, template
+from django.core.paginator import Page
+
+register = template.Library()
+
+# Parameters of the live poll; links built from a live answer must not carry them.
+_POLL_PARAMS = ("mode", "since", "ids")
+
+
+@register.simple_tag(takes_context=True)
+def page_url(context: template.Context, param: str, number: int) -> str:
+    """The current URL's query with ``param`` set to ``number`` (other filters kept).
+
+    Django's ``{% querystring %}`` cannot take the parameter's name from a variable, and the
+    node page has two paginated parts.
+    """
+    query = context["request"].GET.copy()
+    for key in _POLL_PARAMS:
+        query.pop(key, None)
+    query[param] = str(number)
+    return f"?{query.urlencode()}"
+
+
+@register.simple_tag
+def elided_range(page: Page) -> list:
+    """Page numbers around the current one, with ellipses (``Paginator.ELLIPSIS``)."""
+    return list(page.paginator.get_elided_page_range(page.number, on_each_side=2, on_ends=1))
+
+
+# Icon (static/icons.svg) and text colour of each run outcome and desynchronization state:
+# the shape tells them apart, the colour only helps.
+_OUTCOME = {
+    "running": ("spinner", "text-primary-emphasis"),
+    "success": ("check-circle", "text-success-emphasis"),
+    "failed": ("x-circle", "text-danger-emphasis"),
+    "timeout": ("clock", "text-warning-emphasis"),
+    "forced": ("bolt", "text-warning-emphasis"),
+    "lost": ("help-circle", "text-secondary-emphasis"),
+}
+_STATE = {
+    "pending": ("hourglass", "text-secondary-emphasis"),
+    "processing": ("spinner", "text-primary-emphasis"),
+    "failed": ("x-circle", "text-danger-emphasis"),
+}
+
+
+@register.filter
+def outcome_icon(outcome: str) -> str:
+    return _OUTCOME.get(outcome, ("help-circle", ""))[0]
+
+
+@register.filter
+def outcome_css(outcome: str) -> str:
+    return _OUTCOME.get(outcome, ("", ""))[1]
+
+
+@register.filter
+def state_icon(state: str) -> str:
+    return _STATE.get(state, ("help-circle", ""))[0]
+
+
+@register.filter
+def state_css(state: str) -> str:
+    return _STATE.get(state, ("", ""))[1]
+
+
+@register.filter
+def seconds(value: float | None) -> str:
+    """A run's duration for people: 0.4 s, 12 s, 3 min 5 s."""
+    if value is None:
+        return "—"
+    if value < 10:
+        return f"{value:.1f} s"
+    if value < 120:
+        return f"{value:.0f} s"
+    minutes, rest = divmod(int(value), 60)
+    return f"{minutes} min {rest} s"
+
+
+@register.filter
+def bootstrap(field):
+    """Render a form field's widget with Bootstrap's class (forms the panel does not own,
+    like the login form, have none) and ``is-invalid`` when it has errors."""
+    widget = field.field.widget
+    css = widget.attrs.get("class", "")
+    if not css:
+        if getattr(widget, "input_type", "") == "checkbox":
+            css = "form-check-input"
+        elif isinstance(widget, forms.Select):
+            css = "form-select"
+        else:
+            css = "form-control"
+    if field.errors and "is-invalid" not in css:
+        css += " is-invalid"
+    return field.as_widget(attrs={"class": css})

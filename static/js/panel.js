@@ -1,0 +1,161 @@
+/* The panel's few behaviours: theme toggle, bulk selection, copy to clipboard, and the
+   live refresh's care for what the user holds (unchanged cells are left alone, open logs
+   stay open). Everything works without it, except the conveniences. */
+(function () {
+  "use strict";
+
+  var THEME_KEY = "panel-theme";
+
+  function currentTheme() {
+    return document.documentElement.getAttribute("data-bs-theme") === "dark" ? "dark" : "light";
+  }
+
+  function applyTheme(theme) {
+    document.documentElement.setAttribute("data-bs-theme", theme);
+    document.querySelectorAll("#theme-toggle").forEach(function (button) {
+      button.setAttribute("aria-pressed", theme === "dark" ? "true" : "false");
+    });
+  }
+
+  function setUpTheme() {
+    applyTheme(currentTheme());
+    document.addEventListener("click", function (event) {
+      var button = event.target.closest("#theme-toggle");
+      if (!button) return;
+      var theme = currentTheme() === "dark" ? "light" : "dark";
+      try {
+        window.localStorage.setItem(THEME_KEY, theme);
+      } catch (e) {
+        /* not remembered, still applied */
+      }
+      applyTheme(theme);
+    });
+    if (window.matchMedia) {
+      var query = window.matchMedia("(prefers-color-scheme: dark)");
+      var follow = function (event) {
+        var stored = null;
+        try {
+          stored = window.localStorage.getItem(THEME_KEY);
+        } catch (e) {
+          /* ignore */
+        }
+        if (!stored) applyTheme(event.matches ? "dark" : "light");
+      };
+      if (query.addEventListener) query.addEventListener("change", follow);
+    }
+  }
+
+  /* --- Bulk selection -------------------------------------------------------------------- */
+
+  function rowBoxes(form) {
+    return Array.prototype.slice.call(form.querySelectorAll("input.row-select"));
+  }
+
+  function updateSelection(form) {
+    var boxes = rowBoxes(form);
+    var checked = boxes.filter(function (box) { return box.checked; }).length;
+    var all = form.querySelector("#select-all");
+    if (all) {
+      all.checked = checked > 0 && checked === boxes.length;
+      all.indeterminate = checked > 0 && checked < boxes.length;
+    }
+    var count = form.querySelector("[data-selected-count]");
+    if (count) count.textContent = checked === 1 ? "1 node selected" : checked + " nodes selected";
+    form.querySelectorAll("[data-needs-selection]").forEach(function (button) {
+      button.disabled = checked === 0;
+    });
+  }
+
+  function setUpBulk() {
+    var form = document.getElementById("bulk-form");
+    if (!form) return;
+    form.addEventListener("change", function (event) {
+      if (event.target.id === "select-all") {
+        rowBoxes(form).forEach(function (box) { box.checked = event.target.checked; });
+      }
+      updateSelection(form);
+    });
+    updateSelection(form); /* the browser may restore checks on back/forward */
+  }
+
+  /* --- Copy to clipboard ----------------------------------------------------------------- */
+
+  function copyText(text, source) {
+    if (navigator.clipboard && window.isSecureContext) {
+      return navigator.clipboard.writeText(text);
+    }
+    /* Plain http (not localhost): the old way, from the selected field. */
+    source.removeAttribute("readonly");
+    source.select();
+    var ok = document.execCommand("copy");
+    source.setAttribute("readonly", "");
+    return ok ? Promise.resolve() : Promise.reject(new Error("copy refused"));
+  }
+
+  function setUpCopy() {
+    document.addEventListener("click", function (event) {
+      var button = event.target.closest("[data-copy-target]");
+      if (!button) return;
+      var source = document.querySelector(button.getAttribute("data-copy-target"));
+      var status = document.querySelector(button.getAttribute("data-copy-status"));
+      if (!source) return;
+      copyText(source.value || source.textContent, source).then(
+        function () { if (status) status.textContent = "Copied to the clipboard."; },
+        function () { if (status) status.textContent = "Copy failed: select the text and copy it."; }
+      );
+    });
+  }
+
+  /* --- Add form: the SSH fields only for SSH nodes ------------------------------------------ */
+
+  function setUpTransport() {
+    var ssh = document.querySelector("[data-ssh-fields]");
+    var radios = document.querySelectorAll('input[name="transport"]');
+    if (!ssh || !radios.length) return;
+    var sync = function () {
+      var chosen = document.querySelector('input[name="transport"]:checked');
+      ssh.hidden = !!chosen && chosen.value === "local";
+    };
+    radios.forEach(function (radio) { radio.addEventListener("change", sync); });
+    sync();
+  }
+
+  /* --- Live refresh ---------------------------------------------------------------------- */
+
+  function setUpLive() {
+    /* Leave identical elements alone: no flicker, no lost focus, and only what changed is
+       swapped. The server already answers 204 when nothing at all changed. */
+    document.body.addEventListener("htmx:oobBeforeSwap", function (event) {
+      var detail = event.detail;
+      var incoming = detail.fragment && (detail.fragment.firstElementChild || detail.fragment);
+      if (incoming && incoming.id && incoming.id === detail.target.id &&
+          detail.target.isEqualNode(incoming)) {
+        detail.shouldSwap = false;
+        return;
+      }
+      /* Keep the run logs the user opened open. */
+      var open = [];
+      detail.target.querySelectorAll("details[open][id]").forEach(function (d) { open.push(d.id); });
+      if (open.length && incoming && incoming.querySelectorAll) {
+        open.forEach(function (id) {
+          var again = incoming.querySelector("#" + CSS.escape(id));
+          if (again) again.setAttribute("open", "");
+        });
+      }
+    });
+  }
+
+  function start() {
+    setUpTheme();
+    setUpBulk();
+    setUpCopy();
+    setUpTransport();
+    setUpLive();
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();
