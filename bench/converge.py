@@ -20,15 +20,20 @@ import argparse
 import asyncio
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-BENCH_DIR = ROOT / "var" / "bench"
+from bench.common import (
+    BENCH_DIR,
+    ROOT,
+    setup_django,
+    start_cluster,
+    stop_process_group,
+)
+
 ANSIBLE_VENV = BENCH_DIR / "ansible-venv"
 STEPS = [
     ["uname", "-r"],
@@ -37,36 +42,6 @@ STEPS = [
     ["echo", "converged"],
     ["id", "-u"],
 ]
-
-
-def setup_django(database_url: str | None) -> None:
-    data = BENCH_DIR / "data"
-    shutil.rmtree(data, ignore_errors=True)
-    data.mkdir(parents=True)
-    os.environ["PANEL_DATA_DIR"] = str(data)
-    os.environ["PANEL_SYNCHRONIZER_MODULES"] = "bench.bench_types"
-    if database_url:
-        os.environ["DATABASE_URL"] = database_url
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "panel.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    if database_url and database_url.startswith("mysql"):
-        _recreate_mysql_database(database_url)
-    call_command("migrate", verbosity=0)
-    call_command("createcachetable", verbosity=0)
-
-
-def _recreate_mysql_database(url: str) -> None:
-    from django.db import connection
-
-    name = connection.settings_dict["NAME"]
-    with connection._nodb_cursor() as cursor:
-        cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
-        cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
-    connection.close()
 
 
 class Fleet:
@@ -96,20 +71,6 @@ class Fleet:
             s.stop()
 
 
-def stop_process_group(proc: subprocess.Popen) -> None:
-    """SIGTERM the leader (django-q stops its own workers in order), then kill what is left."""
-    proc.terminate()
-    try:
-        proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
 # --- the panel ------------------------------------------------------------------------------
 
 
@@ -132,17 +93,8 @@ def run_panel(fleet: Fleet, workers: int) -> float:
         for i, (port, server) in enumerate(zip(fleet.ports, fleet.servers, strict=True))
     ]
     action = SyncAction.objects.get(name="bench-steps")
-    env = dict(os.environ, PANEL_Q_WORKERS=str(workers))
-    cluster = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "qcluster"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+    cluster = start_cluster(workers)
     try:
-        time.sleep(4)  # the cluster's processes are up and polling
         started = time.monotonic()
         register_desync(nodes, [action])
         while Node2Sync.objects.exists():

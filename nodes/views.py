@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from django.contrib import messages
@@ -96,7 +97,7 @@ class FleetCounts:
     processing: int
     failing: int
     maintenance: int
-    waiting: int
+    waiting: bool
 
     @property
     def active(self) -> bool:
@@ -107,16 +108,13 @@ class FleetCounts:
 def fleet_counts() -> FleetCounts:
     """Counts per status and the rest of the summary line, in one aggregate query.
 
-    ``waiting`` counts nodes outside maintenance with pending or running rows: the ones the
-    cluster is about to work on. Failed rows waiting for their backoff do not count, or the
-    page would poll every second for up to 15 minutes; the slow watcher catches their retry.
+    ``waiting`` says whether a node outside maintenance has pending or running rows: the
+    cluster is about to work. Failed rows waiting for their backoff do not count, or the page
+    would poll every second for up to 15 minutes; the slow watcher catches their retry. It is
+    a yes/no question, asked with one uncorrelated EXISTS: a per-node count would join every
+    desynchronization.
     """
     now = timezone.now()
-    waiting = Exists(
-        Node2Sync.objects.filter(
-            node=OuterRef("pk"), state__in=[DesyncState.PENDING, DesyncState.PROCESSING]
-        )
-    )
     # Aggregate names must not shadow field names ("maintenance" is both), hence "n_".
     aggregates = {f"n_{s.value}": Count("pk", filter=Q(status=s.value)) for s in NodeStatus}
     aggregates.update(
@@ -124,8 +122,14 @@ def fleet_counts() -> FleetCounts:
         n_processing=Count("pk", filter=Q(current_action__isnull=False, lease_until__gt=now)),
         n_failing=Count("pk", filter=~Q(last_error="")),
         n_maintenance=Count("pk", filter=Q(maintenance=True)),
-        n_waiting=Count("pk", filter=Q(waiting, maintenance=False)),
     )
+    # Not correlated with the counted row, so the database evaluates it once.
+    work_waits = Exists(
+        Node2Sync.objects.filter(
+            state__in=[DesyncState.PENDING, DesyncState.PROCESSING], node__maintenance=False
+        )
+    )
+    aggregates["n_waiting"] = Count("pk", filter=Q(work_waits))
     row = Node.objects.order_by().aggregate(**aggregates)
     return FleetCounts(
         total=row["n_total"],
@@ -133,7 +137,7 @@ def fleet_counts() -> FleetCounts:
         processing=row["n_processing"],
         failing=row["n_failing"],
         maintenance=row["n_maintenance"],
-        waiting=row["n_waiting"],
+        waiting=row["n_waiting"] > 0,
     )
 
 
@@ -174,27 +178,60 @@ def _poller(request: HttpRequest, url: str, mode: str, since: str, ids: str, oob
 
 
 def _live_response(
-    request: HttpRequest, url: str, body: str, active: bool, ids: str
+    request: HttpRequest,
+    url: str,
+    render_body: Callable[[], str],
+    digest: str,
+    active: bool,
+    ids: str,
 ) -> HttpResponse:
     """Answer a poll: 204 when nothing changed, 286 when the fast poll should stop.
 
     Every other answer carries the changed fragments (swapped out of band) and a new poller
-    in the right mode, which replaces the one that asked.
+    in the right mode, which replaces the one that asked. The fragments are rendered only
+    then: most polls of a busy fleet's page change nothing and cost no rendering.
     """
-    digest = _digest(body)
     mode = WATCH if request.GET.get("mode") == WATCH else FAST
     unchanged = request.GET.get("since") == digest
     if active:
         if unchanged and mode == FAST:
             return HttpResponse(status=204)
-        return HttpResponse(body + _poller(request, url, FAST, digest, ids, oob=True))
+        return HttpResponse(render_body() + _poller(request, url, FAST, digest, ids, oob=True))
     if mode == FAST:
         # Nothing runs or waits: htmx swaps these last fragments, then stops this poller;
         # the watcher it is replaced with notices new work.
-        return HttpResponseStopPolling(body + _poller(request, url, WATCH, digest, ids, oob=True))
+        return HttpResponseStopPolling(
+            render_body() + _poller(request, url, WATCH, digest, ids, oob=True)
+        )
     if unchanged:
         return HttpResponse(status=204)
-    return HttpResponse(body + _poller(request, url, WATCH, digest, ids, oob=True))
+    return HttpResponse(render_body() + _poller(request, url, WATCH, digest, ids, oob=True))
+
+
+def _list_digest(context: dict, list_changed: bool) -> str:
+    """What the list's live fragments show, hashed from the data rather than the HTML.
+
+    The same fields ``_list_live.html`` draws: the counts, and per node the Status cell and
+    the changing cells. Hashing data lets a poll that changes nothing skip rendering.
+    """
+    return _digest(
+        context["counts"],
+        list_changed,
+        *[
+            (
+                n.pk,
+                n.status,
+                n.is_processing,
+                n.current_action_id,
+                n.maintenance,
+                n.pending_count,
+                n.failed_count,
+                n.last_error,
+                n.last_sync_at,
+            )
+            for n in context["nodes"]
+        ],
+    )
 
 
 # --- The list -------------------------------------------------------------------------------
@@ -247,10 +284,10 @@ def _list_live_body(request: HttpRequest, context: dict, list_changed: bool = Fa
 def node_list(request: HttpRequest) -> HttpResponse:
     """The fleet: counts per status, filters, the table, bulk actions for operators."""
     context = _list_context(request)
-    body = _list_live_body(request, context)
     mode = FAST if context["counts"].active else WATCH
     url = reverse("nodes:live")
-    context["poller"] = _poller(request, url, mode, _digest(body), context["ids_digest"], False)
+    digest = _list_digest(context, False)
+    context["poller"] = _poller(request, url, mode, digest, context["ids_digest"], False)
     return render(request, "nodes/list.html", context)
 
 
@@ -266,8 +303,14 @@ def node_list_live(request: HttpRequest) -> HttpResponse:
     context = _list_context(request)
     ids = request.GET.get("ids", "")
     changed = bool(ids) and ids != context["ids_digest"]
-    body = _list_live_body(request, context, list_changed=changed)
-    return _live_response(request, reverse("nodes:live"), body, context["counts"].active, ids)
+    return _live_response(
+        request,
+        reverse("nodes:live"),
+        lambda: _list_live_body(request, context, list_changed=changed),
+        _list_digest(context, changed),
+        context["counts"].active,
+        ids,
+    )
 
 
 # --- A node's page --------------------------------------------------------------------------
@@ -343,7 +386,7 @@ def node_detail_live(request: HttpRequest, pk: int) -> HttpResponse:
     context = _detail_context(request, node)
     body = render_to_string("nodes/_detail_live.html", {**context, "oob": True}, request)
     url = reverse("nodes:detail_live", args=[node.pk])
-    return _live_response(request, url, body, context["active"], "")
+    return _live_response(request, url, lambda: body, _digest(body), context["active"], "")
 
 
 # --- Redirects after actions ----------------------------------------------------------------

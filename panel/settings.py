@@ -145,7 +145,7 @@ Q_CLUSTER = {
     "max_attempts": 1,
     "ack_failures": True,
     "catch_up": False,
-    "save_limit": 500,
+    "save_limit": int(os.environ.get("PANEL_Q_SAVE_LIMIT", "500")),
     "poll": 0.2,
     "label": "Tasks",
 }

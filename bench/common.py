@@ -1,0 +1,76 @@
+"""What the benchmarks share: a fresh instance of the panel to measure, and a cluster."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+BENCH_DIR = ROOT / "var" / "bench"
+MARIADB_URL = "mysql://root@127.0.0.1:3306/panel_bench"
+
+
+def setup_django(database_url: str | None) -> None:
+    """A new data folder and an empty, migrated database for this run."""
+    data = BENCH_DIR / "data"
+    shutil.rmtree(data, ignore_errors=True)
+    data.mkdir(parents=True)
+    os.environ["PANEL_DATA_DIR"] = str(data)
+    os.environ["PANEL_SYNCHRONIZER_MODULES"] = "bench.bench_types"
+    os.environ["PANEL_Q_SAVE_LIMIT"] = "0"  # keep every result: the benchmarks count them
+    if database_url:
+        os.environ["DATABASE_URL"] = database_url
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "panel.settings")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.db import connection
+
+    if connection.vendor == "mysql":
+        name = connection.settings_dict["NAME"]
+        with connection._nodb_cursor() as cursor:
+            cursor.execute(f"DROP DATABASE IF EXISTS `{name}`")
+            cursor.execute(f"CREATE DATABASE `{name}` CHARACTER SET utf8mb4")
+        connection.close()
+    call_command("migrate", verbosity=0)
+    call_command("createcachetable", verbosity=0)
+
+
+def database_name() -> str:
+    from django.db import connection
+
+    return "MariaDB" if connection.vendor == "mysql" else connection.vendor
+
+
+def start_cluster(workers: int = 2) -> subprocess.Popen:
+    env = dict(os.environ, PANEL_Q_WORKERS=str(workers))
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    time.sleep(4)  # the cluster's processes are up and polling
+    return proc
+
+
+def stop_process_group(proc: subprocess.Popen) -> None:
+    """SIGTERM the leader (django-q stops its own workers in order), then kill what is left."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    proc.wait()
