@@ -26,3 +26,7 @@ async def run_steps(ctx) -> None:
 )
 async def do_nothing(ctx) -> None:
     pass
+
+
+def noop_task() -> None:
+    """A raw django-q task that does nothing: the dispatch benchmark's yardstick."""

@@ -174,12 +174,15 @@ def _free_lease() -> Q:
 
 
 @retry_on_transient_errors
-def claim_node(node_id: int, worker: str, *, force: bool = False) -> bool:
+def claim_node(
+    node_id: int, worker: str, *, force: bool = False, recover: bool = False
+) -> bool:
     """Take the node's lease; True when this worker now runs the node.
 
     One conditional UPDATE decides, so it is correct across any number of processes and
     machines on SQLite and MariaDB alike. Whatever a previous owner left processing is
-    recovered at once: it is ours to redo now.
+    recovered at once: it is ours to redo now. A lease that was released leaves nothing
+    behind, so recovery is skipped then (``recover`` asks for it anyway: the sweep's orphans).
     """
     previous = Node.objects.filter(pk=node_id).values("lease_owner", "lease_until").first()
     if previous is None:
@@ -189,6 +192,8 @@ def claim_node(node_id: int, worker: str, *, force: bool = False) -> bool:
         qs = qs.filter(_free_lease())
     if qs.update(lease_owner=worker, lease_until=_lease_until(), current_action=None) != 1:
         return False
+    if not previous["lease_owner"] and not recover:
+        return True
     live = previous["lease_until"] is not None and previous["lease_until"] > timezone.now()
     recover_interrupted_runs(
         node_id,
@@ -287,7 +292,7 @@ def recover_expired_leases() -> int:
     recovered = 0
     sweeper = new_worker_id("sweeper")
     for node_id in sorted(expired | orphaned):
-        if claim_node(node_id, sweeper):
+        if claim_node(node_id, sweeper, recover=True):
             release_node(node_id, sweeper)
             recovered += 1
     return recovered
@@ -392,9 +397,8 @@ def finish_run(ticket: RunTicket, worker: str, outcome: Outcome, log_text: str, 
             still_failing = Node2Sync.objects.filter(
                 node_id=ticket.node_id, state=DesyncState.FAILED
             ).exists()
-            node.update(current_action=None, last_sync_at=now)
-            if not still_failing:
-                node.update(last_error="")
+            cleared = {} if still_failing else {"last_error": ""}
+            node.update(current_action=None, last_sync_at=now, **cleared)
         else:
             attempts = (row.values_list("attempts", flat=True).first() or 0) + 1
             row.update(
