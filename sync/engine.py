@@ -174,9 +174,7 @@ def _free_lease() -> Q:
 
 
 @retry_on_transient_errors
-def claim_node(
-    node_id: int, worker: str, *, force: bool = False, recover: bool = False
-) -> bool:
+def claim_node(node_id: int, worker: str, *, force: bool = False, recover: bool = False) -> bool:
     """Take the node's lease; True when this worker now runs the node.
 
     One conditional UPDATE decides, so it is correct across any number of processes and
