@@ -6,9 +6,6 @@ unknown type, a bad id, a node deleted meanwhile) ends as a message, never as a 
 
 from __future__ import annotations
 
-import ipaddress
-import re
-
 from django import forms
 from django.core.exceptions import ValidationError
 
@@ -16,31 +13,8 @@ from nodes.choices import Transport
 from nodes.models import Node, Role
 from sync.models import SyncAction
 
-_HOSTNAME_RE = re.compile(
-    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-    r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\.?$"
-)
-_USERNAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$")
 # Ids beyond a signed 64-bit integer cannot name a row; refuse them before the database does.
 _MAX_ID = 2**63 - 1
-
-
-def validate_host(value: str) -> None:
-    """A host name or an IP address; nothing that could be read as an option or a path."""
-    try:
-        ipaddress.ip_address(value)
-    except ValueError:
-        if not _HOSTNAME_RE.match(value):
-            raise ValidationError(
-                "Enter a host name (letters, digits, dots and hyphens) or an IP address."
-            ) from None
-
-
-def validate_username(value: str) -> None:
-    if not _USERNAME_RE.match(value):
-        raise ValidationError(
-            "Enter a user name: letters, digits, '_', '.', '-', starting with a letter or '_'."
-        )
 
 
 class BootstrapMixin:
@@ -122,8 +96,6 @@ class NodeAddForm(BootstrapMixin, HostKeyStepMixin, forms.ModelForm):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["host"].required = False  # required for SSH only (clean)
-        self.fields["host"].validators.append(validate_host)
-        self.fields["username"].validators.append(validate_username)
         self.fields["username"].required = False
         self.fields["transport"].initial = Transport.SSH
 
@@ -171,9 +143,6 @@ class NodeEditForm(BootstrapMixin, HostKeyStepMixin, forms.ModelForm):
         if self.instance.transport == Transport.LOCAL:
             for name in ("host", "port", "username"):
                 del self.fields[name]
-        else:
-            self.fields["host"].validators.append(validate_host)
-            self.fields["username"].validators.append(validate_username)
 
     @property
     def address_changed(self) -> bool:

@@ -34,6 +34,12 @@ def validate_host(value: str) -> None:
         )
 
 
+username_validator = RegexValidator(
+    r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$",
+    "Enter a user name: letters, digits, '_', '.', '-', starting with a letter or '_'.",
+)
+
+
 class Role(models.Model):
     """What a node is for (web, mail, dns, db); links nodes to the data they need."""
 
@@ -73,7 +79,7 @@ class Node(models.Model):
     port = models.PositiveIntegerField(
         default=22, validators=[MinValueValidator(1), MaxValueValidator(65535)]
     )
-    username = models.CharField(max_length=32, default="root")
+    username = models.CharField(max_length=32, default="root", validators=[username_validator])
     host_key = models.TextField(blank=True, help_text="Pinned SSH host key (OpenSSH format).")
     roles = models.ManyToManyField(Role, blank=True, related_name="nodes", db_table="node_roles")
     maintenance = models.BooleanField(default=False)
