@@ -29,6 +29,7 @@ from pathlib import Path
 from bench.common import (
     BENCH_DIR,
     ROOT,
+    database_name,
     setup_django,
     start_cluster,
     stop_process_group,
@@ -209,11 +210,9 @@ def main() -> None:
     args = parser.parse_args()
     sizes = args.nodes or [10, 50]
     setup_django(args.database_url)
-    from django.db import connection
-
     print(
         f"converge: {len(STEPS)} command steps per node, {args.delay_ms:.0f} ms each way, "
-        f"{args.workers} django-q workers, database {connection.vendor}"
+        f"{args.workers} django-q workers, database {database_name()}"
     )
     print("| nodes | panel s | ansible s | asyncssh floor s | ansible / panel | panel / floor |")
     print("|---|---|---|---|---|---|")
