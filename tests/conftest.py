@@ -134,3 +134,41 @@ def make_ssh_node(db, sshd):
         return node, server
 
     return make
+
+
+# --- Web users ------------------------------------------------------------------------------
+
+
+def client_for(django_user_model, username: str, group: str | None, **client_options):
+    """A logged-in test client for a user in ``group`` (Operators, Read-only or none)."""
+    from django.contrib.auth.models import Group
+    from django.test import Client
+
+    from nodes.access import ensure_groups
+
+    ensure_groups()
+    user = django_user_model.objects.create_user(username)  # no hashing: force_login
+    if group:
+        user.groups.add(Group.objects.get(name=group))
+    client = Client(**client_options)
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def operator(django_user_model):
+    from nodes.access import OPERATORS
+
+    return client_for(django_user_model, "op", OPERATORS)
+
+
+@pytest.fixture
+def reader(django_user_model):
+    from nodes.access import READ_ONLY
+
+    return client_for(django_user_model, "ro", READ_ONLY)
+
+
+@pytest.fixture
+def nobody(django_user_model):
+    return client_for(django_user_model, "nobody", None)

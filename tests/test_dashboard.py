@@ -33,31 +33,6 @@ HTMX = {"HX-Request": "true"}
 # --- Fixtures -------------------------------------------------------------------------------
 
 
-def _client_for(django_user_model, username: str, group: str | None) -> Client:
-    ensure_groups()
-    user = django_user_model.objects.create_user(username)  # no hashing: force_login
-    if group:
-        user.groups.add(Group.objects.get(name=group))
-    client = Client()
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def operator(django_user_model) -> Client:
-    return _client_for(django_user_model, "op", OPERATORS)
-
-
-@pytest.fixture
-def reader(django_user_model) -> Client:
-    return _client_for(django_user_model, "ro", READ_ONLY)
-
-
-@pytest.fixture
-def nobody(django_user_model) -> Client:
-    return _client_for(django_user_model, "nobody", None)
-
-
 @pytest.fixture
 def types(make_type) -> list[SyncAction]:
     """Test-only types, and only them: registering "every type" stays predictable."""
