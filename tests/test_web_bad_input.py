@@ -142,3 +142,9 @@ def test_it_validates_any_add_form_input_without_crashing(
 def test_it_lists_nodes_for_any_query_parameters(params, operator, make_node):
     for path in (reverse("nodes:list"), reverse("nodes:live")):
         assert operator.get(path, params).status_code in (200, 204, 286), (path, params)
+
+
+def test_it_explains_a_missing_node_on_its_own_page(operator):
+    response = operator.get("/nodes/999999/")
+    assert response.status_code == 404
+    assert "the node may have been deleted" in response.content.decode()
