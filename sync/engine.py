@@ -399,14 +399,14 @@ def finish_run(ticket: RunTicket, worker: str, outcome: Outcome, log_text: str, 
             node.update(current_action=None, last_sync_at=now, **cleared)
         else:
             attempts = (row.values_list("attempts", flat=True).first() or 0) + 1
-            row.update(
+            failed = dict(attempts=attempts, last_error=error, started_at=None, worker="")
+            if not row.filter(generation=ticket.generation).update(
                 state=DesyncState.FAILED,
-                attempts=attempts,
                 next_attempt_at=now + timedelta(seconds=backoff_seconds(attempts)),
-                last_error=error,
-                started_at=None,
-                worker="",
-            )
+                **failed,
+            ):
+                # Registered again while it failed: the newer data may be the fix, run it now.
+                row.update(state=DesyncState.PENDING, next_attempt_at=now, **failed)
             node.update(current_action=None, last_error=f"{ticket.action.title}: {error}")
         node.recompute_status()
     return True
@@ -614,15 +614,18 @@ async def run_node_session(
             ignore_backoff=ignore_backoff,
             progress=progress,
         )
-        if result.failed or result.lease_lost or action_ids is not None:
+        if result.lease_lost or action_ids is not None:
             return result
         if result.budget_spent:
             # Leave the rest to a fresh task so one busy node cannot hold a worker for ever.
             await _db(kick)([node.pk])
             return result
+        # After a failure the failed row comes first and waits for its retry, so this is
+        # only true when it was registered again meanwhile.
         if not await _db(has_due_work)(node.pk):
             return result
         force = False
+        result.failed = False
 
 
 async def run_node_sessions(nodes: list[Node], **kwargs) -> list[SessionResult]:

@@ -462,3 +462,25 @@ def test_it_takes_over_a_hanging_node_for_an_admin(make_node, make_type):
     assert Node2Sync.objects.get(node=node).state == DesyncState.PENDING
     [result] = run_nodes([node.pk])
     assert result.completed == 1
+
+
+def test_it_runs_again_at_once_a_type_registered_again_while_it_failed(make_node, make_type):
+    node = make_node()
+    runs: list[int] = []
+
+    async def fails_first(ctx):
+        runs.append(1)
+        if len(runs) == 1:
+            await ctx.db(register_desync, [ctx.node], [action])  # the admin fixes the data
+            raise TransportError("old data was wrong")
+
+    action = make_type("t-a", run=fails_first)
+    register_desync([node], [action])
+    [result] = run_nodes([node.pk])
+    assert len(runs) == 2
+    assert not result.failed
+    assert not Node2Sync.objects.filter(node=node).exists()
+    outcomes = list(
+        SyncRun.objects.filter(node=node).order_by("id").values_list("outcome", flat=True)
+    )
+    assert outcomes == [Outcome.FAILED, Outcome.SUCCESS]
