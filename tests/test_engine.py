@@ -484,3 +484,24 @@ def test_it_runs_again_at_once_a_type_registered_again_while_it_failed(make_node
         SyncRun.objects.filter(node=node).order_by("id").values_list("outcome", flat=True)
     )
     assert outcomes == [Outcome.FAILED, Outcome.SUCCESS]
+
+
+def test_it_hands_the_rest_to_a_new_task_when_a_session_runs_past_its_budget(
+    make_node, make_type, settings
+):
+    settings.SYNC = {**settings.SYNC, "session_budget_seconds": 0.3}
+    node = make_node()
+
+    async def slow(ctx):
+        await asyncio.sleep(0.4)
+
+    first, second = make_type("t-1", priority=1, run=slow), make_type("t-2", priority=2, run=slow)
+    register_desync([node], [first, second])
+    OrmQ.objects.all().delete()
+    [result] = run_nodes([node.pk])
+    assert result.completed == 1 and result.budget_spent
+    assert list(Node2Sync.objects.filter(node=node).values_list("action__name", flat=True)) == [
+        "t-2"
+    ]
+    assert [t.task["args"] for t in OrmQ.objects.all()] == [([node.pk],)]
+    assert Node.objects.get(pk=node.pk).lease_owner == ""
