@@ -6,15 +6,21 @@ unknown type, a bad id, a node deleted meanwhile) ends as a message, never as a 
 
 from __future__ import annotations
 
+import re
+
 from django import forms
 from django.core.exceptions import ValidationError
 
+from nodes.access import LOCAL_REFUSED, may_manage_local
 from nodes.choices import Transport
+from nodes.hostkeys import parse_host_key
+from nodes.keys import fingerprint
 from nodes.models import Node, Role
 from sync.models import SyncAction
 
 # Ids beyond a signed 64-bit integer cannot name a row; refuse them before the database does.
 _MAX_ID = 2**63 - 1
+_ID = re.compile(r"[0-9]{1,19}")
 
 
 class BootstrapMixin:
@@ -70,11 +76,24 @@ class HostKeyStepMixin(forms.Form):
     confirmed_key = forms.CharField(required=False, widget=forms.HiddenInput)
     scanned_for = forms.CharField(required=False, widget=forms.HiddenInput)
 
+    def clean_confirmed_key(self) -> str:
+        """The confirmed key parsed: it is what gets pinned, so garbage stops here."""
+        value = self.cleaned_data.get("confirmed_key", "")
+        if not value:
+            return ""
+        try:
+            return parse_host_key(value)
+        except ValueError:
+            raise ValidationError(
+                "The confirmed host key is not an SSH public key; submit the form again to "
+                "scan the node's key."
+            ) from None
+
     def confirmed_for(self, host: str, port: int) -> str:
         """The key the admin confirmed for exactly this host and port ('' when none)."""
         if self.cleaned_data.get("scanned_for") != f"{host}:{port}":
             return ""
-        return self.cleaned_data.get("confirmed_key", "").strip()
+        return self.cleaned_data.get("confirmed_key", "")
 
 
 class NodeAddForm(BootstrapMixin, HostKeyStepMixin, forms.ModelForm):
@@ -93,15 +112,23 @@ class NodeAddForm(BootstrapMixin, HostKeyStepMixin, forms.ModelForm):
             "host": "Host name or IP address the panel connects to over SSH.",
         }
 
-    def __init__(self, *args, **kwargs) -> None:
+    def __init__(self, *args, user=None, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["host"].required = False  # required for SSH only (clean)
         self.fields["username"].required = False
         self.fields["transport"].initial = Transport.SSH
+        # Only superusers may make the panel manage its own server; others are not offered
+        # the choice, and a hand-made POST is refused in clean(). No user: nobody's choice.
+        self.may_add_local = user is not None and may_manage_local(user)
+        if not self.may_add_local:
+            widget = self.fields["transport"].widget
+            widget.choices = [c for c in widget.choices if c[0] != Transport.LOCAL]
 
     def clean(self) -> dict:
         data = super().clean()
-        if data.get("transport") == Transport.LOCAL:
+        if data.get("transport") == Transport.LOCAL and not self.may_add_local:
+            self.add_error("transport", LOCAL_REFUSED)
+        elif data.get("transport") == Transport.LOCAL:
             # The panel's own server: no SSH, whatever the other fields say.
             data["host"], data["port"], data["username"] = "localhost", 22, "root"
             for name in ("host", "port", "username"):
@@ -176,7 +203,8 @@ class IdListField(forms.Field):
         ids = []
         for item in value:
             item = str(item).strip()
-            if not item.isdigit() or int(item) > _MAX_ID:
+            # ASCII digits only: str.isdigit() also accepts "²", which int() refuses.
+            if not _ID.fullmatch(item) or int(item) > _MAX_ID:
                 raise ValidationError("The selection holds something that is not a node.")
             ids.append(int(item))
         return ids
@@ -225,6 +253,27 @@ class MaintenanceForm(forms.Form):
 
 
 class AcceptKeyForm(forms.Form):
-    """The fingerprint the admin saw on the confirmation page."""
+    """The key shown on the confirmation page and the fingerprint the admin confirmed.
 
-    fingerprint = forms.CharField(max_length=200)
+    The page carries the whole scanned key, so the POST pins exactly that key (once the node
+    proved it holds it) instead of whatever a new scan would return.
+    """
+
+    key = forms.CharField(max_length=20000, widget=forms.HiddenInput)
+    fingerprint = forms.CharField(max_length=200, widget=forms.HiddenInput)
+
+    def clean_key(self) -> str:
+        try:
+            return parse_host_key(self.cleaned_data["key"])
+        except ValueError:
+            raise ValidationError("The key sent with the form is not an SSH public key.") from None
+
+    def clean(self) -> dict:
+        data = super().clean()
+        key, confirmed = data.get("key"), data.get("fingerprint")
+        if key and confirmed and fingerprint(key) != confirmed.strip():
+            raise ValidationError(
+                f"The key sent with the form ({fingerprint(key)}) is not the one whose "
+                f"fingerprint you confirmed ({confirmed.strip()}): nothing was pinned."
+            )
+        return data

@@ -13,23 +13,32 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-import re
+import unicodedata
 
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.db import models
 
-# Debian (policy 5.6.1: lower case, digits, + - .) and RPM names (also upper case and _).
-# The first character is alphanumeric, so a name can never be taken for an option.
-PACKAGE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9+._-]{0,127}$"
+# Every pattern ends in \Z, not $: Python's $ also matches before a trailing newline.
+#
+# Package names as Debian (policy 5.6.1: lower case, digits, + - .) and RPM (also upper case
+# and _) allow them, minus what apt or dnf would read as something else: a first character
+# other than a letter or digit (an option), a trailing "-" (apt-get install NAME- removes
+# NAME), a trailing single "+" (apt reads NAME+ as "install NAME", so the row would name one
+# package and install another; "g++" and the other compilers ending in "++" are real
+# packages and stay allowed), and ".deb"/".rpm" endings (both tools take those as files).
+PACKAGE_NAME_RE = (
+    r"^(?!.*\.(?i:deb|rpm)\Z)[A-Za-z0-9](?:[A-Za-z0-9+._-]{0,126}(?:[A-Za-z0-9._]|\+\+))?\Z"
+)
 # POSIX-portable user and group names as useradd accepts them by default.
-POSIX_NAME_RE = r"^[a-z_][a-z0-9_-]{0,31}$"
+POSIX_NAME_RE = r"^[a-z_][a-z0-9_-]{0,31}\Z"
 # systemd unit or SysV script names; alphanumeric first, so never "." or ".." or an option.
-SERVICE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9@._-]{0,99}$"
-_CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
+SERVICE_NAME_RE = r"^[A-Za-z0-9][A-Za-z0-9@._-]{0,99}\Z"
 
 validate_package_name = RegexValidator(
-    PACKAGE_NAME_RE, "Use a package name: letters, digits and + . _ - (letter or digit first)."
+    PACKAGE_NAME_RE,
+    "Use a package name: letters, digits and + . _ - (letter or digit first; not ending in "
+    "- or a single +, nor in .deb or .rpm).",
 )
 validate_posix_name = RegexValidator(
     POSIX_NAME_RE, "Use a POSIX name: a-z, 0-9, _ and -, starting with a letter or _ (max 32)."
@@ -39,9 +48,18 @@ validate_service_name = RegexValidator(
 )
 
 
+def has_control_chars(value: str) -> bool:
+    """NUL, newline, escape, bidi overrides and the like: never in a name, a path or a log line.
+
+    Unicode's "other" categories (control, format, surrogate, private, unassigned) and the line
+    and paragraph separators: what can split a log line or make a name read as another.
+    """
+    return any(unicodedata.category(c)[0] == "C" or c in "\u2028\u2029" for c in value)
+
+
 def validate_absolute_path(path: str) -> None:
     """An absolute, normalized path other than ``/``: what a node can safely write or remove."""
-    if _CONTROL_CHARS.search(path):
+    if has_control_chars(path):
         raise ValidationError("The path must not contain control characters (NUL, newline...).")
     if not path.startswith("/"):
         raise ValidationError("The path must be absolute (start with /).")
@@ -54,7 +72,7 @@ def validate_absolute_path(path: str) -> None:
 
 
 def validate_shell(shell: str) -> None:
-    if not shell.startswith("/") or _CONTROL_CHARS.search(shell) or ":" in shell:
+    if not shell.startswith("/") or has_control_chars(shell) or ":" in shell:
         raise ValidationError("The shell must be an absolute path (no ':' or control characters).")
 
 

@@ -1,5 +1,6 @@
 import ipaddress
 import re
+import uuid
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
@@ -10,22 +11,32 @@ from django.utils import timezone
 
 from nodes.choices import NodeStatus, Transport
 
+# Patterns end in \Z, not $: Python's $ also matches before a trailing newline.
 node_name_validator = RegexValidator(
-    r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?$",
+    r"^[a-z0-9]([a-z0-9.-]{0,61}[a-z0-9])?\Z",
     "Use lower-case letters, digits, dots and hyphens (like a host name).",
 )
 
 
-_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)$")
+_HOST_LABEL = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)\Z")
+# An IPv6 scope id names an interface: what Linux allows in one (IFNAMSIZ is 16 with the NUL).
+_SCOPE_ID = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
 
 
 def validate_host(value: str) -> None:
     """A host name (RFC 1123) or an IP address: nothing else may reach the resolver."""
     try:
-        ipaddress.ip_address(value)
-        return
+        address = ipaddress.ip_address(value)
     except ValueError:
         pass
+    else:
+        scope = getattr(address, "scope_id", None)
+        if scope is None or _SCOPE_ID.match(scope):
+            return
+        raise ValidationError(
+            "The IPv6 scope id after % must be an interface name (letters, digits, _ . -).",
+            code="invalid_host",
+        )
     labels = value.split(".")
     if len(value) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
         raise ValidationError(
@@ -35,7 +46,7 @@ def validate_host(value: str) -> None:
 
 
 username_validator = RegexValidator(
-    r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$",
+    r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z",
     "Enter a user name: letters, digits, '_', '.', '-', starting with a letter or '_'.",
 )
 
@@ -74,6 +85,9 @@ class NodeQuerySet(models.QuerySet):
 
 class Node(models.Model):
     name = models.CharField(max_length=63, unique=True, validators=[node_name_validator])
+    # The node's identity where the panel keeps state on the node itself (its manifests of
+    # what it put there): a rename must not make the panel forget what it has to clean up.
+    uuid = models.UUIDField(default=uuid.uuid4, unique=True, editable=False)
     transport = models.CharField(max_length=10, choices=Transport, default=Transport.SSH)
     host = models.CharField(max_length=255, blank=True, validators=[validate_host])
     port = models.PositiveIntegerField(

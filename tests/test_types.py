@@ -88,7 +88,7 @@ def synced(node: Node, name: str) -> str:
 
 
 def manifest(state_dir: Path, node: Node, kind: str) -> dict:
-    return json.loads((state_dir / node.name / f"{kind}.json").read_text())
+    return json.loads((state_dir / str(node.uuid) / f"{kind}.json").read_text())
 
 
 # --- every type on a node without data ------------------------------------------------------
@@ -119,7 +119,7 @@ def test_it_writes_files_with_content_mode_owner_and_checksum(node, role, state_
     assert pwd.getpwuid(st.st_uid).pw_name == "nobody"
     assert f"wrote {path} (new, mode 0640, nobody:nogroup)" in log
     assert manifest(state_dir, node, "files") == {str(path): _sha(b"listen 80\n")}
-    assert (state_dir / node.name / "files.json").stat().st_mode & 0o777 == 0o600
+    assert (state_dir / str(node.uuid) / "files.json").stat().st_mode & 0o777 == 0o600
 
 
 def test_it_does_not_rewrite_an_unchanged_file(node, role, tmp_path):
@@ -171,6 +171,39 @@ def test_it_removes_a_file_deleted_in_the_panel(node, role, state_dir, tmp_path)
     assert not gone.exists() and keep.exists()
     assert f"removed {gone}" in log
     assert list(manifest(state_dir, node, "files")) == [str(keep)]
+
+
+def test_it_removes_a_file_deleted_in_the_panel_after_the_node_was_renamed(
+    node, role, state_dir, tmp_path
+):
+    path = tmp_path / "app.conf"
+    ManagedFile.objects.create(path=str(path), content="x").roles.add(role)
+    synced(node, "files")
+
+    node.name = f"{node.name}-renamed"
+    node.save(update_fields=["name"])
+    ManagedFile.objects.get(path=str(path)).delete()
+    log = synced(node, "files")
+
+    assert not path.exists()
+    assert f"removed {path}" in log
+    assert manifest(state_dir, node, "files") == {}
+
+
+def test_it_moves_a_manifest_kept_under_the_node_name_to_its_uuid(node, role, state_dir, tmp_path):
+    """A node synced by a panel from before node uuids keeps what that panel put there."""
+    path = tmp_path / "old.conf"
+    path.write_text("from the old panel")
+    legacy = state_dir / node.name / "files.json"
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(json.dumps({str(path): _sha(b"from the old panel")}))
+
+    log = synced(node, "files")
+
+    assert not path.exists()
+    assert f"removed {path}" in log
+    assert not legacy.exists()
+    assert manifest(state_dir, node, "files") == {}
 
 
 def test_it_removes_a_file_when_the_node_loses_its_role(node, role, tmp_path):
@@ -295,7 +328,7 @@ def test_it_leaves_alone_an_account_that_is_no_longer_the_one_it_created(
     user = ManagedUser.objects.create(name=username)
     user.roles.add(role)
     synced(node, "users")
-    path = state_dir / node.name / "users.json"
+    path = state_dir / str(node.uuid) / "users.json"
     path.write_text(json.dumps({username: 1}))  # as if the account were recreated by someone
 
     user.delete()

@@ -3,7 +3,8 @@
 Removing something from the panel must remove it from the nodes, but a deleted row cannot say
 what it was: the node's own record of what this panel manages there (paths, users, service
 checksums) can. It lives on the node, so it stays right whatever happened to the panel's
-database, and the node name is part of the path because test nodes all share one machine.
+database. Its folder is named by the node's uuid, not its name: a renamed node keeps its
+record (and test nodes, which all share one machine, keep theirs apart).
 
 This module declares no synchronizer type; the loader imports it like any other module here.
 """
@@ -12,34 +13,58 @@ from __future__ import annotations
 
 import json
 import posixpath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
 from sync.context import RunContext
 
+if TYPE_CHECKING:
+    from nodes.models import Node
+
 DEFAULT_STATE_DIR = "/var/lib/cluster-panel"
 
 
-def state_dir(node_name: str) -> str:
+def state_dir(node: Node) -> str:
+    """The node's folder: named by its uuid, which a rename of the node does not change."""
     base = getattr(settings, "SYNC_NODE_STATE_DIR", DEFAULT_STATE_DIR)
-    return posixpath.join(base, node_name)
+    return posixpath.join(base, str(node.uuid))
 
 
-def manifest_path(node_name: str, kind: str) -> str:
-    return posixpath.join(state_dir(node_name), f"{kind}.json")
+def manifest_path(node: Node, kind: str) -> str:
+    return posixpath.join(state_dir(node), f"{kind}.json")
+
+
+def _legacy_manifest_path(node: Node, kind: str) -> str:
+    """Where panels before node uuids kept the manifest: under the node's name."""
+    base = getattr(settings, "SYNC_NODE_STATE_DIR", DEFAULT_STATE_DIR)
+    return posixpath.join(base, node.name, f"{kind}.json")
 
 
 async def read_manifest(ctx: RunContext, kind: str) -> dict[str, Any]:
     """The node's manifest ``kind`` (``files``, ``users``, ``services``); empty when missing.
 
     A manifest that cannot be parsed fails the run rather than count as empty: treating it as
-    empty would forget what must be removed.
+    empty would forget what must be removed. A manifest still under the node's name (written
+    by an older panel) is moved under its uuid on first read.
     """
-    path = manifest_path(ctx.node.name, kind)
-    exists = await ctx.transport.run(["test", "-f", path], check=False)
-    if exists.exit_status != 0:
-        return {}
+    path = manifest_path(ctx.node, kind)
+    if not await _exists(ctx, path):
+        legacy = _legacy_manifest_path(ctx.node, kind)
+        if not await _exists(ctx, legacy):
+            return {}
+        data = await _load(ctx, legacy)
+        await write_manifest(ctx, kind, data)
+        await ctx.transport.run(["rm", "-f", "--", legacy])
+        return data
+    return await _load(ctx, path)
+
+
+async def _exists(ctx: RunContext, path: str) -> bool:
+    return (await ctx.transport.run(["test", "-f", path], check=False)).exit_status == 0
+
+
+async def _load(ctx: RunContext, path: str) -> dict[str, Any]:
     raw = await ctx.transport.read_file(path)
     try:
         data = json.loads(raw)
@@ -52,7 +77,7 @@ async def read_manifest(ctx: RunContext, kind: str) -> dict[str, Any]:
 
 async def write_manifest(ctx: RunContext, kind: str, data: dict[str, Any]) -> None:
     """Replace the node's manifest atomically (readable by root only: it maps the node)."""
-    directory = state_dir(ctx.node.name)
+    directory = state_dir(ctx.node)
     await ctx.transport.run(["mkdir", "-p", "--", directory])
     body = json.dumps(data, indent=2, sort_keys=True) + "\n"
-    await ctx.transport.put_file(manifest_path(ctx.node.name, kind), body.encode(), mode=0o600)
+    await ctx.transport.put_file(manifest_path(ctx.node, kind), body.encode(), mode=0o600)

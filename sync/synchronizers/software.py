@@ -139,4 +139,9 @@ async def install_software(ctx: RunContext) -> None:
         f"{manager}: installing {' '.join(missing)} ({len(names) - len(missing)} already there)"
     )
     await (_install_apt if manager == "apt" else _install_dnf)(ctx, missing)
+    # Proven, not assumed: a package manager that read a name as something else (an
+    # operator, a file) must not leave a run that says it installed it.
+    still = await (_missing_apt if manager == "apt" else _missing_dnf)(ctx, missing)
+    if still:
+        raise ValueError(f"{manager} finished but did not install: {' '.join(still)}")
     ctx.log(f"installed {len(missing)} package(s)")

@@ -26,6 +26,8 @@ class Command(BaseCommand):
     def handle(
         self, *args, name: str, local: bool, host: str | None, port: int, user: str, **options
     ):
+        if not local and not (host or "").strip():
+            raise bad_arguments(f"cannot add node {name!r}: --host is empty")
         if local:
             node = Node(name=name, transport=Transport.LOCAL, host="localhost")
         else:
