@@ -11,6 +11,8 @@ Nothing else writes ``node2sync`` or the node lease. The rules:
   failure: order is a dependency, later types wait.
 - Failures back off exponentially (capped, jittered); a run past its type's timeout is
   cancelled and recorded as ``timeout``.
+- Every time that workers compare (leases, backoff, "due now") is the database server's,
+  computed inside the SQL (``sync.clock``): machines' clocks differ, the database's is shared.
 - An expired lease (dead worker) is recovered: its rows go back to pending and its runs are
   recorded as ``lost``; a lease taken by force records them as ``forced``.
 
@@ -30,17 +32,18 @@ import socket
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import F, Q, Value
+from django.db.models import BooleanField, ExpressionWrapper, F, Q, Value
+from django.db.models.expressions import Combinable
 from django.db.models.functions import Concat
-from django.utils import timezone
 
 from nodes.models import Node
 from nodes.transports import Transport, TransportError, open_transport
+from sync.clock import db_now, db_now_plus, read_db_now
 from sync.context import RunContext
 from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun
 from sync.synchronizers import REGISTRY
@@ -120,7 +123,7 @@ def register_desync(
     action_ids = _ids(actions) if actions is not None else _ids(SyncAction.objects.all())
     if not node_ids or not action_ids:
         return 0
-    now = timezone.now()
+    now = read_db_now()
     with transaction.atomic():
         # Lock the nodes first, in id order, as claiming and finishing do: one lock order
         # everywhere keeps MariaDB from deadlocking registrations against running sessions.
@@ -165,12 +168,17 @@ def kick(node_ids: Iterable[int]) -> None:
 # --- Leases ---------------------------------------------------------------------------------
 
 
-def _lease_until() -> datetime:
-    return timezone.now() + timedelta(seconds=_conf("lease_seconds"))
+def _lease_until() -> Combinable:
+    return db_now_plus(_conf("lease_seconds"))
 
 
 def _free_lease() -> Q:
-    return Q(lease_until__isnull=True) | Q(lease_until__lt=timezone.now())
+    return Q(lease_until__isnull=True) | Q(lease_until__lt=db_now())
+
+
+def _is(condition: Q) -> ExpressionWrapper:
+    """A condition evaluated by the database (on its clock), as a selectable boolean."""
+    return ExpressionWrapper(condition, output_field=BooleanField())
 
 
 @retry_on_transient_errors
@@ -182,7 +190,12 @@ def claim_node(node_id: int, worker: str, *, force: bool = False, recover: bool 
     recovered at once: it is ours to redo now. A lease that was released leaves nothing
     behind, so recovery is skipped then (``recover`` asks for it anyway: the sweep's orphans).
     """
-    previous = Node.objects.filter(pk=node_id).values("lease_owner", "lease_until").first()
+    previous = (
+        Node.objects.filter(pk=node_id)
+        .annotate(live=_is(Q(lease_until__gt=db_now())))
+        .values("lease_owner", "lease_until", "live")
+        .first()
+    )
     if previous is None:
         return False
     qs = Node.objects.filter(pk=node_id)
@@ -192,11 +205,10 @@ def claim_node(node_id: int, worker: str, *, force: bool = False, recover: bool 
         return False
     if not previous["lease_owner"] and not recover:
         return True
-    live = previous["lease_until"] is not None and previous["lease_until"] > timezone.now()
     recover_interrupted_runs(
         node_id,
         worker,
-        forced=force and live,
+        forced=force and bool(previous["live"]),
         previous_owner=previous["lease_owner"],
         previous_until=previous["lease_until"],
     )
@@ -232,7 +244,6 @@ def recover_interrupted_runs(
     Called only by the new lease owner, so every run still marked running on this node is
     someone else's. Each one is closed with a sentence saying what happened and who acted.
     """
-    now = timezone.now()
     runs = SyncRun.objects.filter(node_id=node_id, outcome=Outcome.RUNNING)
     if forced:
         outcome = Outcome.FORCED
@@ -254,12 +265,12 @@ def recover_interrupted_runs(
         if not interrupted:
             # Rows can be left processing without a run only by a crash between two writes.
             Node2Sync.objects.filter(node_id=node_id, state=DesyncState.PROCESSING).update(
-                state=DesyncState.PENDING, next_attempt_at=now, started_at=None, worker=""
+                state=DesyncState.PENDING, next_attempt_at=db_now(), started_at=None, worker=""
             )
             return 0
-        runs.update(outcome=outcome, finished_at=now, log=Concat(F("log"), Value("\n" + why)))
+        runs.update(outcome=outcome, finished_at=db_now(), log=Concat(F("log"), Value("\n" + why)))
         Node2Sync.objects.filter(node_id=node_id, state=DesyncState.PROCESSING).update(
-            state=DesyncState.PENDING, next_attempt_at=now, started_at=None, worker=""
+            state=DesyncState.PENDING, next_attempt_at=db_now(), started_at=None, worker=""
         )
     node_name = Node.objects.filter(pk=node_id).values_list("name", flat=True).first()
     for _, action_name in interrupted:
@@ -280,11 +291,10 @@ def _fmt(when: datetime | None) -> str:
 
 def recover_expired_leases() -> int:
     """Recover nodes whose lease expired (their worker died); return how many nodes."""
-    now = timezone.now()
-    expired = set(Node.objects.filter(lease_until__lt=now).values_list("pk", flat=True))
+    expired = set(Node.objects.filter(lease_until__lt=db_now()).values_list("pk", flat=True))
     orphaned = set(
         Node2Sync.objects.filter(state=DesyncState.PROCESSING)
-        .filter(Q(node__lease_until__isnull=True) | Q(node__lease_until__lt=now))
+        .filter(Q(node__lease_until__isnull=True) | Q(node__lease_until__lt=db_now()))
         .values_list("node_id", flat=True)
     )
     recovered = 0
@@ -331,7 +341,6 @@ def start_next_run(
     The next one is the first in priority order. If it waits for a retry, nothing runs: the
     types after it depend on it.
     """
-    now = timezone.now()
     with transaction.atomic():
         if not renew_lease(node_id, worker):
             return None
@@ -339,22 +348,23 @@ def start_next_run(
             Node2Sync.objects.filter(node_id=node_id)
             .exclude(state=DesyncState.PROCESSING)
             .select_related("action")
+            .annotate(due=_is(Q(next_attempt_at__lte=db_now())))
             .order_by("action__priority", "action_id")
         )
         if action_ids is not None:
             rows = rows.filter(action_id__in=action_ids)
         row = rows.first()
-        if row is None or (not ignore_backoff and row.next_attempt_at > now):
+        if row is None or (not ignore_backoff and not row.due):
             return None
         Node2Sync.objects.filter(pk=row.pk).update(
-            state=DesyncState.PROCESSING, started_at=now, worker=worker
+            state=DesyncState.PROCESSING, started_at=db_now(), worker=worker
         )
         Node.objects.filter(pk=node_id).update(current_action=row.action)
         run = SyncRun.objects.create(
             node_id=node_id,
             action=row.action,
             worker=worker,
-            started_at=now,
+            started_at=db_now(),
             generation=row.generation,
         )
     return RunTicket(row.pk, run.pk, node_id, row.action, row.generation)
@@ -367,7 +377,6 @@ def finish_run(ticket: RunTicket, worker: str, outcome: Outcome, log_text: str, 
     A lost lease means another worker took the node over (``nodesync --force``): it already
     closed this run and owns the row now, so nothing here may touch them.
     """
-    now = timezone.now()
     if error:
         log_text = f"{log_text}\nERROR: {error}" if log_text else f"ERROR: {error}"
     cap = _conf("log_cap_chars")
@@ -377,7 +386,7 @@ def finish_run(ticket: RunTicket, worker: str, outcome: Outcome, log_text: str, 
         if not renew_lease(ticket.node_id, worker):
             return False
         SyncRun.objects.filter(pk=ticket.run_id).update(
-            finished_at=now, outcome=outcome, log=log_text
+            finished_at=db_now(), outcome=outcome, log=log_text
         )
         row = Node2Sync.objects.filter(pk=ticket.desync_id)
         node = Node.objects.filter(pk=ticket.node_id)
@@ -387,7 +396,7 @@ def finish_run(ticket: RunTicket, worker: str, outcome: Outcome, log_text: str, 
                 row.update(
                     state=DesyncState.PENDING,
                     attempts=0,
-                    next_attempt_at=now,
+                    next_attempt_at=db_now(),
                     started_at=None,
                     worker="",
                     last_error="",
@@ -396,17 +405,17 @@ def finish_run(ticket: RunTicket, worker: str, outcome: Outcome, log_text: str, 
                 node_id=ticket.node_id, state=DesyncState.FAILED
             ).exists()
             cleared = {} if still_failing else {"last_error": ""}
-            node.update(current_action=None, last_sync_at=now, **cleared)
+            node.update(current_action=None, last_sync_at=db_now(), **cleared)
         else:
             attempts = (row.values_list("attempts", flat=True).first() or 0) + 1
             failed = dict(attempts=attempts, last_error=error, started_at=None, worker="")
             if not row.filter(generation=ticket.generation).update(
                 state=DesyncState.FAILED,
-                next_attempt_at=now + timedelta(seconds=backoff_seconds(attempts)),
+                next_attempt_at=db_now_plus(backoff_seconds(attempts)),
                 **failed,
             ):
                 # Registered again while it failed: the newer data may be the fix, run it now.
-                row.update(state=DesyncState.PENDING, next_attempt_at=now, **failed)
+                row.update(state=DesyncState.PENDING, next_attempt_at=db_now(), **failed)
             node.update(current_action=None, last_error=f"{ticket.action.title}: {error}")
         node.recompute_status()
     return True
@@ -416,15 +425,12 @@ def finish_run(ticket: RunTicket, worker: str, outcome: Outcome, log_text: str, 
 def has_due_work(node_id: int) -> bool:
     row = (
         Node2Sync.objects.filter(node_id=node_id)
+        .annotate(due=_is(Q(next_attempt_at__lte=db_now())))
         .order_by("action__priority", "action_id")
-        .values("state", "next_attempt_at")
+        .values("state", "due")
         .first()
     )
-    return (
-        row is not None
-        and row["state"] != DesyncState.PROCESSING
-        and row["next_attempt_at"] <= timezone.now()
-    )
+    return row is not None and row["state"] != DesyncState.PROCESSING and bool(row["due"])
 
 
 # --- Node sessions --------------------------------------------------------------------------
@@ -694,12 +700,11 @@ def set_maintenance(nodes: Iterable[Node | int], on: bool) -> int:
 
 def due_node_ids() -> list[int]:
     """Nodes with a desynchronization due now and no live lease."""
-    now = timezone.now()
     return list(
         Node.objects.filter(_free_lease(), maintenance=False)
         .filter(
             desyncs__state__in=[DesyncState.PENDING, DesyncState.FAILED],
-            desyncs__next_attempt_at__lte=now,
+            desyncs__next_attempt_at__lte=db_now(),
         )
         .order_by("pk")
         .values_list("pk", flat=True)
