@@ -36,6 +36,22 @@ GROUP_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
 
 View = Callable[..., HttpResponse]
 
+LOCAL_REFUSED = (
+    "Only a superuser may add or change a local node: it is the panel's own server, and the "
+    "files, users and packages of its roles would land there."
+)
+
+
+def may_manage_local(user) -> bool:
+    """Whether ``user`` may add a ``local`` node or change its name and roles.
+
+    A local node is the panel's own server: the roles given to it put files, users and
+    packages on the host that holds the database and root over the fleet. Operators could
+    otherwise make themselves root there; only superusers may. Looking at it, synchronizing
+    it again and its maintenance stay with operators: they change nothing that lands there.
+    """
+    return bool(getattr(user, "is_superuser", False))
+
 
 def can_view(user) -> bool:
     """Seeing the pages needs ``view_node``; ``change_node`` implies it, as in the admin."""

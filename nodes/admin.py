@@ -4,6 +4,8 @@ from django.core.exceptions import ValidationError
 from django.db.models import Count
 from django.template.defaultfilters import truncatechars
 
+from nodes.access import LOCAL_REFUSED, may_manage_local
+from nodes.choices import Transport
 from nodes.managed import ManagedFile, ManagedUser, Package, Service
 from nodes.models import Node, Role
 
@@ -58,6 +60,21 @@ class NodeAdmin(admin.ModelAdmin):
         ("State", {"fields": ("status", "last_sync_at", "last_error", "facts", "created_at")}),
         ("Lease", {"fields": ("lease_owner", "lease_until", "current_action")}),
     )
+
+    def has_change_permission(self, request, obj: Node | None = None) -> bool:
+        """Local nodes (the panel's own server) are read-only here for all but superusers."""
+        if obj is not None and obj.transport == Transport.LOCAL:
+            if not may_manage_local(request.user):
+                return False
+        return super().has_change_permission(request, obj)
+
+    def formfield_for_choice_field(self, db_field, request, **kwargs):
+        # Staff who are not superusers cannot choose ``local``: not offered, and refused if
+        # posted by hand (the form validates against these choices).
+        if db_field.name == "transport" and not may_manage_local(request.user):
+            kwargs["choices"] = [(Transport.SSH.value, Transport.SSH.label)]
+            kwargs["error_messages"] = {"invalid_choice": LOCAL_REFUSED}
+        return super().formfield_for_choice_field(db_field, request, **kwargs)
 
     @admin.display(description="address")
     def address(self, obj: Node) -> str:

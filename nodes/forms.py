@@ -259,7 +259,11 @@ class AcceptKeyForm(forms.Form):
     proved it holds it) instead of whatever a new scan would return.
     """
 
-    key = forms.CharField(max_length=20000, widget=forms.HiddenInput)
+    key = forms.CharField(
+        max_length=20000,
+        widget=forms.HiddenInput,
+        error_messages={"required": "The form carried no key: confirm the key the page shows."},
+    )
     fingerprint = forms.CharField(max_length=200, widget=forms.HiddenInput)
 
     def clean_key(self) -> str:

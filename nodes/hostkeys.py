@@ -1,15 +1,30 @@
-"""Pinning and accepting nodes' SSH host keys: trust on first use, then only by an admin."""
+"""Pinning and accepting nodes' SSH host keys: trust on first use, then only by an admin.
+
+The key that gets pinned is always one an admin saw: the page or the command scans a key
+once, shows its fingerprint, and then pins *that* key, never the result of a later scan.
+Before it is pinned the server must prove it holds it: a connection with only that key
+trusted has to get through the key exchange, which the server signs with its host key. So
+whatever answers between the scan and the pinning (a relay that switched servers, a node
+reinstalled again) makes the accept fail and pins nothing.
+"""
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 
+import asyncssh
 from asgiref.sync import async_to_sync
 from django.db import transaction
 
-from nodes.keys import fingerprint
+from nodes.keys import fingerprint, load_panel_key
 from nodes.models import Node
-from nodes.transports.ssh import SSHTransport, fetch_host_key
+from nodes.transports import TransportError
+from nodes.transports.ssh import CONNECT_TIMEOUT, SSHTransport, _connection_error, fetch_host_key
+
+
+class HostKeyMismatch(TransportError):
+    """The server did not prove it holds the key the admin confirmed: nothing was pinned."""
 
 
 @dataclass(frozen=True)
@@ -20,6 +35,20 @@ class HostKeyChange:
     @property
     def changed(self) -> bool:
         return self.old_fingerprint != self.new_fingerprint
+
+
+def parse_host_key(text: str) -> str:
+    """The OpenSSH line of a public key (``type base64``), or ValueError.
+
+    Keys come back from forms and command lines: what is pinned is the parsed key written
+    again, so a comment or stray blanks never reach the database.
+    """
+    try:
+        key = asyncssh.import_public_key(text.strip())
+    except (asyncssh.KeyImportError, ValueError, TypeError, UnicodeError) as e:
+        raise ValueError(f"not an SSH public key: {e}") from None
+    key.set_comment(None)
+    return key.export_public_key().decode().strip()
 
 
 def scan_host_key(host: str, port: int) -> str:
@@ -40,18 +69,79 @@ def check_login(node: Node) -> None:
     async_to_sync(login)()
 
 
-def accept_host_key(node: Node) -> HostKeyChange:
-    """Pin the key the node presents now and let its waiting synchronizers run at once.
+class _PresentedKey(asyncssh.SSHClient):
+    """Remembers a host key that was not the trusted one, to name it in the error."""
 
-    The desynchronizations that failed on the old key are registered again, which makes them
-    due now instead of after their backoff.
+    def __init__(self) -> None:
+        self.presented: asyncssh.SSHKey | None = None
+
+    def validate_host_public_key(self, host, addr, port, key) -> bool:
+        self.presented = key
+        return False
+
+
+async def _prove_host_key(
+    host: str, port: int, username: str, key: str, timeout: float = CONNECT_TIMEOUT
+) -> None:
+    client = _PresentedKey()
+    try:
+        conn = await asyncssh.connect(
+            host,
+            port,
+            username=username,
+            client_factory=lambda: client,
+            client_keys=[load_panel_key()],
+            known_hosts=([asyncssh.import_public_key(key)], [], []),
+            agent_path=None,
+            config=None,
+            connect_timeout=timeout,
+        )
+    except asyncssh.HostKeyNotVerifiable:
+        presented = "another key"
+        if client.presented is not None:
+            presented = client.presented.get_fingerprint("sha256")
+        raise HostKeyMismatch(
+            f"{host}:{port} did not prove it holds the key you confirmed "
+            f"({fingerprint(key)}): it presented a different key, {presented}. "
+            "Nothing was pinned."
+        ) from None
+    except asyncssh.PermissionDenied:
+        # Refused at login, which comes after the key exchange the server signed with the
+        # confirmed key: it holds it. The login itself is the synchronizers' business.
+        return
+    except (TimeoutError, OSError, asyncssh.Error) as e:
+        raise _connection_error(e, host, port, timeout) from None
+    conn.close()
+    await asyncio.wait_for(conn.wait_closed(), timeout)
+
+
+def prove_host_key(node: Node, key: str) -> None:
+    """Connect to ``node`` trusting only ``key``; HostKeyMismatch unless the server holds it.
+
+    A refused login still proves the key (it is checked first), so a reinstalled node whose
+    ``authorized_keys`` is not restored yet can have its key accepted.
+    """
+    async_to_sync(_prove_host_key)(node.host, node.port, node.username, key)
+
+
+def accept_host_key(node: Node, key: str) -> HostKeyChange:
+    """Pin ``key`` (the one the admin confirmed) once the node proved it holds it.
+
+    Then the node's waiting synchronizers run at once: the desynchronizations that failed on
+    the old key are registered again, which makes them due now instead of after their
+    backoff. ValueError when ``key`` is no public key, HostKeyMismatch when the node does
+    not hold it, TransportError when it cannot be reached; nothing is pinned then.
     """
     from sync.engine import retry_now
 
-    new_key = scan_host_key(node.host, node.port)
-    change = HostKeyChange(
-        fingerprint(node.host_key) if node.host_key else "none", fingerprint(new_key)
-    )
+    new_key = parse_host_key(key)
+    prove_host_key(node, new_key)
+    old = node.host_key
+    try:
+        old_fingerprint = fingerprint(old) if old else "none"
+    except (asyncssh.KeyImportError, ValueError):
+        old_fingerprint = "(unreadable key)"
+    change = HostKeyChange(old_fingerprint, fingerprint(new_key))
     with transaction.atomic():
         Node.objects.filter(pk=node.pk).update(host_key=new_key, last_error="")
         node.host_key = new_key

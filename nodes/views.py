@@ -33,7 +33,17 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from nodes.access import ADD, CHANGE, DELETE, VIEW, check_perms, has_perms, require_perms
+from nodes.access import (
+    ADD,
+    CHANGE,
+    DELETE,
+    LOCAL_REFUSED,
+    VIEW,
+    check_perms,
+    has_perms,
+    may_manage_local,
+    require_perms,
+)
 from nodes.choices import NodeStatus, Transport
 from nodes.filters import SORTABLE, NodeFilter
 from nodes.forms import (
@@ -44,7 +54,13 @@ from nodes.forms import (
     NodeEditForm,
     ResyncForm,
 )
-from nodes.hostkeys import accept_host_key, check_login, scan_host_key
+from nodes.hostkeys import (
+    HostKeyChange,
+    HostKeyMismatch,
+    accept_host_key,
+    check_login,
+    scan_host_key,
+)
 from nodes.keys import fingerprint, panel_public_key
 from nodes.models import Node
 from nodes.services import add_node
@@ -500,50 +516,69 @@ def node_maintenance(request: HttpRequest, pk: int) -> HttpResponse:
 def node_accept_key(request: HttpRequest, pk: int) -> HttpResponse:
     """Accept the host key an SSH node presents now (a reinstalled node), after a look.
 
-    GET scans the key and shows old and new fingerprints; the POST accepts it only if the
-    node still presents the key that was shown.
+    GET scans the key and shows old and new fingerprints; the page carries the whole key.
+    The POST pins exactly that key, if its fingerprint is the one confirmed and the node
+    proves it holds it (``accept_host_key``): never the result of a scan nobody saw.
     """
     node = _node_or_404(pk)
     if node.transport != Transport.SSH:
         messages.info(request, f"{node.name} is a local node: it has no host key.")
         return redirect(node_url(node))
+    error = ""
+    if request.method == "POST":
+        form = AcceptKeyForm(request.POST)
+        if form.is_valid():
+            try:
+                change = accept_host_key(node, form.cleaned_data["key"])
+            except HostKeyMismatch as e:
+                error = f"{e} Check the fingerprint the node presents now before you accept it."
+            except TransportError as e:
+                messages.error(request, f"Cannot accept the host key of {node.name}: {e}")
+                return redirect(node_url(node))
+            else:
+                _say_accepted(request, node, change)
+                return redirect(node_url(node))
+        else:
+            error = f"{_form_error_text(form)} Nothing was pinned."
+    # A fresh scan, to show (and carry) the key presented now; it is pinned only once the
+    # admin confirms it with another POST.
     try:
         presented = scan_host_key(node.host, node.port)
     except TransportError as e:
         messages.error(request, f"Cannot read the host key of {node.name}: {e}")
         return redirect(node_url(node))
-    new_fp = fingerprint(presented)
-    old_fp = _safe_fingerprint(node.host_key)
-    error = ""
-    if request.method == "POST":
-        form = AcceptKeyForm(request.POST)
-        if form.is_valid() and form.cleaned_data["fingerprint"] == new_fp:
-            try:
-                change = accept_host_key(node)
-            except TransportError as e:
-                messages.error(request, f"Cannot accept the host key of {node.name}: {e}")
-                return redirect(node_url(node))
-            if change.changed:
-                messages.success(
-                    request,
-                    f"Accepted the new host key of {node.name}: old {change.old_fingerprint}, "
-                    f"new {change.new_fingerprint}. Its waiting synchronizers run now.",
-                )
-            else:
-                messages.info(
-                    request,
-                    f"The host key of {node.name} was already {change.new_fingerprint}; "
-                    "its waiting synchronizers run now.",
-                )
-            return redirect(node_url(node))
-        error = (
-            "The node now presents a different key from the one you were shown. Check the "
-            "fingerprint below before you accept it."
-        )
     return render(
         request,
         "nodes/accept_key.html",
-        {"node": node, "old_fingerprint": old_fp, "new_fingerprint": new_fp, "error": error},
+        {
+            "node": node,
+            "old_fingerprint": _safe_fingerprint(node.host_key),
+            "new_fingerprint": fingerprint(presented),
+            "key": presented,
+            "error": error,
+        },
+    )
+
+
+def _say_accepted(request: HttpRequest, node: Node, change: HostKeyChange) -> None:
+    if change.changed:
+        messages.success(
+            request,
+            f"Accepted the new host key of {node.name}: old {change.old_fingerprint}, "
+            f"new {change.new_fingerprint}. Its waiting synchronizers run now.",
+        )
+    else:
+        messages.info(
+            request,
+            f"The host key of {node.name} was already {change.new_fingerprint}; "
+            "its waiting synchronizers run now.",
+        )
+
+
+def _local_refused(request: HttpRequest, node: Node) -> HttpResponse:
+    """403 with the reason: the generic page would tell an operator to become one."""
+    return render(
+        request, "nodes/local_refused.html", {"node": node, "reason": LOCAL_REFUSED}, status=403
     )
 
 
@@ -652,8 +687,11 @@ def _check_host_key(form, host: str, port: int) -> tuple[str, dict | None]:
     """The host key step shared by add and edit: (key to pin, or '', and what to show).
 
     No key confirmed yet for this host and port: scan it and show it (nothing pinned yet).
-    A key confirmed: scan again; the same key is returned for pinning, a different one is
-    reported and shown for a new confirmation. Unreachable hosts are form errors.
+    A key confirmed (carried by the form, parsed there): scan again; a different key is
+    reported and shown for a new confirmation, the same one means the confirmed key is
+    returned for pinning. The caller then logs in with only that key trusted
+    (``check_login``), so a server that does not hold it is refused before anything is
+    saved. Unreachable hosts are form errors.
     """
     try:
         presented = scan_host_key(host, port)
@@ -671,7 +709,7 @@ def _check_host_key(form, host: str, port: int) -> tuple[str, dict | None]:
             "Check the new fingerprint and confirm again.",
         )
         return "", _key_step(presented, host, port, previous=confirmed)
-    return presented, None
+    return confirmed, None
 
 
 @require_http_methods(["GET", "POST"])
@@ -680,11 +718,12 @@ def node_add(request: HttpRequest) -> HttpResponse:
     """Add a node in two steps for SSH: show the host key's fingerprint, then confirm.
 
     The confirming POST scans the key again (a different key is reported, not pinned),
-    checks that the panel's key logs in, then saves the node and registers every type.
+    logs in with the confirmed key pinned, then saves the node with that key and registers
+    every type. Local nodes (the panel's own server) are for superusers only (the form).
     """
     key_step = None
     if request.method == "POST":
-        form = NodeAddForm(request.POST)
+        form = NodeAddForm(request.POST, user=request.user)
         if form.is_valid():
             node: Node = form.save(commit=False)
             roles = form.cleaned_data["roles"]
@@ -714,7 +753,7 @@ def node_add(request: HttpRequest) -> HttpResponse:
                     )
                     return redirect(node_url(node))
     else:
-        form = NodeAddForm()
+        form = NodeAddForm(user=request.user)
     return render(
         request,
         "nodes/node_form.html",
@@ -729,9 +768,12 @@ def node_edit(request: HttpRequest, pk: int) -> HttpResponse:
 
     A new host or port means a new host key to confirm (as when adding); a new user must
     log in before it is saved. Only the edited columns are written: the engine writes the
-    node's status and lease at the same time.
+    node's status and lease at the same time. Local nodes are for superusers only: their
+    roles put files, users and packages on the panel's own server.
     """
     node = _node_or_404(pk)
+    if node.transport == Transport.LOCAL and not may_manage_local(request.user):
+        return _local_refused(request, node)
     title = node.name  # the form changes node.name before it may fail validation
     key_step = None
     if request.method == "POST":
@@ -755,16 +797,21 @@ def node_edit(request: HttpRequest, pk: int) -> HttpResponse:
                         if form.address_changed:
                             key_step = _key_step(node.host_key, node.host, node.port)
             if ready:
-                with transaction.atomic():
-                    node.save(update_fields=fields)
-                    # A change of roles registers its types (sync.triggers, m2m_changed).
-                    node.roles.set(form.cleaned_data["roles"])
-                    if form.maintenance_changed:
-                        set_maintenance([node], form.cleaned_data["maintenance"])
-                    if form.address_changed or form.username_changed:
-                        retry_now([node])  # what failed on the old address may work now
-                messages.success(request, f"Saved the node {node.name}.")
-                return redirect(node_url(node))
+                try:
+                    with transaction.atomic():
+                        node.save(update_fields=fields)
+                        # A change of roles registers its types (sync.triggers, m2m_changed).
+                        node.roles.set(form.cleaned_data["roles"])
+                        if form.maintenance_changed:
+                            set_maintenance([node], form.cleaned_data["maintenance"])
+                        if form.address_changed or form.username_changed:
+                            retry_now([node])  # what failed on the old address may work now
+                except IntegrityError:
+                    # Another admin took the name between the form's check and the save.
+                    form.add_error("name", "A node with this name was just saved.")
+                else:
+                    messages.success(request, f"Saved the node {node.name}.")
+                    return redirect(node_url(node))
     else:
         form = NodeEditForm(instance=node)
     return render(

@@ -88,7 +88,9 @@ def test_it_redirects_anonymous_users_to_the_login_page_everywhere(client, node)
             assert response["Location"].startswith(reverse("login")), url
 
 
-def test_it_renders_every_page_for_an_operator(operator, node):
+def test_it_renders_every_page_for_an_operator(operator, make_node):
+    # An SSH node: only superusers may edit a local one (the panel's own server).
+    node = make_node("alpha", transport="ssh", host="127.0.0.1")
     for url in page_urls(node):
         response = operator.get(url)
         assert response.status_code in (200, 204, 286), url
@@ -638,10 +640,11 @@ def test_it_shows_the_panels_public_key_with_a_copy_button(operator):
     assert 'data-copy-target="#panel-key"' in html
 
 
-def test_it_adds_a_local_node_with_roles_and_registers_every_type(operator, types):
+def test_it_adds_a_local_node_with_roles_and_registers_every_type(admin_client, types):
+    """Adding the panel's own server is for superusers (tests/test_local_nodes.py)."""
     Role.objects.create(name="web")
 
-    response = operator.post(
+    response = admin_client.post(
         reverse("nodes:add"), {"name": "web-1", "transport": "local", "roles": ["web"]}
     )
 
@@ -694,12 +697,12 @@ def test_it_refuses_an_invalid_node_in_the_service():
     assert not Node.objects.exists()
 
 
-def test_it_edits_name_roles_and_maintenance(operator, make_node, types):
+def test_it_edits_name_roles_and_maintenance(admin_client, make_node, types):
     web, db = Role.objects.create(name="web"), Role.objects.create(name="db")
     node = make_node("alpha", lease_owner="w-1", status=NodeStatus.INSTALLING)
     node.roles.set([web])
 
-    response = operator.post(
+    response = admin_client.post(
         action_url("edit", node), {"name": "alpha-2", "roles": ["db"], "maintenance": "on"}
     )
 
@@ -712,11 +715,11 @@ def test_it_edits_name_roles_and_maintenance(operator, make_node, types):
     assert db.pk
 
 
-def test_it_reports_a_duplicate_name_when_editing(operator, make_node):
+def test_it_reports_a_duplicate_name_when_editing(admin_client, make_node):
     make_node("taken")
     node = make_node("alpha")
 
-    response = operator.post(action_url("edit", node), {"name": "taken"})
+    response = admin_client.post(action_url("edit", node), {"name": "taken"})
 
     assert response.status_code == 200
     assert "already exists" in " ".join(response.context["form"].errors["name"])

@@ -170,7 +170,10 @@ def test_it_accepts_a_changed_host_key_after_showing_both_fingerprints(operator,
     assert old in page.content.decode() and new in page.content.decode()
     assert Node.objects.get(pk=node.pk).host_key != server.host_key
 
-    response = operator.post(url, {"fingerprint": new})
+    html = page.content.decode()
+    response = operator.post(
+        url, {"key": hidden(html, "key"), "fingerprint": hidden(html, "fingerprint")}
+    )
 
     assert response.status_code == 302
     assert Node.objects.get(pk=node.pk).host_key == server.host_key
@@ -184,11 +187,12 @@ def test_it_refuses_a_host_key_other_than_the_one_shown(operator, make_ssh_node)
     server.restart_with_new_host_key()
 
     response = operator.post(
-        reverse("nodes:accept_key", args=[node.pk]), {"fingerprint": "SHA256:not-this-one"}
+        reverse("nodes:accept_key", args=[node.pk]),
+        {"key": server.host_key, "fingerprint": "SHA256:not-this-one"},
     )
 
     assert response.status_code == 200
-    assert "different key" in response.content.decode()
+    assert "not the one whose fingerprint you confirmed" in response.content.decode()
     assert Node.objects.get(pk=node.pk).host_key == pinned
 
 
