@@ -11,7 +11,7 @@ from django import forms
 from django.db.models import Q, QuerySet
 from django.utils import timezone
 
-from nodes.choices import NodeStatus
+from nodes.choices import NodeCondition, NodeStatus
 from nodes.models import Node, Role
 
 
@@ -49,6 +49,15 @@ class NodeFilter(django_filters.FilterSet):
     q = django_filters.CharFilter(method="search", label="Search", max_length=100)
     status = django_filters.ChoiceFilter(
         choices=NodeStatus.choices, empty_label="Any status", label="Status"
+    )
+    condition = django_filters.ChoiceFilter(
+        choices=NodeCondition.choices,
+        empty_label="Any condition",
+        label="Condition",
+        method="filter_condition",
+    )
+    usable = django_filters.BooleanFilter(
+        method="filter_usable", label="Usable", widget=YesNoWidget
     )
     role = django_filters.ModelChoiceFilter(
         field_name="roles",
@@ -90,6 +99,21 @@ class NodeFilter(django_filters.FilterSet):
         if value is None:
             return qs
         return qs.exclude(last_error="") if value else qs.filter(last_error="")
+
+    def filter_condition(self, qs: QuerySet, name: str, value: str) -> QuerySet:
+        """Nodes that have the condition, as the most severe one or beside a worse one."""
+        if not value:
+            return qs
+        return qs.filter(Q(condition=value) | Q(conditions__icontains=f'"{value}"'))
+
+    def filter_usable(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
+        if value is None:
+            return qs
+        blocking = [c.value for c in NodeCondition if c.blocks_use]
+        usable = Q(status=NodeStatus.READY) & ~Q(condition__in=blocking)
+        for condition in blocking:
+            usable &= ~Q(conditions__icontains=f'"{condition}"')
+        return qs.filter(usable) if value else qs.exclude(usable)
 
     def filter_processing(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
         if value is None:

@@ -132,6 +132,7 @@ def accept_host_key(node: Node, key: str) -> HostKeyChange:
     backoff. ValueError when ``key`` is no public key, HostKeyMismatch when the node does
     not hold it, TransportError when it cannot be reached; nothing is pinned then.
     """
+    from sync.conditions import host_key_accepted
     from sync.engine import retry_now
 
     new_key = parse_host_key(key)
@@ -144,6 +145,7 @@ def accept_host_key(node: Node, key: str) -> HostKeyChange:
     change = HostKeyChange(old_fingerprint, fingerprint(new_key))
     with transaction.atomic():
         Node.objects.filter(pk=node.pk).update(host_key=new_key, last_error="")
+        host_key_accepted(node.pk)
         node.host_key = new_key
         retry_now([node])
     return change

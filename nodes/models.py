@@ -9,7 +9,7 @@ from django.db.models import OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from nodes.choices import NodeStatus, Transport
+from nodes.choices import NodeCondition, NodeStatus, Transport
 
 # Patterns end in \Z, not $: Python's $ also matches before a trailing newline.
 node_name_validator = RegexValidator(
@@ -101,6 +101,15 @@ class Node(models.Model):
     status = models.CharField(max_length=20, choices=NodeStatus, default=NodeStatus.READY)
     last_error = models.TextField(blank=True)
     last_sync_at = models.DateTimeField(null=True, blank=True)
+    # Conditions beside the status (what is wrong), derived by the engine from synchronizer
+    # results and stored here so lists need no extra queries: a list of {type, since,
+    # message} from the most severe down, and the most severe one's type for counts/filters.
+    conditions = models.JSONField(default=list, blank=True)
+    condition = models.CharField(max_length=20, choices=NodeCondition, blank=True)
+    # The last time the panel reached the node, and the first failed attempt since then:
+    # "unreachable" means no contact for longer than a grace period, not one lost packet.
+    last_contact_at = models.DateTimeField(null=True, blank=True)
+    contact_failed_since = models.DateTimeField(null=True, blank=True)
     facts = models.JSONField(default=dict, blank=True)
 
     # The lease: who runs this node's synchronizers, until when. Written only by the engine.
@@ -132,6 +141,25 @@ class Node(models.Model):
     @property
     def status_choice(self) -> NodeStatus:
         return NodeStatus(self.status)
+
+    @property
+    def condition_choice(self) -> NodeCondition | None:
+        """The most severe condition, if any (what the Status cell shows beside the status)."""
+        return NodeCondition(self.condition) if self.condition else None
+
+    @property
+    def condition_message(self) -> str:
+        return self.conditions[0]["message"] if self.conditions else ""
+
+    def has_condition(self, condition: NodeCondition) -> bool:
+        return any(c["type"] == condition for c in self.conditions)
+
+    @property
+    def usable(self) -> bool:
+        """Ready, reachable with its pinned key, and not in maintenance: it may serve users."""
+        return self.status == NodeStatus.READY and not any(
+            NodeCondition(c["type"]).blocks_use for c in self.conditions
+        )
 
     @property
     def is_processing(self) -> bool:

@@ -44,7 +44,7 @@ from nodes.access import (
     may_manage_local,
     require_perms,
 )
-from nodes.choices import NodeStatus, Transport
+from nodes.choices import NodeCondition, NodeStatus, Transport
 from nodes.filters import SORTABLE, NodeFilter
 from nodes.forms import (
     AcceptKeyForm,
@@ -114,6 +114,7 @@ class FleetCounts:
     failing: int
     maintenance: int
     waiting: bool
+    by_condition: list[tuple[NodeCondition, int]]
 
     @property
     def active(self) -> bool:
@@ -139,6 +140,10 @@ def fleet_counts() -> FleetCounts:
         n_failing=Count("pk", filter=~Q(last_error="")),
         n_maintenance=Count("pk", filter=Q(maintenance=True)),
     )
+    # By the most severe condition of each node: the Status cell shows the same one.
+    aggregates.update(
+        {f"c_{c.name}": Count("pk", filter=Q(condition=c.value)) for c in NodeCondition}
+    )
     # Not correlated with the counted row, so the database evaluates it once.
     work_waits = Exists(
         Node2Sync.objects.filter(
@@ -154,6 +159,7 @@ def fleet_counts() -> FleetCounts:
         failing=row["n_failing"],
         maintenance=row["n_maintenance"],
         waiting=row["n_waiting"] > 0,
+        by_condition=[(c, row[f"c_{c.name}"]) for c in NodeCondition],
     )
 
 
@@ -244,6 +250,7 @@ def _list_digest(context: dict, list_changed: bool) -> str:
                 n.failed_count,
                 n.last_error,
                 n.last_sync_at,
+                n.conditions,
             )
             for n in context["nodes"]
         ],

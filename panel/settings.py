@@ -3,25 +3,31 @@
 Everything an instance writes (SQLite database, secret key, the panel's SSH key, logs) lives
 in one data folder, ``var/`` by default, so a checkout stays clean and an instance is one
 folder to back up. ``DATABASE_URL`` selects the database.
+
+The data folder is 0700 and every file in it 0600 (``panel.instance``): it holds the sessions,
+the password hashes and the key to every node.
 """
 
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 
+from panel.instance import private_dir
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(os.environ.get("PANEL_DATA_DIR", BASE_DIR / "var"))
+# Made (private) at start-up by PanelConfig.ready and by the log handler, not here.
 LOG_DIR = DATA_DIR / "log"
-LOG_DIR.mkdir(parents=True, exist_ok=True)
 
 
 def _secret_key() -> str:
     """The secret key is generated once per instance and kept out of the repository."""
     if key := os.environ.get("DJANGO_SECRET_KEY"):
         return key
-    path = DATA_DIR / "secret_key"
+    path = private_dir(DATA_DIR) / "secret_key"
     if not path.exists():
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -34,6 +40,7 @@ DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
 ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
 
 INSTALLED_APPS = [
+    "panel.apps.PanelConfig",  # first: its ready() makes the data folder private
     "django.contrib.admin",
     "django.contrib.auth",
     "django.contrib.contenttypes",
@@ -42,6 +49,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "django_q",
+    "axes",
     "nodes",
     "sync",
 ]
@@ -56,6 +64,8 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
+    # Last, as django-axes asks: it turns a locked-out login into the lockout page.
+    "axes.middleware.AxesMiddleware",
 ]
 
 ROOT_URLCONF = "panel.urls"
@@ -87,6 +97,8 @@ DATABASES = {
 }
 _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.sqlite3":
+    # Django's SQLite backend, with the database file (and so its -wal/-shm) created 0600.
+    _db["ENGINE"] = "panel.sqlite"
     # WAL, IMMEDIATE transactions and a long busy timeout keep the web server, the django-q
     # cluster and the commands from failing with "database is locked" (see docs/OPERATIONS.md).
     _db["OPTIONS"] = {
@@ -104,9 +116,34 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 # django-q2's partial index is plain on MariaDB, which is harmless (it only narrows the index).
 SILENCED_SYSTEM_CHECKS = ["models.W037"]
 
+# The accounts hold root on every node: 12 characters at least, not like the user's name, not
+# a common password, not only digits. (Applies wherever a password is set through a form or
+# `changepassword`; bootstrap's generated password meets it.)
 AUTH_PASSWORD_VALIDATORS = [
-    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {
+        "NAME": "django.contrib.auth.password_validation.MinimumLengthValidator",
+        "OPTIONS": {"min_length": 12},
+    },
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
 ]
+
+# --- Login throttling (django-axes) ---------------------------------------------------------
+# Checked first: a locked-out login is refused before any password is hashed.
+AUTHENTICATION_BACKENDS = [
+    "axes.backends.AxesStandaloneBackend",
+    "django.contrib.auth.backends.ModelBackend",
+]
+# 5 wrong passwords for one user from one address lock that user out from that address for
+# 15 minutes. The pair, not the user name alone: an attacker elsewhere cannot lock the admin
+# out from everywhere by guessing wrong on purpose. The web login and the admin's login both
+# count. A right password (before the lockout) starts the count again.
+AXES_FAILURE_LIMIT = 5
+AXES_COOLOFF_TIME = timedelta(minutes=15)
+AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
+AXES_RESET_ON_SUCCESS = True
+AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -116,6 +153,9 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "static"
+# collectstatic (and any upload) writes under the data folder: keep to its modes.
+FILE_UPLOAD_PERMISSIONS = 0o600
+FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "nodes:list"
@@ -162,6 +202,13 @@ SYNC = {
     # A session stops taking new types after this long and leaves the rest to the next task.
     "session_budget_seconds": 1200,
     "log_cap_chars": 20000,
+    # The health probe runs on every node not heard from for this long (through the sweep's
+    # schedule, so at most about once a minute); a node whose connections have failed for
+    # longer than the grace period is "unreachable".
+    "probe_seconds": int(os.environ.get("PANEL_PROBE_SECONDS", "60")),
+    "unreachable_grace_seconds": int(os.environ.get("PANEL_UNREACHABLE_GRACE_SECONDS", "40")),
+    # Work waiting this long with no successful run on its node marks the node "stuck".
+    "stuck_seconds": int(os.environ.get("PANEL_STUCK_SECONDS", "1800")),
     # Modules with synchronizer types of the site's own, imported after the built-in ones.
     "extra_modules": [m for m in os.environ.get("PANEL_SYNCHRONIZER_MODULES", "").split(",") if m],
 }
@@ -179,7 +226,8 @@ LOGGING = {
     "handlers": {
         "console": {"class": "logging.StreamHandler", "formatter": "plain"},
         "file": {
-            "class": "logging.handlers.RotatingFileHandler",
+            # Creates the log file, its folder and its rotated copies private.
+            "class": "panel.instance.PrivateRotatingFileHandler",
             "filename": str(LOG_DIR / "panel.log"),
             "maxBytes": 10 * 1024 * 1024,
             "backupCount": 5,

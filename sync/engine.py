@@ -42,9 +42,11 @@ from django.db.models.expressions import Combinable
 from django.db.models.functions import Concat
 
 from nodes.models import Node
-from nodes.transports import Transport, TransportError, open_transport
+from nodes.transports import CommandFailed, Transport, TransportError, open_transport
+from sync import conditions
 from sync.clock import db_now, db_now_plus, read_db_now
 from sync.context import RunContext
+from sync.errors import FailureKind, describe_failure, printable, short
 from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun
 from sync.synchronizers import REGISTRY
 
@@ -335,14 +337,18 @@ def start_next_run(
     *,
     action_ids: list[int] | None = None,
     ignore_backoff: bool = False,
+    ignore_maintenance: bool = False,
 ) -> RunTicket | None:
     """Mark the node's next desynchronization processing and open its run; None when done.
 
     The next one is the first in priority order. If it waits for a retry, nothing runs: the
-    types after it depend on it.
+    types after it depend on it. A node put in maintenance meanwhile runs nothing more: the
+    admin's switch takes effect before the next type, not after the session.
     """
     with transaction.atomic():
         if not renew_lease(node_id, worker):
+            return None
+        if not ignore_maintenance and Node.objects.filter(pk=node_id, maintenance=True).exists():
             return None
         rows = (
             Node2Sync.objects.filter(node_id=node_id)
@@ -371,20 +377,37 @@ def start_next_run(
 
 
 @retry_on_transient_errors
-def finish_run(ticket: RunTicket, worker: str, outcome: Outcome, log_text: str, error: str) -> bool:
+def finish_run(
+    ticket: RunTicket,
+    worker: str,
+    outcome: Outcome,
+    log_text: str,
+    error: str,
+    *,
+    kind: FailureKind = FailureKind.FAILED,
+    detail: str = "",
+) -> bool:
     """Record the run's end and its effect on the row and the node; False if the lease was lost.
 
-    A lost lease means another worker took the node over (``nodesync --force``): it already
-    closed this run and owns the row now, so nothing here may touch them.
+    ``error`` is the short text for the row, the node and the list; ``detail`` the whole
+    error, kept in the run's log only. A lost lease means another worker took the node over
+    (``nodesync --force``): it already closed this run and owns the row now, so nothing here
+    may touch them.
     """
-    if error:
-        log_text = f"{log_text}\nERROR: {error}" if log_text else f"ERROR: {error}"
+    error = short(error) if error else ""
     cap = _conf("log_cap_chars")
+    if error or detail:
+        detail = detail or error
+        if len(detail) > cap:
+            detail = detail[: cap // 2] + "\n[... error cut ...]\n" + detail[-cap // 2 :]
+        shown = f"ERROR: {printable(detail)}"
+        log_text = f"{log_text}\n{shown}" if log_text else shown
     if len(log_text) > cap:
         log_text = log_text[: cap // 2] + "\n[... log cut ...]\n" + log_text[-cap // 2 :]
     with transaction.atomic():
         if not renew_lease(ticket.node_id, worker):
             return False
+        now = read_db_now()
         SyncRun.objects.filter(pk=ticket.run_id).update(
             finished_at=db_now(), outcome=outcome, log=log_text
         )
@@ -401,11 +424,20 @@ def finish_run(ticket: RunTicket, worker: str, outcome: Outcome, log_text: str, 
                     worker="",
                     last_error="",
                 )
-            still_failing = Node2Sync.objects.filter(
-                node_id=ticket.node_id, state=DesyncState.FAILED
-            ).exists()
+            still_failing = (
+                Node2Sync.objects.filter(node_id=ticket.node_id, state=DesyncState.FAILED)
+                .order_by("action__priority", "action_id")
+                .values_list("action__name", "action__title", "last_error")
+                .first()
+            )
             cleared = {} if still_failing else {"last_error": ""}
             node.update(current_action=None, last_sync_at=db_now(), **cleared)
+            conditions.after_success(
+                ticket.node_id,
+                now,
+                still_failing
+                and (still_failing[0], conditions.failing_message(*still_failing[1:])),
+            )
         else:
             attempts = (row.values_list("attempts", flat=True).first() or 0) + 1
             failed = dict(attempts=attempts, last_error=error, started_at=None, worker="")
@@ -417,6 +449,9 @@ def finish_run(ticket: RunTicket, worker: str, outcome: Outcome, log_text: str, 
                 # Registered again while it failed: the newer data may be the fix, run it now.
                 row.update(state=DesyncState.PENDING, next_attempt_at=db_now(), **failed)
             node.update(current_action=None, last_error=f"{ticket.action.title}: {error}")
+            conditions.after_failure(
+                ticket.node_id, ticket.action.name, ticket.action.title, kind, error, now
+            )
         node.recompute_status()
     return True
 
@@ -485,28 +520,52 @@ class _Connection:
                 log.debug("closing the transport of %s failed", self.node.name, exc_info=True)
 
 
-async def _execute(
-    ticket: RunTicket, ctx_node: Node, conn: _Connection
-) -> tuple[Outcome, str, str]:
-    """Run one synchronizer within its timeout; return (outcome, log, error)."""
+@dataclass(frozen=True)
+class Execution:
+    """What one run of a synchronizer came to."""
+
+    outcome: Outcome
+    log: str
+    error: str = ""  # short, for the row, the node and the list
+    kind: FailureKind = FailureKind.FAILED
+    detail: str = ""  # the whole error, for the run's log
+
+
+# What a synchronizer raises when the node or the data says no: an expected failure, told in
+# one line; anything else is a bug in the synchronizer, logged with its traceback.
+EXPECTED_FAILURES = (TransportError, ValueError)
+
+
+async def _execute(ticket: RunTicket, ctx_node: Node, conn: _Connection) -> Execution:
+    """Run one synchronizer within its timeout."""
     sync_type = REGISTRY.get(ticket.action.name)
     lines: list[str] = []
     if sync_type is None:
-        return Outcome.FAILED, "", f"type {ticket.action.name} has no code in this version"
+        return Execution(
+            Outcome.FAILED, "", f"type {ticket.action.name} has no code in this version"
+        )
     timeout = ticket.action.timeout
+    deadline = asyncio.timeout(timeout)
     try:
-        async with asyncio.timeout(timeout):
+        async with deadline:
             ctx = RunContext(node=ctx_node, transport=await conn.get(), lines=lines)
             await sync_type.run(ctx)
-    except TimeoutError:
+    except TimeoutError as e:
         await conn.close()  # the connection may be stuck mid-command
-        return Outcome.TIMEOUT, "\n".join(lines), f"timed out after {timeout} s"
-    except TransportError as e:
-        return Outcome.FAILED, "\n".join(lines), str(e)
+        if deadline.expired():
+            error = f"timed out after {timeout} s"
+            return Execution(Outcome.TIMEOUT, "\n".join(lines), error, FailureKind.TIMEOUT)
+        kind, error = describe_failure(e)
+        return Execution(Outcome.FAILED, "\n".join(lines), error, kind, str(e))
+    except EXPECTED_FAILURES as e:
+        kind, error = describe_failure(e)
+        detail = e.stderr if isinstance(e, CommandFailed) and e.stderr else str(e)
+        return Execution(Outcome.FAILED, "\n".join(lines), error, kind, detail)
     except Exception as e:  # noqa: BLE001 - a synchronizer's bug fails its run, not the worker
         log.exception("synchronizer %s crashed on %s", ticket.action.name, ctx_node.name)
-        return Outcome.FAILED, "\n".join(lines), f"{type(e).__name__}: {e}"
-    return Outcome.SUCCESS, "\n".join(lines), ""
+        error = f"the {ticket.action.title} synchronizer failed unexpectedly: {short(str(e))}"
+        return Execution(Outcome.FAILED, "\n".join(lines), error, FailureKind.FAILED)
+    return Execution(Outcome.SUCCESS, "\n".join(lines))
 
 
 async def _keep_lease(node_id: int, worker: str, lost: asyncio.Event) -> None:
@@ -525,6 +584,7 @@ async def _run_claimed(
     *,
     action_ids: list[int] | None,
     ignore_backoff: bool,
+    ignore_maintenance: bool,
     progress: ProgressCallback | None,
 ) -> None:
     lost = asyncio.Event()
@@ -534,7 +594,11 @@ async def _run_claimed(
     try:
         while time.monotonic() < deadline:
             ticket = await _db(start_next_run)(
-                node.pk, worker, action_ids=action_ids, ignore_backoff=ignore_backoff
+                node.pk,
+                worker,
+                action_ids=action_ids,
+                ignore_backoff=ignore_backoff,
+                ignore_maintenance=ignore_maintenance,
             )
             if ticket is None:
                 return
@@ -555,9 +619,18 @@ async def _run_claimed(
                     worker,
                 )
                 return
-            outcome, text, error = run.result()
+            execution: Execution = run.result()
+            outcome, error = execution.outcome, execution.error
             seconds = time.monotonic() - started
-            if not await _db(finish_run)(ticket, worker, outcome, text, error):
+            if not await _db(finish_run)(
+                ticket,
+                worker,
+                outcome,
+                execution.log,
+                error,
+                kind=execution.kind,
+                detail=execution.detail,
+            ):
                 result.lease_lost = True
                 return
             if outcome == Outcome.SUCCESS:
@@ -618,6 +691,7 @@ async def run_node_session(
             result,
             action_ids=action_ids,
             ignore_backoff=ignore_backoff,
+            ignore_maintenance=node.maintenance,  # forced by an admin (else not started)
             progress=progress,
         )
         if result.lease_lost or action_ids is not None:
@@ -689,7 +763,9 @@ def take_over_node(node: Node, by: str) -> bool:
 def set_maintenance(nodes: Iterable[Node | int], on: bool) -> int:
     """Maintenance stops new sessions on the nodes; turning it off starts their waiting work."""
     node_ids = _ids(nodes)
-    changed = Node.objects.filter(pk__in=node_ids).update(maintenance=on)
+    with transaction.atomic():
+        changed = Node.objects.filter(pk__in=node_ids).update(maintenance=on)
+        conditions.maintenance_changed(node_ids, on, read_db_now())
     if not on:
         transaction.on_commit(lambda: kick(node_ids))
     return changed
@@ -712,6 +788,30 @@ def due_node_ids() -> list[int]:
     )
 
 
+def refresh_stuck() -> int:
+    """Mark ``stuck`` the nodes whose work has waited past the limit with no progress.
+
+    Progress is any successful run since the work was registered; a node in maintenance is
+    held on purpose and is not stuck. Returns how many nodes changed.
+    """
+    limit = conditions.stuck_after()
+    cutoff = db_now_plus(-limit.total_seconds())
+    waiting = (
+        Node2Sync.objects.filter(registered_at__lt=cutoff, node__maintenance=False)
+        .filter(Q(node__last_sync_at__isnull=True) | Q(node__last_sync_at__lt=cutoff))
+        .order_by("node_id", "action__priority", "action_id")
+        .values_list("node_id", "action__title", "state")
+    )
+    stuck: dict[int, str] = {}
+    for node_id, title, state in waiting:
+        if node_id not in stuck:
+            minutes = int(limit.total_seconds() // 60)
+            stuck[node_id] = (
+                f"no progress for over {minutes} min: {title} is {DesyncState(state).label.lower()}"
+            )
+    return conditions.mark_stuck(stuck, read_db_now())
+
+
 def sweep() -> dict[str, int]:
     """The safety net: recover dead workers' leases, then start every node that has due work."""
     recovered = recover_expired_leases()
@@ -721,3 +821,36 @@ def sweep() -> dict[str, int]:
     if recovered or due:
         log.info("sweep recovered=%d enqueued=%d", recovered, len(due))
     return {"recovered": recovered, "enqueued": len(due)}
+
+
+PROBE_TYPE = "probe"
+
+
+def register_probes() -> int:
+    """Register the health probe for every node not heard from within the probe interval.
+
+    A node that dies while nothing changes must still be noticed, and through the engine like
+    any type, so statuses and conditions change only from synchronizer results. Nodes that
+    already have a probe waiting keep it (and its backoff); busy nodes need none, their runs
+    are contact enough. Returns how many nodes were registered.
+    """
+    probe = SyncAction.objects.filter(name=PROBE_TYPE).first()
+    if probe is None:
+        return 0
+    quiet_since = db_now_plus(-float(settings.SYNC.get("probe_seconds", 60)))
+    node_ids = list(
+        Node.objects.filter(maintenance=False)
+        .filter(Q(last_contact_at__isnull=True) | Q(last_contact_at__lt=quiet_since))
+        .exclude(desyncs__action=probe)
+        .values_list("pk", flat=True)
+    )
+    return register_desync(node_ids, [probe]) if node_ids else 0
+
+
+def check_health() -> dict[str, int]:
+    """The periodic health pass beside the sweep: probes for quiet nodes, ``stuck`` marks."""
+    probed = register_probes()
+    stuck = refresh_stuck()
+    if probed or stuck:
+        log.info("health probed=%d stuck-changed=%d", probed, stuck)
+    return {"probed": probed, "stuck_changed": stuck}

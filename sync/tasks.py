@@ -14,4 +14,5 @@ def run_node_sessions(node_ids: list[int]) -> dict[str, int]:
 
 
 def sweep() -> dict[str, int]:
-    return engine.sweep()
+    """The scheduled safety net: leases and due work, then the nodes' health."""
+    return {**engine.sweep(), **engine.check_health()}

@@ -179,6 +179,8 @@ def test_it_lists_nodes_as_json(make_node, make_type):
         "processing": False,
         "pending": 1,
         "last_error": "T-A: boom",
+        "conditions": [],
+        "usable": False,
     }
 
 

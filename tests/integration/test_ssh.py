@@ -284,7 +284,7 @@ def test_it_reports_a_failed_command(make_ssh_node, make_type):
         await ctx.transport.run(["sh", "-c", f"echo disk full >&2; exit {code}"])
 
     _fail_and_check(
-        broken, healthy, make_type("t-a", run=fails_on_broken), "exited with 7: disk full"
+        broken, healthy, make_type("t-a", run=fails_on_broken), "disk full (`sh` exited with 7)"
     )
 
 

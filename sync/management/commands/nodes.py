@@ -7,7 +7,10 @@ from nodes.models import Node
 
 
 class Command(BaseCommand):
-    help = "List the cluster nodes: name, address, status, processing, pending count, last error."
+    help = (
+        "List the cluster nodes: name, address, status, processing, pending count and the "
+        "most severe condition (--json: every condition, and whether the node is usable)."
+    )
 
     def add_arguments(self, parser):
         parser.add_argument("--json", action="store_true", dest="as_json", help="Print JSON.")
@@ -21,6 +24,11 @@ class Command(BaseCommand):
                 "processing": n.is_processing,
                 "pending": n.pending,
                 "last_error": n.last_error,
+                "conditions": [
+                    {"type": c["type"], "since": c["since"], "message": c["message"]}
+                    for c in n.conditions
+                ],
+                "usable": n.usable,
             }
             for n in Node.objects.annotate(pending=Count("desyncs")).order_by("name")
         ]
@@ -32,7 +40,7 @@ class Command(BaseCommand):
             return
         fmt = "{:<24} {:<28} {:<26} {:<10} {:>7}  {}"
         self.stdout.write(
-            fmt.format("NAME", "ADDRESS", "STATUS", "PROCESSING", "PENDING", "LAST ERROR")
+            fmt.format("NAME", "ADDRESS", "STATUS", "PROCESSING", "PENDING", "CONDITION")
         )
         for r in rows:
             self.stdout.write(
@@ -42,6 +50,6 @@ class Command(BaseCommand):
                     r["status"],
                     "yes" if r["processing"] else "no",
                     r["pending"],
-                    r["last_error"].splitlines()[0][:80] if r["last_error"] else "",
+                    r["conditions"][0]["message"][:80] if r["conditions"] else "",
                 )
             )
