@@ -102,6 +102,16 @@ def after_success(node_id: int, now: datetime, still_failing: tuple[str, str] | 
     conditions.save()
 
 
+def failing_changed(node_id: int, still_failing: tuple[str, str] | None, now: datetime) -> None:
+    """Rows were dropped by hand: ``failing`` names the first type still failing, if any."""
+    conditions = NodeConditions.locked(node_id)
+    conditions.clear(NodeCondition.FAILING, NodeCondition.STUCK)
+    if still_failing:
+        action_name, message = still_failing
+        conditions.set(NodeCondition.FAILING, message, now, action=action_name)
+    conditions.save()
+
+
 def after_failure(
     node_id: int,
     action_name: str,

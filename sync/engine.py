@@ -184,13 +184,22 @@ def _is(condition: Q) -> ExpressionWrapper:
 
 
 @retry_on_transient_errors
-def claim_node(node_id: int, worker: str, *, force: bool = False, recover: bool = False) -> bool:
+def claim_node(
+    node_id: int,
+    worker: str,
+    *,
+    force: bool = False,
+    recover: bool = False,
+    acted_by: str = "",
+    cancel: bool = False,
+) -> bool:
     """Take the node's lease; True when this worker now runs the node.
 
     One conditional UPDATE decides, so it is correct across any number of processes and
     machines on SQLite and MariaDB alike. Whatever a previous owner left processing is
-    recovered at once: it is ours to redo now. A lease that was released leaves nothing
-    behind, so recovery is skipped then (``recover`` asks for it anyway: the sweep's orphans).
+    recovered at once: it is ours to redo now (or, with ``cancel``, to fail and retry after
+    its backoff). A lease that was released leaves nothing behind, so recovery is skipped
+    then (``recover`` asks for it anyway: the sweep's orphans).
     """
     previous = (
         Node.objects.filter(pk=node_id)
@@ -213,6 +222,8 @@ def claim_node(node_id: int, worker: str, *, force: bool = False, recover: bool 
         forced=force and bool(previous["live"]),
         previous_owner=previous["lease_owner"],
         previous_until=previous["lease_until"],
+        acted_by=acted_by,
+        cancel=cancel,
     )
     return True
 
@@ -240,14 +251,24 @@ def recover_interrupted_runs(
     forced: bool = False,
     previous_owner: str = "",
     previous_until: datetime | None = None,
+    acted_by: str = "",
+    cancel: bool = False,
 ) -> int:
     """Put back to pending what a previous lease owner left running; return how many runs.
 
     Called only by the new lease owner, so every run still marked running on this node is
     someone else's. Each one is closed with a sentence saying what happened and who acted.
+    A cancelled run's type fails instead and waits for its backoff: running it again at once
+    would hang again.
     """
     runs = SyncRun.objects.filter(node_id=node_id, outcome=Outcome.RUNNING)
-    if forced:
+    if cancel:
+        outcome = Outcome.CANCELLED
+        why = (
+            f"Cancelled by {acted_by or 'an admin'}: the run of {previous_owner or 'a worker'} "
+            "was ended; the type waits for its retry and is not started again at once."
+        )
+    elif forced:
         outcome = Outcome.FORCED
         why = (
             f"Forced to complete: {worker} took the node over from {previous_owner or 'nobody'} "
@@ -263,19 +284,30 @@ def recover_interrupted_runs(
     with transaction.atomic():
         if not Node.objects.filter(pk=node_id, lease_owner=worker).exists():
             return 0
-        interrupted = list(runs.select_related("action").values_list("pk", "action__name"))
+        interrupted = list(
+            runs.select_related("action").values_list("pk", "action__name", "action__title")
+        )
         if not interrupted:
             # Rows can be left processing without a run only by a crash between two writes.
             Node2Sync.objects.filter(node_id=node_id, state=DesyncState.PROCESSING).update(
                 state=DesyncState.PENDING, next_attempt_at=db_now(), started_at=None, worker=""
             )
             return 0
-        runs.update(outcome=outcome, finished_at=db_now(), log=Concat(F("log"), Value("\n" + why)))
-        Node2Sync.objects.filter(node_id=node_id, state=DesyncState.PROCESSING).update(
-            state=DesyncState.PENDING, next_attempt_at=db_now(), started_at=None, worker=""
+        runs.update(
+            outcome=outcome,
+            finished_at=db_now(),
+            log=Concat(F("log"), Value("\n" + why)),
+            acted_by=acted_by,
         )
+        processing = Node2Sync.objects.filter(node_id=node_id, state=DesyncState.PROCESSING)
+        if cancel:
+            _fail_cancelled(node_id, processing, f"cancelled by {acted_by or 'an admin'}")
+        else:
+            processing.update(
+                state=DesyncState.PENDING, next_attempt_at=db_now(), started_at=None, worker=""
+            )
     node_name = Node.objects.filter(pk=node_id).values_list("name", flat=True).first()
-    for _, action_name in interrupted:
+    for _, action_name, _ in interrupted:
         log.warning(
             "sync %s node=%s type=%s worker=%s %s",
             outcome,
@@ -285,6 +317,24 @@ def recover_interrupted_runs(
             why,
         )
     return len(interrupted)
+
+
+def _fail_cancelled(node_id: int, rows, error: str) -> None:
+    """Cancelled rows fail like a failed run: attempts + 1, backoff, the reason kept."""
+    now = read_db_now()
+    for row_id, attempts, title, name in rows.values_list(
+        "pk", "attempts", "action__title", "action__name"
+    ):
+        Node2Sync.objects.filter(pk=row_id).update(
+            state=DesyncState.FAILED,
+            attempts=attempts + 1,
+            next_attempt_at=db_now_plus(backoff_seconds(attempts + 1)),
+            last_error=error,
+            started_at=None,
+            worker="",
+        )
+        Node.objects.filter(pk=node_id).update(current_action=None, last_error=f"{title}: {error}")
+        conditions.after_failure(node_id, name, title, FailureKind.FAILED, error, now)
 
 
 def _fmt(when: datetime | None) -> str:
@@ -568,11 +618,28 @@ async def _execute(ticket: RunTicket, ctx_node: Node, conn: _Connection) -> Exec
     return Execution(Outcome.SUCCESS, "\n".join(lines))
 
 
+@retry_on_transient_errors
+def holds_lease(node_id: int, worker: str) -> bool:
+    return Node.objects.filter(pk=node_id, lease_owner=worker).exists()
+
+
 async def _keep_lease(node_id: int, worker: str, lost: asyncio.Event) -> None:
-    interval = max(_conf("lease_seconds") / 3, 0.2)
+    """Renew the lease, and notice soon when an admin took it (cancel, force).
+
+    Renewing is a write, so it happens every third of the lease; checking who holds it is a
+    cheap read, every ``cancel_check_seconds``, so a cancelled run ends within seconds.
+    """
+    renew_every = max(_conf("lease_seconds") / 3, 0.2)
+    check_every = min(renew_every, float(settings.SYNC.get("cancel_check_seconds", 2)))
+    renewed = time.monotonic()
     while True:
-        await asyncio.sleep(interval)
-        if not await _db(renew_lease)(node_id, worker):
+        await asyncio.sleep(check_every)
+        if time.monotonic() - renewed >= renew_every:
+            held = await _db(renew_lease)(node_id, worker)
+            renewed = time.monotonic()
+        else:
+            held = await _db(holds_lease)(node_id, worker)
+        if not held:
             lost.set()
             return
 
@@ -753,11 +820,83 @@ def take_over_node(node: Node, by: str) -> bool:
     pending and the cluster runs it again; the old worker's late result is ignored.
     """
     worker = new_worker_id(f"forced-by-{by}")
-    if not claim_node(node.pk, worker, force=True):
+    if not claim_node(node.pk, worker, force=True, acted_by=by):
         return False
     release_node(node.pk, worker)
     transaction.on_commit(lambda: kick([node.pk]))
     return True
+
+
+def cancel_node(node: Node, by: str) -> list[str]:
+    """End the synchronizer running on the node now; return the titles of the runs ended.
+
+    The lease is taken from the worker (which notices within ``cancel_check_seconds`` and ends
+    its remote commands); the run is recorded as ``cancelled`` naming who did it, and its row
+    fails and waits for its backoff instead of starting again at once.
+    """
+    running = list(
+        SyncRun.objects.filter(node=node, outcome=Outcome.RUNNING).values_list(
+            "action__title", flat=True
+        )
+    )
+    if not running:
+        return []
+    worker = new_worker_id(f"cancelled-by-{by}")
+    if not claim_node(node.pk, worker, force=True, recover=True, acted_by=by, cancel=True):
+        return []
+    release_node(node.pk, worker)
+    return running
+
+
+@retry_on_transient_errors
+def skip_desyncs(node: Node, action_ids: list[int] | None, by: str) -> list[str]:
+    """Drop the node's desynchronizations without running them (work an admin did by hand).
+
+    A type that is running is cancelled first. Each dropped row leaves a ``skipped`` run that
+    names who skipped it. Returns the titles of the types dropped.
+    """
+    rows = Node2Sync.objects.filter(node=node)
+    if action_ids is not None:
+        rows = rows.filter(action_id__in=action_ids)
+    if rows.filter(state=DesyncState.PROCESSING).exists():
+        cancel_node(node, by)
+    with transaction.atomic():
+        list(Node.objects.select_for_update().filter(pk=node.pk).values("pk"))
+        now = read_db_now()
+        skipped = list(rows.select_related("action").order_by("action__priority", "action_id"))
+        why = f"Skipped by {by}: dropped without running it (the work was done by hand)."
+        SyncRun.objects.bulk_create(
+            SyncRun(
+                node=node,
+                action=row.action,
+                worker=f"skipped-by-{by}"[:100],
+                started_at=now,
+                finished_at=now,
+                outcome=Outcome.SKIPPED,
+                generation=row.generation,
+                log=why,
+                acted_by=by,
+            )
+            for row in skipped
+        )
+        rows.filter(pk__in=[r.pk for r in skipped]).delete()
+        still_failing = (
+            Node2Sync.objects.filter(node=node, state=DesyncState.FAILED)
+            .order_by("action__priority", "action_id")
+            .values_list("action__name", "action__title", "last_error")
+            .first()
+        )
+        if not still_failing:
+            Node.objects.filter(pk=node.pk).update(last_error="")
+        conditions.failing_changed(
+            node.pk,
+            still_failing and (still_failing[0], conditions.failing_message(*still_failing[1:])),
+            now,
+        )
+        Node.objects.filter(pk=node.pk).recompute_status()
+    for row in skipped:
+        log.warning("sync skipped node=%s type=%s by=%s", node.name, row.action.name, by)
+    return [row.action.title for row in skipped]
 
 
 def set_maintenance(nodes: Iterable[Node | int], on: bool) -> int:

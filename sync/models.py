@@ -66,6 +66,8 @@ class Outcome(models.TextChoices):
     FAILED = "failed", "Failed"
     TIMEOUT = "timeout", "Timed out"
     FORCED = "forced", "Forced"
+    CANCELLED = "cancelled", "Cancelled"
+    SKIPPED = "skipped", "Skipped"
     LOST = "lost", "Lost"
 
 
@@ -82,6 +84,8 @@ class SyncRun(models.Model):
     outcome = models.CharField(max_length=10, choices=Outcome, default=Outcome.RUNNING)
     generation = models.PositiveIntegerField(default=0)
     log = models.TextField(blank=True)
+    # Who ended or dropped it by hand (forced, cancelled, skipped): an admin's user name.
+    acted_by = models.CharField(max_length=150, blank=True)
 
     class Meta:
         db_table = "syncrun"

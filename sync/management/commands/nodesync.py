@@ -1,10 +1,11 @@
+import getpass
 import time
 
 from django.core.management.base import BaseCommand, CommandError
 
 from nodes.models import Node
 from sync import engine
-from sync.cli import actions_by_name, nodes_by_name
+from sync.cli import actions_by_name, bad_arguments, nodes_by_name
 from sync.models import Node2Sync, Outcome
 
 
@@ -12,7 +13,9 @@ class Command(BaseCommand):
     help = (
         "Run a synchronization pass in the foreground until the selected desynchronizations "
         "are done or failed. Takes over work whose lease expired (any lease with --force). "
-        "Exit 0 when all completed, 1 when some failed, 2 on bad arguments."
+        "--cancel ends a node's running synchronizer (it fails and waits for its retry); "
+        "--skip drops desynchronizations without running them. Exit 0 when all completed, "
+        "1 when some failed, 2 on bad arguments."
     )
 
     def add_arguments(self, parser):
@@ -30,16 +33,47 @@ class Command(BaseCommand):
             metavar="TYPE",
             help="Only this synchronizer type (repeatable; default every type).",
         )
-        parser.add_argument(
+        what = parser.add_mutually_exclusive_group()
+        what.add_argument(
             "--force",
             action="store_true",
-            help="Take over nodes even from a live worker (a hanging run).",
+            help="Take over nodes even from a live worker (a hanging run), then run them.",
+        )
+        what.add_argument(
+            "--cancel",
+            action="store_true",
+            help="End the synchronizer running on --node now; its type waits for its retry.",
+        )
+        what.add_argument(
+            "--skip",
+            action="store_true",
+            help="Drop --node's desynchronizations (or only --action's) without running them.",
         )
 
-    def handle(self, *args, node: list[str], action: list[str], force: bool, **options):
+    def handle(
+        self,
+        *args,
+        node: list[str],
+        action: list[str],
+        force: bool,
+        cancel: bool = False,
+        skip: bool = False,
+        **options,
+    ):
+        if (cancel or skip) and not node:
+            raise bad_arguments("--cancel and --skip need --node NAME")
         nodes = nodes_by_name(node) if node else list(Node.objects.all())
         actions = actions_by_name(action) if action else None
         action_ids = [a.pk for a in actions] if actions else None
+        by = f"{getpass.getuser()} (nodesync)"
+        if cancel:
+            if actions:
+                raise bad_arguments("--cancel ends whatever runs on the node: drop --action")
+            self._cancel(nodes, by)
+            return
+        if skip:
+            self._skip(nodes, action_ids, by)
+            return
 
         if not force:
             for n in [n for n in nodes if n.maintenance]:
@@ -88,6 +122,28 @@ class Command(BaseCommand):
                 self.stderr.write(f"  {name}: {error}")
             raise CommandError(f"nodesync: {summary}", returncode=1)
         self.stdout.write(self.style.SUCCESS(summary))
+
+    def _cancel(self, nodes: list[Node], by: str) -> None:
+        for n in nodes:
+            ended = engine.cancel_node(n, by)
+            if ended:
+                self.stdout.write(
+                    f"  {n.name}: cancelled {', '.join(ended)}; recorded as cancelled by {by}. "
+                    "It waits for its retry (`nodesync --node NAME` runs it now)."
+                )
+            else:
+                self.stdout.write(f"  {n.name}: nothing is running.")
+
+    def _skip(self, nodes: list[Node], action_ids: list[int] | None, by: str) -> None:
+        for n in nodes:
+            skipped = engine.skip_desyncs(n, action_ids, by)
+            if skipped:
+                self.stdout.write(
+                    f"  {n.name}: skipped {', '.join(skipped)} without running; "
+                    f"recorded as skipped by {by}."
+                )
+            else:
+                self.stdout.write(f"  {n.name}: nothing to skip.")
 
     def _with_work(self, nodes: list[Node], action_ids: list[int] | None) -> list[Node]:
         rows = Node2Sync.objects.filter(node__in=nodes)

@@ -1,0 +1,181 @@
+"""What an admin does with a hanging synchronizer: force it, cancel it, or skip the work.
+
+Each leaves a ``syncrun`` row that says what happened and names who did it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from io import StringIO
+
+import pytest
+from django.core.management import call_command
+from django.core.management.base import CommandError
+from django.db import connection
+
+from nodes.choices import NodeStatus
+from sync.engine import (
+    cancel_node,
+    claim_node,
+    due_node_ids,
+    register_desync,
+    run_nodes,
+    skip_desyncs,
+    start_next_run,
+    take_over_node,
+)
+from sync.models import DesyncState, Node2Sync, Outcome, SyncRun
+
+pytestmark = pytest.mark.django_db
+
+
+def start_and_hang(node, action, worker: str = "hanging-worker"):
+    """A worker that took the node and started the type, then hung (alive, lease live)."""
+    register_desync([node], [action])
+    assert claim_node(node.pk, worker)
+    return start_next_run(node.pk, worker)
+
+
+def test_it_cancels_a_run_which_then_waits_for_its_backoff(make_node, make_type):
+    node = make_node()
+    ticket = start_and_hang(node, make_type("t-hang"))
+
+    assert cancel_node(node, "alice") == ["T-Hang"]
+
+    run = SyncRun.objects.get(pk=ticket.run_id)
+    assert run.outcome == Outcome.CANCELLED and run.acted_by == "alice"
+    assert "Cancelled by alice" in run.log and "hanging-worker" in run.log
+    row = Node2Sync.objects.get()
+    assert row.state == DesyncState.FAILED and row.attempts == 1
+    assert row.last_error == "cancelled by alice"
+    assert due_node_ids() == []  # not started again at once: it would hang again
+    node.refresh_from_db()
+    assert node.lease_owner == "" and node.condition == "failing"
+    assert "cancelled by alice" in node.condition_message
+
+
+def test_it_says_when_nothing_runs_to_cancel(make_node, make_type):
+    node = make_node()
+    register_desync([node], [make_type("t-a")])
+    assert cancel_node(node, "alice") == []
+    assert Node2Sync.objects.get().state == DesyncState.PENDING
+
+
+def test_it_records_who_forced_a_takeover(make_node, make_type):
+    node = make_node()
+    ticket = start_and_hang(node, make_type("t-hang"))
+
+    assert take_over_node(node, "bob")
+
+    run = SyncRun.objects.get(pk=ticket.run_id)
+    assert run.outcome == Outcome.FORCED and run.acted_by == "bob"
+    assert Node2Sync.objects.get().state == DesyncState.PENDING
+
+
+def test_it_skips_work_done_by_hand_and_records_who(make_node, make_type):
+    node = make_node()
+    done_by_hand = make_type("t-install", node_status=NodeStatus.INSTALLING)
+    other = make_type("t-other", node_status=NodeStatus.READY)
+    register_desync([node], [done_by_hand, other])
+    node.refresh_from_db()
+    assert node.status == NodeStatus.INSTALLING
+
+    assert skip_desyncs(node, [done_by_hand.pk], "carol") == ["T-Install"]
+
+    assert list(Node2Sync.objects.values_list("action__name", flat=True)) == ["t-other"]
+    run = SyncRun.objects.get()
+    assert run.outcome == Outcome.SKIPPED and run.acted_by == "carol"
+    assert "Skipped by carol" in run.log
+    node.refresh_from_db()
+    assert node.status == NodeStatus.READY
+
+
+def test_it_skips_a_running_type_by_cancelling_it_first(make_node, make_type):
+    node = make_node()
+    ticket = start_and_hang(node, make_type("t-hang"))
+
+    assert skip_desyncs(node, None, "carol") == ["T-Hang"]
+
+    assert not Node2Sync.objects.exists()
+    outcomes = dict(SyncRun.objects.values_list("pk", "outcome"))
+    assert outcomes[ticket.run_id] == Outcome.CANCELLED
+    assert sorted(outcomes.values()) == [Outcome.CANCELLED, Outcome.SKIPPED]
+
+
+@pytest.mark.django_db(transaction=True)
+def test_it_ends_a_live_hanging_run_within_seconds_of_a_cancel(make_node, make_type, settings):
+    settings.SYNC = {**settings.SYNC, "cancel_check_seconds": 0.5}
+    node = make_node()
+    started = threading.Event()
+
+    async def hang(ctx) -> None:
+        started.set()
+        await asyncio.sleep(60)
+
+    register_desync([node], [make_type("t-hang", run=hang, timeout=60)])
+    results = []
+
+    def worker() -> None:
+        try:
+            results.extend(run_nodes([node.pk]))
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    assert started.wait(10)
+    cancelled_at = time.monotonic()
+    assert cancel_node(node, "alice") == ["T-Hang"]
+    thread.join(15)
+
+    assert not thread.is_alive()
+    assert time.monotonic() - cancelled_at < 5
+    assert results[0].lease_lost
+    assert SyncRun.objects.get().outcome == Outcome.CANCELLED
+    assert Node2Sync.objects.get().state == DesyncState.FAILED
+
+
+def run(*args: str) -> str:
+    out = StringIO()
+    call_command(*args, stdout=out, stderr=StringIO())
+    return out.getvalue()
+
+
+def test_nodesync_cancels_and_skips_by_name(make_node, make_type):
+    node = make_node()
+    start_and_hang(node, make_type("t-hang"))
+
+    out = run("nodesync", "--node", node.name, "--cancel")
+    assert "cancelled T-Hang" in out and "(nodesync)" in out
+    assert SyncRun.objects.get().outcome == Outcome.CANCELLED
+    assert "nothing is running" in run("nodesync", "--node", node.name, "--cancel")
+
+    out = run("nodesync", "--node", node.name, "--skip", "--action", "t-hang")
+    assert "skipped T-Hang without running" in out
+    assert not Node2Sync.objects.exists()
+    assert "nothing to skip" in run("nodesync", "--node", node.name, "--skip")
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--cancel"],
+        ["--skip"],
+        ["--node", "n1", "--cancel", "--action", "t-a"],
+    ],
+)
+def test_nodesync_refuses_unclear_requests_with_exit_2(make_node, make_type, args):
+    make_node()
+    make_type("t-a")
+    with pytest.raises(CommandError) as caught:
+        call_command("nodesync", *args, stdout=StringIO(), stderr=StringIO())
+    assert caught.value.returncode == 2
+
+
+@pytest.mark.parametrize("args", [["--cancel", "--skip"], ["--force", "--cancel"]])
+def test_nodesync_takes_one_of_force_cancel_and_skip(manage, args):
+    result = manage("nodesync", "--node", "n1", *args)
+    assert result.returncode == 2
+    assert "not allowed with argument" in result.stderr
