@@ -18,6 +18,8 @@ urlpatterns = [
     path("<int:pk>/resync/", views.node_resync, name="resync"),
     path("<int:pk>/retry/", views.node_retry, name="retry"),
     path("<int:pk>/force/", views.node_force, name="force"),
+    path("<int:pk>/cancel/", views.node_cancel, name="cancel"),
+    path("<int:pk>/skip/", views.node_skip, name="skip"),
     path("<int:pk>/maintenance/", views.node_maintenance, name="maintenance"),
     path("<int:pk>/accept-key/", views.node_accept_key, name="accept_key"),
 ]

@@ -65,7 +65,14 @@ from nodes.keys import fingerprint, panel_public_key
 from nodes.models import Node
 from nodes.services import add_node
 from nodes.transports import TransportError
-from sync.engine import register_desync, retry_now, set_maintenance, take_over_node
+from sync.engine import (
+    cancel_node,
+    register_desync,
+    retry_now,
+    set_maintenance,
+    skip_desyncs,
+    take_over_node,
+)
 from sync.models import DesyncState, Node2Sync, SyncRun
 
 PAGE_SIZE = 50
@@ -358,6 +365,9 @@ def _detail_context(request: HttpRequest, node: Node) -> dict:
         SyncRun.objects.filter(node=node).select_related("action").order_by("-started_at", "-id"),
         RUNS_PAGE_SIZE,
     ).get_page(request.GET.get("runs_page"))
+    for run in runs.object_list:
+        if run.is_running:
+            run.elapsed = (now - run.started_at).total_seconds()
     host_key_fingerprint = ""
     if node.host_key:
         try:
@@ -501,6 +511,50 @@ def node_force(request: HttpRequest, pk: int) -> HttpResponse:
     return _back(request, node_url(node))
 
 
+def _acting_user(request: HttpRequest) -> str:
+    """Who acted, as the run history records it."""
+    return request.user.get_username()[:100]
+
+
+@require_POST
+@require_perms(CHANGE)
+def node_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    """Cancel: end the running synchronizer now; its type fails and waits for its retry."""
+    node = _node_or_404(pk)
+    ended = cancel_node(node, by=_acting_user(request))
+    if ended:
+        messages.success(
+            request,
+            f"Cancelled {', '.join(ended)} on {node.name}: recorded as cancelled by you. The "
+            "type waits for its next attempt; “Retry now” runs it at once.",
+        )
+    else:
+        messages.info(request, f"Nothing is running on {node.name}.")
+    return _back(request, node_url(node))
+
+
+@require_POST
+@require_perms(CHANGE)
+def node_skip(request: HttpRequest, pk: int) -> HttpResponse:
+    """Skip: drop desynchronizations without running them, for work done by hand."""
+    node = _node_or_404(pk)
+    form = ResyncForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, f"Cannot skip: {_form_error_text(form)}")
+        return _back(request, node_url(node))
+    action = form.cleaned_data["action"]
+    skipped = skip_desyncs(node, [action.pk] if action else None, by=_acting_user(request))
+    if skipped:
+        messages.success(
+            request,
+            f"Skipped {', '.join(skipped)} on {node.name} without running: recorded as "
+            "skipped by you.",
+        )
+    else:
+        messages.info(request, f"Nothing to skip on {node.name}.")
+    return _back(request, node_url(node))
+
+
 @require_POST
 @require_perms(CHANGE)
 def node_maintenance(request: HttpRequest, pk: int) -> HttpResponse:
@@ -511,7 +565,13 @@ def node_maintenance(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect(node_url(node))
     on = form.cleaned_data["on"]
     set_maintenance([node], on)
-    if on:
+    if on and node.is_processing:
+        messages.success(
+            request,
+            f"{node.name} is in maintenance: the run of “{node.current_action.title}” is "
+            "finishing, then the panel runs nothing there (Cancel ends it now).",
+        )
+    elif on:
         messages.success(request, f"{node.name} is in maintenance: the panel runs nothing there.")
     else:
         messages.success(request, f"Maintenance of {node.name} ended; its waiting work runs now.")

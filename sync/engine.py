@@ -49,6 +49,7 @@ from sync.context import RunContext
 from sync.errors import FailureKind, describe_failure, printable, short
 from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun
 from sync.synchronizers import REGISTRY
+from sync.watch import RunWatch, WatchedTransport, publish
 
 log = logging.getLogger("sync")
 
@@ -459,7 +460,7 @@ def finish_run(
             return False
         now = read_db_now()
         SyncRun.objects.filter(pk=ticket.run_id).update(
-            finished_at=db_now(), outcome=outcome, log=log_text
+            finished_at=db_now(), outcome=outcome, log=log_text, current_command=""
         )
         row = Node2Sync.objects.filter(pk=ticket.desync_id)
         node = Node.objects.filter(pk=ticket.node_id)
@@ -504,6 +505,14 @@ def finish_run(
             )
         node.recompute_status()
     return True
+
+
+@retry_on_transient_errors
+def save_progress(run_id: int, worker: str, command: str, log_text: str) -> None:
+    """Publish a running run's current command and log so far (``sync.watch``)."""
+    SyncRun.objects.filter(pk=run_id, worker=worker, outcome=Outcome.RUNNING).update(
+        current_command=command, log=log_text
+    )
 
 
 @retry_on_transient_errors
@@ -555,11 +564,20 @@ class _Connection:
     def __init__(self, node: Node) -> None:
         self.node = node
         self.transport: Transport | None = None
+        self._watched: WatchedTransport | None = None
 
     async def get(self) -> Transport:
         if self.transport is None:
             self.transport = await open_transport(self.node)
         return self.transport
+
+    async def watched(self, watch: RunWatch) -> WatchedTransport:
+        """The transport as synchronizers see it: the same object for the whole session."""
+        transport = await self.get()
+        if self._watched is None or self._watched.transport is not transport:
+            self._watched = WatchedTransport(transport, watch)
+        self._watched.watch = watch
+        return self._watched
 
     async def close(self) -> None:
         if self.transport is not None:
@@ -586,10 +604,12 @@ class Execution:
 EXPECTED_FAILURES = (TransportError, ValueError)
 
 
-async def _execute(ticket: RunTicket, ctx_node: Node, conn: _Connection) -> Execution:
+async def _execute(
+    ticket: RunTicket, ctx_node: Node, conn: _Connection, watch: RunWatch
+) -> Execution:
     """Run one synchronizer within its timeout."""
     sync_type = REGISTRY.get(ticket.action.name)
-    lines: list[str] = []
+    lines = watch.lines
     if sync_type is None:
         return Execution(
             Outcome.FAILED, "", f"type {ticket.action.name} has no code in this version"
@@ -598,12 +618,15 @@ async def _execute(ticket: RunTicket, ctx_node: Node, conn: _Connection) -> Exec
     deadline = asyncio.timeout(timeout)
     try:
         async with deadline:
-            ctx = RunContext(node=ctx_node, transport=await conn.get(), lines=lines)
+            transport = await conn.watched(watch)
+            ctx = RunContext(node=ctx_node, transport=transport, lines=lines)
             await sync_type.run(ctx)
     except TimeoutError as e:
         await conn.close()  # the connection may be stuck mid-command
         if deadline.expired():
             error = f"timed out after {timeout} s"
+            if watch.command:
+                error += f" while running `{watch.last_command[:120]}`"
             return Execution(Outcome.TIMEOUT, "\n".join(lines), error, FailureKind.TIMEOUT)
         kind, error = describe_failure(e)
         return Execution(Outcome.FAILED, "\n".join(lines), error, kind, str(e))
@@ -671,10 +694,20 @@ async def _run_claimed(
                 return
             log.info("sync start node=%s type=%s worker=%s", node.name, ticket.action.name, worker)
             started = time.monotonic()
-            run = asyncio.create_task(_execute(ticket, node, conn))
+            watch = RunWatch([])
+            publisher = asyncio.create_task(
+                publish(
+                    watch,
+                    functools.partial(_db(save_progress), ticket.run_id, worker),
+                    _conf("log_cap_chars"),
+                )
+            )
+            run = asyncio.create_task(_execute(ticket, node, conn, watch))
             lost_wait = asyncio.create_task(lost.wait())
             await asyncio.wait({run, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
             lost_wait.cancel()
+            publisher.cancel()
+            await asyncio.gather(publisher, return_exceptions=True)
             if not run.done():
                 run.cancel()
                 await asyncio.gather(run, return_exceptions=True)

@@ -86,6 +86,8 @@ class SyncRun(models.Model):
     log = models.TextField(blank=True)
     # Who ended or dropped it by hand (forced, cancelled, skipped): an admin's user name.
     acted_by = models.CharField(max_length=150, blank=True)
+    # While it runs: the command it runs on the node now (for the node page to show).
+    current_command = models.CharField(max_length=300, blank=True)
 
     class Meta:
         db_table = "syncrun"
@@ -95,6 +97,10 @@ class SyncRun(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action_id} on {self.node_id}: {self.outcome}"
+
+    @property
+    def is_running(self) -> bool:
+        return self.outcome == Outcome.RUNNING
 
     @property
     def duration(self) -> float | None:

@@ -39,6 +39,8 @@ _OUTCOME = {
     "failed": ("x-circle", "text-danger-emphasis"),
     "timeout": ("clock", "text-warning-emphasis"),
     "forced": ("bolt", "text-warning-emphasis"),
+    "cancelled": ("x-circle", "text-warning-emphasis"),
+    "skipped": ("check-circle", "text-secondary-emphasis"),
     "lost": ("help-circle", "text-secondary-emphasis"),
 }
 _STATE = {

@@ -1,0 +1,73 @@
+"""Watching a run: what it runs now and what it has logged so far, published while it runs.
+
+A hanging run must be understandable from the node page: which command runs on the node, for
+how long against the type's timeout, and the log lines so far. The synchronizer's transport is
+wrapped to note each command; a small task writes the changes to the run's row at most every
+``PUBLISH_SECONDS`` (one UPDATE, only when something changed), and the page's poll shows them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shlex
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from nodes.transports import Transport
+from sync.errors import printable
+
+PUBLISH_SECONDS = 1.0
+COMMAND_CHARS = 300
+
+
+class RunWatch:
+    """What the run is doing now; changed by the session's coroutines, read by the publisher."""
+
+    def __init__(self, lines: list[str]) -> None:
+        self.lines = lines
+        self.command = ""
+        self.last_command = ""  # kept after it ended: what a timed-out run was doing
+        self.version = 0
+
+    def running(self, argv: Sequence[str]) -> None:
+        self.command = printable(shlex.join(str(a) for a in argv))[:COMMAND_CHARS]
+        self.last_command = self.command
+        self.version += 1
+
+    def done(self) -> None:
+        self.command = ""
+        self.version += 1
+
+
+class WatchedTransport:
+    """The session's transport, noting each command it runs in the run's ``RunWatch``."""
+
+    def __init__(self, transport: Transport, watch: RunWatch) -> None:
+        self.transport = transport
+        self.watch = watch
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.transport, name)
+
+    async def run(self, argv: Sequence[str], **kwargs: Any) -> Any:
+        watch = self.watch
+        watch.running(argv)
+        try:
+            return await self.transport.run(argv, **kwargs)
+        finally:
+            watch.done()
+
+
+async def publish(watch: RunWatch, save: Callable[[str, str], Any], log_cap: int) -> None:
+    """Write the command and the log so far whenever they changed; runs until cancelled."""
+    seen = (0, 0)
+    while True:
+        await asyncio.sleep(PUBLISH_SECONDS)
+        now = (watch.version, len(watch.lines))
+        if now == seen:
+            continue
+        seen = now
+        text = "\n".join(watch.lines)
+        if len(text) > log_cap:
+            text = "[... log cut ...]\n" + text[-log_cap:]
+        await save(watch.command, text)
