@@ -202,6 +202,8 @@ SYNC = {
     # A session stops taking new types after this long and leaves the rest to the next task.
     "session_budget_seconds": 1200,
     "log_cap_chars": 20000,
+    # The run history keeps this many runs per node and type (the newest).
+    "runs_kept_per_type": int(os.environ.get("PANEL_RUNS_KEPT_PER_TYPE", "50")),
     # The health probe runs on every node not heard from for this long (through the sweep's
     # schedule, so at most about once a minute); a node whose connections have failed for
     # longer than the grace period is "unreachable".

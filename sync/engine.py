@@ -448,10 +448,11 @@ def finish_run(
     error = short(error) if error else ""
     cap = _conf("log_cap_chars")
     if error or detail:
-        detail = detail or error
-        if len(detail) > cap:
-            detail = detail[: cap // 2] + "\n[... error cut ...]\n" + detail[-cap // 2 :]
-        shown = f"ERROR: {printable(detail)}"
+        shown = f"ERROR: {error}"
+        if detail and detail.strip() != error:
+            if len(detail) > cap:
+                detail = detail[: cap // 2] + "\n[... error cut ...]\n" + detail[-cap // 2 :]
+            shown += f"\n{printable(detail)}"
         log_text = f"{log_text}\n{shown}" if log_text else shown
     if len(log_text) > cap:
         log_text = log_text[: cap // 2] + "\n[... log cut ...]\n" + log_text[-cap // 2 :]
@@ -462,6 +463,7 @@ def finish_run(
         SyncRun.objects.filter(pk=ticket.run_id).update(
             finished_at=db_now(), outcome=outcome, log=log_text, current_command=""
         )
+        _prune_history(ticket.node_id, ticket.action.pk)
         row = Node2Sync.objects.filter(pk=ticket.desync_id)
         node = Node.objects.filter(pk=ticket.node_id)
         if outcome == Outcome.SUCCESS:
@@ -505,6 +507,16 @@ def finish_run(
             )
         node.recompute_status()
     return True
+
+
+def _prune_history(node_id: int, action_id: int) -> None:
+    """Keep the last ``runs_kept_per_type`` runs of a node and type: the probe alone would
+    otherwise add a row per node every minute, for ever."""
+    keep = int(settings.SYNC.get("runs_kept_per_type", 50))
+    runs = SyncRun.objects.filter(node_id=node_id, action_id=action_id)
+    oldest_kept = runs.order_by("-id").values_list("id", flat=True)[keep - 1 : keep].first()
+    if oldest_kept is not None:
+        runs.filter(id__lt=oldest_kept).delete()
 
 
 @retry_on_transient_errors

@@ -179,3 +179,14 @@ def test_nodesync_takes_one_of_force_cancel_and_skip(manage, args):
     result = manage("nodesync", "--node", "n1", *args)
     assert result.returncode == 2
     assert "not allowed with argument" in result.stderr
+
+
+def test_it_keeps_only_the_newest_runs_of_each_node_and_type(make_node, make_type, settings):
+    settings.SYNC = {**settings.SYNC, "runs_kept_per_type": 3}
+    node, other = make_node("n1"), make_node("n2")
+    action = make_type("t-a")
+    for _ in range(5):
+        register_desync([node, other], [action])
+        run_nodes([node.pk, other.pk])
+    assert SyncRun.objects.filter(node=node).count() == 3
+    assert SyncRun.objects.filter(node=other).count() == 3

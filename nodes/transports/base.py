@@ -11,6 +11,8 @@ import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from nodes.transports.limits import MESSAGE_LIMIT, keep_head_and_tail
+
 
 class TransportError(Exception):
     """The node could not be reached or did not do what was asked; the message is for admins."""
@@ -21,10 +23,11 @@ class CommandFailed(TransportError):
         self.argv = list(argv)
         self.exit_status = exit_status
         self.stderr = stderr
-        tail = stderr.strip()[-500:]
+        # Head and tail: the first lines say what failed, the last ones often why.
+        shown = keep_head_and_tail(stderr.strip(), MESSAGE_LIMIT)
         super().__init__(
             f"command `{shlex.join(self.argv)[:200]}` exited with {exit_status}"
-            + (f": {tail}" if tail else "")
+            + (f": {shown}" if shown else "")
         )
 
 
@@ -60,7 +63,29 @@ class Transport(abc.ABC):
         owner: str | None = None,
         group: str | None = None,
     ) -> None:
-        """Write ``path`` atomically: a temporary file beside it, then a rename."""
+        """Write ``path`` atomically: a temporary file beside it, then a rename.
+
+        Never through a symbolic link, and never into a folder (or below one) owned by a user
+        other than root or ``owner``: a user must not be able to redirect root's write (see
+        ``remote_runner.write_file``). Raises TransportError, saying why.
+        """
+
+    @abc.abstractmethod
+    async def make_dir(
+        self,
+        path: str,
+        *,
+        mode: int | None = None,
+        owner: str | None = None,
+        group: str | None = None,
+        trusting: str | None = None,
+    ) -> None:
+        """Make the folder ``path`` and missing ones above it (``mkdir -p``); set ``mode``,
+        ``owner`` and ``group`` on it when given (``install -d``).
+
+        The same rules as ``put_file``: no symbolic links on the way, folders owned by root,
+        by ``owner`` or by ``trusting`` (the user a file will then be written for) only.
+        """
 
     @abc.abstractmethod
     async def read_file(self, path: str) -> bytes:

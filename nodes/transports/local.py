@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
+from nodes.transports import remote_runner
 from nodes.transports.base import CommandFailed, CommandResult, Transport, TransportError
+from nodes.transports.limits import FILE_LIMIT, FILE_TOO_LARGE, OUTPUT_LIMIT, Capture
+from nodes.transports.streams import feed, pump
 
 
 class LocalTransport(Transport):
@@ -31,16 +32,26 @@ class LocalTransport(Transport):
             )
         except OSError as e:
             raise TransportError(f"cannot run {argv[0]!r}: {e.strerror or e}") from e
+        # Not communicate(): it keeps all output; a runaway command would fill our memory.
+        out, err = Capture(OUTPUT_LIMIT), Capture(OUTPUT_LIMIT)
         try:
             async with asyncio.timeout(timeout):
-                out, err = await proc.communicate(input)
+                await asyncio.gather(
+                    feed(proc.stdin, input) if input is not None else asyncio.sleep(0),
+                    pump(proc.stdout, out),
+                    pump(proc.stderr, err),
+                )
+                await proc.wait()
         except BaseException:
             # Cancelled (synchronizer timeout) or timed out: the command must not outlive us.
             _kill_group(proc)
             await proc.wait()
             raise
         result = CommandResult(
-            argv, proc.returncode, out.decode(errors="replace"), err.decode(errors="replace")
+            argv,
+            proc.returncode,
+            out.value().decode(errors="replace"),
+            err.value().decode(errors="replace"),
         )
         if check and proc.returncode != 0:
             raise CommandFailed(argv, proc.returncode, result.stderr)
@@ -55,7 +66,18 @@ class LocalTransport(Transport):
         owner: str | None = None,
         group: str | None = None,
     ) -> None:
-        await asyncio.to_thread(_put_file, path, data, mode, owner, group)
+        await _on_disk(remote_runner.write_file, path, data, mode, owner, group)
+
+    async def make_dir(
+        self,
+        path: str,
+        *,
+        mode: int | None = None,
+        owner: str | None = None,
+        group: str | None = None,
+        trusting: str | None = None,
+    ) -> None:
+        await _on_disk(remote_runner.make_dir, path, mode, owner, group, trusting)
 
     async def read_file(self, path: str) -> bytes:
         try:
@@ -72,23 +94,18 @@ def _kill_group(proc: asyncio.subprocess.Process) -> None:
 
 
 def _read_file(path: str) -> bytes:
+    """A file up to FILE_LIMIT, as from a node; a larger one is refused, never cut."""
     with open(path, "rb") as f:
-        return f.read()
+        data = f.read(FILE_LIMIT + 1)
+    if len(data) > FILE_LIMIT:
+        raise TransportError(f"cannot read {path}: {FILE_TOO_LARGE}")
+    return data
 
 
-def _put_file(path: str, data: bytes, mode: int, owner: str | None, group: str | None) -> None:
-    directory = os.path.dirname(path) or "."
+async def _on_disk(write: Callable[..., None], *args: object) -> None:
+    """Run one of the runner's writes here: the panel's own server is written exactly as a
+    node is, with the same code (no symbolic link followed, no user's folder trusted)."""
     try:
-        fd, tmp = tempfile.mkstemp(prefix=".panel-", dir=directory)
-    except OSError as e:
-        raise TransportError(f"cannot write {path}: {e.strerror or e}") from e
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        if owner or group:
-            shutil.chown(tmp, owner, group)
-        os.chmod(tmp, mode)  # after chown, which clears setuid and setgid bits
-        os.replace(tmp, path)
-    except (OSError, LookupError) as e:
-        os.unlink(tmp)
-        raise TransportError(f"cannot write {path}: {e}") from e
+        await asyncio.to_thread(write, *args)
+    except remote_runner.WriteRefused as e:
+        raise TransportError(str(e)) from None

@@ -9,14 +9,27 @@ as base64. Standard library only, and Python 3.6 syntax, for old nodes.
 # ruff: noqa: UP022 - capture_output is Python 3.7+, and nodes may be older
 
 import base64
+import errno
 import grp
 import json
 import os
 import pwd
+import stat
 import struct
 import subprocess
 import sys
-import tempfile
+import threading
+import time
+
+if __name__ != "__main__":  # imported by the panel; on the node, ssh.py sends limits.py first
+    from nodes.transports.limits import (
+        FILE_LIMIT,
+        FILE_TOO_LARGE,
+        FRAME_LIMIT,
+        MIB,
+        OUTPUT_LIMIT,
+        Capture,
+    )
 
 
 def _b64(data):
@@ -33,69 +46,312 @@ def _read(stream):
 
 def _write(stream, message):
     data = json.dumps(message).encode("utf-8")
+    if len(data) > FRAME_LIMIT:  # not with the caps below; the panel would refuse the frame
+        error = f"the reply was {len(data)} bytes, over the {FRAME_LIMIT // MIB} MiB limit"
+        data = json.dumps({"error": error}).encode("utf-8")
     stream.write(struct.pack(">I", len(data)) + data)
     stream.flush()
 
 
 def _run(request):
+    """Run one command. Its stdout and stderr are read as they come and only their heads and
+    tails kept (OUTPUT_LIMIT each): a command printing gigabytes costs neither the node's
+    memory nor a reply over the panel's frame limit, and its last lines still arrive."""
     data = request.get("input")
+    data = None if data is None else base64.b64decode(data)
+    timeout = request.get("timeout")
+    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        proc = subprocess.run(
+        proc = subprocess.Popen(
             request["argv"],
-            input=base64.b64decode(data) if data is not None else None,
-            stdin=subprocess.DEVNULL if data is None else None,
+            stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
-            timeout=request.get("timeout"),
         )
-    except subprocess.TimeoutExpired:
-        return {"timeout": True}
     except OSError as e:  # not found, not executable: what a shell would say, and its code
         return {
             "rc": 126 if isinstance(e, PermissionError) else 127,
             "out": "",
             "err": _b64(f"{request['argv'][0]}: {e.strerror}\n".encode()),
         }
-    return {"rc": proc.returncode, "out": _b64(proc.stdout), "err": _b64(proc.stderr)}
+    out, err = Capture(OUTPUT_LIMIT), Capture(OUTPUT_LIMIT)
+    readers = [_thread(_collect, proc.stdout, out), _thread(_collect, proc.stderr, err)]
+    if data is not None:
+        _thread(_feed, proc.stdin, data)
+    try:
+        for reader in readers:  # till end of output, like communicate()
+            reader.join(_left(deadline))
+            if reader.is_alive():
+                raise subprocess.TimeoutExpired(request["argv"], timeout)
+        proc.wait(_left(deadline))
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        return {"timeout": True}
+    return {"rc": proc.returncode, "out": _b64(out.value()), "err": _b64(err.value())}
+
+
+def _thread(target, *args):
+    thread = threading.Thread(target=target, args=args, daemon=True)
+    thread.start()
+    return thread
+
+
+def _collect(pipe, capture):
+    with pipe:
+        for chunk in iter(lambda: os.read(pipe.fileno(), 65536), b""):
+            capture.feed(chunk)
+
+
+def _feed(pipe, data):
+    try:
+        with pipe:
+            pipe.write(data)
+    except OSError:  # BrokenPipeError: the command did not read it all; its status says more
+        pass
+
+
+def _left(deadline):
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+# --- writes that cannot be redirected -------------------------------------------------------
+#
+# Root writes files into folders that unprivileged users may control (a user's ~/.ssh). A
+# path is a name that such a user can re-point between two system calls (a symbolic link in
+# place of a folder or of the temporary file), so nothing here uses a path twice: each folder
+# is opened from "/" one component at a time without following links, and everything after
+# that acts on descriptors. The local transport calls these same functions.
+
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+class WriteRefused(Exception):
+    """A write or folder that was not made; the message is complete, for admins."""
+
+
+def split_path(path, what):
+    """The components of an absolute path; ``.``, ``..`` and relative paths are refused."""
+    parts = [p for p in path.split("/") if p]
+    if not path.startswith("/") or any(p in (".", "..") for p in parts):
+        raise WriteRefused(f"cannot {what}: the path must be absolute, without . or ..")
+    return parts
+
+
+def _ids(owner, group, what):
+    try:
+        uid = pwd.getpwnam(owner).pw_uid if owner else -1
+    except KeyError:
+        raise WriteRefused(f"cannot {what}: unknown user {owner}") from None
+    try:
+        gid = grp.getgrnam(group).gr_gid if group else -1
+    except KeyError:
+        raise WriteRefused(f"cannot {what}: unknown group {group}") from None
+    return uid, gid
+
+
+def _trusted(uid):
+    """Who may own the folders on the way: root, this process, and the user written for
+    (a user's own folders can only be re-pointed at what that user can already reach)."""
+    return {0, os.geteuid()} | ({uid} if uid != -1 else set())
+
+
+def _open_folder(dir_fd, name, shown, what, trusted):
+    """Open ``name`` in ``dir_fd`` as a folder, never through a link, owned by ``trusted``."""
+    try:
+        fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno not in (errno.ELOOP, errno.ENOTDIR):
+            raise WriteRefused(f"cannot {what}: {shown}: {e.strerror}") from None
+        # A link fails with either; a folder here now was a link a moment ago (swapped back).
+        try:
+            kind = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+        except OSError:
+            kind = stat.S_IFLNK
+        if not (stat.S_ISLNK(kind) or stat.S_ISDIR(kind)):
+            raise WriteRefused(f"cannot {what}: {shown} is not a folder") from None
+        raise WriteRefused(f"refusing to {what}: {shown} is a symbolic link") from None
+    owner = os.fstat(fd).st_uid
+    if owner not in trusted:
+        os.close(fd)
+        raise WriteRefused(f"refusing to {what}: {shown} is owned by uid {owner}")
+    return fd
+
+
+def _walk(parts, what, trusted, create=False):
+    """A descriptor of the folder ``/parts...``; with ``create``, missing folders are made
+    (root's, 0755 less the umask, like ``mkdir -p``)."""
+    fd = os.open("/", _DIR_FLAGS)
+    shown = ""
+    try:
+        for name in parts:
+            shown += "/" + name
+            if create:
+                try:
+                    os.mkdir(name, 0o755, dir_fd=fd)
+                except FileExistsError:
+                    pass
+                except OSError as e:
+                    raise WriteRefused(f"cannot {what}: {shown}: {e.strerror}") from None
+            next_fd = _open_folder(fd, name, shown, what, trusted)
+            os.close(fd)
+            fd = next_fd
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _create_temp(dir_fd):
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    for _ in range(100):
+        name = ".panel-" + base64.b16encode(os.urandom(6)).decode("ascii").lower() + ".tmp"
+        try:
+            return name, os.open(name, flags, 0o600, dir_fd=dir_fd)
+        except FileExistsError:
+            continue
+    raise FileExistsError(errno.EEXIST, "no free temporary name")
+
+
+def write_file(path, data, mode, owner=None, group=None):
+    """Replace ``path`` with ``data`` atomically: a temporary file made in the folder's
+    descriptor, chowned and chmodded through its own descriptor, renamed within the folder.
+
+    Folders on the way may belong to root, to this process, or to ``owner``; a symbolic link
+    or another user's folder on the way is refused (WriteRefused, with the reason).
+    """
+    what = f"write {path}"
+    parts = split_path(path, what)
+    if not parts:
+        raise WriteRefused(f"cannot {what}: it is the root folder")
+    uid, gid = _ids(owner, group, what)
+    dir_fd = _walk(parts[:-1], what, _trusted(uid))
+    try:
+        tmp, fd = _create_temp(dir_fd)
+        try:
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                if uid != -1 or gid != -1:
+                    os.fchown(fd, uid, gid)
+                os.fchmod(fd, mode)  # after fchown, which clears setuid and setgid bits
+                os.fsync(fd)
+                os.rename(tmp, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            except BaseException:
+                try:
+                    os.unlink(tmp, dir_fd=dir_fd)
+                except OSError:
+                    pass
+                raise
+            # The folder's owner may have put something else in the temporary file's place.
+            ours = os.fstat(fd)
+            there = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
+            if (ours.st_dev, ours.st_ino) != (there.st_dev, there.st_ino):
+                raise WriteRefused(f"refusing to {what}: the file was replaced while written")
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise WriteRefused(f"cannot {what}: {e.strerror}") from None
+    finally:
+        os.close(dir_fd)
+
+
+def make_dir(path, mode=None, owner=None, group=None, trusting=None):
+    """Make the folder ``path`` and the missing ones above it, like ``mkdir -p``; with
+    ``mode``, ``owner`` or ``group``, set them on the folder (made or already there) through
+    its descriptor, like ``install -d``.
+
+    Folders on the way may belong to root, to this process, or to ``owner`` (or to
+    ``trusting``: the user a file will be written for there); anything else is refused.
+    """
+    what = f"make the folder {path}"
+    parts = split_path(path, what)
+    uid, gid = _ids(owner, group, what)
+    trusted = _trusted(uid) | _trusted(_ids(trusting, None, what)[0])
+    if not parts:
+        return
+    parent_fd = _walk(parts[:-1], what, trusted, create=True)
+    try:
+        try:
+            os.mkdir(parts[-1], 0o755 if mode is None else 0o700, dir_fd=parent_fd)
+        except FileExistsError:
+            pass
+        fd = _open_folder(parent_fd, parts[-1], path, what, trusted)
+        try:
+            if uid != -1 or gid != -1:
+                os.fchown(fd, uid, gid)
+            if mode is not None:
+                os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise WriteRefused(f"cannot {what}: {e.strerror}") from None
+    finally:
+        os.close(parent_fd)
 
 
 def _put(request):
-    path = request["path"]
-    fd, tmp = tempfile.mkstemp(prefix=".panel-", dir=os.path.dirname(path) or "/")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(base64.b64decode(request["data"]))
-        owner, group = request.get("owner"), request.get("group")
-        if owner or group:
-            uid = pwd.getpwnam(owner).pw_uid if owner else -1
-            gid = grp.getgrnam(group).gr_gid if group else -1
-            os.chown(tmp, uid, gid)
-        os.chmod(tmp, request["mode"])  # after chown, which clears setuid and setgid bits
-        os.rename(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+        write_file(
+            request["path"],
+            base64.b64decode(request["data"]),
+            request["mode"],
+            request.get("owner"),
+            request.get("group"),
+        )
+    except WriteRefused as e:
+        return {"error": str(e)}
+    return {"ok": True}
+
+
+def _mkdir(request):
+    try:
+        make_dir(
+            request["path"],
+            request.get("mode"),
+            request.get("owner"),
+            request.get("group"),
+            request.get("trusting"),
+        )
+    except WriteRefused as e:
+        return {"error": str(e)}
     return {"ok": True}
 
 
 def _read_file(request):
+    """A file up to FILE_LIMIT; a larger one is an error, never a cut file."""
     with open(request["path"], "rb") as f:
-        return {"data": _b64(f.read())}
+        data = f.read(FILE_LIMIT + 1)
+    if len(data) > FILE_LIMIT:
+        return {"error": FILE_TOO_LARGE}
+    return {"data": _b64(data)}
 
 
 def main():
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    handlers = {"run": _run, "put": _put, "read": _read_file, "hello": lambda r: {"ok": True}}
+    handlers = {
+        "run": _run,
+        "put": _put,
+        "mkdir": _mkdir,
+        "read": _read_file,
+        "hello": lambda r: {"ok": True},
+    }
     while True:
         request = _read(stdin)
         if request is None:
             return
+        handler = handlers.get(request.get("op"))
         try:
-            reply = handlers[request["op"]](request)
+            if handler is None:
+                raise ValueError(f"unknown request {request.get('op')!r}")
+            reply = handler(request)
         except KeyError as e:
             reply = {"error": f"unknown user or group: {e}"}
         except OSError as e:
             reply = {"error": f"{e.filename or request.get('path', '')}: {e.strerror}"}
+        except Exception as e:  # a bad request or a bug: an answer, not a dead channel
+            reply = {"error": f"{type(e).__name__}: {e}"}
         _write(stdout, reply)
 
 

@@ -11,18 +11,34 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import secrets
 import shlex
 import struct
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import asyncssh
 
 from nodes.keys import fingerprint, load_panel_key
-from nodes.transports import remote_runner
+from nodes.transports import limits, remote_runner
 from nodes.transports.base import CommandFailed, CommandResult, Transport, TransportError
+from nodes.transports.limits import (
+    FILE_LIMIT,
+    FILE_TOO_LARGE,
+    OUTPUT_LIMIT,
+    Capture,
+    keep_head_and_tail,
+)
+from nodes.transports.replies import (
+    NotARunnerReply,
+    check_frame_size,
+    parse_reply,
+    reply_bytes,
+    reply_error,
+    reply_int,
+)
+from nodes.transports.streams import feed, pump
 
 if TYPE_CHECKING:
     from nodes.models import Node
@@ -30,16 +46,55 @@ if TYPE_CHECKING:
 CONNECT_TIMEOUT = 15
 KEEPALIVE_INTERVAL = 15
 
-# Writes stdin to a temporary file beside the target, sets mode and owner, renames it into
-# place. The script is fixed; paths and names arrive as positional arguments ($1...).
+# Nodes without python3 get their files and folders from these sh scripts instead of the
+# runner's descriptor-based writes, which sh cannot do: sh can only name paths, and a user who
+# owns a folder on the way can re-point a name between two commands (a link in place of
+# ~/.ssh or of the temporary file, and chown follows it). So the scripts write only where no
+# unprivileged user can change any name: every folder from / down is a real folder (no link)
+# owned by root (or by the login user), and none is writable by others, except a sticky
+# folder above the target (/tmp: others cannot rename root's entries there). Anything else is
+# refused (exit 3) with the reason; such a node needs python3 for writes into users' folders.
+# The scripts are fixed; paths and names arrive as positional arguments ($1...).
+_SAFE_FOLDERS = (
+    "refuse() { printf '%s\\n' \"$1\" >&2; exit 3; }; "
+    # safe WHAT DIR STRICT: DIR and the folders above it are safe to write in, as above.
+    'safe() { d=$2; strict=$3; me=$(id -u); nopy="the node has no python3: cannot safely"; '
+    "while :; do "
+    "info=$(LC_ALL=C stat -c '%F:%u:%U:%a' -- \"$d\" 2>/dev/null) || "
+    'refuse "cannot $1: cannot stat $d"; '
+    "kind=${info%%:*}; rest=${info#*:}; uid=${rest%%:*}; rest=${rest#*:}; "
+    "user=${rest%%:*}; perm=${rest#*:}; "
+    '[ "$kind" != "symbolic link" ] || refuse "refusing to $1: $d is a symbolic link"; '
+    '[ "$kind" = directory ] || refuse "cannot $1: $d is not a folder"; '
+    '[ "$uid" = 0 ] || [ "$uid" = "$me" ] || '
+    'refuse "refusing to $1: $nopy write into a folder owned by $user ($d)"; '
+    'if [ $((0$perm & 022)) != 0 ] && { [ "$strict" = 1 ] || [ $((0$perm & 01000)) = 0 ]; }; '
+    'then refuse "refusing to $1: $nopy write into $d, which other users can write to"; fi; '
+    '[ "$d" != / ] || return 0; d=${d%/*}; d=${d:-/}; strict=0; '
+    "done; }; "
+)
+
+# put: $1 folder, $2 octal mode, $3 owner[:group] or empty, $4 path; the data on stdin.
 _PUT_FILE_SCRIPT = (
-    'set -e; umask 077; tmp=$1; trap \'rm -f -- "$tmp"\' EXIT; cat > "$tmp"; '
+    "set -e; umask 077; " + _SAFE_FOLDERS + 'safe "write $4" "$1" 1; '
+    'tmp=$(mktemp "$1/.panel-XXXXXXXXXX"); trap \'rm -f -- "$tmp"\' EXIT; cat > "$tmp"; '
     'if [ -n "$3" ]; then chown -- "$3" "$tmp"; fi; chmod -- "$2" "$tmp"; '
     'mv -f -- "$tmp" "$4"; trap - EXIT'
 )
 
+# make_dir: $1 folder, $2 octal mode or empty, $3 owner[:group] or empty. The deepest folder
+# that exists is where new ones are made: it must be safe (strictly, when anything is made).
+_MAKE_DIR_SCRIPT = (
+    "set -e; umask 022; " + _SAFE_FOLDERS + 'e=$1; while [ ! -e "$e" ] && [ ! -L "$e" ]; '
+    "do e=${e%/*}; e=${e:-/}; done; "
+    'if [ "$e" = "$1" ]; then safe "make the folder $1" "$e" 0; '
+    'else safe "make the folder $1" "$e" 1; fi; mkdir -p -- "$1"; '
+    'if [ -n "$3" ]; then chown -- "$3" "$1"; fi; if [ -n "$2" ]; then chmod -- "$2" "$1"; fi'
+)
 
-RUNNER_SOURCE = Path(remote_runner.__file__).read_text()
+
+# The limits go first: the runner caps its replies with the panel's own helper and numbers.
+RUNNER_SOURCE = "\n".join(Path(module.__file__).read_text() for module in (limits, remote_runner))
 RUNNER_START_TIMEOUT = 30
 
 
@@ -71,9 +126,11 @@ class _Runner:
                 data = json.dumps(message).encode()
                 self.process.stdin.write(struct.pack(">I", len(data)) + data)
                 (size,) = struct.unpack(">I", await self.process.stdout.readexactly(4))
-                return json.loads(await self.process.stdout.readexactly(size))
+                check_frame_size(size)  # before reading, or allocating, any of it
+                return parse_reply(await self.process.stdout.readexactly(size))
             except BaseException:
-                # Cancelled or broken mid-request: the channel's state is unknown, drop it.
+                # Cancelled, broken or garbled mid-request: the channel's state is unknown (or
+                # the node is not running our runner), drop it.
                 self.process.close()
                 raise
 
@@ -172,14 +229,19 @@ class SSHTransport(Transport):
                 },
                 timeout,
             )
-            if reply.get("timeout"):
+            if reply.get("timeout") is True:
                 raise TimeoutError(f"`{shlex.join(argv)[:200]}` timed out after {timeout} s")
-            exit_status = reply["rc"]
-            stdout, stderr = base64.b64decode(reply["out"]), base64.b64decode(reply["err"])
+            with self._translated_errors():
+                if (error := reply_error(reply)) is not None:
+                    raise TransportError(f"cannot run `{shlex.join(argv)[:200]}`: {error}")
+                exit_status = reply_int(reply, "rc")
+                # Our runner cut them already; a node that is not our runner may not have.
+                stdout = keep_head_and_tail(reply_bytes(reply, "out"), OUTPUT_LIMIT)
+                stderr = keep_head_and_tail(reply_bytes(reply, "err"), OUTPUT_LIMIT)
         else:
             result = await self._run_bytes(argv, input=input, timeout=timeout)
             exit_status = result.exit_status if result.exit_status is not None else -1
-            stdout, stderr = result.stdout or b"", result.stderr or b""
+            stdout, stderr = result.stdout, result.stderr
         out = CommandResult(
             argv, exit_status, stdout.decode(errors="replace"), stderr.decode(errors="replace")
         )
@@ -188,12 +250,40 @@ class SSHTransport(Transport):
         return out
 
     async def _run_bytes(
-        self, argv: Sequence[str], *, input: bytes | None = None, timeout: float | None = None
-    ) -> asyncssh.SSHCompletedProcess:
+        self,
+        argv: Sequence[str],
+        *,
+        input: bytes | None = None,
+        timeout: float | None = None,
+        file_limit: int | None = None,
+    ) -> _Output:
+        """Run ``argv`` as a plain SSH command (a node without python3).
+
+        Stdout and stderr are read as they come, and only their heads and tails kept
+        (OUTPUT_LIMIT each). With ``file_limit``, stdout is a file: it is kept whole up to
+        that size, and past it the channel is closed at once (``stdout_over``).
+        """
         command = shlex.join(str(a) for a in argv)
+        out = Capture(file_limit or OUTPUT_LIMIT)
+        err = Capture(OUTPUT_LIMIT)
         with self._translated_errors():
             async with asyncio.timeout(timeout):
-                return await self.conn.run(command, input=input, encoding=None, check=False)
+                process = await self.conn.create_process(command, encoding=None)
+                try:
+
+                    async def stdout() -> None:
+                        await pump(process.stdout, out, stop_over=file_limit is not None)
+                        if out.over:
+                            process.close()
+
+                    await asyncio.gather(
+                        feed(process.stdin, input), stdout(), pump(process.stderr, err)
+                    )
+                    await process.wait_closed()
+                finally:
+                    process.close()  # on a timeout or a cancel: the command must not linger
+        exit_status = None if out.over and file_limit else process.exit_status
+        return _Output(exit_status, out.value(), err.value(), out.over)
 
     async def put_file(
         self,
@@ -204,8 +294,7 @@ class SSHTransport(Transport):
         owner: str | None = None,
         group: str | None = None,
     ) -> None:
-        if not path.startswith("/"):
-            raise TransportError(f"cannot write {path}: the path must be absolute")
+        parts = _parts(path, f"write {path}")
         if await self._get_runner():
             reply = await self._request(
                 {
@@ -217,24 +306,68 @@ class SSHTransport(Transport):
                     "group": group,
                 }
             )
-            if "error" in reply:
-                raise TransportError(f"cannot write {path}: {reply['error']}")
+            if (error := reply_error(reply)) is not None:
+                raise TransportError(error)
             return
-        directory = path.rpartition("/")[0] or "/"
-        tmp = f"{directory.rstrip('/')}/.panel-{secrets.token_hex(6)}.tmp"
-        owner_group = f"{owner or ''}:{group}" if group else (owner or "")
-        await self.run(
-            ["sh", "-c", _PUT_FILE_SCRIPT, "panel-put", tmp, f"{mode:o}", owner_group, path],
-            input=data,
+        folder = "/" + "/".join(parts[:-1])
+        await self._script(
+            f"write {path}",
+            _PUT_FILE_SCRIPT,
+            [folder, f"{mode:o}", _chown(owner, group), path],
+            data,
         )
+
+    async def make_dir(
+        self,
+        path: str,
+        *,
+        mode: int | None = None,
+        owner: str | None = None,
+        group: str | None = None,
+        trusting: str | None = None,
+    ) -> None:
+        parts = _parts(path, f"make the folder {path}")
+        if await self._get_runner():
+            reply = await self._request(
+                {
+                    "op": "mkdir",
+                    "path": path,
+                    "mode": mode,
+                    "owner": owner,
+                    "group": group,
+                    "trusting": trusting,
+                }
+            )
+            if (error := reply_error(reply)) is not None:
+                raise TransportError(error)
+            return
+        # Without the runner, only root's own folders are trusted: ``trusting`` adds nobody.
+        folder = "/" + "/".join(parts)
+        arguments = [folder, "" if mode is None else f"{mode:o}", _chown(owner, group)]
+        await self._script(f"make the folder {path}", _MAKE_DIR_SCRIPT, arguments)
+
+    async def _script(
+        self, what: str, script: str, arguments: list[str], data: bytes = b""
+    ) -> None:
+        """Run one of the fallback scripts; its refusals (exit 3) are the message."""
+        result = await self.run(["sh", "-c", script, "panel", *arguments], input=data, check=False)
+        if result.exit_status != 0:
+            reason = result.stderr.strip()[-500:] or f"exit {result.exit_status}"
+            raise TransportError(reason if result.exit_status == 3 else f"cannot {what}: {reason}")
 
     async def read_file(self, path: str) -> bytes:
         if await self._get_runner():
             reply = await self._request({"op": "read", "path": path})
-            if "error" in reply:
-                raise TransportError(f"cannot read {path}: {reply['error']}")
-            return base64.b64decode(reply["data"])
-        result = await self._run_bytes(["cat", "--", path])
+            with self._translated_errors():
+                if (error := reply_error(reply)) is not None:
+                    raise TransportError(f"cannot read {path}: {error}")
+                data = reply_bytes(reply, "data")
+            if len(data) > FILE_LIMIT:
+                raise TransportError(f"cannot read {path}: {FILE_TOO_LARGE}")
+            return data
+        result = await self._run_bytes(["cat", "--", path], file_limit=FILE_LIMIT)
+        if result.stdout_over:
+            raise TransportError(f"cannot read {path}: {FILE_TOO_LARGE}")
         if result.exit_status != 0:
             stderr = (result.stderr or b"").decode(errors="replace").strip()
             raise TransportError(
@@ -247,6 +380,31 @@ class SSHTransport(Transport):
         await self.conn.wait_closed()
 
 
+def _parts(path: str, what: str) -> list[str]:
+    try:
+        parts = remote_runner.split_path(path, what)
+    except remote_runner.WriteRefused as e:
+        raise TransportError(str(e)) from None
+    if not parts:
+        raise TransportError(f"cannot {what}: it is the root folder")
+    return parts
+
+
+def _chown(owner: str | None, group: str | None) -> str:
+    """``chown``'s ``owner:group`` argument; empty for neither."""
+    return f"{owner or ''}:{group}" if group else (owner or "")
+
+
+@dataclass(frozen=True)
+class _Output:
+    """A plain SSH command's result: what ``_run_bytes`` kept of it."""
+
+    exit_status: int | None
+    stdout: bytes
+    stderr: bytes
+    stdout_over: bool
+
+
 class _translate_errors:
     """Turn asyncssh's and the stream's errors into TransportError with the node's name."""
 
@@ -257,6 +415,10 @@ class _translate_errors:
         return None
 
     def __exit__(self, kind, error, tb) -> bool:
+        if isinstance(error, NotARunnerReply):
+            raise TransportError(
+                f"{self.node_name} answered something that is not a runner reply: {error}"
+            ) from None
         if isinstance(error, asyncssh.ChannelOpenError):
             raise TransportError(
                 f"ssh channel refused on {self.node_name}: {error.reason}"

@@ -78,6 +78,6 @@ async def _load(ctx: RunContext, path: str) -> dict[str, Any]:
 async def write_manifest(ctx: RunContext, kind: str, data: dict[str, Any]) -> None:
     """Replace the node's manifest atomically (readable by root only: it maps the node)."""
     directory = state_dir(ctx.node)
-    await ctx.transport.run(["mkdir", "-p", "--", directory])
+    await ctx.transport.make_dir(directory)
     body = json.dumps(data, indent=2, sort_keys=True) + "\n"
     await ctx.transport.put_file(manifest_path(ctx.node, kind), body.encode(), mode=0o600)

@@ -88,13 +88,9 @@ async def _write_keys(ctx: RunContext, account: Account, keys: str) -> bool:
         group,
     ):
         return False
-    # The home belongs to the user, who may have made ~/.ssh a link to somewhere else:
-    # root must not follow it (install -d would chown the target, put_file write into it).
-    if (await ctx.transport.run(["test", "-L", ssh_dir], check=False)).exit_status == 0:
-        raise ValueError(f"refusing to write {path}: {ssh_dir} is a symbolic link")
-    await ctx.transport.run(
-        ["install", "-d", "-m", "700", "-o", account.name, "-g", group, "--", ssh_dir]
-    )
+    # The home belongs to the user, who can swap ~/.ssh or the temporary file for a link at
+    # any moment: make_dir and put_file never follow one (a test-then-act could be raced).
+    await ctx.transport.make_dir(ssh_dir, mode=0o700, owner=account.name, group=group)
     await ctx.transport.put_file(path, keys.encode(), mode=0o600, owner=account.name, group=group)
     return True
 

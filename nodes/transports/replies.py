@@ -1,0 +1,72 @@
+"""Checking what a node sent on the runner's channel before the panel uses it.
+
+A hostile node does not run our runner: it answers whatever it likes. Each check turns a bad
+answer into ``NotARunnerReply``, which the SSH transport reports with the node's name, instead
+of a KeyError or a traceback, and without building more than a frame's worth of objects.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+
+from nodes.transports.limits import FRAME_LIMIT, MIB, REPLY_VALUES_LIMIT
+
+
+class NotARunnerReply(Exception):
+    """What the node sent is not a reply of the runner; the message says what it was."""
+
+
+def check_frame_size(size: int) -> None:
+    """Refuse a frame from its length alone, before anything is read or allocated."""
+    if size > FRAME_LIMIT:
+        raise NotARunnerReply(
+            f"a frame of {size} bytes, over the {FRAME_LIMIT // MIB} MiB limit for one reply"
+        )
+
+
+def parse_reply(data: bytes) -> dict:
+    """The frame ``data`` as the JSON object a runner reply is."""
+    if sum(data.count(c) for c in (b",", b"[", b"{")) > REPLY_VALUES_LIMIT:
+        raise NotARunnerReply(f"{len(data)} bytes with too many JSON values: {_start(data)}")
+    try:
+        reply = json.loads(data)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError too
+        raise NotARunnerReply(f"not JSON: {_start(data)}") from None
+    if not isinstance(reply, dict):
+        raise NotARunnerReply(f"not a JSON object: {_start(data)}")
+    return reply
+
+
+def reply_int(reply: dict, key: str) -> int:
+    value = reply.get(key)
+    if type(value) is not int:  # bool is an int subclass, and not an exit status
+        raise NotARunnerReply(f"{key!r} is not an integer in {_keys(reply)}")
+    return value
+
+
+def reply_bytes(reply: dict, key: str) -> bytes:
+    """The base64 field ``key``, decoded."""
+    value = reply.get(key)
+    if not isinstance(value, str):
+        raise NotARunnerReply(f"{key!r} is not a string in {_keys(reply)}")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError):
+        raise NotARunnerReply(f"{key!r} is not base64: {value[:60]!r}") from None
+
+
+def reply_error(reply: dict) -> str | None:
+    """The runner's error message, if the reply is one."""
+    if "error" not in reply:
+        return None
+    return str(reply["error"])[:500]
+
+
+def _start(data: bytes) -> str:
+    return repr(data[:60]) + ("..." if len(data) > 60 else "")
+
+
+def _keys(reply: dict) -> str:
+    return "a reply with keys " + repr(sorted(reply)[:10])[:200]

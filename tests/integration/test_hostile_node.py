@@ -1,0 +1,297 @@
+"""A hostile node must not make the panel use unbounded memory, nor crash it with garbage.
+
+The fake node is a real sshd whose ForceCommand runs a small script in place of whatever the
+panel asked for: it answers the runner's protocol with a lie, or (posing as a node without
+python3) answers plain SSH commands with endless or huge output. Each attack is run as an admin
+would meet it, ``manage.py nodesync``, in a child process whose peak memory is measured.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shlex
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from nodes.transports import CommandFailed, TransportError, open_transport
+from nodes.transports.limits import FILE_LIMIT, OUTPUT_LIMIT
+from sync.engine import register_desync
+from sync.models import SyncAction
+from sync.synchronizers import update_syncactions
+from tests.conftest import ROOT, process_env
+
+MAX_RSS_MB = 300
+
+# The fake node. argv[1] is the attack; SSH_ORIGINAL_COMMAND is what the panel asked for.
+FAKE_NODE = r"""
+import json, os, struct, sys
+
+MIB = 1024 * 1024
+attack = sys.argv[1]
+command = os.environ.get("SSH_ORIGINAL_COMMAND", "")
+stdin, stdout, stderr = sys.stdin.buffer, sys.stdout.buffer, sys.stderr.buffer
+
+
+def frame(data):
+    return struct.pack(">I", len(data)) + data
+
+
+def read_request():
+    head = stdin.read(4)
+    if len(head) < 4:
+        sys.exit(0)
+    return json.loads(stdin.read(struct.unpack(">I", head)[0]))
+
+
+def send(data):
+    try:
+        stdout.write(data)
+        stdout.flush()
+    except BrokenPipeError:  # the panel hung up: what it should do
+        sys.exit(0)
+
+
+def stream(stream, total, chunk=b"A" * MIB):
+    sent = 0
+    try:
+        while total is None or sent < total:
+            piece = chunk[: MIB if total is None else min(MIB, total - sent)]
+            stream.write(piece)
+            sent += len(piece)
+        stream.flush()
+    except BrokenPipeError:
+        sys.exit(0)
+
+
+SMALL = {  # a well-formed frame around a bad reply
+    "garbage": frame(b"\x89PNG\r\n\x1a\n" + bytes(range(200, 256))),
+    "not-an-object": frame(b"[1, 2, 3]"),
+    "wrong-types": frame(b'{"rc": "zero", "out": "", "err": ""}'),
+    "bad-base64": frame(b'{"rc": 0, "out": "!!! not base64 !!!", "err": ""}'),
+    "missing-keys": frame(b'{"hello": "world"}'),
+    "json-bomb": frame(b"[" + b"{}," * (5 * MIB) + b"{}]"),
+    "big-file": frame(b'{"data": "' + b"QUFB" * (3 * MIB) + b'"}'),
+}
+
+
+def attack_runner():
+    if attack != "hello-huge-length":
+        read_request()  # the hello
+        send(frame(b'{"ok": true}'))
+    read_request()
+    if attack in SMALL:
+        send(SMALL[attack])
+    elif attack in ("huge-length", "hello-huge-length"):
+        send(struct.pack(">I", 0xFFFFFFF0))
+        stream(stdout, 5000 * MIB)  # more than 4 GiB: as long as the panel keeps reading
+    elif attack == "big-frame":
+        size = 400 * 1000 * 1000
+        head, tail = b'{"rc": 0, "err": "", "out": "', b'"}'
+        send(struct.pack(">I", size) + head)
+        stream(stdout, size - len(head) - len(tail))
+        send(tail)
+    stdin.read()  # until the panel hangs up
+
+
+def attack_plain():
+    if command.startswith("python3"):  # no runner here: the panel must fall back
+        stderr.write(b"sh: 1: python3: not found\n")
+        sys.exit(127)
+    if attack == "endless-output":
+        stream(stdout, None)
+    elif attack == "huge-stderr":
+        stream(stderr, 400 * MIB, chunk=b"E" * (MIB - 1) + b"\n")
+        stderr.write(b"the real error is at the end\n")
+        sys.exit(1)
+
+
+if attack in ("endless-output", "huge-stderr"):
+    attack_plain()
+else:
+    attack_runner()
+"""
+
+# Runs the rest of its arguments and reports the peak memory of that child (and of anything
+# it waited for), whatever the child does: a delta of our own getrusage would miss it.
+PEAK_RSS = (
+    "import resource, subprocess, sys\n"
+    "rc = subprocess.call(sys.argv[1:])\n"
+    "peak = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss\n"
+    "print(f'peak-rss-kb={peak}', file=sys.stderr)\n"
+    "sys.exit(rc)\n"
+)
+
+
+@pytest.fixture
+def hostile_node(make_ssh_node, tmp_path):
+    """``hostile_node(attack)``: a node whose every SSH command is the fake node's attack."""
+    script = tmp_path / "fake_node.py"
+    script.write_text(FAKE_NODE)
+
+    def make(attack: str, name: str = "hostile"):
+        command = shlex.join([sys.executable, str(script), attack])
+        node, _ = make_ssh_node(name, force_command=command)
+        return node
+
+    return make
+
+
+def nodesync_with_peak_rss(node_name: str) -> tuple[int, str, float]:
+    """Run ``manage.py nodesync`` for the node's facts; its exit code, output and peak MB."""
+    command = [sys.executable, "-c", PEAK_RSS, sys.executable, str(ROOT / "manage.py")]
+    with subprocess.Popen(
+        [*command, "nodesync", "--node", node_name, "--action", "nodeinfo"],
+        cwd=ROOT,
+        env=process_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    ) as proc:
+        try:
+            output, _ = proc.communicate(timeout=180)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # nodesync too, not only the wrapper
+            raise
+    peak_kb = int(output.rpartition("peak-rss-kb=")[2].split()[0])
+    return proc.returncode, output, peak_kb / 1024
+
+
+NOT_A_REPLY = "hostile answered something that is not a runner reply: "
+ENDLESS_TIMEOUT = 8  # seconds: nodeinfo's timeout for the endless output; 120 for the rest
+ATTACKS = {
+    # attack: what the admin must read
+    "huge-length": NOT_A_REPLY + "a frame of 4294967280 bytes, over the 16 MiB limit for one",
+    "hello-huge-length": NOT_A_REPLY + "a frame of 4294967280",
+    "big-frame": NOT_A_REPLY + "a frame of 400000000 bytes",
+    "garbage": NOT_A_REPLY + "not JSON: b'\\x89PNG",
+    "not-an-object": NOT_A_REPLY + "not a JSON object",
+    "wrong-types": NOT_A_REPLY + "'rc' is not an integer",
+    "bad-base64": NOT_A_REPLY + "'out' is not base64",
+    "missing-keys": NOT_A_REPLY + "'rc' is not an integer in a reply with keys ['hello']",
+    "json-bomb": NOT_A_REPLY + "15728644 bytes with too many JSON values: b'[{},{},",
+    "endless-output": f"timed out after {ENDLESS_TIMEOUT} s",
+    "huge-stderr": "the real error is at the end (`sh` exited with 1)",  # kept: the tail
+}
+
+
+@pytest.mark.django_db(transaction=True)
+@pytest.mark.parametrize("attack", ATTACKS)
+def test_it_refuses_a_hostile_node_in_bounded_memory(hostile_node, attack):
+    update_syncactions()  # a transactional test starts with empty tables
+    timeout = ENDLESS_TIMEOUT if attack == "endless-output" else 120
+    SyncAction.objects.filter(name="nodeinfo").update(timeout=timeout)
+    node = hostile_node(attack)
+    register_desync([node], SyncAction.objects.filter(name="nodeinfo"))
+
+    exit_code, output, peak_mb = nodesync_with_peak_rss(node.name)
+
+    print(f"{attack}: peak {peak_mb:.0f} MB")
+    assert exit_code == 1, output
+    assert ATTACKS[attack] in output, output
+    assert "Traceback" not in output
+    assert peak_mb < MAX_RSS_MB, output
+
+
+# --- the same paths with honest nodes ------------------------------------------------------
+
+
+async def _with_transport(node, fn):
+    transport = await open_transport(node)
+    try:
+        return await fn(transport)
+    finally:
+        await transport.close()
+
+
+@pytest.fixture(params=["runner", "plain-ssh", "local"])
+def any_node(request, make_ssh_node, make_node, monkeypatch):
+    """An honest node reached each way: the runner, plain SSH (no python3), the local one."""
+    if request.param == "local":
+        return make_node("local")
+    if request.param == "plain-ssh":
+        from nodes.transports.ssh import _Runner
+
+        async def unavailable(conn):
+            return None
+
+        monkeypatch.setattr(_Runner, "start", unavailable)
+    return make_ssh_node()[0]
+
+
+@pytest.mark.django_db
+def test_it_keeps_head_and_tail_of_a_big_output(any_node):
+    lines = 200_000  # 1.3 MB
+    result = asyncio.run(_with_transport(any_node, lambda t: t.run(["seq", "1", str(lines)])))
+    assert result.stdout.startswith("1\n2\n3\n")
+    assert result.stdout.endswith(f"\n{lines - 1}\n{lines}\n")
+    assert "bytes cut ...]" in result.stdout
+    assert len(result.stdout) <= OUTPUT_LIMIT
+
+
+@pytest.mark.django_db
+def test_it_keeps_the_end_of_a_huge_error(any_node):
+    script = "seq 1 300000 >&2; echo the real cause >&2; exit 3"
+    with pytest.raises(CommandFailed) as e:
+        asyncio.run(_with_transport(any_node, lambda t: t.run(["sh", "-c", script])))
+    message = str(e.value)
+    assert message.startswith("command `sh -c ")
+    assert "exited with 3: 1\n2\n3\n" in message
+    assert message.endswith("300000\nthe real cause")
+    assert "characters cut ...]" in message
+    assert len(message) < 1300
+    assert "bytes cut ...]" in e.value.stderr
+
+
+@pytest.mark.django_db
+def test_it_leaves_a_normal_command_alone(any_node):
+    text = b"0123456789abcdef\n" * 20_000  # 340 kB: under the limit, so kept whole
+
+    async def work(t):
+        return (
+            await t.run(["printf", "%s", "hello"]),
+            await t.run(["cat"], input=text),
+            await t.run(["wc", "-c"], input=text * 10),
+        )
+
+    small, echoed, counted = asyncio.run(_with_transport(any_node, work))
+    assert (small.stdout, small.stderr, small.exit_status) == ("hello", "", 0)
+    assert echoed.stdout == text.decode()
+    assert counted.stdout.strip() == str(len(text) * 10)
+
+
+@pytest.mark.django_db
+def test_it_still_times_out_a_command_that_prints_for_ever(any_node):
+    endless = ["sh", "-c", "while :; do echo spam; done"]
+    with pytest.raises(TimeoutError):
+        asyncio.run(_with_transport(any_node, lambda t: t.run(endless, timeout=2)))
+
+
+@pytest.mark.django_db
+def test_it_reads_a_file_up_to_the_limit_and_refuses_a_larger_one(any_node, tmp_path):
+    fits, too_big = tmp_path / "fits", tmp_path / "too-big"
+    fits.write_bytes(b"x" * FILE_LIMIT)
+    too_big.write_bytes(b"x" * (FILE_LIMIT + 1))
+    assert asyncio.run(_with_transport(any_node, lambda t: t.read_file(str(fits)))) == (
+        b"x" * FILE_LIMIT
+    )
+    with pytest.raises(TransportError, match="larger than 8 MiB, the most the panel reads"):
+        asyncio.run(_with_transport(any_node, lambda t: t.read_file(str(too_big))))
+
+
+@pytest.mark.django_db
+def test_it_stops_reading_an_endless_file_from_a_hostile_node(hostile_node):
+    node = hostile_node("endless-output")
+    with pytest.raises(TransportError, match="larger than 8 MiB, the most the panel reads"):
+        asyncio.run(_with_transport(node, lambda t: t.read_file("/etc/hostname")))
+
+
+@pytest.mark.django_db
+def test_it_refuses_a_file_over_the_limit_from_a_hostile_runner(hostile_node):
+    node = hostile_node("big-file")
+    with pytest.raises(TransportError, match="larger than 8 MiB, the most the panel reads"):
+        asyncio.run(_with_transport(node, lambda t: t.read_file("/etc/hostname")))
