@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import posixpath
+import secrets
+import socket
 from typing import TYPE_CHECKING
 
 from nodes.choices import Transport as TransportKind
@@ -9,8 +13,24 @@ from nodes.transports.base import CommandFailed, CommandResult, Transport, Trans
 
 if TYPE_CHECKING:
     from nodes.models import Node
+    from nodes.transports.remote_runner import NodeSession
 
 __all__ = ["CommandFailed", "CommandResult", "Transport", "TransportError", "open_transport"]
+
+
+def node_session(node: Node) -> NodeSession:
+    """This session's claim on the node, kept on the node (see ``remote_runner.NodeSession``).
+
+    The lock file is named by the node's uuid (a rename keeps it; test nodes sharing one
+    machine keep theirs apart) in a runtime folder that a reboot empties.
+    """
+    from django.conf import settings
+
+    from nodes.transports.remote_runner import NodeSession
+
+    run_dir = getattr(settings, "SYNC_NODE_RUN_DIR", "/run/cluster-panel")
+    session_id = f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+    return NodeSession(posixpath.join(run_dir, f"{node.uuid}.lock"), session_id)
 
 
 async def open_transport(node: Node) -> Transport:
@@ -18,7 +38,7 @@ async def open_transport(node: Node) -> Transport:
     if node.transport == TransportKind.LOCAL:
         from nodes.transports.local import LocalTransport
 
-        return LocalTransport()
+        return LocalTransport(node_session(node))
     from nodes.transports.ssh import SSHTransport
 
-    return await SSHTransport.connect(node)
+    return await SSHTransport.connect(node, session=node_session(node))

@@ -1,18 +1,35 @@
-"""The panel's own server as a node: commands are local subprocesses, files are local files."""
+"""The panel's own server as a node: commands are local subprocesses, files are local files.
+
+Commands run through the node runner's own code (``remote_runner.run_command``), on a thread:
+each in a process group of its own, ended whole (TERM, then KILL) when its run is cancelled
+or times out, and under the same ``NodeSession`` lock as on an SSH node, so one synchronizer
+per node holds on the panel's own server too.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import os
+import shlex
 from collections.abc import Callable, Sequence
 
 from nodes.transports import remote_runner
 from nodes.transports.base import CommandFailed, CommandResult, Transport, TransportError
-from nodes.transports.limits import FILE_LIMIT, FILE_TOO_LARGE, OUTPUT_LIMIT, Capture
-from nodes.transports.streams import feed, pump
+from nodes.transports.limits import FILE_LIMIT, FILE_TOO_LARGE
 
 
 class LocalTransport(Transport):
+    def __init__(self, session: remote_runner.NodeSession | None = None) -> None:
+        self._session = session
+        self._session_taken = session is None
+
+    async def _take_session(self) -> None:
+        if not self._session_taken:
+            try:
+                await asyncio.to_thread(self._session.take_over)
+            except (OSError, remote_runner.WriteRefused) as e:
+                raise TransportError(f"cannot lock the node for this session: {e}") from None
+            self._session_taken = True
+
     async def run(
         self,
         argv: Sequence[str],
@@ -22,40 +39,28 @@ class LocalTransport(Transport):
         timeout: float | None = None,
     ) -> CommandResult:
         argv = [str(a) for a in argv]
+        await self._take_session()
+        command = remote_runner.Command()
         try:
-            proc = await asyncio.create_subprocess_exec(
-                *argv,
-                stdin=asyncio.subprocess.PIPE if input is not None else asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE,
-                start_new_session=True,
+            result = await asyncio.to_thread(
+                remote_runner.run_command, argv, input, timeout, self._session, command
             )
+        except remote_runner.SessionTakenOver as e:
+            raise TransportError(str(e)) from None
         except OSError as e:
             raise TransportError(f"cannot run {argv[0]!r}: {e.strerror or e}") from e
-        # Not communicate(): it keeps all output; a runaway command would fill our memory.
-        out, err = Capture(OUTPUT_LIMIT), Capture(OUTPUT_LIMIT)
-        try:
-            async with asyncio.timeout(timeout):
-                await asyncio.gather(
-                    feed(proc.stdin, input) if input is not None else asyncio.sleep(0),
-                    pump(proc.stdout, out),
-                    pump(proc.stderr, err),
-                )
-                await proc.wait()
         except BaseException:
-            # Cancelled (synchronizer timeout) or timed out: the command must not outlive us.
-            _kill_group(proc)
-            await proc.wait()
+            # Cancelled (synchronizer timeout, cancel, lost lease): the command must not
+            # outlive its run. Its thread returns once the group is gone.
+            await asyncio.shield(asyncio.to_thread(command.end))
             raise
-        result = CommandResult(
-            argv,
-            proc.returncode,
-            out.value().decode(errors="replace"),
-            err.value().decode(errors="replace"),
-        )
-        if check and proc.returncode != 0:
-            raise CommandFailed(argv, proc.returncode, result.stderr)
-        return result
+        if result is None:
+            raise TimeoutError(f"`{shlex.join(argv)[:200]}` timed out after {timeout} s")
+        status, out, err = result
+        stdout, stderr = out.decode(errors="replace"), err.decode(errors="replace")
+        if check and status != 0:
+            raise CommandFailed(argv, status, stderr)
+        return CommandResult(argv, status, stdout, stderr)
 
     async def put_file(
         self,
@@ -85,12 +90,9 @@ class LocalTransport(Transport):
         except OSError as e:
             raise TransportError(f"cannot read {path}: {e.strerror or e}") from e
 
-
-def _kill_group(proc: asyncio.subprocess.Process) -> None:
-    try:
-        os.killpg(proc.pid, 9)
-    except ProcessLookupError:
-        pass
+    async def close(self) -> None:
+        if self._session is not None and self._session_taken:
+            await asyncio.to_thread(self._session.release)
 
 
 def _read_file(path: str) -> bytes:

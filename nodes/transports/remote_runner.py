@@ -5,15 +5,24 @@ trips and, on the node, a good part of sshd's work for a whole login. This runne
 channel open for the session and runs each request with ``subprocess`` (argument lists, no
 shell), so a command costs one round trip. Messages are a 4-byte length and JSON; bytes travel
 as base64. Standard library only, and Python 3.6 syntax, for old nodes.
+
+Work on the node ends with its run: every command runs in a session (process group) of its
+own, and a timeout, a closed channel (the panel cancelled, was killed, or lost the
+connection) or a newer session taking the node over ends the whole group, TERM then KILL.
+One synchronizer per node holds on the node itself (``NodeSession``), not only in the panel's
+tables.
 """
 # ruff: noqa: UP022 - capture_output is Python 3.7+, and nodes may be older
 
 import base64
 import errno
+import fcntl
 import grp
 import json
 import os
 import pwd
+import queue
+import signal
 import stat
 import struct
 import subprocess
@@ -54,26 +63,75 @@ def _write(stream, message):
 
 
 def _run(request):
-    """Run one command. Its stdout and stderr are read as they come and only their heads and
-    tails kept (OUTPUT_LIMIT each): a command printing gigabytes costs neither the node's
-    memory nor a reply over the panel's frame limit, and its last lines still arrive."""
     data = request.get("input")
-    data = None if data is None else base64.b64decode(data)
-    timeout = request.get("timeout")
-    deadline = None if timeout is None else time.monotonic() + timeout
     try:
-        proc = subprocess.Popen(
+        result = run_command(
             request["argv"],
-            stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
+            None if data is None else base64.b64decode(data),
+            request.get("timeout"),
+            _SESSION,
         )
+    except SessionTakenOver as e:
+        return {"error": str(e)}
     except OSError as e:  # not found, not executable: what a shell would say, and its code
         return {
             "rc": 126 if isinstance(e, PermissionError) else 127,
             "out": "",
             "err": _b64(f"{request['argv'][0]}: {e.strerror}\n".encode()),
         }
+    if result is None:
+        return {"timeout": True}
+    rc, out, err = result
+    return {"rc": rc, "out": _b64(out), "err": _b64(err)}
+
+
+class Command:
+    """A command started on this node; ``end()`` ends its whole group, from any thread."""
+
+    def __init__(self):
+        self.proc = None
+        self.ended = False
+
+    def end(self):
+        self.ended = True
+        if self.proc is not None:
+            end_group(self.proc.pid, self.proc)
+
+
+def run_command(argv, data=None, timeout=None, session=None, command=None):
+    """Run one command in a process group of its own; (status, stdout, stderr), or None when
+    it timed out (its group ended). Raises SessionTakenOver, or OSError when it cannot start.
+
+    Its stdout and stderr are read as they come and only their heads and tails kept
+    (OUTPUT_LIMIT each): a command printing gigabytes costs neither the node's memory nor a
+    reply over the panel's frame limit, and its last lines still arrive.
+    """
+    command = command or Command()
+    deadline = None if timeout is None else time.monotonic() + timeout
+
+    def start():
+        return subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL if data is None else subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # its own group: ended whole, children included
+        )
+
+    proc = session.spawn(start) if session else start()
+    command.proc = proc
+    _RUNNING.append(command)
+    try:
+        if command.ended:  # cancelled while it started
+            end_group(proc.pid, proc)
+        return _wait(proc, argv, data, timeout, deadline)
+    finally:
+        _RUNNING.remove(command)
+        if session:
+            session.finished(proc)
+
+
+def _wait(proc, argv, data, timeout, deadline):
     out, err = Capture(OUTPUT_LIMIT), Capture(OUTPUT_LIMIT)
     readers = [_thread(_collect, proc.stdout, out), _thread(_collect, proc.stderr, err)]
     if data is not None:
@@ -82,13 +140,14 @@ def _run(request):
         for reader in readers:  # till end of output, like communicate()
             reader.join(_left(deadline))
             if reader.is_alive():
-                raise subprocess.TimeoutExpired(request["argv"], timeout)
+                raise subprocess.TimeoutExpired(argv, timeout)
         proc.wait(_left(deadline))
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        return {"timeout": True}
-    return {"rc": proc.returncode, "out": _b64(out.value()), "err": _b64(err.value())}
+        end_group(proc.pid, proc)
+        for reader in readers:
+            reader.join(GRACE_SECONDS)
+        return None
+    return proc.returncode, out.value(), err.value()
 
 
 def _thread(target, *args):
@@ -319,6 +378,191 @@ def _mkdir(request):
     return {"ok": True}
 
 
+# --- one synchronizer per node, on the node ------------------------------------------------
+
+GRACE_SECONDS = 2.0
+
+
+class SessionTakenOver(Exception):
+    """Another session took the node over: this one may start nothing more."""
+
+
+def _group_alive(pgid):
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def end_group(pgid, proc=None):
+    """End a command's whole process group: TERM, then KILL after a short grace."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            break
+        deadline = time.monotonic() + GRACE_SECONDS
+        while time.monotonic() < deadline:
+            if proc is not None and proc.poll() is None:
+                time.sleep(0.05)
+                continue
+            if not _group_alive(pgid):
+                break
+            time.sleep(0.05)
+        else:
+            continue
+        break
+    if proc is not None:
+        try:
+            proc.wait(GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass
+
+
+def _start_ticks(pid):
+    """When the process started (clock ticks since boot), so a reused pid is never ended."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[19])
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+class NodeSession:
+    """The node's one session at a time, kept in a lock file on the node.
+
+    The file names the session that owns the node and the process group of the command it
+    runs now. A new session (the panel's lease moved: a forced takeover, a lost lease) takes
+    the node over: it ends the old session's running command, whole, and writes itself in; the
+    old session's next command is refused. Every change is made under ``flock``, and a command
+    is started and recorded under it too, so no two sessions' commands ever run at once.
+    """
+
+    def __init__(self, lock_path, session_id):
+        if os.geteuid() != 0:  # a login user without root cannot write the runtime folder
+            home = os.path.expanduser("~")
+            lock_path = os.path.join(home, ".cache", "cluster-panel", os.path.basename(lock_path))
+        self.lock_path = lock_path
+        self.session_id = session_id
+
+    def _locked(self, change):
+        parts = split_path(self.lock_path, "lock the node")
+        dir_fd = _walk(parts[:-1], "lock the node", {0, os.geteuid()}, create=True)
+        try:
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(parts[-1], flags, 0o600, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            raw = os.pread(fd, 4096, 0)
+            try:
+                state = json.loads(raw.decode("utf-8")) if raw else {}
+            except ValueError:
+                state = {}
+            if not isinstance(state, dict):
+                state = {}
+            result, new_state = change(state)
+            if new_state != state:
+                data = json.dumps(new_state).encode("utf-8")
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, data, 0)
+            return result
+        finally:
+            os.close(fd)  # releases the flock
+
+    def take_over(self):
+        """Own the node; end whatever another session runs there. Returns what was ended."""
+
+        def change(state):
+            ended = ""
+            pgid, started = state.get("pgid"), state.get("start")
+            if state.get("owner") not in (None, self.session_id) and pgid:
+                if started is None or _start_ticks(pgid) == started:
+                    end_group(pgid)
+                    ended = f"ended the command of session {state.get('owner')}"
+            return ended, {"owner": self.session_id, "pgid": None, "start": None}
+
+        return self._locked(change)
+
+    def spawn(self, start):
+        def change(state):
+            if state.get("owner") != self.session_id:
+                raise SessionTakenOver(
+                    f"another session took this node over ({state.get('owner')}); "
+                    "this one runs nothing more"
+                )
+            proc = start()
+            return proc, {
+                "owner": self.session_id,
+                "pgid": proc.pid,
+                "start": _start_ticks(proc.pid),
+            }
+
+        return self._locked(change)
+
+    def finished(self, proc):
+        def change(state):
+            if state.get("owner") == self.session_id and state.get("pgid") == proc.pid:
+                return None, {"owner": self.session_id, "pgid": None, "start": None}
+            return None, state
+
+        self._locked(change)
+
+    def release(self):
+        def change(state):
+            if state.get("owner") == self.session_id:
+                return None, {"owner": None, "pgid": None, "start": None}
+            return None, state
+
+        try:
+            self._locked(change)
+        except (OSError, WriteRefused):
+            pass
+
+
+_SESSION = None  # the runner's NodeSession, from its hello
+_RUNNING = []  # the Commands running now in this process
+
+
+def _hello(request):
+    global _SESSION
+    session = request.get("session")
+    if session:
+        _SESSION = NodeSession(session["lock"], session["id"])
+        try:
+            _SESSION.take_over()
+        except (OSError, WriteRefused) as e:
+            return {"error": f"cannot lock the node for this session: {e}"}
+    return {"ok": True}
+
+
+def _abort():
+    """The channel closed: end the running command, whole, and the session."""
+    for command in list(_RUNNING):
+        command.end()
+    if _SESSION:
+        _SESSION.release()
+
+
+def _read_requests(stream, requests):
+    """Read requests on a thread of its own, so a closed channel is noticed while a command
+    runs (the panel sends nothing else meanwhile): then the command is ended at once."""
+    while True:
+        try:
+            request = _read(stream)
+        except (OSError, ValueError):
+            request = None
+        if request is None:
+            _abort()
+            requests.put(None)
+            return
+        requests.put(request)
+
+
 def _read_file(request):
     """A file up to FILE_LIMIT; a larger one is an error, never a cut file."""
     with open(request["path"], "rb") as f:
@@ -328,6 +572,10 @@ def _read_file(request):
     return {"data": _b64(data)}
 
 
+def _terminated(signum, frame):
+    raise SystemExit(1)
+
+
 def main():
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     handlers = {
@@ -335,10 +583,21 @@ def main():
         "put": _put,
         "mkdir": _mkdir,
         "read": _read_file,
-        "hello": lambda r: {"ok": True},
+        "hello": _hello,
     }
+    signal.signal(signal.SIGTERM, _terminated)
+    signal.signal(signal.SIGHUP, _terminated)
+    requests = queue.Queue()
+    threading.Thread(target=_read_requests, args=(stdin, requests), daemon=True).start()
+    try:
+        _serve(handlers, requests, stdout)
+    finally:
+        _abort()
+
+
+def _serve(handlers, requests, stdout):
     while True:
-        request = _read(stdin)
+        request = requests.get()
         if request is None:
             return
         handler = handlers.get(request.get("op"))

@@ -42,6 +42,7 @@ from nodes.transports.streams import feed, pump
 
 if TYPE_CHECKING:
     from nodes.models import Node
+    from nodes.transports.remote_runner import NodeSession
 
 CONNECT_TIMEOUT = 15
 KEEPALIVE_INTERVAL = 15
@@ -106,18 +107,27 @@ class _Runner:
         self.lock = asyncio.Lock()
 
     @classmethod
-    async def start(cls, conn: asyncssh.SSHClientConnection) -> _Runner | None:
-        """Start the runner; None when the node cannot run it (no python3 there)."""
+    async def start(
+        cls, conn: asyncssh.SSHClientConnection, session: NodeSession | None = None
+    ) -> _Runner | None:
+        """Start the runner and take the node for this session; None when the node cannot run
+        it (no python3 there)."""
         process = await conn.create_process(
             shlex.join(["python3", "-c", RUNNER_SOURCE]), encoding=None
         )
         runner = cls(process)
+        hello: dict = {"op": "hello"}
+        if session is not None:
+            hello["session"] = {"lock": session.lock_path, "id": session.session_id}
         try:
             async with asyncio.timeout(RUNNER_START_TIMEOUT):
-                reply = await runner.request({"op": "hello"})
+                reply = await runner.request(hello)
         except (asyncio.IncompleteReadError, ConnectionError, asyncssh.Error, TimeoutError):
             process.close()
             return None
+        if "error" in reply:
+            process.close()
+            raise TransportError(str(reply["error"])[:500])
         return runner if reply.get("ok") else None
 
     async def request(self, message: dict) -> dict:
@@ -144,9 +154,15 @@ class HostKeyChanged(TransportError):
 
 
 class SSHTransport(Transport):
-    def __init__(self, node_name: str, conn: asyncssh.SSHClientConnection) -> None:
+    def __init__(
+        self,
+        node_name: str,
+        conn: asyncssh.SSHClientConnection,
+        session: NodeSession | None = None,
+    ) -> None:
         self.node_name = node_name
         self.conn = conn
+        self.session = session
         self._runner: _Runner | None = None
         self._runner_available = True
 
@@ -156,7 +172,7 @@ class SSHTransport(Transport):
             self._runner = None
         if self._runner is None and self._runner_available:
             with self._translated_errors():
-                self._runner = await _Runner.start(self.conn)
+                self._runner = await _Runner.start(self.conn, self.session)
             self._runner_available = self._runner is not None
         return self._runner
 
@@ -172,7 +188,13 @@ class SSHTransport(Transport):
         return _translate_errors(self.node_name)
 
     @classmethod
-    async def connect(cls, node: Node, *, timeout: float = CONNECT_TIMEOUT) -> SSHTransport:
+    async def connect(
+        cls,
+        node: Node,
+        *,
+        timeout: float = CONNECT_TIMEOUT,
+        session: NodeSession | None = None,
+    ) -> SSHTransport:
         if not node.host_key:
             raise HostKeyChanged(
                 f"no host key is pinned for {node.name}: accept the node's key with "
@@ -208,7 +230,7 @@ class SSHTransport(Transport):
             ) from None
         except (TimeoutError, OSError, asyncssh.Error) as e:
             raise _connection_error(e, node.host, node.port, timeout) from None
-        return cls(node.name, conn)
+        return cls(node.name, conn, session)
 
     async def run(
         self,

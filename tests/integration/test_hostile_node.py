@@ -216,7 +216,7 @@ def any_node(request, make_ssh_node, make_node, monkeypatch):
     if request.param == "plain-ssh":
         from nodes.transports.ssh import _Runner
 
-        async def unavailable(conn):
+        async def unavailable(conn, *args, **kwargs):
             return None
 
         monkeypatch.setattr(_Runner, "start", unavailable)

@@ -157,7 +157,7 @@ def command_mode(request, monkeypatch):
     if request.param == "plain-ssh":
         from nodes.transports.ssh import _Runner
 
-        async def unavailable(conn):
+        async def unavailable(conn, *args, **kwargs):
             return None
 
         monkeypatch.setattr(_Runner, "start", unavailable)

@@ -193,7 +193,7 @@ def target(request, make_node, make_ssh_node, monkeypatch):
     if request.param == "ssh-plain":
         from nodes.transports.ssh import _Runner
 
-        async def unavailable(conn):
+        async def unavailable(conn, *args, **kwargs):
             return None
 
         monkeypatch.setattr(_Runner, "start", unavailable)
