@@ -10,6 +10,8 @@ from pathlib import Path
 import asyncssh
 from django.conf import settings
 
+from panel.instance import PRIVATE_FILE_MODE, private_dir, tighten
+
 KEY_TYPE = "ssh-ed25519"
 
 
@@ -24,8 +26,10 @@ def load_panel_key() -> asyncssh.SSHKey:
     same time end up with one key, and the key is never readable by anyone but the owner.
     """
     path = panel_key_path()
+    # Also a folder or key an earlier version left with looser modes.
+    private_dir(path.parent)
+    tighten(path, PRIVATE_FILE_MODE)
     if not path.exists():
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         key = asyncssh.generate_private_key(
             KEY_TYPE, comment=f"cluster-panel@{socket.gethostname()}"
         )

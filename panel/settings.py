@@ -217,6 +217,8 @@ SYNC = {
 
 # Where synchronizers keep their manifests on each node (what the panel put there).
 SYNC_NODE_STATE_DIR = os.environ.get("PANEL_NODE_STATE_DIR", "/var/lib/cluster-panel")
+# Where each node keeps the lock of its one session at a time (emptied by a reboot).
+SYNC_NODE_RUN_DIR = os.environ.get("PANEL_NODE_RUN_DIR", "/run/cluster-panel")
 
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {

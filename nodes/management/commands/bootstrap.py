@@ -12,12 +12,14 @@ from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
+from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management import call_command
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from nodes.models import Node, node_name_validator
+from panel.instance import private_dir
 
 ADMIN_USERNAME = "admin"
 LOGIN_URL = "http://127.0.0.1:8000/"
@@ -37,9 +39,25 @@ def local_node_name(hostname: str | None = None) -> str:
     return name
 
 
+def generated_password(user, attempts: int = 20) -> str:
+    """A random password that the site's password validators accept like any other.
+
+    ``create_superuser`` does not run the validators, so without this check a generated
+    password could be one the admin could not set again through a form.
+    """
+    for _ in range(attempts):
+        password = secrets.token_urlsafe(12)
+        try:
+            validate_password(password, user)
+        except ValidationError:
+            continue
+        return password
+    raise CommandError("No generated password passed AUTH_PASSWORD_VALIDATORS; check them.")
+
+
 def write_password_file(path: Path, password: str) -> None:
     """Write the password readable by the owner only, also when the file already exists."""
-    path.parent.mkdir(parents=True, exist_ok=True)
+    private_dir(path.parent)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:
         os.fchmod(f.fileno(), 0o600)
@@ -74,7 +92,7 @@ class Command(BaseCommand):
                 f"A user {ADMIN_USERNAME!r} exists but is not a superuser; make it one in the "
                 "admin or create a superuser with `manage.py createsuperuser`."
             )
-        password = secrets.token_urlsafe(12)
+        password = generated_password(User(**{User.USERNAME_FIELD: ADMIN_USERNAME}))
         path = Path(settings.DATA_DIR) / PASSWORD_FILE_NAME
         with transaction.atomic():
             User._default_manager.create_superuser(
