@@ -530,7 +530,7 @@ def save_progress(run_id: int, worker: str, command: str, log_text: str) -> None
 @retry_on_transient_errors
 def has_due_work(node_id: int) -> bool:
     row = (
-        Node2Sync.objects.filter(node_id=node_id)
+        Node2Sync.objects.filter(node_id=node_id, node__maintenance=False)
         .annotate(due=_is(Q(next_attempt_at__lte=db_now())))
         .order_by("action__priority", "action_id")
         .values("state", "due")

@@ -22,6 +22,7 @@ from sync.engine import (
     due_node_ids,
     register_desync,
     run_nodes,
+    set_maintenance,
     skip_desyncs,
     start_next_run,
     take_over_node,
@@ -190,3 +191,25 @@ def test_it_keeps_only_the_newest_runs_of_each_node_and_type(make_node, make_typ
         run_nodes([node.pk, other.pk])
     assert SyncRun.objects.filter(node=node).count() == 3
     assert SyncRun.objects.filter(node=other).count() == 3
+
+
+def test_it_stops_a_running_session_before_its_next_type_when_maintenance_goes_on(
+    make_node, make_type
+):
+    node = make_node()
+    ran = []
+
+    async def first(ctx) -> None:
+        ran.append("first")
+        await ctx.db(set_maintenance, [ctx.node], True)  # the admin, while the type runs
+
+    async def second(ctx) -> None:
+        ran.append("second")
+
+    register_desync([node], [make_type("t-1", priority=1, run=first)])
+    register_desync([node], [make_type("t-2", priority=2, run=second)])
+    [result] = run_nodes([node.pk])
+
+    assert ran == ["first"]
+    assert result.completed == 1
+    assert list(Node2Sync.objects.values_list("action__name", flat=True)) == ["t-2"]
