@@ -23,7 +23,9 @@ from sync.engine import cancel_node, register_desync, run_nodes
 from sync.models import Outcome, SyncAction, SyncRun
 from sync.synchronizers import REGISTRY, unregister_type, update_syncactions
 from tests.conftest import ROOT, process_env
-from tests.integration.node_work_types import NODE_WORK
+
+# The type's name; importing its module registers the type, so only the fixture imports it.
+NODE_WORK = "node-work"
 
 pytestmark = pytest.mark.django_db(transaction=True)
 ENV = {"PANEL_SYNCHRONIZER_MODULES": "tests.integration.node_work_types"}
