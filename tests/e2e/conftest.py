@@ -84,6 +84,15 @@ def operator(transactional_db, django_user_model):
 
 
 @pytest.fixture
+def superuser(transactional_db, django_user_model):
+    """Only superusers may add the panel's own server as a node."""
+    user = _user(django_user_model, "chief", "Operators")
+    user.is_superuser = True
+    user.save(update_fields=["is_superuser"])
+    return user
+
+
+@pytest.fixture
 def reader(transactional_db, django_user_model):
     return _user(django_user_model, "reader", "Read-only")
 

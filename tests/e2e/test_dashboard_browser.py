@@ -50,10 +50,10 @@ def wait_until_busy(page, name: str, timeout: float = 10) -> float:
     return time.time()
 
 
-def test_it_adds_a_local_node_and_shows_its_spinner_then_ready(page, operator, make_type, engine):
+def test_it_adds_a_local_node_and_shows_its_spinner_then_ready(page, superuser, make_type, engine):
     make_type("e2e-slow", priority=10, run=_slow)
     engine.start()
-    login(page, operator)
+    login(page, superuser)
 
     page.get_by_role("link", name="Add node").click()
     page.get_by_label("Name").fill("web-1")
@@ -160,7 +160,10 @@ def test_it_forces_completion_of_a_hanging_node(page, operator, make_type, engin
     page.get_by_role("link", name="hang-1").click()
     cell = status_cell(page, "hang-1")
     expect(cell).to_have_attribute("aria-busy", "true")
-    page.get_by_role("button", name="Force completion").click()
+    # Force asks first, saying what will happen, then acts.
+    page.locator("summary", has_text="Force completion").click()
+    expect(page.get_by_text("What will happen: the panel takes hang-1")).to_be_visible()
+    page.get_by_role("button", name="Force completion", exact=True).click()
 
     expect(page.locator("#messages")).to_contain_text("Forced completion on hang-1")
     expect(cell).not_to_have_attribute("aria-busy", "true", timeout=10_000)

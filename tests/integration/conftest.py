@@ -86,3 +86,27 @@ def cluster_types(transactional_db):
     yield {a.name: a for a in SyncAction.objects.filter(name__in=ALL_TYPES)}
     for name in ALL_TYPES:
         unregister_type(name)
+
+
+# --- Talking to a node directly --------------------------------------------------------------
+
+
+async def with_transport(node, fn):
+    """Open the node's transport, run ``fn(transport)``, close it; for ``asyncio.run``."""
+    from nodes.transports import open_transport
+
+    transport = await open_transport(node)
+    try:
+        return await fn(transport)
+    finally:
+        await transport.close()
+
+
+def without_runner(monkeypatch) -> None:
+    """As on a node without python3: every command goes as a plain SSH command."""
+    from nodes.transports.ssh import _Runner
+
+    async def unavailable(conn, *args, **kwargs):
+        return None
+
+    monkeypatch.setattr(_Runner, "start", unavailable)

@@ -17,12 +17,13 @@ import sys
 
 import pytest
 
-from nodes.transports import CommandFailed, TransportError, open_transport
+from nodes.transports import CommandFailed, TransportError
 from nodes.transports.limits import FILE_LIMIT, OUTPUT_LIMIT
 from sync.engine import register_desync
 from sync.models import SyncAction
 from sync.synchronizers import update_syncactions
 from tests.conftest import ROOT, process_env
+from tests.integration.conftest import with_transport, without_runner
 
 MAX_RSS_MB = 300
 
@@ -200,33 +201,20 @@ def test_it_refuses_a_hostile_node_in_bounded_memory(hostile_node, attack):
 # --- the same paths with honest nodes ------------------------------------------------------
 
 
-async def _with_transport(node, fn):
-    transport = await open_transport(node)
-    try:
-        return await fn(transport)
-    finally:
-        await transport.close()
-
-
 @pytest.fixture(params=["runner", "plain-ssh", "local"])
 def any_node(request, make_ssh_node, make_node, monkeypatch):
     """An honest node reached each way: the runner, plain SSH (no python3), the local one."""
     if request.param == "local":
         return make_node("local")
     if request.param == "plain-ssh":
-        from nodes.transports.ssh import _Runner
-
-        async def unavailable(conn, *args, **kwargs):
-            return None
-
-        monkeypatch.setattr(_Runner, "start", unavailable)
+        without_runner(monkeypatch)
     return make_ssh_node()[0]
 
 
 @pytest.mark.django_db
 def test_it_keeps_head_and_tail_of_a_big_output(any_node):
     lines = 200_000  # 1.3 MB
-    result = asyncio.run(_with_transport(any_node, lambda t: t.run(["seq", "1", str(lines)])))
+    result = asyncio.run(with_transport(any_node, lambda t: t.run(["seq", "1", str(lines)])))
     assert result.stdout.startswith("1\n2\n3\n")
     assert result.stdout.endswith(f"\n{lines - 1}\n{lines}\n")
     assert "bytes cut ...]" in result.stdout
@@ -237,7 +225,7 @@ def test_it_keeps_head_and_tail_of_a_big_output(any_node):
 def test_it_keeps_the_end_of_a_huge_error(any_node):
     script = "seq 1 300000 >&2; echo the real cause >&2; exit 3"
     with pytest.raises(CommandFailed) as e:
-        asyncio.run(_with_transport(any_node, lambda t: t.run(["sh", "-c", script])))
+        asyncio.run(with_transport(any_node, lambda t: t.run(["sh", "-c", script])))
     message = str(e.value)
     assert message.startswith("command `sh -c ")
     assert "exited with 3: 1\n2\n3\n" in message
@@ -258,7 +246,7 @@ def test_it_leaves_a_normal_command_alone(any_node):
             await t.run(["wc", "-c"], input=text * 10),
         )
 
-    small, echoed, counted = asyncio.run(_with_transport(any_node, work))
+    small, echoed, counted = asyncio.run(with_transport(any_node, work))
     assert (small.stdout, small.stderr, small.exit_status) == ("hello", "", 0)
     assert echoed.stdout == text.decode()
     assert counted.stdout.strip() == str(len(text) * 10)
@@ -268,7 +256,7 @@ def test_it_leaves_a_normal_command_alone(any_node):
 def test_it_still_times_out_a_command_that_prints_for_ever(any_node):
     endless = ["sh", "-c", "while :; do echo spam; done"]
     with pytest.raises(TimeoutError):
-        asyncio.run(_with_transport(any_node, lambda t: t.run(endless, timeout=2)))
+        asyncio.run(with_transport(any_node, lambda t: t.run(endless, timeout=2)))
 
 
 @pytest.mark.django_db
@@ -276,22 +264,22 @@ def test_it_reads_a_file_up_to_the_limit_and_refuses_a_larger_one(any_node, tmp_
     fits, too_big = tmp_path / "fits", tmp_path / "too-big"
     fits.write_bytes(b"x" * FILE_LIMIT)
     too_big.write_bytes(b"x" * (FILE_LIMIT + 1))
-    assert asyncio.run(_with_transport(any_node, lambda t: t.read_file(str(fits)))) == (
+    assert asyncio.run(with_transport(any_node, lambda t: t.read_file(str(fits)))) == (
         b"x" * FILE_LIMIT
     )
     with pytest.raises(TransportError, match="larger than 8 MiB, the most the panel reads"):
-        asyncio.run(_with_transport(any_node, lambda t: t.read_file(str(too_big))))
+        asyncio.run(with_transport(any_node, lambda t: t.read_file(str(too_big))))
 
 
 @pytest.mark.django_db
 def test_it_stops_reading_an_endless_file_from_a_hostile_node(hostile_node):
     node = hostile_node("endless-output")
     with pytest.raises(TransportError, match="larger than 8 MiB, the most the panel reads"):
-        asyncio.run(_with_transport(node, lambda t: t.read_file("/etc/hostname")))
+        asyncio.run(with_transport(node, lambda t: t.read_file("/etc/hostname")))
 
 
 @pytest.mark.django_db
 def test_it_refuses_a_file_over_the_limit_from_a_hostile_runner(hostile_node):
     node = hostile_node("big-file")
     with pytest.raises(TransportError, match="larger than 8 MiB, the most the panel reads"):
-        asyncio.run(_with_transport(node, lambda t: t.read_file("/etc/hostname")))
+        asyncio.run(with_transport(node, lambda t: t.read_file("/etc/hostname")))

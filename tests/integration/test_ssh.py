@@ -16,9 +16,10 @@ from django.core.management.base import CommandError
 from nodes.choices import NodeStatus, Transport
 from nodes.keys import fingerprint, panel_key_path, panel_public_key
 from nodes.models import Node
-from nodes.transports import CommandFailed, TransportError, open_transport
+from nodes.transports import CommandFailed, TransportError
 from sync.engine import register_desync, run_nodes
 from sync.models import Node2Sync, Outcome, SyncRun
+from tests.integration.conftest import with_transport, without_runner
 
 pytestmark = pytest.mark.django_db
 
@@ -142,25 +143,12 @@ def test_it_refuses_acceptkey_for_a_local_node(make_node):
 # --- the transport ----------------------------------------------------------------------------
 
 
-async def _with_transport(node, fn):
-    transport = await open_transport(node)
-    try:
-        return await fn(transport)
-    finally:
-        await transport.close()
-
-
 @pytest.fixture(params=["runner", "plain-ssh"])
 def command_mode(request, monkeypatch):
     """Both ways commands reach a node: the session's runner, and plain SSH commands (nodes
     without python3)."""
     if request.param == "plain-ssh":
-        from nodes.transports.ssh import _Runner
-
-        async def unavailable(conn, *args, **kwargs):
-            return None
-
-        monkeypatch.setattr(_Runner, "start", unavailable)
+        without_runner(monkeypatch)
     return request.param
 
 
@@ -178,7 +166,7 @@ def test_it_passes_arguments_and_file_names_literally_over_ssh(
         await t.put_file(str(path), content, mode=0o600)
         return echoed.stdout, await t.read_file(str(path))
 
-    echoed, read_back = asyncio.run(_with_transport(node, work))
+    echoed, read_back = asyncio.run(with_transport(node, work))
     assert echoed == tricky
     assert read_back == content
     assert path.read_bytes() == content
@@ -190,7 +178,7 @@ def test_it_passes_arguments_and_file_names_literally_over_ssh(
 def test_it_reports_a_failed_command_with_its_exit_code_and_stderr(make_ssh_node, command_mode):
     node, _ = make_ssh_node()
     with pytest.raises(CommandFailed) as e:
-        asyncio.run(_with_transport(node, lambda t: t.run(["sh", "-c", "echo doom >&2; exit 7"])))
+        asyncio.run(with_transport(node, lambda t: t.run(["sh", "-c", "echo doom >&2; exit 7"])))
     assert e.value.exit_status == 7
     assert "exited with 7" in str(e.value) and "doom" in str(e.value)
 
@@ -198,7 +186,7 @@ def test_it_reports_a_failed_command_with_its_exit_code_and_stderr(make_ssh_node
 def test_it_reports_an_unreadable_file(make_ssh_node, tmp_path, command_mode):
     node, _ = make_ssh_node()
     with pytest.raises(TransportError, match="cannot read"):
-        asyncio.run(_with_transport(node, lambda t: t.read_file(str(tmp_path / "missing"))))
+        asyncio.run(with_transport(node, lambda t: t.read_file(str(tmp_path / "missing"))))
 
 
 def test_it_uses_one_connection_for_a_whole_session(make_ssh_node, make_type):
@@ -341,7 +329,7 @@ def test_it_sets_owner_and_group_of_a_file(make_ssh_node, tmp_path, command_mode
     node, _ = make_ssh_node()
     path = tmp_path / "owned"
     asyncio.run(
-        _with_transport(
+        with_transport(
             node, lambda t: t.put_file(str(path), b"x", mode=0o640, owner="nobody", group="nogroup")
         )
     )
@@ -351,5 +339,5 @@ def test_it_sets_owner_and_group_of_a_file(make_ssh_node, tmp_path, command_mode
 def test_it_reports_a_missing_program_over_ssh(make_ssh_node, command_mode):
     node, _ = make_ssh_node()
     with pytest.raises(CommandFailed) as e:
-        asyncio.run(_with_transport(node, lambda t: t.run(["no-such-program-xyz"])))
+        asyncio.run(with_transport(node, lambda t: t.run(["no-such-program-xyz"])))
     assert e.value.exit_status == 127

@@ -28,6 +28,7 @@ import pytest
 from nodes.transports import open_transport
 from sync.context import RunContext
 from sync.synchronizers.users import _write_keys, get_account
+from tests.integration.conftest import without_runner
 
 pytestmark = pytest.mark.django_db
 
@@ -191,12 +192,7 @@ def target(request, make_node, make_ssh_node, monkeypatch):
         return request.param, make_node("race-local"), 200
     node, _ = make_ssh_node("race-ssh")
     if request.param == "ssh-plain":
-        from nodes.transports.ssh import _Runner
-
-        async def unavailable(conn, *args, **kwargs):
-            return None
-
-        monkeypatch.setattr(_Runner, "start", unavailable)
+        without_runner(monkeypatch)
         # Each command is a new SSH session (slow), and every write here is refused anyway.
         return request.param, node, 6
     return request.param, node, 200
