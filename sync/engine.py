@@ -23,6 +23,7 @@ one worker drives many node sessions on one event loop while they wait on the ne
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import functools
 import logging
 import os
@@ -461,7 +462,11 @@ def finish_run(
             return False
         now = read_db_now()
         SyncRun.objects.filter(pk=ticket.run_id).update(
-            finished_at=db_now(), outcome=outcome, log=log_text, current_command=""
+            finished_at=db_now(),
+            outcome=outcome,
+            log=log_text,
+            current_command="",
+            current_output="",
         )
         _prune_history(ticket.node_id, ticket.action.pk)
         row = Node2Sync.objects.filter(pk=ticket.desync_id)
@@ -520,10 +525,10 @@ def _prune_history(node_id: int, action_id: int) -> None:
 
 
 @retry_on_transient_errors
-def save_progress(run_id: int, worker: str, command: str, log_text: str) -> None:
-    """Publish a running run's current command and log so far (``sync.watch``)."""
+def save_progress(run_id: int, worker: str, command: str, log_text: str, output: str) -> None:
+    """Publish a running run's current command, its output and the log so far (``sync.watch``)."""
     SyncRun.objects.filter(pk=run_id, worker=worker, outcome=Outcome.RUNNING).update(
-        current_command=command, log=log_text
+        current_command=command, log=log_text, current_output=output
     )
 
 
@@ -619,7 +624,19 @@ EXPECTED_FAILURES = (TransportError, ValueError)
 async def _execute(
     ticket: RunTicket, ctx_node: Node, conn: _Connection, watch: RunWatch
 ) -> Execution:
-    """Run one synchronizer within its timeout."""
+    """Run one synchronizer within its timeout; a failed run's log keeps what its last command
+    printed (the reason a hung ``apt-get`` hangs is in its output)."""
+    execution = await _run_type(ticket, ctx_node, conn, watch)
+    note = watch.failure_note() if execution.outcome != Outcome.SUCCESS else ""
+    if note:
+        log_text = f"{execution.log}\n{note}" if execution.log else note
+        execution = dataclasses.replace(execution, log=log_text)
+    return execution
+
+
+async def _run_type(
+    ticket: RunTicket, ctx_node: Node, conn: _Connection, watch: RunWatch
+) -> Execution:
     sync_type = REGISTRY.get(ticket.action.name)
     lines = watch.lines
     if sync_type is None:

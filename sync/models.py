@@ -86,8 +86,10 @@ class SyncRun(models.Model):
     log = models.TextField(blank=True)
     # Who ended or dropped it by hand (forced, cancelled, skipped): an admin's user name.
     acted_by = models.CharField(max_length=150, blank=True)
-    # While it runs: the command it runs on the node now (for the node page to show).
+    # While it runs: the command it runs on the node now and the tail of what that command
+    # printed so far (for the node page to show).
     current_command = models.CharField(max_length=300, blank=True)
+    current_output = models.TextField(blank=True)
 
     class Meta:
         db_table = "syncrun"

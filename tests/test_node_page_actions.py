@@ -113,7 +113,9 @@ def test_it_shows_the_running_command_its_time_and_output(operator, make_node, m
     node = make_node("n1")
     ticket = start_and_hang(node, make_type("t-hang", timeout=300))
     SyncRun.objects.filter(pk=ticket.run_id).update(
-        current_command="apt-get install -y nc-demo", log="resolving\ndownloading"
+        current_command="apt-get install -y nc-demo",
+        log="resolving\ndownloading",
+        current_output="Get:1 http://deb.example nc-demo 1.0 [20 kB]",
     )
 
     html = page(operator, node)
@@ -121,6 +123,7 @@ def test_it_shows_the_running_command_its_time_and_output(operator, make_node, m
     assert "of its 300 s timeout" in html
     assert "apt-get install -y nc-demo" in html
     assert "downloading" in html
+    assert "Get:1 http://deb.example nc-demo" in html
 
 
 def test_it_says_a_run_is_still_finishing_after_maintenance_went_on(operator, make_node, make_type):
@@ -140,7 +143,8 @@ def test_it_publishes_the_command_and_the_log_while_the_run_runs(make_node, make
 
     async def slow(ctx) -> None:
         ctx.log("step one done")
-        task = asyncio.ensure_future(ctx.transport.run(["sleep", "30"]))
+        command = ["sh", "-c", "echo fetching the index; sleep 30"]
+        task = asyncio.ensure_future(ctx.transport.run(command))
         while not release.is_set():
             await asyncio.sleep(0.1)
         task.cancel()
@@ -161,12 +165,18 @@ def test_it_publishes_the_command_and_the_log_while_the_run_runs(make_node, make
         run = None
         while time.monotonic() < deadline:
             run = SyncRun.objects.filter(outcome=Outcome.RUNNING).first()
-            if run and run.current_command:
+            if run and run.current_output:
                 break
             time.sleep(0.2)
-        assert run is not None and run.current_command == "sleep 30"
+        assert run is not None
+        assert run.current_command == "sh -c 'echo fetching the index; sleep 30'"
+        assert run.current_output == "fetching the index\n"
         assert run.log == "step one done"
     finally:
         release.set()
         thread.join(20)
-    assert SyncRun.objects.get().current_command == ""
+    run = SyncRun.objects.get()
+    assert run.current_command == "" and run.current_output == ""
+    # It failed: its log keeps what the command it was running had printed.
+    assert "last output of `sh -c 'echo fetching the index; sleep 30'`:" in run.log
+    assert "fetching the index" in run.log

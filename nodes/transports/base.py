@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import abc
 import shlex
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from nodes.transports.limits import MESSAGE_LIMIT, keep_head_and_tail
+
+OutputCallback = Callable[[bytes], None]
 
 
 class TransportError(Exception):
@@ -50,8 +52,13 @@ class Transport(abc.ABC):
         input: bytes | None = None,
         check: bool = True,
         timeout: float | None = None,
+        on_output: OutputCallback | None = None,
     ) -> CommandResult:
-        """Run ``argv`` on the node; raise CommandFailed on a non-zero exit when ``check``."""
+        """Run ``argv`` on the node; raise CommandFailed on a non-zero exit when ``check``.
+
+        ``on_output`` is given the last few KiB of the command's output (stdout and stderr
+        together) about every second while it runs, for whoever watches the run.
+        """
 
     @abc.abstractmethod
     async def put_file(

@@ -13,7 +13,13 @@ import shlex
 from collections.abc import Callable, Sequence
 
 from nodes.transports import remote_runner
-from nodes.transports.base import CommandFailed, CommandResult, Transport, TransportError
+from nodes.transports.base import (
+    CommandFailed,
+    CommandResult,
+    OutputCallback,
+    Transport,
+    TransportError,
+)
 from nodes.transports.limits import FILE_LIMIT, FILE_TOO_LARGE
 
 
@@ -37,13 +43,20 @@ class LocalTransport(Transport):
         input: bytes | None = None,
         check: bool = True,
         timeout: float | None = None,
+        on_output: OutputCallback | None = None,
     ) -> CommandResult:
         argv = [str(a) for a in argv]
         await self._take_session()
         command = remote_runner.Command()
         try:
             result = await asyncio.to_thread(
-                remote_runner.run_command, argv, input, timeout, self._session, command
+                remote_runner.run_command,
+                argv,
+                input,
+                timeout,
+                self._session,
+                command,
+                on_output,  # called on that thread: it must only note the text
             )
         except remote_runner.SessionTakenOver as e:
             raise TransportError(str(e)) from None

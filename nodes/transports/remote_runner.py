@@ -64,12 +64,19 @@ def _write(stream, message):
 
 def _run(request):
     data = request.get("input")
+    on_output = None
+    if request.get("progress"):  # the panel watches the run: send the output's tail as it grows
+
+        def on_output(tail):
+            _write(sys.stdout.buffer, {"progress": _b64(tail)})
+
     try:
         result = run_command(
             request["argv"],
             None if data is None else base64.b64decode(data),
             request.get("timeout"),
             _SESSION,
+            on_output=on_output,
         )
     except SessionTakenOver as e:
         return {"error": str(e)}
@@ -98,13 +105,15 @@ class Command:
             end_group(self.proc.pid, self.proc)
 
 
-def run_command(argv, data=None, timeout=None, session=None, command=None):
+def run_command(argv, data=None, timeout=None, session=None, command=None, on_output=None):
     """Run one command in a process group of its own; (status, stdout, stderr), or None when
     it timed out (its group ended). Raises SessionTakenOver, or OSError when it cannot start.
 
     Its stdout and stderr are read as they come and only their heads and tails kept
     (OUTPUT_LIMIT each): a command printing gigabytes costs neither the node's memory nor a
-    reply over the panel's frame limit, and its last lines still arrive.
+    reply over the panel's frame limit, and its last lines still arrive. With ``on_output``,
+    the last TAIL_BYTES of its output are passed to it about every PROGRESS_SECONDS while it
+    runs (whoever watches the run sees what it prints).
     """
     command = command or Command()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -124,23 +133,59 @@ def run_command(argv, data=None, timeout=None, session=None, command=None):
     try:
         if command.ended:  # cancelled while it started
             end_group(proc.pid, proc)
-        return _wait(proc, argv, data, timeout, deadline)
+        return _wait(proc, argv, data, timeout, deadline, on_output)
     finally:
         _RUNNING.remove(command)
         if session:
             session.finished(proc)
 
 
-def _wait(proc, argv, data, timeout, deadline):
+TAIL_BYTES = 4096
+PROGRESS_SECONDS = 1.0
+
+
+class Tail:
+    """The last TAIL_BYTES of a command's output, both streams together, as it is printed."""
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.data = b""
+        self.version = 0
+
+    def feed(self, chunk):
+        with self.lock:
+            self.data = (self.data + chunk)[-TAIL_BYTES:]
+            self.version += 1
+
+    def text(self):
+        with self.lock:
+            return self.data
+
+
+def _wait(proc, argv, data, timeout, deadline, on_output=None):
     out, err = Capture(OUTPUT_LIMIT), Capture(OUTPUT_LIMIT)
-    readers = [_thread(_collect, proc.stdout, out), _thread(_collect, proc.stderr, err)]
+    tail = Tail() if on_output else None
+    readers = [
+        _thread(_collect, proc.stdout, out, tail),
+        _thread(_collect, proc.stderr, err, tail),
+    ]
     if data is not None:
         _thread(_feed, proc.stdin, data)
     try:
+        seen = 0
         for reader in readers:  # till end of output, like communicate()
-            reader.join(_left(deadline))
-            if reader.is_alive():
-                raise subprocess.TimeoutExpired(argv, timeout)
+            while True:
+                left = _left(deadline)
+                if tail is not None:
+                    left = PROGRESS_SECONDS if left is None else min(PROGRESS_SECONDS, left)
+                reader.join(left)
+                if tail is not None and tail.version != seen:
+                    seen = tail.version
+                    on_output(tail.text())
+                if not reader.is_alive():
+                    break
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise subprocess.TimeoutExpired(argv, timeout)
         proc.wait(_left(deadline))
     except subprocess.TimeoutExpired:
         end_group(proc.pid, proc)
@@ -156,10 +201,12 @@ def _thread(target, *args):
     return thread
 
 
-def _collect(pipe, capture):
+def _collect(pipe, capture, tail=None):
     with pipe:
         for chunk in iter(lambda: os.read(pipe.fileno(), 65536), b""):
             capture.feed(chunk)
+            if tail is not None:
+                tail.feed(chunk)
 
 
 def _feed(pipe, data):

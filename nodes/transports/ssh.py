@@ -22,7 +22,13 @@ import asyncssh
 
 from nodes.keys import fingerprint, load_panel_key
 from nodes.transports import limits, remote_runner
-from nodes.transports.base import CommandFailed, CommandResult, Transport, TransportError
+from nodes.transports.base import (
+    CommandFailed,
+    CommandResult,
+    OutputCallback,
+    Transport,
+    TransportError,
+)
 from nodes.transports.limits import (
     FILE_LIMIT,
     FILE_TOO_LARGE,
@@ -130,14 +136,21 @@ class _Runner:
             raise TransportError(str(reply["error"])[:500])
         return runner if reply.get("ok") else None
 
-    async def request(self, message: dict) -> dict:
+    async def request(self, message: dict, on_progress: OutputCallback | None = None) -> dict:
+        """Send one request and return its reply; progress frames (a running command's output
+        tail, each one bounded like any frame) go to ``on_progress`` on the way."""
         async with self.lock:
             try:
                 data = json.dumps(message).encode()
                 self.process.stdin.write(struct.pack(">I", len(data)) + data)
-                (size,) = struct.unpack(">I", await self.process.stdout.readexactly(4))
-                check_frame_size(size)  # before reading, or allocating, any of it
-                return parse_reply(await self.process.stdout.readexactly(size))
+                while True:
+                    (size,) = struct.unpack(">I", await self.process.stdout.readexactly(4))
+                    check_frame_size(size)  # before reading, or allocating, any of it
+                    reply = parse_reply(await self.process.stdout.readexactly(size))
+                    if "progress" not in reply:
+                        return reply
+                    if on_progress is not None:
+                        on_progress(reply_bytes(reply, "progress"))
             except BaseException:
                 # Cancelled, broken or garbled mid-request: the channel's state is unknown (or
                 # the node is not running our runner), drop it.
@@ -176,13 +189,18 @@ class SSHTransport(Transport):
             self._runner_available = self._runner is not None
         return self._runner
 
-    async def _request(self, message: dict, timeout: float | None = None) -> dict:
+    async def _request(
+        self,
+        message: dict,
+        timeout: float | None = None,
+        on_progress: OutputCallback | None = None,
+    ) -> dict:
         runner = await self._get_runner()
         assert runner is not None
         with self._translated_errors():
             # The runner enforces the command's timeout itself; this one is for a dead link.
             async with asyncio.timeout(None if timeout is None else timeout + 10):
-                return await runner.request(message)
+                return await runner.request(message, on_progress)
 
     def _translated_errors(self):
         return _translate_errors(self.node_name)
@@ -239,6 +257,7 @@ class SSHTransport(Transport):
         input: bytes | None = None,
         check: bool = True,
         timeout: float | None = None,
+        on_output: OutputCallback | None = None,
     ) -> CommandResult:
         argv = [str(a) for a in argv]
         if await self._get_runner():
@@ -248,8 +267,10 @@ class SSHTransport(Transport):
                     "argv": argv,
                     "input": None if input is None else base64.b64encode(input).decode(),
                     "timeout": timeout,
+                    "progress": on_output is not None,
                 },
                 timeout,
+                on_output,
             )
             if reply.get("timeout") is True:
                 raise TimeoutError(f"`{shlex.join(argv)[:200]}` timed out after {timeout} s")

@@ -68,7 +68,7 @@ def hanging_work(tmp_path: Path, sleep: str, once: bool = False) -> list[str]:
     script = tmp_path / "work.sh"
     script.write_text(
         f'if [ "{int(once)}" = 0 ] || [ -e {flag} ]; then rm -f {flag}; '
-        f"sh -c 'sleep {sleep}' & sleep {sleep}; fi\n"
+        f"echo waiting for the lock; sh -c 'sleep {sleep}' & sleep {sleep}; fi\n"
     )
     return ["sh", str(script)]
 
@@ -103,7 +103,10 @@ def test_it_ends_the_hung_command_on_the_node_when_the_run_times_out(
 
     run_nodes([node.pk])
 
-    assert SyncRun.objects.get().outcome == Outcome.TIMEOUT
+    run = SyncRun.objects.get()
+    assert run.outcome == Outcome.TIMEOUT
+    # What the hung command printed reached the panel while it ran, and stays in the log.
+    assert "last output of `sh " in run.log and "waiting for the lock" in run.log
     assert_gone(f"sleep {sleep}")
 
 
