@@ -38,9 +38,9 @@ from datetime import datetime
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, connection, transaction
-from django.db.models import BooleanField, ExpressionWrapper, F, Q, Value
+from django.db.models import BooleanField, ExpressionWrapper, F, Q, Value, Window
 from django.db.models.expressions import Combinable
-from django.db.models.functions import Concat
+from django.db.models.functions import Concat, RowNumber
 
 from nodes.models import Node
 from nodes.transports import CommandFailed, Transport, TransportError, open_transport
@@ -460,7 +460,6 @@ def finish_run(
     with transaction.atomic():
         if not renew_lease(ticket.node_id, worker):
             return False
-        now = read_db_now()
         SyncRun.objects.filter(pk=ticket.run_id).update(
             finished_at=db_now(),
             outcome=outcome,
@@ -468,7 +467,6 @@ def finish_run(
             current_command="",
             current_output="",
         )
-        _prune_history(ticket.node_id, ticket.action.pk)
         row = Node2Sync.objects.filter(pk=ticket.desync_id)
         node = Node.objects.filter(pk=ticket.node_id)
         if outcome == Outcome.SUCCESS:
@@ -489,13 +487,20 @@ def finish_run(
                 .first()
             )
             cleared = {} if still_failing else {"last_error": ""}
-            node.update(current_action=None, last_sync_at=db_now(), **cleared)
-            conditions.after_success(
-                ticket.node_id,
-                now,
-                still_failing
-                and (still_failing[0], conditions.failing_message(*still_failing[1:])),
+            done = dict(current_action=None, last_sync_at=db_now(), **cleared)
+            # The common case, a node with nothing wrong, in one UPDATE; conditions to clear
+            # (or a type still failing to name) take the conditions' read and write.
+            fine = node.filter(condition="", contact_failed_since__isnull=True).update(
+                last_contact_at=db_now(), **done
             )
+            if not fine or still_failing:
+                node.update(**done)
+                conditions.after_success(
+                    ticket.node_id,
+                    read_db_now(),
+                    still_failing
+                    and (still_failing[0], conditions.failing_message(*still_failing[1:])),
+                )
         else:
             attempts = (row.values_list("attempts", flat=True).first() or 0) + 1
             failed = dict(attempts=attempts, last_error=error, started_at=None, worker="")
@@ -508,20 +513,10 @@ def finish_run(
                 row.update(state=DesyncState.PENDING, next_attempt_at=db_now(), **failed)
             node.update(current_action=None, last_error=f"{ticket.action.title}: {error}")
             conditions.after_failure(
-                ticket.node_id, ticket.action.name, ticket.action.title, kind, error, now
+                ticket.node_id, ticket.action.name, ticket.action.title, kind, error, read_db_now()
             )
         node.recompute_status()
     return True
-
-
-def _prune_history(node_id: int, action_id: int) -> None:
-    """Keep the last ``runs_kept_per_type`` runs of a node and type: the probe alone would
-    otherwise add a row per node every minute, for ever."""
-    keep = int(settings.SYNC.get("runs_kept_per_type", 50))
-    runs = SyncRun.objects.filter(node_id=node_id, action_id=action_id)
-    oldest_kept = runs.order_by("-id").values_list("id", flat=True)[keep - 1 : keep].first()
-    if oldest_kept is not None:
-        runs.filter(id__lt=oldest_kept).delete()
 
 
 @retry_on_transient_errors
@@ -1048,10 +1043,35 @@ def register_probes() -> int:
     return register_desync(node_ids, [probe]) if node_ids else 0
 
 
+def prune_history(batch: int = 5000) -> int:
+    """Keep the newest ``runs_kept_per_type`` runs of each node and type; return how many
+    were deleted. The probe alone would otherwise add a row per node every minute, for ever.
+
+    One ranking query (a window function, SQLite 3.25+ and MariaDB 10.2+) in the periodic
+    pass, not a query per finished run; at most ``batch`` rows a pass.
+    """
+    keep = int(settings.SYNC.get("runs_kept_per_type", 50))
+    ranked = SyncRun.objects.annotate(
+        newer=Window(
+            RowNumber(), partition_by=[F("node_id"), F("action_id")], order_by=F("id").desc()
+        )
+    )
+    old = list(
+        ranked.filter(newer__gt=keep)
+        .exclude(outcome=Outcome.RUNNING)
+        .values_list("pk", flat=True)[:batch]
+    )
+    if old:
+        SyncRun.objects.filter(pk__in=old).delete()
+    return len(old)
+
+
 def check_health() -> dict[str, int]:
-    """The periodic health pass beside the sweep: probes for quiet nodes, ``stuck`` marks."""
+    """The periodic health pass beside the sweep: probes for quiet nodes, ``stuck`` marks,
+    and the run history kept to its size."""
     probed = register_probes()
     stuck = refresh_stuck()
-    if probed or stuck:
-        log.info("health probed=%d stuck-changed=%d", probed, stuck)
-    return {"probed": probed, "stuck_changed": stuck}
+    pruned = prune_history()
+    if probed or stuck or pruned:
+        log.info("health probed=%d stuck-changed=%d runs-pruned=%d", probed, stuck, pruned)
+    return {"probed": probed, "stuck_changed": stuck, "runs_pruned": pruned}

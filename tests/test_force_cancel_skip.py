@@ -16,6 +16,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from nodes.choices import NodeStatus
+from sync import engine
 from sync.engine import (
     cancel_node,
     claim_node,
@@ -185,12 +186,23 @@ def test_nodesync_takes_one_of_force_cancel_and_skip(manage, args):
 def test_it_keeps_only_the_newest_runs_of_each_node_and_type(make_node, make_type, settings):
     settings.SYNC = {**settings.SYNC, "runs_kept_per_type": 3}
     node, other = make_node("n1"), make_node("n2")
-    action = make_type("t-a")
-    for _ in range(5):
-        register_desync([node, other], [action])
+    a, b = make_type("t-a"), make_type("t-b")
+    for _ in range(6):
+        register_desync([node, other], [a, b])
         run_nodes([node.pk, other.pk])
-    assert SyncRun.objects.filter(node=node).count() == 3
-    assert SyncRun.objects.filter(node=other).count() == 3
+    newest = {
+        (n.pk, t.pk): list(
+            SyncRun.objects.filter(node=n, action=t).order_by("-id").values_list("pk", flat=True)
+        )[:3]
+        for n in (node, other)
+        for t in (a, b)
+    }
+
+    assert engine.check_health()["runs_pruned"] == 4 * 3
+
+    for (node_id, action_id), kept in newest.items():
+        left = SyncRun.objects.filter(node_id=node_id, action_id=action_id)
+        assert sorted(left.values_list("pk", flat=True)) == sorted(kept)
 
 
 def test_it_stops_a_running_session_before_its_next_type_when_maintenance_goes_on(

@@ -57,5 +57,6 @@ def test_it_pushes_a_new_managed_file_to_every_node_of_its_role(sshd, start_qclu
     assert path.read_text() == "Welcome, $USER\n"
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
     for name in ("web1", "web2", "web3"):
-        manifest = tmp_path / "state" / name / "files.json"
+        uuid = Node.objects.get(name=name).uuid  # the node's folder: a rename keeps it
+        manifest = tmp_path / "state" / str(uuid) / "files.json"
         assert str(path) in manifest.read_text()
