@@ -169,8 +169,8 @@ def maintenance_changed(node_ids: list[int], on: bool, now: datetime) -> None:
 def mark_stuck(stuck: dict[int, str], now: datetime) -> int:
     """Set ``stuck`` on these nodes (id -> message) and clear it on every other node."""
     changed = 0
-    with_conditions = Node.objects.exclude(condition="").exclude(pk__in=stuck)
-    for node_id in with_conditions.values_list("pk", flat=True):
+    marked = Node.objects.filter(conditions__icontains=f'"{NodeCondition.STUCK.value}"')
+    for node_id in marked.exclude(pk__in=stuck).values_list("pk", flat=True):
         conditions = NodeConditions.locked(node_id)
         if conditions.has(NodeCondition.STUCK):
             conditions.clear(NodeCondition.STUCK)
