@@ -69,7 +69,8 @@ def _conf(key: str) -> int:
 
 def new_worker_id(role: str = "worker") -> str:
     """A lease owner name that says where the work runs and is unique per session."""
-    return f"{role}@{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+    # Within the 100 characters of lease_owner and syncrun.worker, whoever the role names.
+    return f"{role[:40]}@{socket.gethostname()[:40]}:{os.getpid()}:{secrets.token_hex(3)}"
 
 
 def retry_on_transient_errors(fn: Callable) -> Callable:

@@ -225,3 +225,14 @@ def test_it_stops_a_running_session_before_its_next_type_when_maintenance_goes_o
     assert ran == ["first"]
     assert result.completed == 1
     assert list(Node2Sync.objects.values_list("action__name", flat=True)) == ["t-2"]
+
+
+def test_it_cancels_for_a_user_with_a_long_name(make_node, make_type):
+    node = make_node()
+    ticket = start_and_hang(node, make_type("t-hang"))
+    by = "a-very-long-user-name-" * 6  # 132 characters: beyond the worker columns
+
+    assert cancel_node(node, by[:150]) == ["T-Hang"]
+    assert take_over_node(node, by[:150])
+
+    assert SyncRun.objects.get(pk=ticket.run_id).outcome == Outcome.CANCELLED
