@@ -650,8 +650,8 @@ async def _run_type(
         await conn.close()  # the connection may be stuck mid-command
         if deadline.expired():
             error = f"timed out after {timeout} s"
-            if watch.command:
-                error += f" while running `{watch.last_command[:120]}`"
+            if watch.interrupted:
+                error += f" while running `{watch.interrupted[:120]}`"
             return Execution(Outcome.TIMEOUT, "\n".join(lines), error, FailureKind.TIMEOUT)
         kind, error = describe_failure(e)
         return Execution(Outcome.FAILED, "\n".join(lines), error, kind, str(e))

@@ -32,6 +32,7 @@ class RunWatch:
         self.last_command = ""  # kept after it ended: what a timed-out run was doing
         self.output = ""  # the tail of what the running command printed so far
         self.last_output = ""
+        self.interrupted = ""  # the command a timeout or cancel ended mid-way, if any
         self.version = 0
 
     def running(self, argv: Sequence[str]) -> None:
@@ -72,6 +73,9 @@ class WatchedTransport:
         watch.running(argv)
         try:
             return await self.transport.run(argv, **kwargs)
+        except BaseException:
+            watch.interrupted = watch.command
+            raise
         finally:
             watch.done()
 

@@ -302,7 +302,7 @@ def test_it_cancels_a_run_past_its_timeout(make_node, make_type):
     row = Node2Sync.objects.get(node=node)
     assert run.outcome == Outcome.TIMEOUT
     assert row.state == DesyncState.FAILED
-    assert row.last_error == "timed out after 1 s"
+    assert row.last_error == "timed out after 1 s while running `sleep 30`"
 
 
 def test_it_leaves_one_run_row_per_execution(make_node, make_type):

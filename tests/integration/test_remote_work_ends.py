@@ -105,6 +105,8 @@ def test_it_ends_the_hung_command_on_the_node_when_the_run_times_out(
 
     run = SyncRun.objects.get()
     assert run.outcome == Outcome.TIMEOUT
+    node.refresh_from_db()  # the timeout in words, with the command it ended
+    assert f"timed out after 4 s while running `sh {tmp_path}/work.sh`" in node.last_error
     # What the hung command printed reached the panel while it ran, and stays in the log.
     assert "last output of `sh " in run.log and "waiting for the lock" in run.log
     assert_gone(f"sleep {sleep}")
