@@ -17,10 +17,17 @@ import asyncssh
 from asgiref.sync import async_to_sync
 from django.db import transaction
 
-from nodes.keys import fingerprint, load_panel_key
+from nodes.keys import fingerprint, safe_fingerprint
 from nodes.models import Node
 from nodes.transports import TransportError
-from nodes.transports.ssh import CONNECT_TIMEOUT, SSHTransport, _connection_error, fetch_host_key
+from nodes.transports.ssh import (
+    CONNECT_TIMEOUT,
+    OtherHostKey,
+    SSHTransport,
+    _connection_error,
+    connect_pinned,
+    fetch_host_key,
+)
 
 
 class HostKeyMismatch(TransportError):
@@ -69,40 +76,15 @@ def check_login(node: Node) -> None:
     async_to_sync(login)()
 
 
-class _PresentedKey(asyncssh.SSHClient):
-    """Remembers a host key that was not the trusted one, to name it in the error."""
-
-    def __init__(self) -> None:
-        self.presented: asyncssh.SSHKey | None = None
-
-    def validate_host_public_key(self, host, addr, port, key) -> bool:
-        self.presented = key
-        return False
-
-
 async def _prove_host_key(
     host: str, port: int, username: str, key: str, timeout: float = CONNECT_TIMEOUT
 ) -> None:
-    client = _PresentedKey()
     try:
-        conn = await asyncssh.connect(
-            host,
-            port,
-            username=username,
-            client_factory=lambda: client,
-            client_keys=[load_panel_key()],
-            known_hosts=([asyncssh.import_public_key(key)], [], []),
-            agent_path=None,
-            config=None,
-            connect_timeout=timeout,
-        )
-    except asyncssh.HostKeyNotVerifiable:
-        presented = "another key"
-        if client.presented is not None:
-            presented = client.presented.get_fingerprint("sha256")
+        conn = await connect_pinned(host, port, username, key, timeout=timeout)
+    except OtherHostKey as e:
         raise HostKeyMismatch(
             f"{host}:{port} did not prove it holds the key you confirmed "
-            f"({fingerprint(key)}): it presented a different key, {presented}. "
+            f"({fingerprint(key)}): it presented a different key, {e.presented}. "
             "Nothing was pinned."
         ) from None
     except asyncssh.PermissionDenied:
@@ -137,12 +119,7 @@ def accept_host_key(node: Node, key: str) -> HostKeyChange:
 
     new_key = parse_host_key(key)
     prove_host_key(node, new_key)
-    old = node.host_key
-    try:
-        old_fingerprint = fingerprint(old) if old else "none"
-    except (asyncssh.KeyImportError, ValueError):
-        old_fingerprint = "(unreadable key)"
-    change = HostKeyChange(old_fingerprint, fingerprint(new_key))
+    change = HostKeyChange(safe_fingerprint(node.host_key), fingerprint(new_key))
     with transaction.atomic():
         Node.objects.filter(pk=node.pk).update(host_key=new_key, last_error="")
         host_key_accepted(node.pk)

@@ -54,3 +54,14 @@ def panel_public_key() -> str:
 def fingerprint(public_key: str) -> str:
     """SHA256 fingerprint of an OpenSSH public key line, as ``ssh-keygen -l`` shows it."""
     return asyncssh.import_public_key(public_key).get_fingerprint("sha256")
+
+
+def safe_fingerprint(public_key: str) -> str:
+    """The fingerprint to show a pinned key by: "none" without one, and a corrupt pinned key
+    (edited by hand in the database) said in words rather than failing the page."""
+    if not public_key:
+        return "none"
+    try:
+        return fingerprint(public_key)
+    except Exception:  # noqa: BLE001 - asyncssh raises several kinds for a corrupt key
+        return "(unreadable key)"

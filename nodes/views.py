@@ -61,7 +61,7 @@ from nodes.hostkeys import (
     check_login,
     scan_host_key,
 )
-from nodes.keys import fingerprint, panel_public_key
+from nodes.keys import fingerprint, panel_public_key, safe_fingerprint
 from nodes.models import Node
 from nodes.services import add_node
 from nodes.transports import TransportError
@@ -368,12 +368,7 @@ def _detail_context(request: HttpRequest, node: Node) -> dict:
     for run in runs.object_list:
         if run.is_running:
             run.elapsed = (now - run.started_at).total_seconds()
-    host_key_fingerprint = ""
-    if node.host_key:
-        try:
-            host_key_fingerprint = fingerprint(node.host_key)
-        except Exception:  # noqa: BLE001 - a corrupt pinned key is shown as such, not a 500
-            host_key_fingerprint = "(unreadable key)"
+    host_key_fingerprint = safe_fingerprint(node.host_key) if node.host_key else ""
     facts = [
         (key, value if isinstance(value, str | int | float) else json.dumps(value))
         for key, value in sorted((node.facts or {}).items())
@@ -619,7 +614,7 @@ def node_accept_key(request: HttpRequest, pk: int) -> HttpResponse:
         "nodes/accept_key.html",
         {
             "node": node,
-            "old_fingerprint": _safe_fingerprint(node.host_key),
+            "old_fingerprint": safe_fingerprint(node.host_key),
             "new_fingerprint": fingerprint(presented),
             "key": presented,
             "error": error,
@@ -647,15 +642,6 @@ def _local_refused(request: HttpRequest, node: Node) -> HttpResponse:
     return render(
         request, "nodes/local_refused.html", {"node": node, "reason": LOCAL_REFUSED}, status=403
     )
-
-
-def _safe_fingerprint(key: str) -> str:
-    if not key:
-        return "none"
-    try:
-        return fingerprint(key)
-    except Exception:  # noqa: BLE001 - a corrupt pinned key must not make the page fail
-        return "(unreadable key)"
 
 
 @require_http_methods(["GET", "POST"])
@@ -746,7 +732,7 @@ def _key_step(presented: str, host: str, port: int, previous: str = "") -> dict:
         "type": presented.split()[0] if presented else "",
         "fingerprint": fingerprint(presented),
         "target": f"{host}:{port}",
-        "previous": _safe_fingerprint(previous) if previous else "",
+        "previous": safe_fingerprint(previous) if previous else "",
     }
 
 
@@ -772,7 +758,7 @@ def _check_host_key(form, host: str, port: int) -> tuple[str, dict | None]:
         form.add_error(
             None,
             f"The host key of {host}:{port} changed since it was shown: it was "
-            f"{_safe_fingerprint(confirmed)}, the node now presents {fingerprint(presented)}. "
+            f"{safe_fingerprint(confirmed)}, the node now presents {fingerprint(presented)}. "
             "Check the new fingerprint and confirm again.",
         )
         return "", _key_step(presented, host, port, previous=confirmed)

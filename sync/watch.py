@@ -43,7 +43,9 @@ class RunWatch:
 
     def printed(self, tail: bytes) -> None:
         """The command's output so far (its tail); called from the transport, maybe a thread."""
-        self.output = self.last_output = printable(tail.decode(errors="replace"))[-OUTPUT_CHARS:]
+        # Cut before decoding: a hostile node may send a whole frame of "output" each time.
+        text = tail[-4 * OUTPUT_CHARS :].decode(errors="replace")
+        self.output = self.last_output = printable(text)[-OUTPUT_CHARS:]
         self.version += 1
 
     def done(self) -> None:

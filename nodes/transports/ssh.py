@@ -218,26 +218,20 @@ class SSHTransport(Transport):
                 f"no host key is pinned for {node.name}: accept the node's key with "
                 f"`manage.py acceptkey {node.name}`"
             )
-        pinned = asyncssh.import_public_key(node.host_key)
         try:
-            conn = await asyncssh.connect(
+            conn = await connect_pinned(
                 node.host,
                 node.port,
-                username=node.username,
-                client_keys=[load_panel_key()],
-                known_hosts=([pinned], [], []),
-                agent_path=None,
-                config=None,
-                connect_timeout=timeout,
+                node.username,
+                node.host_key,
+                timeout=timeout,
                 keepalive_interval=KEEPALIVE_INTERVAL,
             )
-        except asyncssh.HostKeyNotVerifiable:
-            presented = await _presented_key(node.host, node.port)
+        except OtherHostKey as e:
             raise HostKeyChanged(
-                f"host key changed: {node.host}:{node.port} presented "
-                f"{fingerprint(presented) if presented else 'an unknown key'}, the panel pinned "
-                f"{fingerprint(node.host_key)}. If the node was reinstalled, accept the new key "
-                f"with `manage.py acceptkey {node.name}`; otherwise someone may be "
+                f"host key changed: {node.host}:{node.port} presented {e.presented}, the panel "
+                f"pinned {fingerprint(node.host_key)}. If the node was reinstalled, accept the "
+                f"new key with `manage.py acceptkey {node.name}`; otherwise someone may be "
                 "intercepting the connection."
             ) from None
         except asyncssh.PermissionDenied:
@@ -486,14 +480,53 @@ def _connection_error(error: Exception, host: str, port: int, timeout: float) ->
     return TransportError(f"ssh error with {host}:{port}: {getattr(error, 'reason', error)}")
 
 
-async def _presented_key(host: str, port: int) -> str | None:
+class OtherHostKey(Exception):
+    """The server presented a host key other than the one trusted; ``presented`` names it."""
+
+    def __init__(self, presented: str) -> None:
+        super().__init__(presented)
+        self.presented = presented
+
+
+class _PinnedClient(asyncssh.SSHClient):
+    """Remembers the host key a server presented that was not the trusted one."""
+
+    def __init__(self) -> None:
+        self.presented: asyncssh.SSHKey | None = None
+
+    def validate_host_public_key(self, host, addr, port, key) -> bool:
+        self.presented = key
+        return False
+
+
+async def connect_pinned(
+    host: str, port: int, username: str, host_key: str, *, timeout: float, **options
+) -> asyncssh.SSHClientConnection:
+    """Connect with the panel's key, trusting ``host_key`` alone.
+
+    OtherHostKey (naming the key presented in this very connection, no second scan) when the
+    server does not hold it; asyncssh's and the socket's errors otherwise, for the caller to
+    put in its own words.
+    """
+    client = _PinnedClient()
     try:
-        key = await asyncio.wait_for(
-            asyncssh.get_server_host_key(host, port, config=None), CONNECT_TIMEOUT
+        return await asyncssh.connect(
+            host,
+            port,
+            username=username,
+            client_factory=lambda: client,
+            client_keys=[load_panel_key()],
+            known_hosts=([asyncssh.import_public_key(host_key)], [], []),
+            agent_path=None,
+            config=None,
+            connect_timeout=timeout,
+            **options,
         )
-    except (OSError, asyncssh.Error, TimeoutError):
-        return None
-    return key.export_public_key().decode().strip() if key else None
+    except asyncssh.HostKeyNotVerifiable:
+        presented = client.presented
+        raise OtherHostKey(
+            presented.get_fingerprint("sha256") if presented else "an unknown key"
+        ) from None
 
 
 async def fetch_host_key(host: str, port: int, *, timeout: float = CONNECT_TIMEOUT) -> str:
