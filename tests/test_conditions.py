@@ -234,3 +234,13 @@ def test_it_counts_and_filters_nodes_by_condition(operator, make_node, make_type
     assert 'data-node="fine"' in page and 'data-node="broken"' not in page
     page = operator.get(reverse("nodes:list"), {"usable": "false"}).content.decode()
     assert 'data-node="fine"' in page and 'data-node="broken"' in page
+
+
+def test_it_shows_the_worst_condition_in_the_nodes_table(make_node, make_type, capsys):
+    node = make_node()
+    register_desync([node], [failing_type(make_type, ValueError("no such unit"))])
+    run_nodes([node.pk])
+
+    call_command("nodes")
+    out = capsys.readouterr().out
+    assert "CONDITION" in out and "T-Fail failing: no such unit" in out

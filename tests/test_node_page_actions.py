@@ -180,3 +180,22 @@ def test_it_publishes_the_command_and_the_log_while_the_run_runs(make_node, make
     # It failed: its log keeps what the command it was running had printed.
     assert "last output of `sh -c 'echo fetching the index; sleep 30'`:" in run.log
     assert "fetching the index" in run.log
+
+
+def test_it_refreshes_the_fix_first_block_with_the_page_for_operators_only(
+    operator, reader, make_node, make_type
+):
+    node = fail_with(make_node, make_type, ValueError("unit nc-demo not found"))
+    live = reverse("nodes:detail_live", args=[node.pk])
+
+    body = operator.get(live).content.decode()
+    assert 'id="fix-first-slot" hx-swap-oob="true"' in body
+    assert "T-A failing: unit nc-demo not found" in body
+    assert 'id="fix-first-slot"' not in reader.get(live).content.decode()
+
+
+def test_it_puts_maintenance_off_first_for_a_node_in_maintenance(operator, make_node):
+    node = make_node("n1")
+    operator.post(reverse("nodes:maintenance", args=[node.pk]), {"on": "1"})
+    block = fix_first(page(operator, node))
+    assert "Maintenance off" in block
