@@ -15,7 +15,6 @@ from dataclasses import dataclass
 
 import asyncssh
 from asgiref.sync import async_to_sync
-from django.db import transaction
 
 from nodes.keys import fingerprint, safe_fingerprint
 from nodes.models import Node
@@ -106,23 +105,17 @@ def prove_host_key(node: Node, key: str) -> None:
     async_to_sync(_prove_host_key)(node.host, node.port, node.username, key)
 
 
-def accept_host_key(node: Node, key: str) -> HostKeyChange:
+def pin_host_key(node: Node, key: str) -> HostKeyChange:
     """Pin ``key`` (the one the admin confirmed) once the node proved it holds it.
 
-    Then the node's waiting synchronizers run at once: the desynchronizations that failed on
-    the old key are registered again, which makes them due now instead of after their
-    backoff. ValueError when ``key`` is no public key, HostKeyMismatch when the node does
-    not hold it, TransportError when it cannot be reached; nothing is pinned then.
+    ValueError when ``key`` is no public key, HostKeyMismatch when the node does not hold
+    it, TransportError when it cannot be reached; nothing is pinned then. What the pinning
+    means for the node's synchronizers is the synchronization's business
+    (``sync.inventory.accept_host_key``): this app knows nothing of them.
     """
-    from sync.conditions import host_key_accepted
-    from sync.engine import retry_now
-
     new_key = parse_host_key(key)
     prove_host_key(node, new_key)
     change = HostKeyChange(safe_fingerprint(node.host_key), fingerprint(new_key))
-    with transaction.atomic():
-        Node.objects.filter(pk=node.pk).update(host_key=new_key, last_error="")
-        host_key_accepted(node.pk)
-        node.host_key = new_key
-        retry_now([node])
+    Node.objects.filter(pk=node.pk).update(host_key=new_key, last_error="")
+    node.host_key = new_key
     return change

@@ -5,8 +5,7 @@ import uuid
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
-from django.db.models import OuterRef, Subquery, Value
-from django.db.models.functions import Coalesce
+from django.db.models import Q
 from django.utils import timezone
 
 from nodes.choices import NodeCondition, NodeStatus, Transport
@@ -65,22 +64,9 @@ class Role(models.Model):
 
 
 class NodeQuerySet(models.QuerySet):
-    def recompute_status(self) -> int:
-        """Set each node's status from its desynchronizations, in one UPDATE.
-
-        The status is the node status of the registered type with the lowest priority number
-        whose node status is not Ready; Ready when there is none. It is stored so that the
-        list page needs no per-row queries, and the engine calls this in the same transaction
-        that changed ``node2sync``.
-        """
-        desyncs = self.model._meta.get_field("desyncs").related_model
-        blocking = (
-            desyncs.objects.filter(node=OuterRef("pk"))
-            .exclude(action__node_status=NodeStatus.READY)
-            .order_by("action__priority", "action_id")
-            .values("action__node_status")[:1]
-        )
-        return self.update(status=Coalesce(Subquery(blocking), Value(NodeStatus.READY)))
+    def processing(self) -> models.QuerySet:
+        """The nodes a synchronizer runs on now: the one SQL twin of ``Node.is_processing``."""
+        return self.filter(processing_q())
 
 
 class Node(models.Model):
@@ -117,9 +103,10 @@ class Node(models.Model):
     # nodes' index records and deadlock with them.
     lease_owner = models.CharField(max_length=100, blank=True)
     lease_until = models.DateTimeField(null=True, blank=True)
-    current_action = models.ForeignKey(
-        "sync.SyncAction", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
-    )
+    # The synchronizer type running now (a ``syncactions`` id), written by the engine. A plain
+    # id, not a foreign key: the inventory sits below the synchronization and never refers
+    # to it (docs/ARCHITECTURE.md, "Apps").
+    current_action_id = models.BigIntegerField(null=True, blank=True, editable=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
 
@@ -171,4 +158,7 @@ class Node(models.Model):
         )
 
 
-from nodes.managed import ManagedFile, ManagedUser, Package, Service  # noqa: E402,F401
+def processing_q() -> Q:
+    """"Is this node processing" in SQL (lists, counts, filters): ``Node.is_processing``'s twin."""
+    return Q(current_action_id__isnull=False, lease_until__gt=timezone.now())
+

@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "axes",
     "nodes",
     "sync",
+    "web",
 ]
 
 MIDDLEWARE = [

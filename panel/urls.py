@@ -9,5 +9,5 @@ urlpatterns = [
     path("accounts/login/", login_not_required(auth_views.LoginView.as_view()), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
-    path("nodes/", include("nodes.urls")),
+    path("nodes/", include("web.urls")),
 ]

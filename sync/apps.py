@@ -15,9 +15,9 @@ class SyncConfig(AppConfig):
     verbose_name = "Synchronization"
 
     def ready(self) -> None:
-        from sync.synchronizers import load_builtin_types
+        # The types were loaded with the models (sync/models.py); their data is now watched.
+        from sync.synchronizers import REGISTRY
+        from sync.watching import connect
 
-        load_builtin_types()
-        from sync import triggers  # noqa: F401
-
+        connect(REGISTRY.values())
         post_migrate.connect(_after_migrate, sender=self)

@@ -48,7 +48,7 @@ from sync import conditions
 from sync.clock import db_now, db_now_plus, read_db_now
 from sync.context import RunContext
 from sync.errors import FailureKind, describe_failure, printable, short
-from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun
+from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun, recompute_status
 from sync.synchronizers import REGISTRY
 from sync.watch import RunWatch, WatchedTransport, publish
 
@@ -149,7 +149,7 @@ def register_desync(
             ignore_conflicts=True,
             batch_size=500,
         )
-        Node.objects.filter(pk__in=node_ids).recompute_status()
+        recompute_status(Node.objects.filter(pk__in=node_ids))
         transaction.on_commit(lambda: kick(node_ids))
     return len(node_ids) * len(action_ids)
 
@@ -215,7 +215,7 @@ def claim_node(
     qs = Node.objects.filter(pk=node_id)
     if not force:
         qs = qs.filter(_free_lease())
-    if qs.update(lease_owner=worker, lease_until=_lease_until(), current_action=None) != 1:
+    if qs.update(lease_owner=worker, lease_until=_lease_until(), current_action_id=None) != 1:
         return False
     if not previous["lease_owner"] and not recover:
         return True
@@ -242,7 +242,7 @@ def renew_lease(node_id: int, worker: str) -> bool:
 @retry_on_transient_errors
 def release_node(node_id: int, worker: str) -> None:
     Node.objects.filter(pk=node_id, lease_owner=worker).update(
-        lease_owner="", lease_until=None, current_action=None
+        lease_owner="", lease_until=None, current_action_id=None
     )
 
 
@@ -336,7 +336,9 @@ def _fail_cancelled(node_id: int, rows, error: str) -> None:
             started_at=None,
             worker="",
         )
-        Node.objects.filter(pk=node_id).update(current_action=None, last_error=f"{title}: {error}")
+        Node.objects.filter(pk=node_id).update(
+            current_action_id=None, last_error=f"{title}: {error}"
+        )
         conditions.after_failure(node_id, name, title, FailureKind.FAILED, error, now)
 
 
@@ -418,7 +420,7 @@ def start_next_run(
         Node2Sync.objects.filter(pk=row.pk).update(
             state=DesyncState.PROCESSING, started_at=db_now(), worker=worker
         )
-        Node.objects.filter(pk=node_id).update(current_action=row.action)
+        Node.objects.filter(pk=node_id).update(current_action_id=row.action_id)
         run = SyncRun.objects.create(
             node_id=node_id,
             action=row.action,
@@ -488,7 +490,7 @@ def finish_run(
                 .first()
             )
             cleared = {} if still_failing else {"last_error": ""}
-            done = dict(current_action=None, last_sync_at=db_now(), **cleared)
+            done = dict(current_action_id=None, last_sync_at=db_now(), **cleared)
             # The common case, a node with nothing wrong, in one UPDATE; conditions to clear
             # (or a type still failing to name) take the conditions' read and write.
             fine = node.filter(condition="", contact_failed_since__isnull=True).update(
@@ -512,11 +514,11 @@ def finish_run(
             ):
                 # Registered again while it failed: the newer data may be the fix, run it now.
                 row.update(state=DesyncState.PENDING, next_attempt_at=db_now(), **failed)
-            node.update(current_action=None, last_error=f"{ticket.action.title}: {error}")
+            node.update(current_action_id=None, last_error=f"{ticket.action.title}: {error}")
             conditions.after_failure(
                 ticket.node_id, ticket.action.name, ticket.action.title, kind, error, read_db_now()
             )
-        node.recompute_status()
+        recompute_status(node)
     return True
 
 
@@ -951,7 +953,7 @@ def skip_desyncs(node: Node, action_ids: list[int] | None, by: str) -> list[str]
             still_failing and (still_failing[0], conditions.failing_message(*still_failing[1:])),
             now,
         )
-        Node.objects.filter(pk=node.pk).recompute_status()
+        recompute_status(Node.objects.filter(pk=node.pk))
     for row in skipped:
         log.warning("sync skipped node=%s type=%s by=%s", node.name, row.action.name, by)
     return [row.action.title for row in skipped]

@@ -11,8 +11,8 @@ import enum
 import re
 import shlex
 
-from nodes.managed import has_control_chars
 from nodes.transports import CommandFailed, TransportError
+from sync.validators import has_control_chars
 
 SHORT_CHARS = 300
 

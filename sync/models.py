@@ -1,4 +1,17 @@
+"""The synchronization's tables: the types (``syncactions``), the desynchronizations
+(``node2sync``) and the history (``syncrun``), with the rules that read them in SQL: a node's
+status from its desynchronizations, the title of the type a node runs now.
+
+The types' own data (packages, files, users, services) is declared with each type in
+``sync/synchronizers/``; importing the registry at the end of this module loads those models
+with the app's.
+"""
+
+from __future__ import annotations
+
 from django.db import models
+from django.db.models import OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 
 from nodes.choices import NodeStatus
 from nodes.models import Node
@@ -109,3 +122,32 @@ class SyncRun(models.Model):
         if self.finished_at is None:
             return None
         return (self.finished_at - self.started_at).total_seconds()
+
+
+def recompute_status(nodes: QuerySet[Node]) -> int:
+    """Set each node's status from its desynchronizations, in one UPDATE.
+
+    The status is the node status of the registered type with the lowest priority number
+    whose node status is not Ready; Ready when there is none. It is stored so that the
+    list page needs no per-row queries, and the engine calls this in the same transaction
+    that changed ``node2sync``.
+    """
+    blocking = (
+        Node2Sync.objects.filter(node=OuterRef("pk"))
+        .exclude(action__node_status=NodeStatus.READY)
+        .order_by("action__priority", "action_id")
+        .values("action__node_status")[:1]
+    )
+    return nodes.update(status=Coalesce(Subquery(blocking), Value(NodeStatus.READY)))
+
+
+def with_running_title(nodes: QuerySet[Node]) -> QuerySet[Node]:
+    """``nodes`` with ``running_title``: the title of the type each one runs now, if any."""
+    title = SyncAction.objects.filter(pk=OuterRef("current_action_id")).values("title")[:1]
+    return nodes.annotate(running_title=Coalesce(Subquery(title), Value("")))
+
+
+# The types' own models live with each type (sync/synchronizers/): load them with the app's.
+from sync.synchronizers import load_builtin_types  # noqa: E402
+
+load_builtin_types()

@@ -45,7 +45,7 @@ def make_rows(count: int, actions: list[SyncAction], start: int = 0) -> None:
             name=f"admin-node-{i:03d}",
             transport="local",
             last_error="failed" if i % 2 else "",
-            current_action=actions[0],
+            current_action_id=actions[0].pk,
             lease_owner="worker-1",
             lease_until=now + timedelta(seconds=30),
         )

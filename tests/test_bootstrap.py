@@ -11,9 +11,9 @@ from django.contrib.auth import get_user_model
 from django.core.management import call_command, get_commands
 
 from nodes.choices import Transport
-from nodes.management.commands import runpanel
-from nodes.management.commands.bootstrap import local_node_name
 from nodes.models import Node
+from web.management.commands import runpanel
+from web.management.commands.bootstrap import local_node_name
 
 User = get_user_model()
 

@@ -20,10 +20,10 @@ from django.utils import timezone
 from nodes.access import OPERATORS, READ_ONLY, ensure_groups
 from nodes.choices import NodeStatus
 from nodes.models import Node, Role
-from nodes.services import add_node
-from nodes.views import fleet_counts
 from sync.engine import claim_node, register_desync, start_next_run
+from sync.inventory import add_node
 from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun
+from web.views import fleet_counts
 
 pytestmark = pytest.mark.django_db
 
@@ -223,7 +223,7 @@ def test_it_sorts_by_pending_count(operator, make_node, types):
 def test_it_filters_nodes_running_now(operator, make_node, types):
     make_node(
         "runner",
-        current_action=types[0],
+        current_action_id=types[0].pk,
         lease_until=timezone.now() + timedelta(seconds=60),
     )
     make_node("sleeper")
@@ -281,7 +281,8 @@ def test_it_paginates_the_list(operator, types):
 def test_it_counts_nodes_per_status_in_one_query(make_node, types):
     make_node("a")
     make_node("b", status=NodeStatus.INSTALLING, maintenance=True, last_error="x")
-    make_node("c", current_action=types[0], lease_until=timezone.now() + timedelta(seconds=30))
+    busy_until = timezone.now() + timedelta(seconds=30)
+    make_node("c", current_action_id=types[0].pk, lease_until=busy_until)
     register_desync([Node.objects.get(name="a")], [types[0]])
 
     with CaptureQueriesContext(connection) as queries:
@@ -410,7 +411,7 @@ def test_it_shows_the_full_last_error_on_the_node_page(operator, make_node):
 def test_it_uses_the_status_cell_on_the_node_page(operator, make_node, types):
     node = make_node(
         "busy",
-        current_action=types[0],
+        current_action_id=types[0].pk,
         lease_until=timezone.now() + timedelta(seconds=60),
     )
 

@@ -6,11 +6,12 @@ import pytest
 from django.core.exceptions import ValidationError
 from django.urls import reverse
 
-from nodes.managed import (
-    ManagedFile,
-    ManagedUser,
-    Package,
-    Service,
+from nodes.models import Role
+from sync.synchronizers.files import ManagedFile
+from sync.synchronizers.services import Service
+from sync.synchronizers.software import Package
+from sync.synchronizers.users import ManagedUser
+from sync.validators import (
     check_package_name,
     validate_absolute_path,
     validate_package_name,
@@ -18,7 +19,6 @@ from nodes.managed import (
     validate_service_name,
     validate_shell,
 )
-from nodes.models import Role
 
 pytestmark = pytest.mark.django_db
 
@@ -91,10 +91,10 @@ def test_it_stores_unix_newlines_from_the_admin_form():
 
 
 CHANGELISTS = [
-    "admin:nodes_package_changelist",
-    "admin:nodes_managedfile_changelist",
-    "admin:nodes_manageduser_changelist",
-    "admin:nodes_service_changelist",
+    "admin:sync_package_changelist",
+    "admin:sync_managedfile_changelist",
+    "admin:sync_manageduser_changelist",
+    "admin:sync_service_changelist",
 ]
 
 
@@ -112,7 +112,7 @@ def test_it_renders_the_data_changelists(admin_client, url_name):
 def test_it_edits_file_modes_in_octal(admin_client):
     role = Role.objects.create(name="web")
     response = admin_client.post(
-        reverse("admin:nodes_managedfile_add"),
+        reverse("admin:sync_managedfile_add"),
         {
             "path": "/tmp/pt-admin.conf",
             "content": "x\r\n",
@@ -125,13 +125,13 @@ def test_it_edits_file_modes_in_octal(admin_client):
     assert response.status_code == 302, response.content.decode()[:2000]
     f = ManagedFile.objects.get()
     assert (f.mode, f.content) == (0o640, "x\n")
-    page = admin_client.get(reverse("admin:nodes_managedfile_change", args=[f.pk]))
+    page = admin_client.get(reverse("admin:sync_managedfile_change", args=[f.pk]))
     assert 'value="0640"' in page.content.decode()
 
 
 def test_it_refuses_a_bad_path_or_mode_in_the_admin(admin_client):
     response = admin_client.post(
-        reverse("admin:nodes_managedfile_add"),
+        reverse("admin:sync_managedfile_add"),
         {"path": "/etc/../x", "content": "", "mode": "999", "owner": "root", "group": "root"},
     )
     assert response.status_code == 200

@@ -14,7 +14,8 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from nodes.managed import (
+from nodes.models import Node, node_name_validator, username_validator, validate_host
+from sync.validators import (
     has_control_chars,
     validate_absolute_path,
     validate_package_name,
@@ -22,7 +23,6 @@ from nodes.managed import (
     validate_service_name,
     validate_shell,
 )
-from nodes.models import Node, node_name_validator, username_validator, validate_host
 
 VALIDATORS = {
     "package": validate_package_name,

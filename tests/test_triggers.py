@@ -7,9 +7,12 @@ from collections.abc import Callable
 import pytest
 from django.db import transaction
 
-from nodes.managed import ManagedFile, ManagedUser, Package, Service
 from nodes.models import Node, Role
 from sync.models import Node2Sync
+from sync.synchronizers.files import ManagedFile
+from sync.synchronizers.services import Service
+from sync.synchronizers.software import Package
+from sync.synchronizers.users import ManagedUser
 
 pytestmark = pytest.mark.django_db
 
@@ -71,13 +74,63 @@ def test_it_registers_when_a_role_is_given_rows_from_its_side(nodes, web, type_n
     assert registered() == {("web1", type_name)}
 
 
+# A change to what the node receives, per type.
+CHANGES: dict[str, tuple[str, object]] = {
+    "software": ("name", "pt-package-2"),
+    "files": ("content", "changed"),
+    "users": ("shell", "/bin/sh"),
+    "services": ("name", "pt-service-2"),
+}
+
+
 @pytest.mark.parametrize("type_name", TYPES)
 def test_it_registers_the_nodes_of_a_saved_row(nodes, web, type_name):
     row = FACTORIES[type_name]()
     row.roles.add(web)
     fresh()
+    setattr(row, *CHANGES[type_name])
     row.save()
     assert registered() == {("web1", type_name)}
+
+
+@pytest.mark.parametrize("type_name", TYPES)
+def test_it_registers_nothing_for_a_save_that_changes_nothing(nodes, web, type_name):
+    row = FACTORIES[type_name]()
+    row.roles.add(web)
+    fresh()
+    row.save()
+    type(row).objects.get(pk=row.pk).save()
+    assert registered() == set()
+
+
+@pytest.mark.parametrize("type_name", TYPES)
+def test_an_update_registers_like_a_save(nodes, web, type_name):
+    row = FACTORIES[type_name]()
+    row.roles.add(web)
+    fresh()
+    field, value = CHANGES[type_name]
+    rows = type(row).objects.filter(pk=row.pk)
+    rows.update(**{field: getattr(row, field)})  # the same value: nothing changed
+    assert registered() == set()
+    rows.update(**{field: value})
+    assert registered() == {("web1", type_name)}
+    fresh()
+    setattr(row, field, getattr(row, field) + "x")
+    type(row).objects.bulk_update([row], [field])
+    assert registered() == {("web1", type_name)}
+
+
+def test_a_node_that_has_a_row_through_another_role_is_left_alone(nodes, web):
+    package = FACTORIES["software"]()
+    package.roles.add(web)
+    db_role = Role.objects.get(name="db")
+    nodes["web1"].roles.add(db_role)
+    fresh()
+    package.roles.add(db_role)  # db1 gains it; web1 had it already
+    assert registered() == {("db1", "software")}
+    fresh()
+    package.roles.remove(web)  # web1 still has it through db
+    assert registered() == set()
 
 
 @pytest.mark.parametrize("type_name", TYPES)

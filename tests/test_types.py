@@ -19,11 +19,13 @@ from pathlib import Path
 
 import pytest
 
-from nodes.managed import ManagedFile, ManagedUser, Package, Service, UserState
 from nodes.models import Node, Role
 from sync.engine import register_desync, run_nodes
 from sync.models import Node2Sync, Outcome, SyncAction, SyncRun
-from sync.synchronizers.software import package_manager, parse_os_release
+from sync.synchronizers.files import ManagedFile
+from sync.synchronizers.services import Service
+from sync.synchronizers.software import Package, package_manager, parse_os_release
+from sync.synchronizers.users import ManagedUser, UserState
 
 pytestmark = pytest.mark.django_db
 

@@ -65,7 +65,7 @@ def make_busy_fleet(count: int, action: SyncAction, start: int = 0) -> None:
             transport="local",
             last_error="boom " * 40 if i % 3 == 0 else "",
             last_sync_at=now if i % 2 else None,
-            current_action=action if i % 2 == 0 else None,
+            current_action_id=action.pk if i % 2 == 0 else None,
             lease_until=now + timedelta(seconds=60) if i % 2 == 0 else None,
         )
         node.roles.set([web, mail])
@@ -120,7 +120,7 @@ def test_it_marks_a_processing_node_busy_with_a_spinner(user_client, action):
         name="busy",
         transport="local",
         status=NodeStatus.SYNCHRONIZING,
-        current_action=action,
+        current_action_id=action.pk,
         lease_owner="worker-1",
         lease_until=timezone.now() + timedelta(seconds=60),
     )
@@ -145,7 +145,7 @@ def test_it_does_not_show_a_spinner_when_the_lease_has_expired(user_client, acti
     Node.objects.create(
         name="stale",
         transport="local",
-        current_action=action,
+        current_action_id=action.pk,
         lease_until=timezone.now() - timedelta(seconds=1),
     )
 
@@ -203,7 +203,7 @@ def test_it_keeps_polling_while_a_node_is_processing(user_client, action):
     Node.objects.create(
         name="busy",
         transport="local",
-        current_action=action,
+        current_action_id=action.pk,
         lease_until=timezone.now() + timedelta(seconds=60),
     )
 
@@ -214,7 +214,7 @@ def test_it_answers_204_while_nothing_changed(user_client, action):
     Node.objects.create(
         name="busy",
         transport="local",
-        current_action=action,
+        current_action_id=action.pk,
         lease_until=timezone.now() + timedelta(seconds=60),
     )
     html = user_client.get(URL).content.decode()

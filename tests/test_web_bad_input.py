@@ -9,10 +9,10 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from nodes.access import OPERATORS
-from nodes.forms import NodeAddForm
 from nodes.keys import panel_key_path, panel_public_key
-from nodes.urls import urlpatterns
 from tests.conftest import client_for
+from web.forms import NodeAddForm
+from web.urls import urlpatterns
 
 pytestmark = pytest.mark.django_db
 

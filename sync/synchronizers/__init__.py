@@ -1,8 +1,12 @@
 """The registry of synchronizer types: the code is the source of truth for ``syncactions``.
 
-Each type is a module in this package that declares itself with ``@synchronizer``. After
-``migrate`` the ``syncactions`` table is brought in step with the registry
-(``update_syncactions``), so adding a type or changing its priority needs no hand edits.
+Each type is one module in this package (or a site's own, listed in ``SYNC["extra_modules"]``)
+that holds everything about it: the models of the data it carries, their admin, its ``run``
+and what it watches, declared with ``@synchronizer(..., watches=[Watch(...)])``. The modules
+are imported with the ``sync`` app's models (``sync/models.py`` ends by loading them), so a
+type's models are the app's models. After ``migrate`` the ``syncactions`` table is brought in
+step with the registry (``update_syncactions``), so adding a type or changing its priority
+needs no hand edits; ``sync.watching`` turns changes of watched data into registrations.
 """
 
 from __future__ import annotations
@@ -10,11 +14,14 @@ from __future__ import annotations
 import importlib
 import logging
 import pkgutil
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from django.apps import apps
+
 from nodes.choices import NodeStatus
+from sync.watching import Watch, connect
 
 if TYPE_CHECKING:
     from sync.context import RunContext
@@ -32,6 +39,7 @@ class SynchronizerType:
     node_status: NodeStatus
     timeout: int
     run: RunFunction
+    watches: tuple[Watch, ...] = ()
 
 
 REGISTRY: dict[str, SynchronizerType] = {}
@@ -39,21 +47,37 @@ REGISTRY: dict[str, SynchronizerType] = {}
 
 def register_type(sync_type: SynchronizerType) -> SynchronizerType:
     REGISTRY[sync_type.name] = sync_type
+    if apps.ready:  # a type added later (a test, a site module): watch its data too
+        connect(REGISTRY.values())
     return sync_type
 
 
 def unregister_type(name: str) -> None:
     REGISTRY.pop(name, None)
+    if apps.ready:
+        connect(REGISTRY.values())
 
 
 def synchronizer(
-    *, name: str, title: str, priority: int, node_status: NodeStatus, timeout: int = 300
+    *,
+    name: str,
+    title: str,
+    priority: int,
+    node_status: NodeStatus,
+    timeout: int = 300,
+    watches: Iterable[Watch] = (),
 ) -> Callable[[RunFunction], RunFunction]:
-    """Declare the decorated coroutine as the ``run`` of a synchronizer type."""
+    """Declare the decorated coroutine as the ``run`` of a synchronizer type.
+
+    ``watches`` names the data its nodes receive: a change of it registers the type for the
+    nodes concerned (``sync.watching``).
+    """
 
     def decorate(run: RunFunction) -> RunFunction:
         register_type(
-            SynchronizerType(name, title, priority, NodeStatus(node_status), timeout, run)
+            SynchronizerType(
+                name, title, priority, NodeStatus(node_status), timeout, run, tuple(watches)
+            )
         )
         return run
 

@@ -12,27 +12,108 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.db import models
+
 from nodes.choices import NodeStatus
-from nodes.managed import ManagedFile, check_path, check_posix_name, sha256_text
 from nodes.transports import TransportError
 from sync.context import RunContext
 from sync.synchronizers import synchronizer
 from sync.synchronizers._manifest import read_manifest, write_manifest
+from sync.synchronizers._roles import RoleData, RoleDataAdmin
+from sync.validators import (
+    check_path,
+    check_posix_name,
+    sha256_text,
+    unix_newlines,
+    validate_absolute_path,
+    validate_mode,
+    validate_posix_name,
+)
+from sync.watching import Watch
 
 MANIFEST = "files"
 
 
-def _files_for(node_id: int) -> list[dict]:
-    """The node's files (path, content, mode, owner, group), one query, no duplicates.
+class ManagedFile(RoleData):
+    """A file written on every node that has one of its roles; removed when it goes."""
 
-    ``pk__in`` rather than ``distinct()``: DISTINCT over a text column is slow on MariaDB.
-    """
-    of_node = ManagedFile.objects.filter(roles__nodes=node_id).values("pk")
-    return list(
-        ManagedFile.objects.filter(pk__in=of_node)
-        .order_by("path")
-        .values("path", "content", "mode", "owner", "group")
+    path = models.CharField(max_length=512, unique=True, validators=[validate_absolute_path])
+    content = models.TextField(blank=True)
+    mode = models.PositiveIntegerField(default=0o644, validators=[validate_mode])
+    owner = models.CharField(max_length=32, default="root", validators=[validate_posix_name])
+    group = models.CharField(max_length=32, default="root", validators=[validate_posix_name])
+    roles = models.ManyToManyField(
+        "nodes.Role", blank=True, related_name="files", db_table="managed_file_roles"
     )
+
+    class Meta:
+        db_table = "managed_file"
+        ordering = ["path"]
+        verbose_name = "managed file"
+
+    def __str__(self) -> str:
+        return self.path
+
+    def clean(self) -> None:
+        self.content = unix_newlines(self.content)
+
+    @property
+    def sha256(self) -> str:
+        return sha256_text(self.content)
+
+
+class OctalModeField(forms.CharField):
+    """File modes are read and written in octal (0644), as everywhere else on Linux."""
+
+    def prepare_value(self, value):
+        return f"{value:04o}" if isinstance(value, int) else value
+
+    def to_python(self, value):
+        value = super().to_python(value).strip()
+        try:
+            return int(value, 8)
+        except ValueError:
+            raise ValidationError("Enter an octal mode such as 0644 or 0755.") from None
+
+
+class ManagedFileForm(forms.ModelForm):
+    # Not stripped: a file's leading blanks and final newline are part of its content.
+    content = forms.CharField(
+        widget=forms.Textarea(attrs={"cols": 100, "rows": 20, "spellcheck": "false"}),
+        required=False,
+        strip=False,
+    )
+    mode = OctalModeField(
+        initial="0644", widget=forms.TextInput(attrs={"size": 6}), help_text="Octal, e.g. 0644."
+    )
+
+    class Meta:
+        model = ManagedFile
+        fields = ("path", "content", "mode", "owner", "group", "roles")
+
+
+@admin.register(ManagedFile)
+class ManagedFileAdmin(RoleDataAdmin):
+    form = ManagedFileForm
+    list_display = ("path", "octal_mode", "owner", "group", "role_names")
+    search_fields = ("path", "content")
+
+    @admin.display(description="mode", ordering="mode")
+    def octal_mode(self, obj: ManagedFile) -> str:
+        return f"{obj.mode:04o}"
+
+
+# What a node receives of a file: all of it (a new mode or owner is a change on the node).
+FILE_FIELDS = ("path", "content", "mode", "owner", "group")
+FILES = Watch(ManagedFile, fields=FILE_FIELDS)
+
+
+def _files_for(node_id: int) -> list[dict]:
+    """The node's files (path, content, mode, owner, group), one query, no duplicates."""
+    return list(FILES.rows_for(node_id).order_by("path").values(*FILE_FIELDS))
 
 
 def desired_files(node_id: int) -> dict[str, str]:
@@ -130,6 +211,7 @@ async def _push(ctx: RunContext, files: list[dict], shas: dict[str, str]) -> Non
     priority=30,
     node_status=NodeStatus.SYNCHRONIZING,
     timeout=300,
+    watches=[FILES],
 )
 async def sync_files(ctx: RunContext) -> None:
     files = await ctx.db(_files_for, ctx.node.pk)

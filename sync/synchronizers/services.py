@@ -14,20 +14,69 @@ from __future__ import annotations
 
 from collections import defaultdict
 
+from django.contrib import admin
+from django.db import models
+from django.db.models import Count
+
 from nodes.choices import NodeStatus
-from nodes.managed import Service, check_service_name
 from sync.context import RunContext
 from sync.synchronizers import synchronizer
 from sync.synchronizers._manifest import read_manifest, write_manifest
-from sync.synchronizers.files import desired_files
+from sync.synchronizers._roles import RoleData, RoleDataAdmin
+from sync.synchronizers.files import FILE_FIELDS, ManagedFile, desired_files
+from sync.validators import check_service_name, validate_service_name
+from sync.watching import Watch
 
 MANIFEST = "services"
 
 
+class Service(RoleData):
+    """A service enabled and running on the nodes of its roles, reloaded when its files change."""
+
+    name = models.CharField(max_length=100, unique=True, validators=[validate_service_name])
+    roles = models.ManyToManyField(
+        "nodes.Role", blank=True, related_name="services", db_table="service_roles"
+    )
+    files = models.ManyToManyField(
+        ManagedFile,
+        blank=True,
+        related_name="services",
+        db_table="service_files",
+        help_text="Reload the service when one of these files changes.",
+    )
+
+    class Meta:
+        db_table = "service"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@admin.register(Service)
+class ServiceAdmin(RoleDataAdmin):
+    list_display = ("name", "role_names", "file_count")
+    search_fields = ("name",)
+    filter_horizontal = ("roles", "files")
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(file_count=Count("files", distinct=True))
+
+    @admin.display(description="files", ordering="file_count")
+    def file_count(self, obj: Service) -> int:
+        return obj.file_count
+
+
+SERVICES = Watch(Service, fields=("name", "files"))
+# A node reloads a service on the files it has itself: those files, through both paths.
+RELOAD_FILES = Watch(
+    ManagedFile, fields=FILE_FIELDS, paths=("roles__nodes", "services__roles__nodes")
+)
+
+
 def _services_for(node_id: int) -> list[dict]:
     """The node's services, each with {path: sha256} of its files that this node receives."""
-    of_node = Service.objects.filter(roles__nodes=node_id).values("pk")
-    services = list(Service.objects.filter(pk__in=of_node).order_by("name").values("pk", "name"))
+    services = list(SERVICES.rows_for(node_id).order_by("name").values("pk", "name"))
     if not services:
         return []
     node_files = desired_files(node_id)
@@ -98,6 +147,7 @@ async def service_manager(ctx: RunContext) -> Systemd | SysV:
     priority=50,
     node_status=NodeStatus.READY,
     timeout=300,
+    watches=[SERVICES, RELOAD_FILES],
 )
 async def sync_services(ctx: RunContext) -> None:
     services = await ctx.db(_services_for, ctx.node.pk)

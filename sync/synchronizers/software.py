@@ -10,12 +10,17 @@ from __future__ import annotations
 
 import shlex
 
+from django.contrib import admin
+from django.db import models
+
 from nodes.choices import NodeStatus
-from nodes.managed import Package, check_package_name
 from nodes.models import Node
 from nodes.transports import CommandFailed, TransportError
 from sync.context import RunContext
 from sync.synchronizers import synchronizer
+from sync.synchronizers._roles import RoleData, RoleDataAdmin
+from sync.validators import check_package_name, validate_package_name
+from sync.watching import Watch
 
 APT_DISTROS = {"debian", "ubuntu"}
 DNF_DISTROS = {"fedora", "rhel", "centos", "rocky", "almalinux", "alma"}
@@ -25,14 +30,34 @@ STALE_LISTS = ("Unable to locate package", "has no installation candidate")
 APT_GET = ["env", "DEBIAN_FRONTEND=noninteractive", "apt-get", "-o", "DPkg::Lock::Timeout=300"]
 
 
+class Package(RoleData):
+    """A package installed on every node that has one of its roles."""
+
+    name = models.CharField(max_length=128, unique=True, validators=[validate_package_name])
+    roles = models.ManyToManyField(
+        "nodes.Role", blank=True, related_name="packages", db_table="package_roles"
+    )
+
+    class Meta:
+        db_table = "package"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+@admin.register(Package)
+class PackageAdmin(RoleDataAdmin):
+    list_display = ("name", "role_names")
+    search_fields = ("name",)
+
+
+PACKAGES = Watch(Package, fields=("name",))
+
+
 def _software_for(node_id: int) -> tuple[list[str], dict]:
     """The package names the node's roles need (sorted, unique) and the node's facts."""
-    names = (
-        Package.objects.filter(roles__nodes=node_id)
-        .order_by("name")
-        .values_list("name", flat=True)
-        .distinct()
-    )
+    names = PACKAGES.rows_for(node_id).order_by("name").values_list("name", flat=True)
     facts = Node.objects.filter(pk=node_id).values_list("facts", flat=True).first()
     return list(names), facts or {}
 
@@ -115,6 +140,7 @@ async def _install_dnf(ctx: RunContext, names: list[str]) -> None:
     priority=20,
     node_status=NodeStatus.INSTALLING,
     timeout=900,
+    watches=[PACKAGES],
 )
 async def install_software(ctx: RunContext) -> None:
     names, facts = await ctx.db(_software_for, ctx.node.pk)

@@ -12,26 +12,72 @@ from __future__ import annotations
 import posixpath
 from dataclasses import dataclass
 
+from django.contrib import admin
+from django.db import models
+
 from nodes.choices import NodeStatus, Transport
-from nodes.managed import ManagedUser, UserState, check_posix_name, check_shell, sha256_text
 from nodes.transports import CommandFailed
 from sync.context import RunContext
 from sync.synchronizers import synchronizer
 from sync.synchronizers._manifest import read_manifest, write_manifest
+from sync.synchronizers._roles import RoleData, RoleDataAdmin
 from sync.synchronizers.files import node_files
+from sync.validators import (
+    check_posix_name,
+    check_shell,
+    sha256_text,
+    unix_newlines,
+    validate_posix_name,
+    validate_shell,
+)
+from sync.watching import Watch
 
 MANIFEST = "users"
 FIRST_REGULAR_UID = 1000
 
 
+class UserState(models.TextChoices):
+    PRESENT = "present", "Present"
+    ABSENT = "absent", "Absent (removed from the nodes)"
+
+
+class ManagedUser(RoleData):
+    """A login account on the nodes of its roles, with its SSH keys."""
+
+    name = models.CharField(max_length=32, unique=True, validators=[validate_posix_name])
+    shell = models.CharField(max_length=255, default="/bin/bash", validators=[validate_shell])
+    authorized_keys = models.TextField(blank=True, help_text="One public key per line.")
+    state = models.CharField(max_length=10, choices=UserState, default=UserState.PRESENT)
+    roles = models.ManyToManyField(
+        "nodes.Role", blank=True, related_name="users", db_table="managed_user_roles"
+    )
+
+    class Meta:
+        db_table = "managed_user"
+        ordering = ["name"]
+        verbose_name = "managed user"
+
+    def __str__(self) -> str:
+        return self.name
+
+    def clean(self) -> None:
+        self.authorized_keys = unix_newlines(self.authorized_keys)
+
+
+@admin.register(ManagedUser)
+class ManagedUserAdmin(RoleDataAdmin):
+    list_display = ("name", "state", "shell", "role_names")
+    list_filter = ("state", "roles")
+    search_fields = ("name",)
+
+
+USER_FIELDS = ("name", "shell", "authorized_keys", "state")
+USERS = Watch(ManagedUser, fields=USER_FIELDS)
+
+
 def _users_for(node_id: int) -> list[dict]:
     """The node's users (name, shell, authorized_keys, state), one query, no duplicates."""
-    of_node = ManagedUser.objects.filter(roles__nodes=node_id).values("pk")
-    return list(
-        ManagedUser.objects.filter(pk__in=of_node)
-        .order_by("name")
-        .values("name", "shell", "authorized_keys", "state")
-    )
+    return list(USERS.rows_for(node_id).order_by("name").values(*USER_FIELDS))
 
 
 @dataclass(frozen=True)
@@ -136,6 +182,7 @@ def _count_keys(keys: str) -> str:
     priority=40,
     node_status=NodeStatus.READY,
     timeout=300,
+    watches=[USERS],
 )
 async def sync_users(ctx: RunContext) -> None:
     users = await ctx.db(_users_for, ctx.node.pk)

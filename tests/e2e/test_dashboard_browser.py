@@ -183,7 +183,7 @@ def test_it_puts_two_selected_nodes_in_maintenance_and_keeps_the_selection_live(
     make_node("a-1"), make_node("b-1")
     c = make_node("busy-1")
     Node.objects.filter(pk=c.pk).update(
-        current_action=action,
+        current_action_id=action.pk,
         lease_owner="someone",
         lease_until=timezone.now() + timedelta(seconds=60),
     )
@@ -194,7 +194,7 @@ def test_it_puts_two_selected_nodes_in_maintenance_and_keeps_the_selection_live(
     expect(page.locator("[data-selected-count]")).to_have_text("2 nodes selected")
 
     # The run ends elsewhere: the next poll swaps busy-1's cell, the selection stays.
-    Node.objects.filter(pk=c.pk).update(current_action=None, lease_owner="", lease_until=None)
+    Node.objects.filter(pk=c.pk).update(current_action_id=None, lease_owner="", lease_until=None)
     expect(status_cell(page, "busy-1")).not_to_have_attribute("aria-busy", "true")
     assert_not_reloaded(page)
     expect(page.get_by_label("Select a-1")).to_be_checked()

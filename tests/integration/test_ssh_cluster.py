@@ -9,9 +9,9 @@ from django.core.management import call_command
 from django.db import transaction
 
 from nodes.choices import NodeStatus
-from nodes.managed import ManagedFile
 from nodes.models import Node, Role
 from sync.models import Node2Sync
+from sync.synchronizers.files import ManagedFile
 from tests.integration.conftest import wait_for
 
 pytestmark = pytest.mark.cluster

@@ -4,9 +4,9 @@ from django.core.management.base import BaseCommand, CommandError
 from nodes.choices import Transport
 from nodes.keys import fingerprint, panel_public_key
 from nodes.models import Node
-from nodes.services import add_node
 from nodes.transports import TransportError
 from sync.cli import bad_arguments
+from sync.inventory import add_node
 
 
 class Command(BaseCommand):

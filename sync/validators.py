@@ -1,12 +1,9 @@
-"""The data the panel carries to nodes: packages, files, users and services, each by role.
+"""Checks for every value the synchronizer types carry to nodes: names, paths, modes, shells.
 
 Every value that ends up in a command on a node (a package, user or service name, a path, an
 owner) is checked here by a strict validator, so nothing odd can reach an argument list. The
-synchronizers check again before they act (``check_*``): a row written by ``update()`` or raw
-SQL skips model validation.
-
-Saving, deleting or re-roling these rows registers the synchronizer types concerned for the
-nodes concerned (``sync/triggers.py``), in the same transaction.
+types' models use the validators; their runs check again before they act (``check_*``): a
+row written by ``update()`` or raw SQL skips model validation.
 """
 
 from __future__ import annotations
@@ -17,7 +14,6 @@ import unicodedata
 
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
-from django.db import models
 
 # Every pattern ends in \Z, not $: Python's $ also matches before a trailing newline.
 #
@@ -115,101 +111,6 @@ def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _unix_newlines(text: str) -> str:
+def unix_newlines(text: str) -> str:
     # Browsers submit textareas with CRLF; config files and authorized_keys want LF.
     return text.replace("\r\n", "\n")
-
-
-class Package(models.Model):
-    """A package installed on every node that has one of its roles."""
-
-    name = models.CharField(max_length=128, unique=True, validators=[validate_package_name])
-    roles = models.ManyToManyField(
-        "nodes.Role", blank=True, related_name="packages", db_table="package_roles"
-    )
-
-    class Meta:
-        db_table = "package"
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name
-
-
-class ManagedFile(models.Model):
-    """A file written on every node that has one of its roles; removed when it goes."""
-
-    path = models.CharField(max_length=512, unique=True, validators=[validate_absolute_path])
-    content = models.TextField(blank=True)
-    mode = models.PositiveIntegerField(default=0o644, validators=[validate_mode])
-    owner = models.CharField(max_length=32, default="root", validators=[validate_posix_name])
-    group = models.CharField(max_length=32, default="root", validators=[validate_posix_name])
-    roles = models.ManyToManyField(
-        "nodes.Role", blank=True, related_name="files", db_table="managed_file_roles"
-    )
-
-    class Meta:
-        db_table = "managed_file"
-        ordering = ["path"]
-        verbose_name = "managed file"
-
-    def __str__(self) -> str:
-        return self.path
-
-    def clean(self) -> None:
-        self.content = _unix_newlines(self.content)
-
-    @property
-    def sha256(self) -> str:
-        return sha256_text(self.content)
-
-
-class UserState(models.TextChoices):
-    PRESENT = "present", "Present"
-    ABSENT = "absent", "Absent (removed from the nodes)"
-
-
-class ManagedUser(models.Model):
-    """A login account on the nodes of its roles, with its SSH keys."""
-
-    name = models.CharField(max_length=32, unique=True, validators=[validate_posix_name])
-    shell = models.CharField(max_length=255, default="/bin/bash", validators=[validate_shell])
-    authorized_keys = models.TextField(blank=True, help_text="One public key per line.")
-    state = models.CharField(max_length=10, choices=UserState, default=UserState.PRESENT)
-    roles = models.ManyToManyField(
-        "nodes.Role", blank=True, related_name="users", db_table="managed_user_roles"
-    )
-
-    class Meta:
-        db_table = "managed_user"
-        ordering = ["name"]
-        verbose_name = "managed user"
-
-    def __str__(self) -> str:
-        return self.name
-
-    def clean(self) -> None:
-        self.authorized_keys = _unix_newlines(self.authorized_keys)
-
-
-class Service(models.Model):
-    """A service enabled and running on the nodes of its roles, reloaded when its files change."""
-
-    name = models.CharField(max_length=100, unique=True, validators=[validate_service_name])
-    roles = models.ManyToManyField(
-        "nodes.Role", blank=True, related_name="services", db_table="service_roles"
-    )
-    files = models.ManyToManyField(
-        ManagedFile,
-        blank=True,
-        related_name="services",
-        db_table="service_files",
-        help_text="Reload the service when one of these files changes.",
-    )
-
-    class Meta:
-        db_table = "service"
-        ordering = ["name"]
-
-    def __str__(self) -> str:
-        return self.name

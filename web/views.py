@@ -45,25 +45,14 @@ from nodes.access import (
     require_perms,
 )
 from nodes.choices import NodeCondition, NodeStatus, Transport
-from nodes.filters import SORTABLE, NodeFilter
-from nodes.forms import (
-    AcceptKeyForm,
-    BulkActionForm,
-    MaintenanceForm,
-    NodeAddForm,
-    NodeEditForm,
-    ResyncForm,
-)
 from nodes.hostkeys import (
     HostKeyChange,
     HostKeyMismatch,
-    accept_host_key,
     check_login,
     scan_host_key,
 )
 from nodes.keys import fingerprint, panel_public_key, safe_fingerprint
-from nodes.models import Node
-from nodes.services import add_node
+from nodes.models import Node, processing_q
 from nodes.transports import TransportError
 from sync.engine import (
     cancel_node,
@@ -73,7 +62,17 @@ from sync.engine import (
     skip_desyncs,
     take_over_node,
 )
-from sync.models import DesyncState, Node2Sync, SyncRun
+from sync.inventory import accept_host_key, add_node
+from sync.models import DesyncState, Node2Sync, SyncRun, with_running_title
+from web.filters import SORTABLE, NodeFilter
+from web.forms import (
+    AcceptKeyForm,
+    BulkActionForm,
+    MaintenanceForm,
+    NodeAddForm,
+    NodeEditForm,
+    ResyncForm,
+)
 
 PAGE_SIZE = 50
 RUNS_PAGE_SIZE = 20
@@ -102,7 +101,7 @@ def table_queryset() -> QuerySet[Node]:
     pending = rows.annotate(n=Count("pk")).values("n")
     failed = rows.filter(state=DesyncState.FAILED).annotate(n=Count("pk")).values("n")
     return (
-        Node.objects.select_related("current_action")
+        with_running_title(Node.objects)
         .prefetch_related("roles")
         .defer("facts", "host_key")
         .annotate(
@@ -138,12 +137,11 @@ def fleet_counts() -> FleetCounts:
     a yes/no question, asked with one uncorrelated EXISTS: a per-node count would join every
     desynchronization.
     """
-    now = timezone.now()
     # Aggregate names must not shadow field names ("maintenance" is both), hence "n_".
     aggregates = {f"n_{s.value}": Count("pk", filter=Q(status=s.value)) for s in NodeStatus}
     aggregates.update(
         n_total=Count("pk"),
-        n_processing=Count("pk", filter=Q(current_action__isnull=False, lease_until__gt=now)),
+        n_processing=Count("pk", filter=processing_q()),
         n_failing=Count("pk", filter=~Q(last_error="")),
         n_maintenance=Count("pk", filter=Q(maintenance=True)),
     )
@@ -385,7 +383,7 @@ def _detail_context(request: HttpRequest, node: Node) -> dict:
 
 
 def _detail_queryset() -> QuerySet[Node]:
-    return Node.objects.select_related("current_action").prefetch_related("roles")
+    return with_running_title(Node.objects).prefetch_related("roles")
 
 
 @require_GET
@@ -486,9 +484,9 @@ def node_force(request: HttpRequest, pk: int) -> HttpResponse:
     The interrupted run is recorded as forced, its type goes back to pending and the cluster
     runs it again.
     """
-    node = _node_or_404(pk, Node.objects.select_related("current_action"))
+    node = _node_or_404(pk, with_running_title(Node.objects))
     was_held = node.lease_until is not None and node.lease_until > timezone.now()
-    running = node.current_action.title if node.is_processing else ""
+    running = node.running_title if node.is_processing else ""
     if not take_over_node(node, by=request.user.get_username()[:30]):
         messages.error(request, f"Could not take {node.name} over; try again.")
     elif was_held:
@@ -563,7 +561,7 @@ def node_maintenance(request: HttpRequest, pk: int) -> HttpResponse:
     if on and node.is_processing:
         messages.success(
             request,
-            f"{node.name} is in maintenance: the run of “{node.current_action.title}” is "
+            f"{node.name} is in maintenance: the run of “{node.running_title}” is "
             "finishing, then the panel runs nothing there (Cancel ends it now).",
         )
     elif on:
@@ -648,7 +646,7 @@ def _local_refused(request: HttpRequest, node: Node) -> HttpResponse:
 @require_perms(DELETE)
 def node_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """A confirmation page (GET), then the deletion (POST)."""
-    node = _node_or_404(pk, Node.objects.select_related("current_action"))
+    node = _node_or_404(pk, with_running_title(Node.objects))
     if request.method == "POST":
         name = node.name
         node.delete()

@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from nodes import views
+from web import views
 
 app_name = "nodes"
 

@@ -1,10 +1,11 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from nodes.choices import Transport
-from nodes.hostkeys import accept_host_key, scan_host_key
+from nodes.hostkeys import scan_host_key
 from nodes.keys import fingerprint as key_fingerprint
 from nodes.transports import TransportError
 from sync.cli import bad_arguments, nodes_by_name
+from sync.inventory import accept_host_key
 
 FINGERPRINT_PREFIX = "SHA256:"
 

@@ -9,10 +9,9 @@ from __future__ import annotations
 import django_filters
 from django import forms
 from django.db.models import Q, QuerySet
-from django.utils import timezone
 
 from nodes.choices import NodeCondition, NodeStatus
-from nodes.models import Node, Role
+from nodes.models import Node, Role, processing_q
 
 
 class YesNoWidget(django_filters.widgets.BooleanWidget):
@@ -118,8 +117,7 @@ class NodeFilter(django_filters.FilterSet):
     def filter_processing(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
         if value is None:
             return qs
-        busy = Q(current_action__isnull=False, lease_until__gt=timezone.now())
-        return qs.filter(busy) if value else qs.exclude(busy)
+        return qs.processing() if value else qs.exclude(processing_q())
 
     @property
     def active_filters(self) -> bool:
