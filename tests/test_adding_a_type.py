@@ -44,7 +44,8 @@ def test_the_readme_type_is_registered_run_and_shown(
     node, other = make_node("n1"), make_node("n2")
     node.roles.add(web)
     other.roles.add(db_role)
-    assert set(Node2Sync.objects.values_list("node__name", "action__name")) == {("n1", "motd")}
+    registered = set(Node2Sync.objects.values_list("node__name", "action__name"))
+    assert registered == {("n1", "motd"), ("n2", "motd")}  # each gained a role
 
     Node2Sync.objects.all().delete()
     web.name = "frontend"

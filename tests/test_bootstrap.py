@@ -116,7 +116,7 @@ def test_the_local_node_name_is_the_short_host_name_made_valid(hostname, expecte
 
 
 def test_runpanel_is_a_command_that_accepts_addr_and_port():
-    assert get_commands()["runpanel"] == "nodes"
+    assert get_commands()["runpanel"] == "web"
     parser = runpanel.Command().create_parser("manage.py", "runpanel")
 
     defaults = parser.parse_args([])

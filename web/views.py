@@ -173,7 +173,7 @@ def _node_or_404(pk: int, queryset: QuerySet[Node] | None = None) -> Node:
     if pk > _MAX_ID:
         raise Http404("No such node.")
     try:
-        return (queryset if queryset is not None else Node.objects).get(pk=pk)
+        return (queryset if queryset is not None else with_running_title(Node.objects)).get(pk=pk)
     except Node.DoesNotExist:
         raise Http404("No such node.") from None
 
