@@ -50,14 +50,22 @@ class Watch:
     fields: tuple[str, ...]
     paths: tuple[str, ...] = ("roles__nodes",)
 
-    def received(self, node_ids: Iterable[int]) -> dict[int, frozenset[int]]:
-        """Per node, the rows it receives (through every path)."""
+    def received(
+        self, node_ids: Iterable[int], among: set[int] | None = None
+    ) -> dict[int, frozenset[int]]:
+        """Per node, the rows it receives (through every path), ``among`` these rows if given.
+
+        A change only concerns the rows on its side of the link: comparing those alone keeps
+        a role change on a large fleet from reading every node's every row.
+        """
         node_ids = list(node_ids)
-        if not node_ids:
+        if not node_ids or among is not None and not among:
             return {}
         result: dict[int, frozenset[int]] | None = None
         for path in self.paths:
             pairs = self.model._base_manager.filter(**{f"{path}__in": node_ids})
+            if among is not None:
+                pairs = pairs.filter(pk__in=among)
             rows: dict[int, set[int]] = defaultdict(set)
             for node_id, row_id in pairs.values_list(path, "pk"):
                 rows[node_id].add(row_id)
@@ -73,7 +81,7 @@ class Watch:
         if not row_ids:
             return set()
         candidates = _values(self.model, row_ids, self.paths[0])
-        return {n for n, rows in self.received(candidates).items() if rows & row_ids}
+        return {n for n, rows in self.received(candidates, row_ids).items() if rows}
 
     def rows_for(self, node_id: int) -> models.QuerySet:
         """The rows this node receives, without duplicates, in one query (for a type's run).
@@ -102,15 +110,24 @@ class _Hop:
     far: type[models.Model]
     near_column: str
     far_column: str
+    prefix: str  # from the watched model to ``near``; "" when ``near`` is the watched model
     suffix: str  # from ``far`` on to the nodes; "" when ``far`` is Node
 
-    def far_ids(self, instance: models.Model, pk_set: set[int] | None, sender) -> set[int]:
-        if isinstance(instance, self.far):
-            return {instance.pk}
+    def ends(self, instance: models.Model, pk_set: set[int] | None, sender) -> tuple[set, set]:
+        """The (near ids, far ids) of the links this event adds, removes or clears."""
+        at_far = isinstance(instance, self.far)
         if pk_set is not None:
-            return set(pk_set)
-        links = sender.objects.filter(**{self.near_column: instance.pk})
-        return set(links.values_list(self.far_column, flat=True))
+            others = set(pk_set)
+        else:  # clear: the links there are now
+            mine, theirs = (self.far_column, self.near_column)
+            if not at_far:
+                mine, theirs = theirs, mine
+            links = sender.objects.filter(**{mine: instance.pk})
+            others = set(links.values_list(theirs, flat=True))
+        return (others, {instance.pk}) if at_far else ({instance.pk}, others)
+
+    def rows_from(self, near_ids: set[int]) -> set[int]:
+        return set(near_ids) if not self.prefix else _rows_via(self.watch, self.prefix, near_ids)
 
     def nodes_from(self, far_ids: set[int]) -> set[int]:
         return set(far_ids) if not self.suffix else _values(self.far, far_ids, self.suffix)
@@ -120,7 +137,7 @@ class _Hop:
 class _Index:
     hops: dict[type[models.Model], list[_Hop]] = field(default_factory=lambda: defaultdict(list))
     # Models on a path (not Node): their deletion cuts links without m2m signals.
-    on_path: dict[type[models.Model], list[tuple[str, Watch, str]]] = field(
+    on_path: dict[type[models.Model], list[tuple[str, Watch, str, str]]] = field(
         default_factory=lambda: defaultdict(list)
     )
     watched: dict[type[models.Model], list[tuple[str, Watch]]] = field(
@@ -132,6 +149,12 @@ class _Index:
 
 
 _INDEX = _Index()
+
+
+def _rows_via(watch: Watch, prefix: str, ids: set[int]) -> set[int]:
+    """The watched rows that reach these objects through ``prefix``."""
+    rows = watch.model._base_manager.filter(**{f"{prefix}__in": ids})
+    return set(rows.values_list("pk", flat=True))
 
 
 def _values(model: type[models.Model], ids: set[int], path: str) -> set[int]:
@@ -170,15 +193,24 @@ def index_watches(types: Iterable) -> None:
             for path in watch.paths:
                 names = path.split("__")
                 for i, (near, step) in enumerate(_steps(watch, path)):
-                    suffix = "__".join(names[i + 1 :])
-                    index.on_path[near].append((t.name, watch, "__".join(names[i:])))
+                    prefix, suffix = "__".join(names[:i]), "__".join(names[i + 1 :])
+                    index.on_path[near].append((t.name, watch, prefix, "__".join(names[i:])))
                     forward = isinstance(step, models.ManyToManyField)
                     m2m = step if forward else step.field
                     columns = (m2m.m2m_field_name(), m2m.m2m_reverse_field_name())
                     near_col, far_col = columns if forward else columns[::-1]
                     through = m2m.remote_field.through
                     index.hops[through].append(
-                        _Hop(t.name, watch, near, step.related_model, near_col, far_col, suffix)
+                        _Hop(
+                            t.name,
+                            watch,
+                            near,
+                            step.related_model,
+                            near_col,
+                            far_col,
+                            prefix,
+                            suffix,
+                        )
                     )
     _INDEX = index
 
@@ -296,9 +328,11 @@ def _links_changed(sender, instance, action: str, pk_set=None, **kwargs) -> None
     if action.startswith("pre_"):
         pending = []
         for hop in hops:
-            nodes = hop.nodes_from(hop.far_ids(instance, pk_set, sender))
-            if nodes:
-                pending.append((hop.type_name, hop.watch, nodes, hop.watch.received(nodes)))
+            near_ids, far_ids = hop.ends(instance, pk_set, sender)
+            nodes, among = hop.nodes_from(far_ids), hop.rows_from(near_ids)
+            if nodes and among:
+                before = hop.watch.received(nodes, among)
+                pending.append((hop.type_name, hop.watch, nodes, among, before))
         rows = []
         for type_name, watch, name in fields:
             rows.append((type_name, watch, _linked_rows(watch, name, sender, instance, pk_set)))
@@ -306,8 +340,8 @@ def _links_changed(sender, instance, action: str, pk_set=None, **kwargs) -> None
         return
     pending, rows = _unstash(instance, key, ([], []))
     concerned: dict[str, set[int]] = defaultdict(set)
-    for type_name, watch, nodes, before in pending:
-        concerned[type_name] |= _changed(before, watch.received(nodes))
+    for type_name, watch, nodes, among, before in pending:
+        concerned[type_name] |= _changed(before, watch.received(nodes, among))
     for type_name, watch, ids in rows:
         concerned[type_name] |= watch.receivers(ids)
     register_concerned(concerned)
@@ -335,17 +369,19 @@ def _before_delete(sender, instance: models.Model, **kwargs) -> None:
     entries = _INDEX.on_path.get(sender)
     if not entries:
         return
-    by_watch: dict[tuple[str, Watch], set[int]] = defaultdict(set)
-    for type_name, watch, suffix in entries:
-        by_watch[(type_name, watch)] |= _values(sender, {instance.pk}, suffix)
-    pending = [(t, w, n, w.received(n)) for (t, w), n in by_watch.items() if n]
+    by_watch: dict[tuple[str, Watch], tuple[set[int], set[int]]] = {}
+    for type_name, watch, prefix, suffix in entries:
+        nodes, rows = by_watch.setdefault((type_name, watch), (set(), set()))
+        nodes |= _values(sender, {instance.pk}, suffix)
+        rows |= _rows_via(watch, prefix, {instance.pk}) if prefix else {instance.pk}
+    pending = [(t, w, n, r, w.received(n, r)) for (t, w), (n, r) in by_watch.items() if n and r]
     _stash(instance, "delete", pending)
 
 
 def _after_delete(sender, instance: models.Model, **kwargs) -> None:
     concerned: dict[str, set[int]] = defaultdict(set)
-    for type_name, watch, nodes, before in _unstash(instance, "delete", []):
-        concerned[type_name] |= _changed(before, watch.received(nodes))
+    for type_name, watch, nodes, among, before in _unstash(instance, "delete", []):
+        concerned[type_name] |= _changed(before, watch.received(nodes, among))
     register_concerned(concerned)
 
 
