@@ -59,7 +59,6 @@ help:
 
 run: $(RUN_DEPS)
 	$(PY) manage.py migrate --noinput
-	$(PY) manage.py createcachetable
 	$(PY) manage.py bootstrap
 	$(PY) manage.py runpanel
 

@@ -188,7 +188,6 @@ def instance() -> Iterator[Instance]:
     data_dir = parent / "var"
     try:
         run_manage(data_dir, "migrate", "--no-input")
-        run_manage(data_dir, "createcachetable")
         run_manage(data_dir, "bootstrap")
         run_manage(data_dir, "panelkey")  # prints the panel's public key, made on first use
         run_manage(data_dir, "shell", "--no-imports", "-c", LOG_AND_ROTATE)
