@@ -59,6 +59,7 @@ help:
 
 run: $(RUN_DEPS)
 	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py bootstrap
 	$(PY) manage.py runpanel
 

@@ -15,7 +15,9 @@ Nothing here imports Django's settings: ``panel.settings`` itself uses these hel
 from __future__ import annotations
 
 import os
+import secrets
 import stat
+import time
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
@@ -95,6 +97,33 @@ def prepare_data_dir(data_dir: str | os.PathLike) -> None:
     for name in ("log", "ssh"):
         if (data_dir / name).is_dir():
             private_dir(data_dir / name)
+
+
+SECRET_KEY_FILE = "secret_key"
+
+
+def read_secret_key(data_dir: str | os.PathLike) -> str:
+    """The instance's secret key from its file, or "" before the first start made one."""
+    try:
+        return (Path(data_dir) / SECRET_KEY_FILE).read_text().strip()
+    except FileNotFoundError:
+        return ""
+
+
+def ensure_secret_key(data_dir: str | os.PathLike) -> str:
+    """Make the instance's secret key file (0600) once, whichever process starts first."""
+    path = private_dir(data_dir) / SECRET_KEY_FILE
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    except FileExistsError:
+        for _ in range(50):  # another process is writing it right now
+            if key := read_secret_key(data_dir):
+                return key
+            time.sleep(0.1)
+        raise
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_urlsafe(50))
+    return read_secret_key(data_dir)
 
 
 class PrivateRotatingFileHandler(RotatingFileHandler):

@@ -8,36 +8,32 @@ The data folder is 0700 and every file in it 0600 (``panel.instance``): it holds
 the password hashes and the key to every node.
 """
 
-import os
-import secrets
+import warnings
 from datetime import timedelta
 from pathlib import Path
 
 import dj_database_url
 
-from panel.instance import private_dir
+from panel.env import BadSetting, env_bool, env_int, env_list, env_str
+from panel.instance import read_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
-DATA_DIR = Path(os.environ.get("PANEL_DATA_DIR", BASE_DIR / "var"))
-# Made (private) at start-up by PanelConfig.ready and by the log handler, not here.
+DATA_DIR = Path(env_str("PANEL_DATA_DIR", str(BASE_DIR / "var")))
+# Made (private) at start-up by PanelConfig.ready and by the log handler, not here: reading
+# the settings writes nothing.
 LOG_DIR = DATA_DIR / "log"
 
-
-def _secret_key() -> str:
-    """The secret key is generated once per instance and kept out of the repository."""
-    if key := os.environ.get("DJANGO_SECRET_KEY"):
-        return key
-    path = private_dir(DATA_DIR) / "secret_key"
-    if not path.exists():
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_urlsafe(50))
-    return path.read_text().strip()
-
-
-SECRET_KEY = _secret_key()
-DEBUG = os.environ.get("DJANGO_DEBUG", "") == "1"
-ALLOWED_HOSTS = os.environ.get("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver").split(",")
+# From the environment, or the instance's own key file; a new instance gets one generated at
+# start-up (PanelConfig.ready), so the key stays out of the repository and of the settings.
+SECRET_KEY = env_str("DJANGO_SECRET_KEY") or read_secret_key(DATA_DIR)
+DEBUG = env_bool("DJANGO_DEBUG")
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
+# Behind a reverse proxy that terminates TLS (docs/OPERATIONS.md): trust its scheme header and
+# send the session and CSRF cookies over HTTPS only.
+if env_bool("PANEL_BEHIND_HTTPS_PROXY"):
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
+CSRF_TRUSTED_ORIGINS = env_list("PANEL_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "panel.apps.PanelConfig",  # first: its ready() makes the data folder private
@@ -57,6 +53,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Static files from the web server process itself, compressed and cache-busted.
+    "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -89,13 +87,15 @@ TEMPLATES = [
 
 # --- Database -------------------------------------------------------------------------------
 SQLITE_PATH = DATA_DIR / "panel.sqlite3"
-DATABASES = {
-    "default": dj_database_url.parse(
-        os.environ.get("DATABASE_URL", f"sqlite:///{SQLITE_PATH}"),
+try:
+    _DATABASE = dj_database_url.parse(
+        env_str("DATABASE_URL", f"sqlite:///{SQLITE_PATH}"),
         conn_max_age=0,
         conn_health_checks=True,
     )
-}
+except ValueError as e:
+    raise BadSetting(f"DATABASE_URL is not a database URL Django knows: {e}") from None
+DATABASES = {"default": _DATABASE}
 _db = DATABASES["default"]
 if _db["ENGINE"] == "django.db.backends.sqlite3":
     # Django's SQLite backend, with the database file (and so its -wal/-shm) created 0600.
@@ -154,6 +154,15 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = DATA_DIR / "static"
+# Served by whitenoise: `collectstatic` (make run does it) gives hashed, compressed copies
+# cached for a year; before it, the files are served as they are (panel.staticfiles).
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "panel.staticfiles.PanelStaticFilesStorage"},
+}
+WHITENOISE_USE_FINDERS = True
+# Before the first collectstatic the folder is missing, and that is fine (see above).
+warnings.filterwarnings("ignore", message="No directory at", module="whitenoise")
 # collectstatic (and any upload) writes under the data folder: keep to its modes.
 FILE_UPLOAD_PERMISSIONS = 0o600
 FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
@@ -175,7 +184,7 @@ CACHES = {
 # retry > timeout so a running task is never handed out twice; failed tasks are not retried
 # by django-q (our own tables own retries and backoff); queue_limit ~ workers because the
 # retry clock starts when a task is prefetched.
-Q_WORKERS = int(os.environ.get("PANEL_Q_WORKERS", "2"))
+Q_WORKERS = env_int("PANEL_Q_WORKERS", 2, minimum=1, maximum=64)
 Q_CLUSTER = {
     "name": "panel",
     "orm": "default",
@@ -186,7 +195,7 @@ Q_CLUSTER = {
     "max_attempts": 1,
     "ack_failures": True,
     "catch_up": False,
-    "save_limit": int(os.environ.get("PANEL_Q_SAVE_LIMIT", "500")),
+    "save_limit": env_int("PANEL_Q_SAVE_LIMIT", 500),
     "poll": 0.2,
     "label": "Tasks",
 }
@@ -194,7 +203,7 @@ Q_CLUSTER = {
 # --- The synchronization engine -------------------------------------------------------------
 SYNC = {
     # A node lease is renewed every lease_seconds / 3 while a session runs.
-    "lease_seconds": int(os.environ.get("PANEL_LEASE_SECONDS", "60")),
+    "lease_seconds": env_int("PANEL_LEASE_SECONDS", 60, minimum=3),
     # Exponential backoff after failures: base * 2**(attempts-1), capped, with jitter.
     "backoff_base_seconds": 10,
     "backoff_cap_seconds": 900,
@@ -204,22 +213,22 @@ SYNC = {
     "session_budget_seconds": 1200,
     "log_cap_chars": 20000,
     # The run history keeps this many runs per node and type (the newest).
-    "runs_kept_per_type": int(os.environ.get("PANEL_RUNS_KEPT_PER_TYPE", "50")),
+    "runs_kept_per_type": env_int("PANEL_RUNS_KEPT_PER_TYPE", 50, minimum=1),
     # The health probe runs on every node not heard from for this long (through the sweep's
     # schedule, so at most about once a minute); a node whose connections have failed for
     # longer than the grace period is "unreachable".
-    "probe_seconds": int(os.environ.get("PANEL_PROBE_SECONDS", "60")),
-    "unreachable_grace_seconds": int(os.environ.get("PANEL_UNREACHABLE_GRACE_SECONDS", "40")),
+    "probe_seconds": env_int("PANEL_PROBE_SECONDS", 60, minimum=1),
+    "unreachable_grace_seconds": env_int("PANEL_UNREACHABLE_GRACE_SECONDS", 40),
     # Work waiting this long with no successful run on its node marks the node "stuck".
-    "stuck_seconds": int(os.environ.get("PANEL_STUCK_SECONDS", "1800")),
+    "stuck_seconds": env_int("PANEL_STUCK_SECONDS", 1800, minimum=1),
     # Modules with synchronizer types of the site's own, imported after the built-in ones.
-    "extra_modules": [m for m in os.environ.get("PANEL_SYNCHRONIZER_MODULES", "").split(",") if m],
+    "extra_modules": env_list("PANEL_SYNCHRONIZER_MODULES"),
 }
 
 # Where synchronizers keep their manifests on each node (what the panel put there).
-SYNC_NODE_STATE_DIR = os.environ.get("PANEL_NODE_STATE_DIR", "/var/lib/cluster-panel")
+SYNC_NODE_STATE_DIR = env_str("PANEL_NODE_STATE_DIR", "/var/lib/cluster-panel")
 # Where each node keeps the lock of its one session at a time (emptied by a reboot).
-SYNC_NODE_RUN_DIR = os.environ.get("PANEL_NODE_RUN_DIR", "/run/cluster-panel")
+SYNC_NODE_RUN_DIR = env_str("PANEL_NODE_RUN_DIR", "/run/cluster-panel")
 
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {

@@ -1,5 +1,6 @@
 """What `make run` starts: the web server and the cluster, and the local node gets Ready alone."""
 
+import re
 import signal
 import socket
 import subprocess
@@ -22,6 +23,52 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def check_static_files(base: str) -> None:
+    """Served by gunicorn and whitenoise: hashed names, compressed, cached for a year."""
+    with urllib.request.urlopen(f"{base}/accounts/login/") as r:
+        assert r.headers["Server"].startswith("gunicorn")
+        page = r.read().decode()
+    css = re.search(r'href="(/static/css/panel\.[0-9a-f]{12}\.css)"', page)
+    assert css, "the stylesheet has no hashed name"
+    request = urllib.request.Request(base + css.group(1), headers={"Accept-Encoding": "gzip"})
+    with urllib.request.urlopen(request) as r:
+        assert r.status == 200
+        assert r.headers["Content-Encoding"] == "gzip"
+        assert "max-age=315360000" in r.headers["Cache-Control"]
+        assert "immutable" in r.headers["Cache-Control"]
+
+
+def test_runserver_serves_the_static_files_too(tmp_path):
+    """Without collectstatic and without --insecure: the pages still get their CSS and htmx."""
+    port = free_port()
+    env = process_env(PANEL_DATA_DIR=str(tmp_path))
+    server = subprocess.Popen(
+        [sys.executable, str(ROOT / "manage.py"), "runserver", f"127.0.0.1:{port}", "--noreload"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        def stylesheet():
+            """the stylesheet from runserver"""
+            try:
+                url = f"http://127.0.0.1:{port}/static/css/panel.css"
+                with urllib.request.urlopen(url) as r:
+                    return r.status == 200 and r.headers["Content-Type"].startswith("text/css")
+            except OSError:
+                return False
+
+        wait_for(stylesheet, timeout=30)
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{port}/static/django_htmx/htmx-2.min.js"
+        ) as r:
+            assert r.status == 200
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
 def test_it_serves_the_login_page_and_brings_the_local_node_to_ready(transactional_db, tmp_path):
     env = process_env(PANEL_DATA_DIR=str(tmp_path))
     manage = [sys.executable, str(ROOT / "manage.py")]
@@ -30,6 +77,10 @@ def test_it_serves_the_login_page_and_brings_the_local_node_to_ready(transaction
     )
     assert boot.returncode == 0, boot.stderr
     assert "password" in boot.stdout.lower()
+    collect = subprocess.run(
+        [*manage, "collectstatic", "--noinput", "-v0"], env=env, capture_output=True, text=True
+    )
+    assert collect.returncode == 0, collect.stderr
     port = free_port()
     panel = subprocess.Popen(
         [*manage, "runpanel", "--port", str(port)],
@@ -48,6 +99,7 @@ def test_it_serves_the_login_page_and_brings_the_local_node_to_ready(transaction
                 return False
 
         wait_for(login_page, timeout=30)
+        check_static_files(f"http://127.0.0.1:{port}")
         [node] = Node.objects.all()
         assert node.transport == Transport.LOCAL
 

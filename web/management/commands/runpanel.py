@@ -1,5 +1,8 @@
 """Run the whole panel in one command: the web server and the django-q cluster that does the work.
 
+The web server is gunicorn (``panel/gunicorn.conf.py``), a production WSGI server, with
+whitenoise serving the static files; ``make run`` collects them first.
+
 Both run as child processes of this command, each in its own process group: Ctrl-C (or
 SIGTERM) reaches only this command, which then stops both in order, and whatever a child leaves
 behind (the cluster's worker processes) can be killed with its group when it does not stop in
@@ -8,6 +11,7 @@ would accept work that nothing runs.
 """
 
 import os
+import runpy
 import signal
 import subprocess
 import sys
@@ -62,8 +66,8 @@ def host_for_url(addr: str) -> str:
 
 class Command(BaseCommand):
     help = (
-        "Run the panel: the web server (runserver --noreload --insecure) in the foreground "
-        "and the django-q cluster (qcluster) beside it. Ctrl-C stops both."
+        "Run the panel: the web server (gunicorn) and the django-q cluster (qcluster) beside "
+        "it. Ctrl-C stops both."
     )
     # The children run the checks themselves.
     requires_system_checks = []
@@ -79,12 +83,23 @@ class Command(BaseCommand):
     def handle(self, *args, addr: str, port: int, **options):
         if not 1 <= port <= 65535:
             raise CommandError(f"--port must be between 1 and 65535, not {port}.")
+        # The web server's settings are checked here, where a bad one is one line (manage.py).
+        gunicorn_conf = Path(settings.BASE_DIR) / "panel" / "gunicorn.conf.py"
+        runpy.run_path(str(gunicorn_conf))
         host = host_for_url(addr)
         url = f"http://{host}:{port}/"
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
         commands = {
             "django-q cluster": [*manage, "qcluster"],
-            "web server": [*manage, "runserver", f"{host}:{port}", "--noreload", "--insecure"],
+            "web server": [
+                sys.executable,
+                "-m",
+                "gunicorn",
+                "--config",
+                str(gunicorn_conf),
+                "--bind",
+                f"{host}:{port}",
+            ],
         }
 
         received: list[int] = []
