@@ -2,6 +2,7 @@
 # themselves on a fresh machine: the virtualenv, the install, the system packages they need.
 #
 #   make run     set up, migrate, bootstrap, then serve http://127.0.0.1:8000 with the cluster
+#   make demo    like make run, with a few real sshd nodes on loopback added (Ctrl-C removes them)
 #   make test    set up and run the whole test suite (DATABASE_URL=mysql://... for MariaDB)
 #   make lint    ruff check
 #   make sysdeps install the missing system packages (apt-get) that `make test` needs
@@ -46,11 +47,12 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help run test lint sysdeps install
+.PHONY: help run demo test lint sysdeps install
 
 help:
 	@echo "make run      set up (venv, install, migrate, bootstrap) and start the panel"
 	@echo "              with its django-q cluster on http://127.0.0.1:8000"
+	@echo "make demo     like make run, plus a few real sshd nodes on loopback (as root)"
 	@echo "make test     set up and run the whole test suite (PYTEST_ARGS=... to pass options)"
 	@echo "              DATABASE_URL=mysql://root@127.0.0.1:3306/panel make test: on MariaDB"
 	@echo "make lint     ruff check"
@@ -62,6 +64,14 @@ run: $(RUN_DEPS)
 	$(PY) manage.py collectstatic --noinput -v0
 	$(PY) manage.py bootstrap
 	$(PY) manage.py runpanel
+
+# A live fleet to look at: real sshd nodes on loopback, added to the panel (tools/demo.py).
+demo: $(RUN_DEPS)
+	@$(call apt-ensure,openssh-server)
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v0
+	$(PY) manage.py bootstrap
+	$(PY) -m tools.demo $(DEMO_ARGS)
 
 test: sysdeps $(TEST_DEPS)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -1,0 +1,69 @@
+"""``make demo``: real sshd nodes converge in the running panel; Ctrl-C removes them all."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from tests.conftest import ROOT
+from tests.integration.test_runpanel import free_port
+
+pytestmark = pytest.mark.cluster
+
+
+def test_the_demo_fleet_converges_and_goes_away_on_ctrl_c(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env.update(PANEL_DATA_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1")
+
+    def manage(*args: str) -> str:
+        done = subprocess.run(
+            [sys.executable, str(ROOT / "manage.py"), *args],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    manage("migrate", "--no-input")
+    manage("bootstrap")
+    demo = subprocess.Popen(
+        [sys.executable, "-m", "tools.demo", "--nodes", "3", "--port", str(free_port())],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 90
+        while True:
+            nodes = json.loads(manage("nodes", "--json"))
+            demo_nodes = [n for n in nodes if n["name"].startswith("demo-")]
+            ready = [n for n in demo_nodes if n["status"] == "ready" and n["pending"] == 0]
+            if len(ready) == 3:
+                break
+            assert demo.poll() is None, demo.stdout.read()
+            assert time.monotonic() < deadline, f"the demo fleet did not converge: {demo_nodes}"
+            time.sleep(1)
+        os.killpg(demo.pid, signal.SIGINT)  # Ctrl-C reaches the whole foreground group
+        output, _ = demo.communicate(timeout=60)
+    finally:
+        if demo.poll() is None:
+            os.killpg(demo.pid, signal.SIGKILL)
+            demo.wait()
+    assert demo.returncode == 0, output
+    assert "Removed the demo nodes (3)" in output
+    names = [n["name"] for n in json.loads(manage("nodes", "--json"))]
+    assert not [name for name in names if name.startswith("demo-")]
+    leftover = subprocess.run(["pgrep", "-f", "panel-demo-"], capture_output=True, text=True)
+    assert leftover.stdout == "", "a demo sshd is still running"
