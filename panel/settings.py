@@ -162,7 +162,7 @@ STORAGES = {
 }
 WHITENOISE_USE_FINDERS = True
 # Before the first collectstatic the folder is missing, and that is fine (see above).
-warnings.filterwarnings("ignore", message="No directory at", module="whitenoise")
+warnings.filterwarnings("ignore", message="No directory at")
 # collectstatic (and any upload) writes under the data folder: keep to its modes.
 FILE_UPLOAD_PERMISSIONS = 0o600
 FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
@@ -203,7 +203,7 @@ Q_CLUSTER = {
 # --- The synchronization engine -------------------------------------------------------------
 SYNC = {
     # A node lease is renewed every lease_seconds / 3 while a session runs.
-    "lease_seconds": env_int("PANEL_LEASE_SECONDS", 60, minimum=3),
+    "lease_seconds": env_int("PANEL_LEASE_SECONDS", 60, minimum=1),
     # Exponential backoff after failures: base * 2**(attempts-1), capped, with jitter.
     "backoff_base_seconds": 10,
     "backoff_cap_seconds": 900,
