@@ -1,7 +1,11 @@
-"""Every node status in one place: its slug (stored in ``node.status``), label, icon and colour.
+"""The node's choice sets, each value with its label, icon and CSS class in one place.
 
 The Status cell, the node page, the commands and the admin all read these, so a status looks
-and reads the same everywhere.
+and reads the same everywhere. Every choice set the pages draw follows the same pattern (also
+``sync.models.DesyncState`` and ``sync.models.Outcome``): the members with their labels, then
+one private table (a private name, so not a member) of each value's icon, a symbol of
+``static/icons.svg``, and CSS class, read by the ``icon`` and ``css`` properties. Each value
+has its own icon shape: colour is never the only signal.
 """
 
 from django.db import models
@@ -12,26 +16,19 @@ class NodeStatus(models.TextChoices):
     SYNCHRONIZING = "synchronizing", "Synchronizing"
     INSTALLING = "installing", "Installation in progress"
 
+    __looks = {
+        "ready": ("check-circle", "status-ready"),
+        "synchronizing": ("arrows-rotate", "status-synchronizing"),
+        "installing": ("box", "status-installing"),
+    }
+
     @property
     def icon(self) -> str:
-        """Name of the icon (static/icons.svg symbol); each status has its own shape."""
-        return _ICONS[self]
+        return self.__looks[self.value][0]
 
     @property
     def css(self) -> str:
-        return _CSS[self]
-
-
-_ICONS = {
-    NodeStatus.READY: "check-circle",
-    NodeStatus.SYNCHRONIZING: "arrows-rotate",
-    NodeStatus.INSTALLING: "box",
-}
-_CSS = {
-    NodeStatus.READY: "status-ready",
-    NodeStatus.SYNCHRONIZING: "status-synchronizing",
-    NodeStatus.INSTALLING: "status-installing",
-}
+        return self.__looks[self.value][1]
 
 
 class Transport(models.TextChoices):
@@ -52,13 +49,22 @@ class NodeCondition(models.TextChoices):
     FAILING = "failing", "Failing"
     MAINTENANCE = "maintenance", "Maintenance"
 
+    __looks = {
+        "host-key-changed": ("key", "condition-host-key-changed"),
+        "unreachable": ("x-circle", "condition-unreachable"),
+        "stuck": ("hourglass", "condition-stuck"),
+        "failing": ("alert-triangle", "condition-failing"),
+        "maintenance": ("wrench", "condition-maintenance"),
+    }
+    __blocks_use = ("host-key-changed", "unreachable", "maintenance")
+
     @property
     def icon(self) -> str:
-        return _CONDITION_ICONS[self]
+        return self.__looks[self.value][0]
 
     @property
     def css(self) -> str:
-        return f"condition-{self.value}"
+        return self.__looks[self.value][1]
 
     @property
     def severity(self) -> int:
@@ -67,18 +73,4 @@ class NodeCondition(models.TextChoices):
 
     @property
     def blocks_use(self) -> bool:
-        return self in _BLOCKS_USE
-
-
-_CONDITION_ICONS = {
-    NodeCondition.HOST_KEY_CHANGED: "key",
-    NodeCondition.UNREACHABLE: "x-circle",
-    NodeCondition.STUCK: "hourglass",
-    NodeCondition.FAILING: "alert-triangle",
-    NodeCondition.MAINTENANCE: "wrench",
-}
-_BLOCKS_USE = {
-    NodeCondition.HOST_KEY_CHANGED,
-    NodeCondition.UNREACHABLE,
-    NodeCondition.MAINTENANCE,
-}
+        return self.value in self.__blocks_use

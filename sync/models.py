@@ -40,6 +40,21 @@ class DesyncState(models.TextChoices):
     PROCESSING = "processing", "Processing"
     FAILED = "failed", "Failed"
 
+    # Icon (static/icons.svg) and CSS class of each value, as in nodes.choices.
+    __looks = {
+        "pending": ("hourglass", "text-secondary-emphasis"),
+        "processing": ("spinner", "text-primary-emphasis"),
+        "failed": ("x-circle", "text-danger-emphasis"),
+    }
+
+    @property
+    def icon(self) -> str:
+        return self.__looks[self.value][0]
+
+    @property
+    def css(self) -> str:
+        return self.__looks[self.value][1]
+
 
 class Node2Sync(models.Model):
     """A desynchronization: this node is out of sync for this type. Written only by the engine."""
@@ -82,6 +97,26 @@ class Outcome(models.TextChoices):
     CANCELLED = "cancelled", "Cancelled"
     SKIPPED = "skipped", "Skipped"
     LOST = "lost", "Lost"
+
+    # Icon (static/icons.svg) and CSS class of each value, as in nodes.choices.
+    __looks = {
+        "running": ("spinner", "text-primary-emphasis"),
+        "success": ("check-circle", "text-success-emphasis"),
+        "failed": ("x-circle", "text-danger-emphasis"),
+        "timeout": ("clock", "text-warning-emphasis"),
+        "forced": ("bolt", "text-warning-emphasis"),
+        "cancelled": ("x-circle", "text-warning-emphasis"),
+        "skipped": ("check-circle", "text-secondary-emphasis"),
+        "lost": ("help-circle", "text-secondary-emphasis"),
+    }
+
+    @property
+    def icon(self) -> str:
+        return self.__looks[self.value][0]
+
+    @property
+    def css(self) -> str:
+        return self.__looks[self.value][1]
 
 
 class SyncRun(models.Model):

@@ -23,7 +23,7 @@ from nodes.models import Node, Role
 from sync.engine import claim_node, register_desync, start_next_run
 from sync.inventory import add_node
 from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun
-from web.views import fleet_counts
+from web.views.fleet import fleet_counts
 
 pytestmark = pytest.mark.django_db
 

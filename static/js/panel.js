@@ -1,49 +1,9 @@
-/* The panel's few behaviours: theme toggle, bulk selection, copy to clipboard, and the
-   live refresh's care for what the user holds (unchanged cells are left alone, open logs
-   stay open). Everything works without it, except the conveniences. */
+/* The panel's few behaviours: bulk selection, copy to clipboard, the live refresh's care for
+   what the user holds (unchanged cells are left alone, open logs stay open) and a running
+   run's clock. Everything works without it, except the conveniences. The colour theme is
+   static/js/theme.js, which must run before the page paints. */
 (function () {
   "use strict";
-
-  var THEME_KEY = "panel-theme";
-
-  function currentTheme() {
-    return document.documentElement.getAttribute("data-bs-theme") === "dark" ? "dark" : "light";
-  }
-
-  function applyTheme(theme) {
-    document.documentElement.setAttribute("data-bs-theme", theme);
-    document.querySelectorAll("#theme-toggle").forEach(function (button) {
-      button.setAttribute("aria-pressed", theme === "dark" ? "true" : "false");
-    });
-  }
-
-  function setUpTheme() {
-    applyTheme(currentTheme());
-    document.addEventListener("click", function (event) {
-      var button = event.target.closest("#theme-toggle");
-      if (!button) return;
-      var theme = currentTheme() === "dark" ? "light" : "dark";
-      try {
-        window.localStorage.setItem(THEME_KEY, theme);
-      } catch (e) {
-        /* not remembered, still applied */
-      }
-      applyTheme(theme);
-    });
-    if (window.matchMedia) {
-      var query = window.matchMedia("(prefers-color-scheme: dark)");
-      var follow = function (event) {
-        var stored = null;
-        try {
-          stored = window.localStorage.getItem(THEME_KEY);
-        } catch (e) {
-          /* ignore */
-        }
-        if (!stored) applyTheme(event.matches ? "dark" : "light");
-      };
-      if (query.addEventListener) query.addEventListener("change", follow);
-    }
-  }
 
   /* --- Bulk selection -------------------------------------------------------------------- */
 
@@ -145,12 +105,40 @@
     });
   }
 
+  /* --- A running run's clock ------------------------------------------------------------ */
+
+  /* The server sends a running run's elapsed seconds once (data-elapsed) and its page is
+     redrawn only when the run's data changes, so the browser keeps counting in between.
+     Same text as the server's `seconds` filter. */
+  function formatSeconds(value) {
+    if (value < 10) return value.toFixed(1) + " s";
+    if (value < 120) return Math.round(value) + " s";
+    var whole = Math.floor(value);
+    return Math.floor(whole / 60) + " min " + (whole % 60) + " s";
+  }
+
+  function setUpElapsed() {
+    var seenAt = new WeakMap(); /* each element counts from when it arrived */
+    var tick = function () {
+      var now = Date.now();
+      document.querySelectorAll(".run-elapsed[data-elapsed]").forEach(function (clock) {
+        if (!seenAt.has(clock)) seenAt.set(clock, now);
+        var start = parseFloat(clock.getAttribute("data-elapsed"));
+        if (isNaN(start)) return;
+        var text = formatSeconds(start + (now - seenAt.get(clock)) / 1000);
+        if (clock.textContent !== text) clock.textContent = text;
+      });
+    };
+    tick();
+    window.setInterval(tick, 1000);
+  }
+
   function start() {
-    setUpTheme();
     setUpBulk();
     setUpCopy();
     setUpTransport();
     setUpLive();
+    setUpElapsed();
   }
 
   if (document.readyState === "loading") {

@@ -176,6 +176,32 @@ def test_it_forces_completion_of_a_hanging_node(page, operator, make_type, engin
     assert SyncRun.objects.filter(node=node, outcome=Outcome.SUCCESS).exists()
 
 
+def test_a_running_runs_clock_counts_in_the_browser_without_redrawing_the_page(
+    page, operator, make_type, make_node
+):
+    """The node page's poll answers 204 while the run's data stays the same; its elapsed
+    time still counts (static/js/panel.js), and a change of its output still shows."""
+    hang = make_type("e2e-hang", priority=10, timeout=300)
+    node = make_node("clock-1")
+    register_desync([node], [hang])
+    assert claim_node(node.pk, "hanging-worker")
+    ticket = start_next_run(node.pk, "hanging-worker")
+    login(page, operator)
+    page.get_by_role("link", name="clock-1").click()
+    expect(page.locator("#live-poll")).to_have_attribute("data-mode", "fast")
+    page.evaluate("document.getElementById('runs').__kept = true")
+    clock = page.locator("#runs .run-elapsed")
+    first = clock.inner_text()
+
+    expect(clock).not_to_have_text(first, timeout=5_000)
+    time.sleep(2)  # two polls or more, all 204
+    assert page.evaluate("document.getElementById('runs').__kept === true"), "runs redrawn"
+
+    SyncRun.objects.filter(pk=ticket.run_id).update(current_output="Get:1 e2e-output")
+    expect(page.locator("#runs")).to_contain_text("Get:1 e2e-output", timeout=5_000)
+    release_node(node.pk, "hanging-worker")
+
+
 def test_it_puts_two_selected_nodes_in_maintenance_and_keeps_the_selection_live(
     page, operator, make_type, make_node
 ):

@@ -5,10 +5,9 @@ from __future__ import annotations
 from django import forms, template
 from django.core.paginator import Page
 
-register = template.Library()
+from web.polling import query_without_poll
 
-# Parameters of the live poll; links built from a live answer must not carry them.
-_POLL_PARAMS = ("mode", "since", "ids")
+register = template.Library()
 
 
 @register.simple_tag(takes_context=True)
@@ -18,9 +17,7 @@ def page_url(context: template.Context, param: str, number: int) -> str:
     Django's ``{% querystring %}`` cannot take the parameter's name from a variable, and the
     node page has two paginated parts.
     """
-    query = context["request"].GET.copy()
-    for key in _POLL_PARAMS:
-        query.pop(key, None)
+    query = query_without_poll(context["request"])
     query[param] = str(number)
     return f"?{query.urlencode()}"
 
@@ -29,45 +26,6 @@ def page_url(context: template.Context, param: str, number: int) -> str:
 def elided_range(page: Page) -> list:
     """Page numbers around the current one, with ellipses (``Paginator.ELLIPSIS``)."""
     return list(page.paginator.get_elided_page_range(page.number, on_each_side=2, on_ends=1))
-
-
-# Icon (static/icons.svg) and text colour of each run outcome and desynchronization state:
-# the shape tells them apart, the colour only helps.
-_OUTCOME = {
-    "running": ("spinner", "text-primary-emphasis"),
-    "success": ("check-circle", "text-success-emphasis"),
-    "failed": ("x-circle", "text-danger-emphasis"),
-    "timeout": ("clock", "text-warning-emphasis"),
-    "forced": ("bolt", "text-warning-emphasis"),
-    "cancelled": ("x-circle", "text-warning-emphasis"),
-    "skipped": ("check-circle", "text-secondary-emphasis"),
-    "lost": ("help-circle", "text-secondary-emphasis"),
-}
-_STATE = {
-    "pending": ("hourglass", "text-secondary-emphasis"),
-    "processing": ("spinner", "text-primary-emphasis"),
-    "failed": ("x-circle", "text-danger-emphasis"),
-}
-
-
-@register.filter
-def outcome_icon(outcome: str) -> str:
-    return _OUTCOME.get(outcome, ("help-circle", ""))[0]
-
-
-@register.filter
-def outcome_css(outcome: str) -> str:
-    return _OUTCOME.get(outcome, ("", ""))[1]
-
-
-@register.filter
-def state_icon(state: str) -> str:
-    return _STATE.get(state, ("help-circle", ""))[0]
-
-
-@register.filter
-def state_css(state: str) -> str:
-    return _STATE.get(state, ("", ""))[1]
 
 
 @register.filter

@@ -1,0 +1,320 @@
+"""What operators do to nodes: the actions on one node, accepting a host key, deleting, and
+the bulk actions of the list.
+
+The engine (``sync.engine``) does every change to synchronization state; these views only
+validate, call it and say what happened. Every action is a POST (CSRF) answered with a
+message and a redirect (``go_back``), so a reload never repeats it.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import QuerySet
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods, require_POST
+
+from nodes.access import CHANGE, DELETE, VIEW, check_perms, has_perms, require_perms
+from nodes.choices import Transport
+from nodes.hostkeys import HostKeyChange, HostKeyMismatch, scan_host_key
+from nodes.keys import fingerprint, safe_fingerprint
+from nodes.models import Node
+from nodes.transports import TransportError
+from sync.engine import (
+    cancel_node,
+    register_desync,
+    retry_now,
+    set_maintenance,
+    skip_desyncs,
+    take_over_node,
+)
+from sync.inventory import accept_host_key
+from sync.models import Outcome, SyncRun, with_running_title
+from web.forms import AcceptKeyForm, BulkActionForm, MaintenanceForm, ResyncForm
+from web.views.shortcuts import acting_user, form_error_text, go_back, node_or_404, node_url
+
+# What an action tells the user: a message level (django.contrib.messages) and its text.
+Said = tuple[int, str]
+NodeAction = Callable[[HttpRequest, Node], Said]
+
+
+def node_action(
+    queryset: Callable[[], QuerySet[Node]] | None = None,
+) -> Callable[[NodeAction], Callable[..., HttpResponse]]:
+    """Make ``act(request, node) -> (level, text)`` an action view on one node.
+
+    The shape every such action shares, in one place: POST only, the Operators' permission,
+    the node loaded (404 when it is gone; ``queryset`` when the message needs more than the
+    row), then ``act``, whose message is shown on the page the action came from (``next``)
+    or on the node's page.
+    """
+
+    def decorate(act: NodeAction) -> Callable[..., HttpResponse]:
+        @require_POST
+        @require_perms(CHANGE)
+        @functools.wraps(act)
+        def view(request: HttpRequest, pk: int) -> HttpResponse:
+            node = node_or_404(pk, queryset() if queryset else None)
+            level, text = act(request, node)
+            messages.add_message(request, level, text)
+            return go_back(request, node_url(node))
+
+        return view
+
+    return decorate
+
+
+def _with_running_title() -> QuerySet[Node]:
+    return with_running_title(Node.objects)
+
+
+def _maintenance_note(node: Node) -> str:
+    if node.maintenance:
+        return " The node is in maintenance: the work waits until maintenance ends."
+    return ""
+
+
+# --- Actions on one node --------------------------------------------------------------------
+
+
+@node_action()
+def node_resync(request: HttpRequest, node: Node) -> Said:
+    """Synchronize again: register every type, or one, for the node."""
+    form = ResyncForm(request.POST)
+    if not form.is_valid():
+        return messages.ERROR, f"Nothing registered: {form_error_text(form)}"
+    action = form.cleaned_data["action"]
+    count = register_desync([node], [action] if action else None)
+    what = f"“{action.title}”" if action else f"{count} synchronizer types"
+    return (
+        messages.SUCCESS,
+        f"Registered {what} for {node.name}; the cluster runs them now.{_maintenance_note(node)}",
+    )
+
+
+@node_action()
+def node_retry(request: HttpRequest, node: Node) -> Said:
+    """Retry now: the node's failed desynchronizations stop waiting for their backoff."""
+    count = retry_now([node])
+    if not count:
+        return messages.INFO, f"Nothing is waiting on {node.name}: it is in sync."
+    return (
+        messages.SUCCESS,
+        f"{count} desynchronization(s) of {node.name} are due now.{_maintenance_note(node)}",
+    )
+
+
+@node_action()
+def node_force(request: HttpRequest, node: Node) -> Said:
+    """Force completion: take the node from a worker that hangs (``nodesync --force``).
+
+    The interrupted run is recorded as forced, its type goes back to pending and the cluster
+    runs it again. The message names the runs the engine recorded as forced, rather than
+    guessing from the lease beforehand what the take-over will find.
+    """
+    running = list(SyncRun.objects.filter(node=node, outcome=Outcome.RUNNING).values_list("pk"))
+    if not take_over_node(node, by=acting_user(request, limit=30)):
+        return messages.ERROR, f"Could not take {node.name} over; try again."
+    forced = list(
+        SyncRun.objects.filter(pk__in=[pk for (pk,) in running], outcome=Outcome.FORCED)
+        .order_by("pk")
+        .values_list("action__title", flat=True)
+    )
+    if not forced:
+        return (
+            messages.INFO,
+            f"Nothing was running on {node.name}; its waiting work is handed to the cluster.",
+        )
+    what = ", ".join(f"“{title}”" for title in forced)
+    return (
+        messages.SUCCESS,
+        f"Forced completion on {node.name}: the run of {what} was stopped and recorded as "
+        "forced; the cluster runs the type again.",
+    )
+
+
+@node_action()
+def node_cancel(request: HttpRequest, node: Node) -> Said:
+    """Cancel: end the running synchronizer now; its type fails and waits for its retry."""
+    ended = cancel_node(node, by=acting_user(request))
+    if not ended:
+        return messages.INFO, f"Nothing is running on {node.name}."
+    return (
+        messages.SUCCESS,
+        f"Cancelled {', '.join(ended)} on {node.name}: recorded as cancelled by you. The "
+        "type waits for its next attempt; “Retry now” runs it at once.",
+    )
+
+
+@node_action()
+def node_skip(request: HttpRequest, node: Node) -> Said:
+    """Skip: drop desynchronizations without running them, for work done by hand."""
+    form = ResyncForm(request.POST)
+    if not form.is_valid():
+        return messages.ERROR, f"Cannot skip: {form_error_text(form)}"
+    action = form.cleaned_data["action"]
+    skipped = skip_desyncs(node, [action.pk] if action else None, by=acting_user(request))
+    if not skipped:
+        return messages.INFO, f"Nothing to skip on {node.name}."
+    return (
+        messages.SUCCESS,
+        f"Skipped {', '.join(skipped)} on {node.name} without running: recorded as skipped by you.",
+    )
+
+
+@node_action(queryset=_with_running_title)
+def node_maintenance(request: HttpRequest, node: Node) -> Said:
+    """Maintenance on or off; a run already going on finishes (the message says so)."""
+    form = MaintenanceForm(request.POST)
+    if not form.is_valid():
+        return messages.ERROR, "Say whether maintenance goes on or off."
+    on = form.cleaned_data["on"]
+    set_maintenance([node], on)
+    if on and node.is_processing:
+        return (
+            messages.SUCCESS,
+            f"{node.name} is in maintenance: the run of “{node.running_title}” is "
+            "finishing, then the panel runs nothing there (Cancel ends it now).",
+        )
+    if on:
+        return messages.SUCCESS, f"{node.name} is in maintenance: the panel runs nothing there."
+    return messages.SUCCESS, f"Maintenance of {node.name} ended; its waiting work runs now."
+
+
+# --- Accepting a host key, deleting ---------------------------------------------------------
+
+
+@require_http_methods(["GET", "POST"])
+@require_perms(CHANGE)
+def node_accept_key(request: HttpRequest, pk: int) -> HttpResponse:
+    """Accept the host key an SSH node presents now (a reinstalled node), after a look.
+
+    GET scans the key and shows old and new fingerprints; the page carries the whole key.
+    The POST pins exactly that key, if its fingerprint is the one confirmed and the node
+    proves it holds it (``accept_host_key``): never the result of a scan nobody saw.
+    """
+    node = node_or_404(pk)
+    if node.transport != Transport.SSH:
+        messages.info(request, f"{node.name} is a local node: it has no host key.")
+        return redirect(node_url(node))
+    error = ""
+    if request.method == "POST":
+        form = AcceptKeyForm(request.POST)
+        if form.is_valid():
+            try:
+                change = accept_host_key(node, form.cleaned_data["key"])
+            except HostKeyMismatch as e:
+                error = f"{e} Check the fingerprint the node presents now before you accept it."
+            except TransportError as e:
+                messages.error(request, f"Cannot accept the host key of {node.name}: {e}")
+                return redirect(node_url(node))
+            else:
+                _say_accepted(request, node, change)
+                return redirect(node_url(node))
+        else:
+            error = f"{form_error_text(form)} Nothing was pinned."
+    # A fresh scan, to show (and carry) the key presented now; it is pinned only once the
+    # admin confirms it with another POST.
+    try:
+        presented = scan_host_key(node.host, node.port)
+    except TransportError as e:
+        messages.error(request, f"Cannot read the host key of {node.name}: {e}")
+        return redirect(node_url(node))
+    return render(
+        request,
+        "nodes/accept_key.html",
+        {
+            "node": node,
+            "old_fingerprint": safe_fingerprint(node.host_key),
+            "new_fingerprint": fingerprint(presented),
+            "key": presented,
+            "error": error,
+        },
+    )
+
+
+def _say_accepted(request: HttpRequest, node: Node, change: HostKeyChange) -> None:
+    if change.changed:
+        messages.success(
+            request,
+            f"Accepted the new host key of {node.name}: old {change.old_fingerprint}, "
+            f"new {change.new_fingerprint}. Its waiting synchronizers run now.",
+        )
+    else:
+        messages.info(
+            request,
+            f"The host key of {node.name} was already {change.new_fingerprint}; "
+            "its waiting synchronizers run now.",
+        )
+
+
+@require_http_methods(["GET", "POST"])
+@require_perms(DELETE)
+def node_delete(request: HttpRequest, pk: int) -> HttpResponse:
+    """A confirmation page (GET), then the deletion (POST)."""
+    node = node_or_404(pk, _with_running_title())
+    if request.method == "POST":
+        name = node.name
+        node.delete()
+        messages.success(request, f"Deleted the node {name}.")
+        return redirect("nodes:list")
+    return render(request, "nodes/confirm_delete.html", {"nodes": [node], "single": True})
+
+
+# --- Bulk actions ---------------------------------------------------------------------------
+
+
+@require_POST
+@require_perms(VIEW)
+def node_bulk(request: HttpRequest) -> HttpResponse:
+    """Synchronize again, maintenance on/off, or delete (after a confirmation page).
+
+    The permission depends on the action, so it is checked once the action is known; a user
+    who may do none of them gets 403 before anything is read.
+    """
+    user = request.user
+    if not (has_perms(user, CHANGE) or has_perms(user, DELETE)):
+        raise PermissionDenied
+    list_url = reverse("nodes:list")
+    form = BulkActionForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, form_error_text(form))
+        return go_back(request, list_url)
+    action = form.cleaned_data["action"]
+    check_perms(user, DELETE if action == BulkActionForm.DELETE else CHANGE)
+    nodes = form.nodes()
+    if not nodes:
+        messages.warning(request, "None of the selected nodes exists any more.")
+        return go_back(request, list_url)
+    names = _names(nodes)
+    if action == BulkActionForm.DELETE:
+        if not form.cleaned_data["confirm"]:
+            return render(
+                request,
+                "nodes/confirm_delete.html",
+                {"nodes": nodes, "single": False, "next": request.POST.get("next", "")},
+            )
+        Node.objects.filter(pk__in=[n.pk for n in nodes]).delete()
+        messages.success(request, f"Deleted {len(nodes)} node(s): {names}.")
+    elif action == BulkActionForm.RESYNC:
+        register_desync(nodes)
+        messages.success(
+            request, f"Registered every synchronizer type for {len(nodes)} node(s): {names}."
+        )
+    else:
+        on = action == BulkActionForm.MAINTENANCE_ON
+        set_maintenance(nodes, on)
+        state = "on" if on else "off"
+        messages.success(request, f"Maintenance {state} for {len(nodes)} node(s): {names}.")
+    return go_back(request, list_url)
+
+
+def _names(nodes: list[Node], limit: int = 10) -> str:
+    names = [n.name for n in nodes[:limit]]
+    more = len(nodes) - limit
+    return ", ".join(names) + (f" and {more} more" if more > 0 else "")

@@ -1,0 +1,193 @@
+"""Adding and editing a node, with the host key steps they share.
+
+An SSH node is saved only once its host key was shown, confirmed, scanned again unchanged,
+and the panel logged in with only that key trusted: a node that is not the one confirmed is
+refused before anything is written. Adding goes through ``sync.inventory.add_node``, as the
+``addnode`` command does.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import ValidationError
+from django.db import IntegrityError, transaction
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_http_methods
+
+from nodes.access import ADD, CHANGE, LOCAL_REFUSED, may_manage_local, require_perms
+from nodes.choices import Transport
+from nodes.hostkeys import check_login, scan_host_key
+from nodes.keys import fingerprint, panel_public_key, safe_fingerprint
+from nodes.models import Node
+from nodes.transports import TransportError
+from sync.engine import retry_now, set_maintenance
+from sync.inventory import add_node
+from web.forms import HostKeyStepMixin, NodeAddForm, NodeEditForm
+from web.views.shortcuts import node_or_404, node_url
+
+
+def _panel_key() -> str:
+    try:
+        return panel_public_key()
+    except OSError as e:
+        return f"(the panel's key cannot be read: {e})"
+
+
+def _key_step(presented: str, host: str, port: int, previous: str = "") -> dict:
+    """What the confirmation step shows about a scanned host key."""
+    return {
+        "line": presented,
+        "type": presented.split()[0] if presented else "",
+        "fingerprint": fingerprint(presented),
+        "target": f"{host}:{port}",
+        "previous": safe_fingerprint(previous) if previous else "",
+    }
+
+
+def _check_host_key(form: HostKeyStepMixin, host: str, port: int) -> tuple[str, dict | None]:
+    """The host key step shared by add and edit: (key to pin, or '', and what to show).
+
+    No key confirmed yet for this host and port: scan it and show it (nothing pinned yet).
+    A key confirmed (carried by the form, parsed there): scan again; a different key is
+    reported and shown for a new confirmation, the same one means the confirmed key is
+    returned for pinning. The caller then logs in with only that key trusted
+    (``check_login``), so a server that does not hold it is refused before anything is
+    saved. Unreachable hosts are form errors.
+    """
+    try:
+        presented = scan_host_key(host, port)
+    except TransportError as e:
+        form.add_error("host", f"Cannot reach {host}:{port}: {e}")
+        return "", None
+    confirmed = form.confirmed_for(host, port)
+    if not confirmed:
+        return "", _key_step(presented, host, port)
+    if confirmed != presented:
+        form.add_error(
+            None,
+            f"The host key of {host}:{port} changed since it was shown: it was "
+            f"{safe_fingerprint(confirmed)}, the node now presents {fingerprint(presented)}. "
+            "Check the new fingerprint and confirm again.",
+        )
+        return "", _key_step(presented, host, port, previous=confirmed)
+    return confirmed, None
+
+
+def _form_page(request: HttpRequest, form: HostKeyStepMixin, key_step: dict | None, **extra):
+    return render(
+        request,
+        "nodes/node_form.html",
+        {"form": form, "key_step": key_step, "panel_key": _panel_key(), **extra},
+    )
+
+
+@require_http_methods(["GET", "POST"])
+@require_perms(ADD)
+def node_add(request: HttpRequest) -> HttpResponse:
+    """Add a node in two steps for SSH: show the host key's fingerprint, then confirm.
+
+    The confirming POST scans the key again (a different key is reported, not pinned),
+    logs in with the confirmed key pinned, then saves the node with that key and registers
+    every type. Local nodes (the panel's own server) are for superusers only (the form).
+    """
+    key_step = None
+    if request.method != "POST":
+        return _form_page(request, NodeAddForm(user=request.user), key_step, adding=True)
+    form = NodeAddForm(request.POST, user=request.user)
+    if form.is_valid():
+        node: Node = form.save(commit=False)
+        ready = node.transport == Transport.LOCAL
+        if not ready:
+            node.host_key, key_step = _check_host_key(form, node.host, node.port)
+            if node.host_key:
+                try:
+                    check_login(node)
+                    ready = True
+                except TransportError as e:
+                    form.add_error(None, f"The panel cannot log in: {e}")
+                    key_step = _key_step(node.host_key, node.host, node.port)
+        if ready:
+            try:
+                count = add_node(node, form.cleaned_data["roles"])
+            except ValidationError as e:
+                form.add_error(None, " ".join(e.messages))
+            except IntegrityError:
+                # Another admin saved the same name between the check and the insert.
+                form.add_error("name", "A node with this name was just added.")
+            else:
+                messages.success(
+                    request,
+                    f"Added the node {node.name} ({node.address}); registered {count} "
+                    "synchronizer types, the cluster runs them now.",
+                )
+                return redirect(node_url(node))
+    return _form_page(request, form, key_step, adding=True)
+
+
+@require_http_methods(["GET", "POST"])
+@require_perms(CHANGE)
+def node_edit(request: HttpRequest, pk: int) -> HttpResponse:
+    """Name, roles, maintenance; host, port and user of SSH nodes.
+
+    A new host or port means a new host key to confirm (as when adding); a new user must
+    log in before it is saved. Only the edited columns are written: the engine writes the
+    node's status and lease at the same time. Local nodes are for superusers only: their
+    roles put files, users and packages on the panel's own server.
+    """
+    node = node_or_404(pk)
+    if node.transport == Transport.LOCAL and not may_manage_local(request.user):
+        # 403 with the reason: the generic page would tell an operator to become one.
+        return render(
+            request,
+            "nodes/local_refused.html",
+            {"node": node, "reason": LOCAL_REFUSED},
+            status=403,
+        )
+    title = node.name  # the form changes node.name before it may fail validation
+    key_step = None
+    if request.method != "POST":
+        form = NodeEditForm(instance=node)
+        return _form_page(request, form, key_step, adding=False, node=node, title=title)
+    form = NodeEditForm(request.POST, instance=node)
+    if form.is_valid():
+        node = form.instance
+        ready = True
+        fields = ["name"]
+        if node.transport == Transport.SSH:
+            fields += ["host", "port", "username"]
+            if form.address_changed:
+                node.host_key, key_step = _check_host_key(form, node.host, node.port)
+                fields.append("host_key")
+                ready = bool(node.host_key)
+            if ready and (form.address_changed or form.username_changed):
+                try:
+                    check_login(node)
+                except TransportError as e:
+                    form.add_error(None, f"The panel cannot log in: {e}")
+                    ready = False
+                    if form.address_changed:
+                        key_step = _key_step(node.host_key, node.host, node.port)
+        if ready and _save_edit(form, node, fields):
+            messages.success(request, f"Saved the node {node.name}.")
+            return redirect(node_url(node))
+    return _form_page(request, form, key_step, adding=False, node=node, title=title)
+
+
+def _save_edit(form: NodeEditForm, node: Node, fields: list[str]) -> bool:
+    """Write the edited columns, roles and maintenance together; False (a form error) when
+    another admin took the name meanwhile."""
+    try:
+        with transaction.atomic():
+            node.save(update_fields=fields)
+            # A change of roles registers its types (sync.triggers, m2m_changed).
+            node.roles.set(form.cleaned_data["roles"])
+            if form.maintenance_changed:
+                set_maintenance([node], form.cleaned_data["maintenance"])
+            if form.address_changed or form.username_changed:
+                retry_now([node])  # what failed on the old address may work now
+    except IntegrityError:
+        # Another admin took the name between the form's check and the save.
+        form.add_error("name", "A node with this name was just saved.")
+        return False
+    return True

@@ -1,0 +1,175 @@
+"""A node's page (``/nodes/<id>/``) and its live endpoint.
+
+The page polls while the node works (``web.polling``). A poll must be cheap when nothing
+changed, and a node's page can hold twenty logs of twenty thousand characters each: so it
+reads a few small rows (``NodeSnapshot``), compares their fingerprint with the page's, and
+only renders the fragments (and reads the run history they show) when it differs.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+
+from django.core.paginator import Paginator
+from django.db.models import Count, IntegerField, Max, OuterRef, QuerySet, Subquery
+from django.db.models.functions import MD5
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.timesince import timesince
+from django.views.decorators.http import require_GET
+from django_htmx.http import HttpResponseStopPolling
+
+from nodes.access import VIEW, require_perms
+from nodes.keys import safe_fingerprint
+from nodes.models import Node
+from sync.models import DesyncState, Node2Sync, Outcome, SyncRun, with_running_title
+from web.forms import ResyncForm
+from web.polling import LivePoll, fingerprint
+from web.views.shortcuts import node_or_404
+
+RUNS_PAGE_SIZE = 20
+
+
+def _node_queryset() -> QuerySet[Node]:
+    """The node with its running type's title, its roles, and its run history's size.
+
+    The run count and newest run id are subqueries on the node's row (an index on the node
+    serves them), so that telling a new or pruned run costs no query of its own.
+    """
+    runs = SyncRun.objects.filter(node=OuterRef("pk")).order_by().values("node")
+    return (
+        with_running_title(Node.objects)
+        .prefetch_related("roles")
+        .annotate(
+            runs_count=Subquery(
+                runs.annotate(n=Count("pk")).values("n"), output_field=IntegerField()
+            ),
+            runs_newest=Subquery(runs.annotate(m=Max("pk")).values("m")),
+        )
+    )
+
+
+@dataclass
+class NodeSnapshot:
+    """What the node page shows, read cheaply: the node, its desynchronizations, and the
+    progress of its running runs (hashes of their output and log, not the texts)."""
+
+    node: Node
+    desyncs: list[Node2Sync]
+    running: list[tuple] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, pk: int) -> NodeSnapshot:
+        """Four small queries: the node (with its run counts), roles, desyncs, running runs."""
+        node = node_or_404(pk, _node_queryset())
+        desyncs = list(
+            Node2Sync.objects.filter(node=node)
+            .select_related("action")
+            .order_by("action__priority", "action_id")
+        )
+        now = timezone.now()
+        for desync in desyncs:
+            desync.is_due = desync.next_attempt_at <= now
+            desync.state_choice = DesyncState(desync.state)
+        running = list(
+            SyncRun.objects.filter(node=node, outcome=Outcome.RUNNING)
+            .order_by("pk")
+            .values_list("pk", "current_command", MD5("current_output"), MD5("log"))
+        )
+        return cls(node, desyncs, running)
+
+    @property
+    def active(self) -> bool:
+        """A type runs on the node, or work waits for it: the page polls every second."""
+        node = self.node
+        waiting = not node.maintenance and any(d.state != DesyncState.FAILED for d in self.desyncs)
+        return node.is_processing or waiting
+
+    @property
+    def fingerprint(self) -> str:
+        """Every value the live fragments draw, the node's whole row included.
+
+        Of what the clock changes, only what the fragments show in words: "due now",
+        "3 minutes ago", the spinner of a lease that expired. A running run's elapsed time is
+        counted in the browser, or its page would be redrawn every second.
+        """
+        node = self.node
+        return fingerprint(
+            [getattr(node, f.attname) for f in Node._meta.concrete_fields],
+            node.running_title,
+            node.is_processing,
+            timesince(node.last_sync_at) if node.last_sync_at else "",
+            [role.name for role in node.roles.all()],
+            node.runs_count,
+            node.runs_newest,
+            self.running,
+            [
+                (d.pk, d.action_id, d.state, d.attempts, d.next_attempt_at, d.is_due)
+                + (d.last_error, d.generation, d.action.title, d.action.priority)
+                for d in self.desyncs
+            ],
+        )
+
+
+def _page_context(request: HttpRequest, snapshot: NodeSnapshot) -> dict:
+    """What the page and its live fragments draw: the snapshot and the run history's page."""
+    node = snapshot.node
+    runs = Paginator(
+        SyncRun.objects.filter(node=node).select_related("action").order_by("-started_at", "-id"),
+        RUNS_PAGE_SIZE,
+    ).get_page(request.GET.get("runs_page"))
+    now = timezone.now()
+    for run in runs.object_list:
+        run.outcome_choice = Outcome(run.outcome)
+        if run.is_running:
+            run.elapsed = (now - run.started_at).total_seconds()
+    facts = [
+        (key, value if isinstance(value, str | int | float) else json.dumps(value))
+        for key, value in sorted((node.facts or {}).items())
+    ]
+    return {
+        "node": node,
+        "desyncs": snapshot.desyncs,
+        "runs": runs,
+        "facts": facts,
+        "host_key_fingerprint": safe_fingerprint(node.host_key) if node.host_key else "",
+        "active": snapshot.active,
+        "resync_form": ResyncForm(auto_id="resync_%s"),
+    }
+
+
+def _live_url(node: Node) -> str:
+    return reverse("nodes:detail_live", args=[node.pk])
+
+
+@require_GET
+@require_perms(VIEW)
+def node_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    """Facts, desynchronizations in priority order, run history with logs, and actions."""
+    snapshot = NodeSnapshot.read(pk)
+    context = _page_context(request, snapshot)
+    poll = LivePoll(request, _live_url(snapshot.node))
+    context["poller"] = poll.element(snapshot.fingerprint, snapshot.active)
+    return render(request, "nodes/detail.html", context)
+
+
+@require_GET
+@require_perms(VIEW)
+def node_detail_live(request: HttpRequest, pk: int) -> HttpResponse:
+    """The node page's poll: its status, summary, desynchronizations, runs and facts."""
+    try:
+        snapshot = NodeSnapshot.read(pk)
+    except Http404:
+        # Deleted meanwhile: say so once and stop polling.
+        return HttpResponseStopPolling(render_to_string("nodes/_node_gone.html", {}, request))
+
+    def fragments() -> str:
+        context = {**_page_context(request, snapshot), "oob": True}
+        return render_to_string("nodes/_detail_live.html", context, request)
+
+    poll = LivePoll(request, _live_url(snapshot.node))
+    return poll.answer(snapshot.fingerprint, snapshot.active, fragments)
