@@ -1,8 +1,9 @@
 """Root's writes on a node never follow a link or trust another user's folder.
 
 The descriptor-based writes (``remote_runner.write_file`` / ``make_dir``) run here through the
-local transport, which calls the very same functions; the plain-SSH fallback scripts run here
-with ``sh``, as a node without python3 runs them. ``nobody`` plays the unprivileged user.
+local transport, which calls the very same functions; the plain-SSH fallback scripts
+(``shell_files``) run here with ``sh``, as a node without python3 runs them. ``nobody`` plays
+the unprivileged user.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import pytest
 
 from nodes.transports import TransportError
 from nodes.transports.local import LocalTransport
-from nodes.transports.ssh import _MAKE_DIR_SCRIPT, _PUT_FILE_SCRIPT
+from nodes.transports.shell_files import MAKE_DIR_SCRIPT, PUT_FILE_SCRIPT
 
 NOBODY = pwd.getpwnam("nobody")
 
@@ -122,7 +123,7 @@ def sh(script: str, *args: str, data: bytes = b"data\n") -> subprocess.Completed
 def test_it_writes_without_python3_where_only_root_can_change_names(root_dir):
     folder = root_dir / "etc"
     folder.mkdir(mode=0o755)
-    done = sh(_PUT_FILE_SCRIPT, str(folder), "640", "nobody:nogroup", str(folder / "app.conf"))
+    done = sh(PUT_FILE_SCRIPT, str(folder), "640", "nobody:nogroup", str(folder / "app.conf"))
     assert done.returncode == 0, done.stderr
     assert (folder / "app.conf").read_bytes() == b"data\n"
     assert _owner_mode(folder / "app.conf") == (NOBODY.pw_uid, 0o640)
@@ -147,8 +148,8 @@ def test_it_refuses_without_python3_where_a_user_could_race(root_dir, setup, rea
             os.chown(target, NOBODY.pw_uid, NOBODY.pw_gid)
         else:
             target.chmod(0o1777)  # sticky is enough above the folder, not for the folder
-    put = sh(_PUT_FILE_SCRIPT, str(target), "600", "", str(target / "secret"))
-    made = sh(_MAKE_DIR_SCRIPT, str(target / ".ssh"), "700", "nobody")
+    put = sh(PUT_FILE_SCRIPT, str(target), "600", "", str(target / "secret"))
+    made = sh(MAKE_DIR_SCRIPT, str(target / ".ssh"), "700", "nobody")
     for result in (put, made):
         assert result.returncode == 3
         assert reason in result.stderr.decode()
@@ -159,7 +160,7 @@ def test_it_refuses_without_python3_where_a_user_could_race(root_dir, setup, rea
 
 def test_it_makes_folders_without_python3(root_dir):
     leaf = root_dir / "x" / "y"
-    done = sh(_MAKE_DIR_SCRIPT, str(leaf), "700", "nobody:nogroup")
+    done = sh(MAKE_DIR_SCRIPT, str(leaf), "700", "nobody:nogroup")
     assert done.returncode == 0, done.stderr
     assert _owner_mode(root_dir / "x") == (0, 0o755)
     assert _owner_mode(leaf) == (NOBODY.pw_uid, 0o700)

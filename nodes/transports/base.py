@@ -1,7 +1,8 @@
 """The interface every transport implements: how the engine talks to a node.
 
 One transport object is one connection (one node session): every synchronizer of the session
-shares it. Commands are argument lists, never shell strings assembled from data.
+shares it. Commands are argument lists, never shell strings assembled from data. File work is
+written once here: each transport only says which ``FileOps`` its session uses.
 """
 
 from __future__ import annotations
@@ -10,8 +11,12 @@ import abc
 import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from nodes.transports.limits import MESSAGE_LIMIT, keep_head_and_tail
+
+if TYPE_CHECKING:
+    from nodes.transports.fileops import FileOps
 
 OutputCallback = Callable[[bytes], None]
 
@@ -61,6 +66,9 @@ class Transport(abc.ABC):
         """
 
     @abc.abstractmethod
+    async def _file_ops(self) -> FileOps:
+        """The session's file operations, chosen once (see ``fileops``)."""
+
     async def put_file(
         self,
         path: str,
@@ -76,8 +84,8 @@ class Transport(abc.ABC):
         other than root or ``owner``: a user must not be able to redirect root's write (see
         ``remote_runner.write_file``). Raises TransportError, saying why.
         """
+        await (await self._file_ops()).put(path, data, mode=mode, owner=owner, group=group)
 
-    @abc.abstractmethod
     async def make_dir(
         self,
         path: str,
@@ -93,10 +101,24 @@ class Transport(abc.ABC):
         The same rules as ``put_file``: no symbolic links on the way, folders owned by root,
         by ``owner`` or by ``trusting`` (the user a file will then be written for) only.
         """
+        await (await self._file_ops()).make_dir(
+            path, mode=mode, owner=owner, group=group, trusting=trusting
+        )
 
-    @abc.abstractmethod
     async def read_file(self, path: str) -> bytes:
-        """Read a whole file from the node."""
+        """Read a whole file from the node (up to ``limits.FILE_LIMIT``; larger is an error)."""
+        return await (await self._file_ops()).read(path)
+
+    async def remove_file(self, path: str, *, trusting: str | None = None) -> bool:
+        """Remove the file ``path``: True when there was one, False when there was none (a
+        missing file, or folder, is not an error). A folder is refused, never removed.
+
+        The same rules as ``put_file``: no symbolic link followed on the way (a link at
+        ``path`` itself is removed, not what it points at), folders owned by root or by
+        ``trusting`` (the user the file was for) only; so a user who swaps a folder on the way
+        for a link cannot make root remove the same name elsewhere (``rm -f`` would).
+        """
+        return await (await self._file_ops()).remove(path, trusting=trusting)
 
     async def close(self) -> None:  # noqa: B027 - optional, not abstract
         """Close the connection; closing twice is harmless."""

@@ -3,14 +3,15 @@
 Commands run through the node runner's own code (``remote_runner.run_command``), on a thread:
 each in a process group of its own, ended whole (TERM, then KILL) when its run is cancelled
 or times out, and under the same ``NodeSession`` lock as on an SSH node, so one synchronizer
-per node holds on the panel's own server too.
+per node holds on the panel's own server too. Files go through the runner's request handler,
+on a thread too (``RunnerFileOps``): the same requests, checks and code as on an SSH node.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shlex
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from nodes.transports import remote_runner
 from nodes.transports.base import (
@@ -20,19 +21,20 @@ from nodes.transports.base import (
     Transport,
     TransportError,
 )
-from nodes.transports.limits import FILE_LIMIT, FILE_TOO_LARGE
+from nodes.transports.fileops import FileOps, RunnerFileOps
 
 
 class LocalTransport(Transport):
     def __init__(self, session: remote_runner.NodeSession | None = None) -> None:
         self._session = session
         self._session_taken = session is None
+        self._files = RunnerFileOps(_handle_here, "the panel's own server")
 
     async def _take_session(self) -> None:
         if not self._session_taken:
             try:
                 await asyncio.to_thread(self._session.take_over)
-            except (OSError, remote_runner.WriteRefused) as e:
+            except (OSError, remote_runner.Refused) as e:
                 raise TransportError(f"cannot lock the node for this session: {e}") from None
             self._session_taken = True
 
@@ -75,52 +77,16 @@ class LocalTransport(Transport):
             raise CommandFailed(argv, status, stderr)
         return CommandResult(argv, status, stdout, stderr)
 
-    async def put_file(
-        self,
-        path: str,
-        data: bytes,
-        *,
-        mode: int = 0o644,
-        owner: str | None = None,
-        group: str | None = None,
-    ) -> None:
-        await _on_disk(remote_runner.write_file, path, data, mode, owner, group)
-
-    async def make_dir(
-        self,
-        path: str,
-        *,
-        mode: int | None = None,
-        owner: str | None = None,
-        group: str | None = None,
-        trusting: str | None = None,
-    ) -> None:
-        await _on_disk(remote_runner.make_dir, path, mode, owner, group, trusting)
-
-    async def read_file(self, path: str) -> bytes:
-        try:
-            return await asyncio.to_thread(_read_file, path)
-        except OSError as e:
-            raise TransportError(f"cannot read {path}: {e.strerror or e}") from e
+    async def _file_ops(self) -> FileOps:
+        return self._files
 
     async def close(self) -> None:
         if self._session is not None and self._session_taken:
             await asyncio.to_thread(self._session.release)
 
 
-def _read_file(path: str) -> bytes:
-    """A file up to FILE_LIMIT, as from a node; a larger one is refused, never cut."""
-    with open(path, "rb") as f:
-        data = f.read(FILE_LIMIT + 1)
-    if len(data) > FILE_LIMIT:
-        raise TransportError(f"cannot read {path}: {FILE_TOO_LARGE}")
-    return data
-
-
-async def _on_disk(write: Callable[..., None], *args: object) -> None:
-    """Run one of the runner's writes here: the panel's own server is written exactly as a
-    node is, with the same code (no symbolic link followed, no user's folder trusted)."""
-    try:
-        await asyncio.to_thread(write, *args)
-    except remote_runner.WriteRefused as e:
-        raise TransportError(str(e)) from None
+async def _handle_here(request: dict) -> dict:
+    """Answer a file request as a node's runner would, with its very code, on a thread: the
+    panel's own server is written exactly as a node is (no symbolic link followed, no
+    user's folder trusted)."""
+    return await asyncio.to_thread(remote_runner.handle, request, remote_runner.FILE_HANDLERS)

@@ -3,14 +3,38 @@
 Every command over plain SSH costs a new channel and a new session on the node: three round
 trips and, on the node, a good part of sshd's work for a whole login. This runner keeps one
 channel open for the session and runs each request with ``subprocess`` (argument lists, no
-shell), so a command costs one round trip. Messages are a 4-byte length and JSON; bytes travel
-as base64. Standard library only, and Python 3.6 syntax, for old nodes.
+shell), so a command costs one round trip. Standard library only, and Python 3.6 syntax, for
+old nodes (``tests/integration/test_node_python.py`` runs it under 3.6). Longer than the
+transports' usual 400 lines: it is sent to the node as one self-contained file.
+
+Protocol (version ``PROTOCOL``). Every message, both ways, is a frame: a 4-byte big-endian
+length, then that many bytes of one UTF-8 JSON object; bytes travel as base64.
+
+1. At start, before reading anything, the runner sends ``{"runner": "cluster-panel",
+   "protocol": PROTOCOL}``. This first frame keeps this shape in every version, so a panel
+   can always read which protocol a runner speaks; the panel refuses any other version.
+2. The panel sends ``{"op": "session", "session": {"lock": PATH, "id": ID} | null}``; the
+   runner takes the node for that session (``NodeSession``) and answers ``{"ok": true}``.
+3. Then one request at a time, each answered by one reply (``{"error": TEXT}`` when it was
+   not done, the text complete for admins):
+
+   - ``run``: ``argv``, ``input`` (base64 or null), ``timeout`` (s or null), ``progress``
+     (bool) -> ``{"rc", "out", "err"}`` or ``{"timeout": true}``; with ``progress``,
+     ``{"progress": TAIL}`` frames come first, about every second while it runs.
+   - ``put``: ``path``, ``data``, ``mode``, ``owner``, ``group`` -> ``{"ok": true}``
+   - ``mkdir``: ``path``, ``mode``, ``owner``, ``group``, ``trusting`` -> ``{"ok": true}``
+   - ``read``: ``path`` -> ``{"data"}``
+   - ``remove``: ``path``, ``trusting`` -> ``{"removed": bool}``
+
+The panel closing its end ends the running command, the session and the runner. Version 1
+was the unversioned runner, which spoke only after the panel's ``hello``.
 
 Work on the node ends with its run: every command runs in a session (process group) of its
 own, and a timeout, a closed channel (the panel cancelled, was killed, or lost the
 connection) or a newer session taking the node over ends the whole group, TERM then KILL.
 One synchronizer per node holds on the node itself (``NodeSession``), not only in the panel's
-tables.
+tables. The file functions (``write_file``, ``make_dir``, ``read_file``, ``remove_file``) are
+the only implementation of file work on a node: the local transport runs them on a thread.
 """
 # ruff: noqa: UP022 - capture_output is Python 3.7+, and nodes may be older
 
@@ -30,7 +54,7 @@ import sys
 import threading
 import time
 
-if __name__ != "__main__":  # imported by the panel; on the node, ssh.py sends limits.py first
+if __name__ != "__main__":  # imported by the panel; on the node, channel.py sends limits.py first
     from nodes.transports.limits import (
         FILE_LIMIT,
         FILE_TOO_LARGE,
@@ -39,6 +63,10 @@ if __name__ != "__main__":  # imported by the panel; on the node, ssh.py sends l
         OUTPUT_LIMIT,
         Capture,
     )
+
+# The version of the frames and requests in the docstring: the runner's first frame says it,
+# and the panel refuses a runner that speaks another. Change it with any change to them.
+PROTOCOL = 2
 
 
 def _b64(data):
@@ -62,7 +90,7 @@ def _write(stream, message):
     stream.flush()
 
 
-def _run(request):
+def _run_op(request):
     data = request.get("input")
     on_output = None
     if request.get("progress"):  # the panel watches the run: send the output's tail as it grows
@@ -221,26 +249,26 @@ def _left(deadline):
     return None if deadline is None else max(0.0, deadline - time.monotonic())
 
 
-# --- writes that cannot be redirected -------------------------------------------------------
+# --- writes and removes that cannot be redirected -------------------------------------------
 #
-# Root writes files into folders that unprivileged users may control (a user's ~/.ssh). A
-# path is a name that such a user can re-point between two system calls (a symbolic link in
-# place of a folder or of the temporary file), so nothing here uses a path twice: each folder
-# is opened from "/" one component at a time without following links, and everything after
-# that acts on descriptors. The local transport calls these same functions.
+# Root writes and removes files in folders that unprivileged users may control (a user's
+# ~/.ssh). A path is a name that such a user can re-point between two system calls (a symbolic
+# link in place of a folder or of the temporary file), so nothing here uses a path twice: each
+# folder is opened from "/" one component at a time without following links, and everything
+# after that acts on descriptors. The local transport calls these same functions.
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-class WriteRefused(Exception):
-    """A write or folder that was not made; the message is complete, for admins."""
+class Refused(Exception):
+    """A file or folder operation that was not done; the message is complete, for admins."""
 
 
 def split_path(path, what):
     """The components of an absolute path; ``.``, ``..`` and relative paths are refused."""
     parts = [p for p in path.split("/") if p]
     if not path.startswith("/") or any(p in (".", "..") for p in parts):
-        raise WriteRefused(f"cannot {what}: the path must be absolute, without . or ..")
+        raise Refused(f"cannot {what}: the path must be absolute, without . or ..")
     return parts
 
 
@@ -248,11 +276,11 @@ def _ids(owner, group, what):
     try:
         uid = pwd.getpwnam(owner).pw_uid if owner else -1
     except KeyError:
-        raise WriteRefused(f"cannot {what}: unknown user {owner}") from None
+        raise Refused(f"cannot {what}: unknown user {owner}") from None
     try:
         gid = grp.getgrnam(group).gr_gid if group else -1
     except KeyError:
-        raise WriteRefused(f"cannot {what}: unknown group {group}") from None
+        raise Refused(f"cannot {what}: unknown group {group}") from None
     return uid, gid
 
 
@@ -262,31 +290,35 @@ def _trusted(uid):
     return {0, os.geteuid()} | ({uid} if uid != -1 else set())
 
 
-def _open_folder(dir_fd, name, shown, what, trusted):
-    """Open ``name`` in ``dir_fd`` as a folder, never through a link, owned by ``trusted``."""
+def _open_folder(dir_fd, name, shown, what, trusted, missing_ok=False):
+    """Open ``name`` in ``dir_fd`` as a folder, never through a link, owned by ``trusted``;
+    with ``missing_ok``, None when there is nothing by that name."""
     try:
         fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     except OSError as e:
+        if missing_ok and e.errno == errno.ENOENT:
+            return None
         if e.errno not in (errno.ELOOP, errno.ENOTDIR):
-            raise WriteRefused(f"cannot {what}: {shown}: {e.strerror}") from None
+            raise Refused(f"cannot {what}: {shown}: {e.strerror}") from None
         # A link fails with either; a folder here now was a link a moment ago (swapped back).
         try:
             kind = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
         except OSError:
             kind = stat.S_IFLNK
         if not (stat.S_ISLNK(kind) or stat.S_ISDIR(kind)):
-            raise WriteRefused(f"cannot {what}: {shown} is not a folder") from None
-        raise WriteRefused(f"refusing to {what}: {shown} is a symbolic link") from None
+            raise Refused(f"cannot {what}: {shown} is not a folder") from None
+        raise Refused(f"refusing to {what}: {shown} is a symbolic link") from None
     owner = os.fstat(fd).st_uid
     if owner not in trusted:
         os.close(fd)
-        raise WriteRefused(f"refusing to {what}: {shown} is owned by uid {owner}")
+        raise Refused(f"refusing to {what}: {shown} is owned by uid {owner}")
     return fd
 
 
-def _walk(parts, what, trusted, create=False):
+def _walk(parts, what, trusted, create=False, missing_ok=False):
     """A descriptor of the folder ``/parts...``; with ``create``, missing folders are made
-    (root's, 0755 less the umask, like ``mkdir -p``)."""
+    (root's, 0755 less the umask, like ``mkdir -p``); with ``missing_ok``, None when a folder
+    on the way does not exist."""
     fd = os.open("/", _DIR_FLAGS)
     shown = ""
     try:
@@ -298,10 +330,12 @@ def _walk(parts, what, trusted, create=False):
                 except FileExistsError:
                     pass
                 except OSError as e:
-                    raise WriteRefused(f"cannot {what}: {shown}: {e.strerror}") from None
-            next_fd = _open_folder(fd, name, shown, what, trusted)
+                    raise Refused(f"cannot {what}: {shown}: {e.strerror}") from None
+            next_fd = _open_folder(fd, name, shown, what, trusted, missing_ok)
             os.close(fd)
             fd = next_fd
+            if fd is None:
+                return None
     except BaseException:
         os.close(fd)
         raise
@@ -324,12 +358,12 @@ def write_file(path, data, mode, owner=None, group=None):
     descriptor, chowned and chmodded through its own descriptor, renamed within the folder.
 
     Folders on the way may belong to root, to this process, or to ``owner``; a symbolic link
-    or another user's folder on the way is refused (WriteRefused, with the reason).
+    or another user's folder on the way is refused (Refused, with the reason).
     """
     what = f"write {path}"
     parts = split_path(path, what)
     if not parts:
-        raise WriteRefused(f"cannot {what}: it is the root folder")
+        raise Refused(f"cannot {what}: it is the root folder")
     uid, gid = _ids(owner, group, what)
     dir_fd = _walk(parts[:-1], what, _trusted(uid))
     try:
@@ -354,11 +388,11 @@ def write_file(path, data, mode, owner=None, group=None):
             ours = os.fstat(fd)
             there = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False)
             if (ours.st_dev, ours.st_ino) != (there.st_dev, there.st_ino):
-                raise WriteRefused(f"refusing to {what}: the file was replaced while written")
+                raise Refused(f"refusing to {what}: the file was replaced while written")
         finally:
             os.close(fd)
     except OSError as e:
-        raise WriteRefused(f"cannot {what}: {e.strerror}") from None
+        raise Refused(f"cannot {what}: {e.strerror}") from None
     finally:
         os.close(dir_fd)
 
@@ -392,37 +426,110 @@ def make_dir(path, mode=None, owner=None, group=None, trusting=None):
         finally:
             os.close(fd)
     except OSError as e:
-        raise WriteRefused(f"cannot {what}: {e.strerror}") from None
+        raise Refused(f"cannot {what}: {e.strerror}") from None
     finally:
         os.close(parent_fd)
 
 
-def _put(request):
+def read_file(path):
+    """The bytes of ``path``, up to FILE_LIMIT: a larger file is refused, never cut (a cut
+    manifest would be silently wrong). Reads follow links: they only read."""
     try:
-        write_file(
-            request["path"],
-            base64.b64decode(request["data"]),
-            request["mode"],
-            request.get("owner"),
-            request.get("group"),
-        )
-    except WriteRefused as e:
-        return {"error": str(e)}
+        with open(path, "rb") as f:
+            data = f.read(FILE_LIMIT + 1)
+    except OSError as e:
+        raise Refused(f"cannot read {path}: {e.strerror}") from None
+    if len(data) > FILE_LIMIT:
+        raise Refused(f"cannot read {path}: {FILE_TOO_LARGE}")
+    return data
+
+
+def remove_file(path, trusting=None):
+    """Remove the file ``path``: True when there was one, False when there was nothing there
+    (nor, perhaps, its folder). A folder is refused, never removed.
+
+    The folder is reached like ``write_file``'s, so a user who swaps a folder on the way for
+    a link cannot make root remove the same name elsewhere: no link is followed, and folders
+    may belong to root, to this process, or to ``trusting`` (the user the file was for) only.
+    The name is then unlinked in the folder's descriptor; a link there is removed, not what it
+    points at.
+    """
+    what = f"remove {path}"
+    parts = split_path(path, what)
+    if not parts:
+        raise Refused(f"cannot {what}: it is the root folder")
+    trusted = _trusted(_ids(trusting, None, what)[0])
+    dir_fd = _walk(parts[:-1], what, trusted, missing_ok=True)
+    if dir_fd is None:
+        return False
+    try:
+        try:
+            kind = os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False).st_mode
+            if stat.S_ISDIR(kind):
+                raise Refused(f"refusing to {what}: it is a folder")
+            os.unlink(parts[-1], dir_fd=dir_fd)  # unlinkat: never a folder, nor through a link
+        except FileNotFoundError:
+            return False
+        except OSError as e:
+            if e.errno == errno.EISDIR:  # a folder put there since the check
+                raise Refused(f"refusing to {what}: it is a folder") from None
+            raise Refused(f"cannot {what}: {e.strerror}") from None
+        return True
+    finally:
+        os.close(dir_fd)
+
+
+def _put_op(request):
+    write_file(
+        request["path"],
+        base64.b64decode(request["data"]),
+        request["mode"],
+        request.get("owner"),
+        request.get("group"),
+    )
     return {"ok": True}
 
 
-def _mkdir(request):
-    try:
-        make_dir(
-            request["path"],
-            request.get("mode"),
-            request.get("owner"),
-            request.get("group"),
-            request.get("trusting"),
-        )
-    except WriteRefused as e:
-        return {"error": str(e)}
+def _mkdir_op(request):
+    make_dir(
+        request["path"],
+        request.get("mode"),
+        request.get("owner"),
+        request.get("group"),
+        request.get("trusting"),
+    )
     return {"ok": True}
+
+
+def _read_op(request):
+    return {"data": _b64(read_file(request["path"]))}
+
+
+def _remove_op(request):
+    return {"removed": remove_file(request["path"], request.get("trusting"))}
+
+
+# The file requests: what the local transport hands to ``handle`` on a thread, too.
+FILE_HANDLERS = {"put": _put_op, "mkdir": _mkdir_op, "read": _read_op, "remove": _remove_op}
+
+
+def handle(request, handlers):
+    """The reply to one request: an answer, never an exception (the channel stays usable)."""
+    if not isinstance(request, dict):
+        return {"error": "a request must be a JSON object"}
+    handler = handlers.get(request.get("op"))
+    try:
+        if handler is None:
+            raise ValueError(f"unknown request {request.get('op')!r}")
+        return handler(request)
+    except Refused as e:
+        return {"error": str(e)}
+    except KeyError as e:
+        return {"error": f"the request has no {e}"}
+    except OSError as e:
+        return {"error": f"{e.filename or request.get('path', '')}: {e.strerror}"}
+    except Exception as e:  # a bad request or a bug: an answer, not a dead channel
+        return {"error": f"{type(e).__name__}: {e}"}
 
 
 # --- one synchronizer per node, on the node ------------------------------------------------
@@ -567,22 +674,22 @@ class NodeSession:
 
         try:
             self._locked(change)
-        except (OSError, WriteRefused):
+        except (OSError, Refused):
             pass
 
 
-_SESSION = None  # the runner's NodeSession, from its hello
+_SESSION = None  # the runner's NodeSession, from the panel's session request
 _RUNNING = []  # the Commands running now in this process
 
 
-def _hello(request):
+def _session_op(request):
     global _SESSION
     session = request.get("session")
     if session:
         _SESSION = NodeSession(session["lock"], session["id"])
         try:
             _SESSION.take_over()
-        except (OSError, WriteRefused) as e:
+        except (OSError, Refused) as e:
             return {"error": f"cannot lock the node for this session: {e}"}
     return {"ok": True}
 
@@ -601,7 +708,7 @@ def _read_requests(stream, requests):
     while True:
         try:
             request = _read(stream)
-        except (OSError, ValueError):
+        except Exception:  # garbled or gone: the same as a closed channel, never a hung runner
             request = None
         if request is None:
             _abort()
@@ -610,28 +717,14 @@ def _read_requests(stream, requests):
         requests.put(request)
 
 
-def _read_file(request):
-    """A file up to FILE_LIMIT; a larger one is an error, never a cut file."""
-    with open(request["path"], "rb") as f:
-        data = f.read(FILE_LIMIT + 1)
-    if len(data) > FILE_LIMIT:
-        return {"error": FILE_TOO_LARGE}
-    return {"data": _b64(data)}
-
-
 def _terminated(signum, frame):
     raise SystemExit(1)
 
 
 def main():
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
-    handlers = {
-        "run": _run,
-        "put": _put,
-        "mkdir": _mkdir,
-        "read": _read_file,
-        "hello": _hello,
-    }
+    _write(stdout, {"runner": "cluster-panel", "protocol": PROTOCOL})  # before anything else
+    handlers = dict(FILE_HANDLERS, run=_run_op, session=_session_op)
     signal.signal(signal.SIGTERM, _terminated)
     signal.signal(signal.SIGHUP, _terminated)
     requests = queue.Queue()
@@ -647,18 +740,7 @@ def _serve(handlers, requests, stdout):
         request = requests.get()
         if request is None:
             return
-        handler = handlers.get(request.get("op"))
-        try:
-            if handler is None:
-                raise ValueError(f"unknown request {request.get('op')!r}")
-            reply = handler(request)
-        except KeyError as e:
-            reply = {"error": f"unknown user or group: {e}"}
-        except OSError as e:
-            reply = {"error": f"{e.filename or request.get('path', '')}: {e.strerror}"}
-        except Exception as e:  # a bad request or a bug: an answer, not a dead channel
-            reply = {"error": f"{type(e).__name__}: {e}"}
-        _write(stdout, reply)
+        _write(stdout, handle(request, handlers))
 
 
 if __name__ == "__main__":

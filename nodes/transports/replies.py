@@ -11,11 +11,17 @@ import base64
 import binascii
 import json
 
+from nodes.transports.base import TransportError
 from nodes.transports.limits import FRAME_LIMIT, MIB, REPLY_VALUES_LIMIT
 
 
 class NotARunnerReply(Exception):
     """What the node sent is not a reply of the runner; the message says what it was."""
+
+
+def bad_reply(node_name: str, error: NotARunnerReply) -> TransportError:
+    """What admins read about a node that answered something else than the runner would."""
+    return TransportError(f"{node_name} answered something that is not a runner reply: {error}")
 
 
 def check_frame_size(size: int) -> None:
@@ -43,6 +49,13 @@ def reply_int(reply: dict, key: str) -> int:
     value = reply.get(key)
     if type(value) is not int:  # bool is an int subclass, and not an exit status
         raise NotARunnerReply(f"{key!r} is not an integer in {_keys(reply)}")
+    return value
+
+
+def reply_bool(reply: dict, key: str) -> bool:
+    value = reply.get(key)
+    if type(value) is not bool:
+        raise NotARunnerReply(f"{key!r} is not true or false in {_keys(reply)}")
     return value
 
 

@@ -9,6 +9,7 @@ would meet it, ``manage.py nodesync``, in a child process whose peak memory is m
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shlex
 import signal
@@ -19,6 +20,7 @@ import pytest
 
 from nodes.transports import CommandFailed, TransportError
 from nodes.transports.limits import FILE_LIMIT, OUTPUT_LIMIT
+from nodes.transports.remote_runner import PROTOCOL
 from sync.engine import register_desync
 from sync.models import SyncAction
 from sync.synchronizers import update_syncactions
@@ -27,11 +29,16 @@ from tests.integration.conftest import with_transport, without_runner
 
 MAX_RSS_MB = 300
 
-# The fake node. argv[1] is the attack; SSH_ORIGINAL_COMMAND is what the panel asked for.
+# The first frame of an honest runner of this panel's protocol, which the fake plays.
+ANNOUNCE = json.dumps({"runner": "cluster-panel", "protocol": PROTOCOL})
+
+# The fake node. argv[1] is the attack, argv[2] the first frame of an honest runner;
+# SSH_ORIGINAL_COMMAND is what the panel asked for.
 FAKE_NODE = r"""
 import json, os, struct, sys
 
 MIB = 1024 * 1024
+ANNOUNCE = sys.argv[2].encode()
 attack = sys.argv[1]
 command = os.environ.get("SSH_ORIGINAL_COMMAND", "")
 stdin, stdout, stderr = sys.stdin.buffer, sys.stdout.buffer, sys.stderr.buffer
@@ -80,13 +87,18 @@ SMALL = {  # a well-formed frame around a bad reply
 
 
 def attack_runner():
-    if attack != "hello-huge-length":
-        read_request()  # the hello
-        send(frame(b'{"ok": true}'))
+    if attack == "hello-huge-length":  # in place of the runner's first frame
+        send(struct.pack(">I", 0xFFFFFFF0))
+        stream(stdout, 5000 * MIB)
+        stdin.read()
+        return
+    send(frame(ANNOUNCE))  # the runner's first frame: its protocol version
+    read_request()  # the session
+    send(frame(b'{"ok": true}'))
     read_request()
     if attack in SMALL:
         send(SMALL[attack])
-    elif attack in ("huge-length", "hello-huge-length"):
+    elif attack == "huge-length":
         send(struct.pack(">I", 0xFFFFFFF0))
         stream(stdout, 5000 * MIB)  # more than 4 GiB: as long as the panel keeps reading
     elif attack == "big-frame":
@@ -134,7 +146,7 @@ def hostile_node(make_ssh_node, tmp_path):
     script.write_text(FAKE_NODE)
 
     def make(attack: str, name: str = "hostile"):
-        command = shlex.join([sys.executable, str(script), attack])
+        command = shlex.join([sys.executable, str(script), attack, ANNOUNCE])
         node, _ = make_ssh_node(name, force_command=command)
         return node
 

@@ -175,6 +175,24 @@ def test_it_passes_arguments_and_file_names_literally_over_ssh(
     assert not os.path.exists("/tmp/pwned-by-panel")
 
 
+def test_it_removes_a_file_and_says_whether_there_was_one(make_ssh_node, tmp_path, command_mode):
+    node, _ = make_ssh_node()
+    folder = tmp_path / "etc"
+    (folder / "sub").mkdir(parents=True)
+    path = folder / "app.conf"
+    path.write_text("x")
+
+    async def work(t):
+        removed = [await t.remove_file(str(path)) for _ in range(2)]
+        removed.append(await t.remove_file(str(tmp_path / "gone" / "app.conf")))
+        with pytest.raises(TransportError, match=r"refusing to remove .*/sub: it is a folder"):
+            await t.remove_file(str(folder / "sub"))
+        return removed
+
+    assert asyncio.run(with_transport(node, work)) == [True, False, False]
+    assert os.listdir(folder) == ["sub"]
+
+
 def test_it_reports_a_failed_command_with_its_exit_code_and_stderr(make_ssh_node, command_mode):
     node, _ = make_ssh_node()
     with pytest.raises(CommandFailed) as e:

@@ -11,15 +11,7 @@ and every write must either succeed or be refused, saying why.
 from __future__ import annotations
 
 import asyncio
-import json
-import os
-import pwd
 import re
-import secrets
-import signal
-import string
-import subprocess
-import sys
 from collections import Counter
 from pathlib import Path
 
@@ -28,12 +20,14 @@ import pytest
 from nodes.transports import open_transport
 from sync.context import RunContext
 from sync.synchronizers.users import _write_keys, get_account
+from tests.integration import races
 from tests.integration.conftest import without_runner
+from tests.integration.races import Attacker, snapshot
 
 pytestmark = pytest.mark.django_db
+victim, decoy = races.victim, races.decoy  # fixtures
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPanelRaceTestKey"
-DECOY_CONTENT = b"root's own file\n"
 
 # The unprivileged attacker: standard library only, run by the system python as the user.
 ATTACKER = r"""
@@ -94,68 +88,6 @@ print(json.dumps(counts), flush=True)
 """
 
 
-def _random(n: int = 6) -> str:
-    return "".join(secrets.choice(string.ascii_lowercase) for _ in range(n))
-
-
-@pytest.fixture
-def victim():
-    """A real unprivileged user of this machine, with a home; removed afterwards."""
-    name = "pr" + _random()
-    subprocess.run(["useradd", "--create-home", "--shell", "/bin/sh", "--", name], check=True)
-    yield pwd.getpwnam(name)
-    subprocess.run(["userdel", "--remove", "--", name], capture_output=True)
-
-
-@pytest.fixture
-def decoy(tmp_path) -> tuple[Path, Path]:
-    """A root-owned folder with a root-owned file: what the attacker points links at."""
-    folder = tmp_path / "decoy"
-    folder.mkdir(mode=0o755)
-    secret = folder / "secret"
-    secret.write_bytes(DECOY_CONTENT)
-    secret.chmod(0o644)
-    return folder, secret
-
-
-def _snapshot(folder: Path, secret: Path) -> dict:
-    def meta(p: Path) -> tuple:
-        st = p.lstat()
-        return (st.st_uid, st.st_gid, st.st_mode)
-
-    return {
-        "folder": meta(folder),
-        "entries": sorted(os.listdir(folder)),
-        "secret": meta(secret),
-        "content": secret.read_bytes(),
-    }
-
-
-class Attacker:
-    """The user's process swapping links in their home, started before the writes."""
-
-    def __init__(self, user: pwd.struct_passwd, folder: Path, secret: Path) -> None:
-        python = "/usr/bin/python3" if os.path.exists("/usr/bin/python3") else sys.executable
-        self.proc = subprocess.Popen(
-            [python, "-c", ATTACKER, user.pw_dir, str(folder), str(secret)],
-            user=user.pw_uid,
-            group=user.pw_gid,
-            extra_groups=[],
-            cwd="/",
-            env={"PATH": "/usr/bin:/bin"},
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout.readline().strip() == "ready", self.proc.stderr.read()
-
-    def stop(self) -> dict:
-        self.proc.send_signal(signal.SIGTERM)
-        out, err = self.proc.communicate(timeout=10)
-        assert self.proc.returncode == 0, err
-        return json.loads(out.strip().splitlines()[-1])
-
-
 async def _write_many(node, name: str, count: int) -> tuple[int, list[str]]:
     """Write the user's keys ``count`` times, new keys each time; (written, failures)."""
     transport = await open_transport(node)
@@ -201,9 +133,9 @@ def target(request, make_node, make_ssh_node, monkeypatch):
 def test_it_never_writes_through_a_users_links(target, victim, decoy):
     mode, node, count = target
     folder, secret = decoy
-    before = _snapshot(folder, secret)
+    before = snapshot(folder, secret)
 
-    attacker = Attacker(victim, folder, secret)
+    attacker = Attacker(ATTACKER, victim, folder, secret)
     try:
         written, failures = asyncio.run(_write_many(node, victim.pw_name, count))
     finally:
@@ -211,7 +143,7 @@ def test_it_never_writes_through_a_users_links(target, victim, decoy):
     reasons = Counter(re.sub(r"/\S+", "PATH", f) for f in failures)
     print(f"{mode}: {written} written, {len(failures)} refused, attacker {counts}, {reasons}")
 
-    after = _snapshot(folder, secret)
+    after = snapshot(folder, secret)
     assert after == before, f"root's folder or file was changed: {before} -> {after}"
     unexpected = [f for f in failures if not ALLOWED_FAILURE.match(f)]
     assert not unexpected, unexpected[:5]
