@@ -55,7 +55,7 @@ async def read_manifest(ctx: RunContext, kind: str) -> dict[str, Any]:
             return {}
         data = await _load(ctx, legacy)
         await write_manifest(ctx, kind, data)
-        await ctx.transport.run(["rm", "-f", "--", legacy])
+        await ctx.transport.remove_file(legacy)
         return data
     return await _load(ctx, path)
 
