@@ -4,6 +4,7 @@
 #   make run     set up, migrate, bootstrap, then serve http://127.0.0.1:8000 with the cluster
 #   make demo    like make run, with a few real sshd nodes on loopback added (Ctrl-C removes them)
 #   make test    set up and run the whole test suite (DATABASE_URL=mysql://... for MariaDB)
+#   make test-distributed  only the Redis broker and several-machines tests (root, MariaDB)
 #   make lint    ruff check
 #   make sysdeps install the missing system packages (apt-get) that `make test` needs
 
@@ -47,7 +48,7 @@ if [ -n "$$missing" ]; then \
 fi
 endef
 
-.PHONY: help run demo test lint sysdeps install
+.PHONY: help run demo test test-distributed lint sysdeps install
 
 help:
 	@echo "make run      set up (venv, install, migrate, bootstrap) and start the panel"
@@ -55,6 +56,8 @@ help:
 	@echo "make demo     like make run, plus a few real sshd nodes on loopback (as root)"
 	@echo "make test     set up and run the whole test suite (PYTEST_ARGS=... to pass options)"
 	@echo "              DATABASE_URL=mysql://root@127.0.0.1:3306/panel make test: on MariaDB"
+	@echo "make test-distributed  only the Redis broker and several-machines tests (as root,"
+	@echo "              with DATABASE_URL=mysql://... and Redis on 127.0.0.1:6379)"
 	@echo "make lint     ruff check"
 	@echo "make sysdeps  install the missing system packages (apt-get)"
 	@echo "make install  only create the virtualenv and install the project"
@@ -75,6 +78,10 @@ demo: $(RUN_DEPS)
 
 test: sysdeps $(TEST_DEPS)
 	$(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# Also part of `make test`; on SQLite the several-machines test skips (it needs MariaDB).
+test-distributed: sysdeps $(TEST_DEPS)
+	$(VENV)/bin/pytest tests/integration/test_distributed.py $(PYTEST_ARGS)
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check .

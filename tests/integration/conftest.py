@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 
 import pytest
 
@@ -110,3 +111,56 @@ def without_runner(monkeypatch) -> None:
         return None
 
     monkeypatch.setattr(_Runner, "start", unavailable)
+
+
+# --- Services a test needs from the machine -------------------------------------------------
+
+
+def unavailable(reason: str) -> None:
+    """Skip for want of something the machine lacks (root, namespaces, Redis).
+
+    With PANEL_TEST_REQUIRE_SERVICES=1 (set by .ci/run) it fails instead: there the service
+    is provided, so a skip would hide that the test never ran.
+    """
+    if os.environ.get("PANEL_TEST_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"{reason} (PANEL_TEST_REQUIRE_SERVICES=1: not skipping)")
+    pytest.skip(reason)
+
+
+REDIS_ADDRESS = ("127.0.0.1", 6379)
+
+
+@pytest.fixture
+def redis_db():
+    """``redis_db(N)``: the URL of Redis database N on 127.0.0.1:6379, empty, for this test.
+
+    Each test picks a number no other test uses; a lock keeps a second run of the suite on
+    this machine from sharing it meanwhile, and only that database is flushed, before and
+    after. Skips when no Redis answers (.ci/run starts one).
+    """
+    import redis
+
+    from tests.integration.netns import machine_lock
+
+    taken: list[tuple[redis.Redis, ExitStack]] = []
+
+    def use(number: int) -> str:
+        url = f"redis://{REDIS_ADDRESS[0]}:{REDIS_ADDRESS[1]}/{number}"
+        client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=2)
+        try:
+            client.ping()
+        except redis.RedisError as e:
+            unavailable(f"no Redis answers on {REDIS_ADDRESS[0]}:{REDIS_ADDRESS[1]} ({e})")
+        stack = ExitStack()
+        stack.enter_context(machine_lock(f"redis-db-{number}"))
+        taken.append((client, stack))
+        client.flushdb()
+        return url
+
+    yield use
+    for client, stack in taken:
+        try:
+            client.flushdb()
+        finally:
+            stack.close()
+            client.close()
