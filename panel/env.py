@@ -10,6 +10,7 @@ that one line and exit with 2.
 from __future__ import annotations
 
 import os
+from urllib.parse import urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
 
@@ -53,3 +54,36 @@ def env_str(name: str, default: str = "") -> str:
     if any(c in value for c in "\n\r\0"):
         raise BadSetting(f"{name} must be one line.")
     return value
+
+
+def env_redis_url(name: str) -> str:
+    """A Redis URL, checked when the settings load, not when the first task is enqueued.
+
+    A mistyped URL would otherwise surface as a connection error deep in a worker, or not at
+    all: redis-py reads ``redis://host/abc`` as database 0 and would share another panel's
+    queue. The message names the variable and never repeats the URL (it may hold a password).
+    """
+    url = os.environ.get(name, "").strip()
+    if not url:
+        return ""
+    example = "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... or unix://PATH"
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        problem = "the address or port cannot be read (a port is a number up to 65535)"
+    else:
+        db = parts.path.strip("/")
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            problem = f"the scheme is {parts.scheme or 'missing'}"
+        elif parts.scheme == "unix":
+            problem = "" if parts.path else "the socket's path is missing"
+        elif not parts.hostname:
+            problem = "the host is missing"
+        elif db and not db.isdigit():
+            problem = "the database must be a number"
+        else:
+            problem = ""
+    if problem:
+        raise BadSetting(f"{name} is not a Redis URL ({example}): {problem}")
+    return url

@@ -11,12 +11,10 @@ the password hashes and the key to every node.
 import warnings
 from datetime import timedelta
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import dj_database_url
-from django.core.exceptions import ImproperlyConfigured
 
-from panel.env import BadSetting, env_bool, env_int, env_list, env_str
+from panel.env import BadSetting, env_bool, env_int, env_list, env_redis_url, env_str
 from panel.instance import read_secret_key
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -203,41 +201,11 @@ Q_CLUSTER = {
 }
 
 
-def _redis_broker_url(url: str) -> str:
-    """Check PANEL_REDIS_URL when the settings load, not when the first task is enqueued.
-
-    A mistyped URL would otherwise surface as a connection error deep in a worker, or not at
-    all: redis-py reads ``redis://host/abc`` as database 0 and would share another panel's
-    queue. The message names the variable and never repeats the URL (it may hold a password).
-    """
-    example = "redis://[:PASSWORD@]HOST[:PORT][/DB], rediss://... or unix://PATH"
-    try:
-        parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
-    except ValueError:
-        problem = "the address or port cannot be read (a port is a number up to 65535)"
-    else:
-        db = parts.path.strip("/")
-        if parts.scheme not in ("redis", "rediss", "unix"):
-            problem = f"the scheme is {parts.scheme or 'missing'}"
-        elif parts.scheme == "unix":
-            problem = "" if parts.path else "the socket's path is missing"
-        elif not parts.hostname:
-            problem = "the host is missing"
-        elif db and not db.isdigit():
-            problem = "the database must be a number"
-        else:
-            problem = ""
-    if problem:
-        raise ImproperlyConfigured(f"PANEL_REDIS_URL is not a Redis URL ({example}): {problem}")
-    return url
-
-
 # PANEL_REDIS_URL switches the queue from the database (ORM broker) to Redis. django-q picks
 # the ORM broker whenever "orm" is set, so the key goes.
-if REDIS_URL := os.environ.get("PANEL_REDIS_URL", "").strip():
+if REDIS_URL := env_redis_url("PANEL_REDIS_URL"):
     del Q_CLUSTER["orm"]
-    Q_CLUSTER["redis"] = _redis_broker_url(REDIS_URL)
+    Q_CLUSTER["redis"] = REDIS_URL
 
 # --- The synchronization engine -------------------------------------------------------------
 SYNC = {
