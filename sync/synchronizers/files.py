@@ -4,8 +4,8 @@ The node is asked for the checksum, mode and owner of every file in two commands
 unchanged file costs nothing and is never rewritten (its mtime stays, nothing that watches it
 wakes up). A written file is read back by checksum: a run succeeds only when the node holds
 exactly the panel's bytes. The node's ``files.json`` manifest lists the paths this panel
-manages there, each with the owner it was written for, so a file dropped from the panel (or
-from the node's roles) is removed, through no link and no folder but root's and that owner's.
+manages there, so a file dropped from the panel (or from the node's roles) is removed,
+through no link and no folder but root's and the file owner's.
 """
 
 from __future__ import annotations
@@ -171,30 +171,45 @@ def _same(have: NodeFile | None, f: dict, sha: str) -> bool:
     )
 
 
-async def remove_stale(ctx: RunContext, stale: dict[str, str]) -> list[str]:
-    """Remove the paths the panel no longer wants here (path: the owner it was written for).
+async def remove_stale(ctx: RunContext, stale: list[str]) -> list[str]:
+    """Remove the paths the panel no longer wants here; return those removed.
 
-    ``remove_file`` follows no link and trusts only root's folders and the owner's, as the
-    write did: a path a user redirected is refused and said in the log, never followed.
-    Returns the paths removed.
+    ``remove_file`` follows no link on the way and trusts only root's folders and those of
+    the file's owner (as the write trusted the owner it wrote for): a path whose folder a
+    user swapped for a link is refused and said in the log, never followed. Trusting the
+    owner found on the node is safe for the same reason: no link is followed, so only that
+    user's own folders on the very path are let through.
     """
-    removed = []
-    for path, owner in sorted(stale.items()):
+    valid = []
+    for path in stale:
         try:
-            check_path(path)
+            valid.append(check_path(path))
         except ValueError as e:
             ctx.log(f"ignoring a bad path in the node's manifest: {e}")
-            continue
+    owners = await _owners(ctx, valid)
+    removed = []
+    for path in valid:
         try:
-            trusting = check_posix_name(owner) if owner else None
-        except ValueError:
-            trusting = None  # a manifest of an older panel: it kept checksums, not owners
-        try:
-            if await ctx.transport.remove_file(path, trusting=trusting):
+            if await ctx.transport.remove_file(path, trusting=owners.get(path)):
                 removed.append(path)
         except TransportError as e:
             ctx.log(f"not removed: {e}")
     return removed
+
+
+async def _owners(ctx: RunContext, paths: list[str]) -> dict[str, str]:
+    """The owner of each existing path (a user name the panel could have written it for)."""
+    if not paths:
+        return {}
+    stats = await ctx.transport.run(["stat", "--printf=%U\t%n\\0", "--", *paths], check=False)
+    owners = {}
+    for record in stats.stdout.split("\0"):
+        owner, _, path = record.partition("\t")
+        try:
+            owners[path] = check_posix_name(owner)
+        except ValueError:
+            continue  # UNKNOWN (a uid without a name) or odd: trust nobody but root
+    return owners
 
 
 async def _push(ctx: RunContext, files: list[dict], shas: dict[str, str]) -> None:
@@ -236,10 +251,8 @@ async def sync_files(ctx: RunContext) -> None:
         ctx.log("no files for this node's roles")
         return
     shas = {f["path"]: sha256_text(f["content"]) for f in files}
-    # The manifest: each path the panel put here, with the owner it was written for.
-    owners = {f["path"]: f["owner"] for f in files}
 
-    removed = await remove_stale(ctx, {p: o for p, o in manifest.items() if p not in shas})
+    removed = await remove_stale(ctx, sorted(set(manifest) - set(shas)))
     for path in removed:
         ctx.log(f"removed {path}")
 
@@ -253,12 +266,12 @@ async def sync_files(ctx: RunContext) -> None:
         if set(shas) - set(manifest):
             # Record new paths before they are first written: a run that fails half-way must
             # not leave a file the panel would never remove.
-            await write_manifest(ctx, MANIFEST, {p: manifest.get(p, "") for p in owners})
+            await write_manifest(ctx, MANIFEST, {p: manifest.get(p, "") for p in shas})
         await _push(ctx, changed, shas)
         for f in changed:
             why = "new" if f["path"] not in have else "updated"
             ctx.log(f"wrote {f['path']} ({why}, mode {f['mode']:04o}, {f['owner']}:{f['group']})")
-    if owners != manifest:
-        await write_manifest(ctx, MANIFEST, owners)
+    if shas != manifest:
+        await write_manifest(ctx, MANIFEST, shas)
     unchanged = len(files) - len(changed)
     ctx.log(f"{len(changed)} written, {unchanged} unchanged, {len(removed)} removed")
