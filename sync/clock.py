@@ -11,7 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from django.db import connection
-from django.db.models import DateTimeField, ExpressionWrapper, Func
+from django.db.models import BooleanField, DateTimeField, ExpressionWrapper, Func, Q
 from django.db.models.expressions import Combinable
 from django.utils import timezone
 
@@ -48,6 +48,15 @@ def db_now_plus(seconds: float) -> Combinable:
     return ExpressionWrapper(
         DatabaseNow() + timedelta(seconds=seconds), output_field=DateTimeField()
     )
+
+
+def db_bool(condition: Q) -> ExpressionWrapper:
+    """A condition evaluated by the database (on its clock), as a selectable boolean.
+
+    "Is this lease still live?", "is this retry due?" must be answered by the clock that wrote
+    the times, so the answer is selected from the database rather than compared in Python.
+    """
+    return ExpressionWrapper(condition, output_field=BooleanField())
 
 
 def read_db_now() -> datetime:

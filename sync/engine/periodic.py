@@ -1,0 +1,131 @@
+"""The periodic passes (the django-q Schedule, about once a minute): the safety net behind
+the kick on commit, and the fleet's health.
+
+Each is a fixed number of queries however large the fleet: the sweep finds due nodes in one
+query and enqueues them in one INSERT; the health pass registers probes, refreshes ``stuck``
+and prunes the run history with one query each.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from django.conf import settings
+from django.db.models import F, Q, Window
+from django.db.models.functions import RowNumber
+
+from nodes.models import Node
+from sync import conditions
+from sync.clock import db_now, db_now_plus, read_db_now
+from sync.engine.leases import free_lease, recover_expired_leases
+from sync.engine.registration import kick, register_desync
+from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun
+
+log = logging.getLogger("sync")
+
+
+def due_node_ids() -> list[int]:
+    """Nodes with a desynchronization due now and no live lease."""
+    return list(
+        Node.objects.filter(free_lease(), maintenance=False)
+        .filter(
+            desyncs__state__in=[DesyncState.PENDING, DesyncState.FAILED],
+            desyncs__next_attempt_at__lte=db_now(),
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+        .distinct()
+    )
+
+
+def refresh_stuck() -> int:
+    """Mark ``stuck`` the nodes whose work has waited past the limit with no progress.
+
+    Progress is any successful run since the work was registered; a node in maintenance is
+    held on purpose and is not stuck. Returns how many nodes changed.
+    """
+    limit = conditions.stuck_after()
+    cutoff = db_now_plus(-limit.total_seconds())
+    waiting = (
+        Node2Sync.objects.filter(registered_at__lt=cutoff, node__maintenance=False)
+        .filter(Q(node__last_sync_at__isnull=True) | Q(node__last_sync_at__lt=cutoff))
+        .order_by("node_id", "action__priority", "action_id")
+        .values_list("node_id", "action__title", "state")
+    )
+    stuck: dict[int, str] = {}
+    for node_id, title, state in waiting:
+        if node_id not in stuck:
+            minutes = int(limit.total_seconds() // 60)
+            stuck[node_id] = (
+                f"no progress for over {minutes} min: {title} is {DesyncState(state).label.lower()}"
+            )
+    return conditions.mark_stuck(stuck, read_db_now())
+
+
+def sweep() -> dict[str, int]:
+    """The safety net: recover dead workers' leases, then start every node that has due work."""
+    recovered = recover_expired_leases()
+    due = due_node_ids()
+    if due:
+        kick(due)
+    if recovered or due:
+        log.info("sweep recovered=%d enqueued=%d", recovered, len(due))
+    return {"recovered": recovered, "enqueued": len(due)}
+
+
+PROBE_TYPE = "probe"
+
+
+def register_probes() -> int:
+    """Register the health probe for every node not heard from within the probe interval.
+
+    A node that dies while nothing changes must still be noticed, and through the engine like
+    any type, so statuses and conditions change only from synchronizer results. Nodes that
+    already have a probe waiting keep it (and its backoff); busy nodes need none, their runs
+    are contact enough. Returns how many nodes were registered.
+    """
+    probe = SyncAction.objects.filter(name=PROBE_TYPE).first()
+    if probe is None:
+        return 0
+    quiet_since = db_now_plus(-float(settings.SYNC.get("probe_seconds", 60)))
+    node_ids = list(
+        Node.objects.filter(maintenance=False)
+        .filter(Q(last_contact_at__isnull=True) | Q(last_contact_at__lt=quiet_since))
+        .exclude(desyncs__action=probe)
+        .values_list("pk", flat=True)
+    )
+    return register_desync(node_ids, [probe]) if node_ids else 0
+
+
+def prune_history(batch: int = 5000) -> int:
+    """Keep the newest ``runs_kept_per_type`` runs of each node and type; return how many
+    were deleted. The probe alone would otherwise add a row per node every minute, for ever.
+
+    One ranking query (a window function, SQLite 3.25+ and MariaDB 10.2+) in the periodic
+    pass, not a query per finished run; at most ``batch`` rows a pass.
+    """
+    keep = int(settings.SYNC.get("runs_kept_per_type", 50))
+    ranked = SyncRun.objects.annotate(
+        newer=Window(
+            RowNumber(), partition_by=[F("node_id"), F("action_id")], order_by=F("id").desc()
+        )
+    )
+    old = list(
+        ranked.filter(newer__gt=keep)
+        .exclude(outcome=Outcome.RUNNING)
+        .values_list("pk", flat=True)[:batch]
+    )
+    if old:
+        SyncRun.objects.filter(pk__in=old).delete()
+    return len(old)
+
+
+def check_health() -> dict[str, int]:
+    """The periodic health pass beside the sweep: probes for quiet nodes, ``stuck`` marks,
+    and the run history kept to its size."""
+    probed = register_probes()
+    stuck = refresh_stuck()
+    pruned = prune_history()
+    if probed or stuck or pruned:
+        log.info("health probed=%d stuck-changed=%d runs-pruned=%d", probed, stuck, pruned)
+    return {"probed": probed, "stuck_changed": stuck, "runs_pruned": pruned}

@@ -1,0 +1,195 @@
+"""One run of one type: mark it started, record how it ended, and what that does to the node.
+
+Every write here checks, in the same transaction, that the worker still holds the node's
+lease: a worker whose node was taken over (forced, cancelled, recovered) must not touch rows
+that are someone else's now. A finished row is deleted only if no newer registration bumped
+its generation while it ran.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+
+from nodes.models import Node
+from sync import conditions
+from sync.clock import db_bool, db_now, db_now_plus, read_db_now
+from sync.engine.backoff import backoff_seconds
+from sync.engine.leases import renew_lease
+from sync.engine.transient import retry_on_transient_errors
+from sync.errors import FailureKind, printable, short
+from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun, recompute_status
+
+
+@dataclass(frozen=True)
+class RunTicket:
+    """What a started run carries to its finish; the generation tells whether the type was
+    registered again while it ran."""
+
+    desync_id: int
+    run_id: int
+    node_id: int
+    action: SyncAction
+    generation: int
+
+
+@retry_on_transient_errors
+def start_next_run(
+    node_id: int,
+    worker: str,
+    *,
+    action_ids: list[int] | None = None,
+    ignore_backoff: bool = False,
+    ignore_maintenance: bool = False,
+) -> RunTicket | None:
+    """Mark the node's next desynchronization processing and open its run; None when done.
+
+    The next one is the first in priority order. If it waits for a retry, nothing runs: the
+    types after it depend on it. A node put in maintenance meanwhile runs nothing more: the
+    admin's switch takes effect before the next type, not after the session.
+    """
+    with transaction.atomic():
+        if not renew_lease(node_id, worker):
+            return None
+        if not ignore_maintenance and Node.objects.filter(pk=node_id, maintenance=True).exists():
+            return None
+        rows = (
+            Node2Sync.objects.filter(node_id=node_id)
+            .exclude(state=DesyncState.PROCESSING)
+            .select_related("action")
+            .annotate(due=db_bool(Q(next_attempt_at__lte=db_now())))
+            .order_by("action__priority", "action_id")
+        )
+        if action_ids is not None:
+            rows = rows.filter(action_id__in=action_ids)
+        row = rows.first()
+        if row is None or (not ignore_backoff and not row.due):
+            return None
+        Node2Sync.objects.filter(pk=row.pk).update(
+            state=DesyncState.PROCESSING, started_at=db_now(), worker=worker
+        )
+        Node.objects.filter(pk=node_id).update(current_action_id=row.action_id)
+        run = SyncRun.objects.create(
+            node_id=node_id,
+            action=row.action,
+            worker=worker,
+            started_at=db_now(),
+            generation=row.generation,
+        )
+    return RunTicket(row.pk, run.pk, node_id, row.action, row.generation)
+
+
+@retry_on_transient_errors
+def finish_run(
+    ticket: RunTicket,
+    worker: str,
+    outcome: Outcome,
+    log_text: str,
+    error: str,
+    *,
+    kind: FailureKind = FailureKind.FAILED,
+    detail: str = "",
+) -> bool:
+    """Record the run's end and its effect on the row and the node; False if the lease was lost.
+
+    ``error`` is the short text for the row, the node and the list; ``detail`` the whole
+    error, kept in the run's log only. A lost lease means another worker took the node over
+    (``nodesync --force``): it already closed this run and owns the row now, so nothing here
+    may touch them.
+    """
+    error = short(error) if error else ""
+    cap = settings.SYNC["log_cap_chars"]
+    if error or detail:
+        shown = f"ERROR: {error}"
+        if detail and detail.strip() != error:
+            if len(detail) > cap:
+                detail = detail[: cap // 2] + "\n[... error cut ...]\n" + detail[-cap // 2 :]
+            shown += f"\n{printable(detail)}"
+        log_text = f"{log_text}\n{shown}" if log_text else shown
+    if len(log_text) > cap:
+        log_text = log_text[: cap // 2] + "\n[... log cut ...]\n" + log_text[-cap // 2 :]
+    with transaction.atomic():
+        if not renew_lease(ticket.node_id, worker):
+            return False
+        SyncRun.objects.filter(pk=ticket.run_id).update(
+            finished_at=db_now(),
+            outcome=outcome,
+            log=log_text,
+            current_command="",
+            current_output="",
+        )
+        row = Node2Sync.objects.filter(pk=ticket.desync_id)
+        node = Node.objects.filter(pk=ticket.node_id)
+        if outcome == Outcome.SUCCESS:
+            if not row.filter(generation=ticket.generation).delete()[0]:
+                # Registered again while it ran: newer data waits, run it again.
+                row.update(
+                    state=DesyncState.PENDING,
+                    attempts=0,
+                    next_attempt_at=db_now(),
+                    started_at=None,
+                    worker="",
+                    last_error="",
+                )
+            still_failing = (
+                Node2Sync.objects.filter(node_id=ticket.node_id, state=DesyncState.FAILED)
+                .order_by("action__priority", "action_id")
+                .values_list("action__name", "action__title", "last_error")
+                .first()
+            )
+            cleared = {} if still_failing else {"last_error": ""}
+            done = dict(current_action_id=None, last_sync_at=db_now(), **cleared)
+            # The common case, a node with nothing wrong, in one UPDATE; conditions to clear
+            # (or a type still failing to name) take the conditions' read and write.
+            fine = node.filter(condition="", contact_failed_since__isnull=True).update(
+                last_contact_at=db_now(), **done
+            )
+            if not fine or still_failing:
+                node.update(**done)
+                conditions.after_success(
+                    ticket.node_id,
+                    read_db_now(),
+                    still_failing
+                    and (still_failing[0], conditions.failing_message(*still_failing[1:])),
+                )
+        else:
+            attempts = (row.values_list("attempts", flat=True).first() or 0) + 1
+            failed = dict(attempts=attempts, last_error=error, started_at=None, worker="")
+            if not row.filter(generation=ticket.generation).update(
+                state=DesyncState.FAILED,
+                next_attempt_at=db_now_plus(backoff_seconds(attempts)),
+                **failed,
+            ):
+                # Registered again while it failed: the newer data may be the fix, run it now.
+                row.update(state=DesyncState.PENDING, next_attempt_at=db_now(), **failed)
+            node.update(current_action_id=None, last_error=f"{ticket.action.title}: {error}")
+            conditions.after_failure(
+                ticket.node_id, ticket.action.name, ticket.action.title, kind, error, read_db_now()
+            )
+        recompute_status(node)
+    return True
+
+
+@retry_on_transient_errors
+def save_progress(run_id: int, worker: str, command: str, log_text: str, output: str) -> None:
+    """Publish a running run's current command, its output and the log so far (``sync.watch``)."""
+    SyncRun.objects.filter(pk=run_id, worker=worker, outcome=Outcome.RUNNING).update(
+        current_command=command, log=log_text, current_output=output
+    )
+
+
+@retry_on_transient_errors
+def has_due_work(node_id: int) -> bool:
+    """Whether the node's first row is due now: work registered while the session ran, which
+    the session takes on rather than leave to the sweep."""
+    row = (
+        Node2Sync.objects.filter(node_id=node_id, node__maintenance=False)
+        .annotate(due=db_bool(Q(next_attempt_at__lte=db_now())))
+        .order_by("action__priority", "action_id")
+        .values("state", "due")
+        .first()
+    )
+    return row is not None and row["state"] != DesyncState.PROCESSING and bool(row["due"])

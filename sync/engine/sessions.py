@@ -1,0 +1,247 @@
+"""Node sessions: claim a node, run its due types in order over one connection, let it go.
+
+The database bookkeeping is synchronous and runs on the one database thread; the conversation
+with the nodes is coroutines, so one django-q task drives a whole batch of node sessions on
+one event loop while they wait on the network. A heartbeat keeps the lease and notices within
+seconds when an admin took the node (cancel, force), which ends the run at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from asgiref.sync import async_to_sync, sync_to_async
+from django.conf import settings
+
+from nodes.models import Node
+from sync.engine.execution import Execution, NodeConnection, execute
+from sync.engine.leases import claim_node, holds_lease, new_worker_id, release_node, renew_lease
+from sync.engine.registration import kick
+from sync.engine.runs import finish_run, has_due_work, save_progress, start_next_run
+from sync.models import Outcome
+from sync.watch import RunWatch, publish
+
+log = logging.getLogger("sync")
+
+
+@dataclass
+class RunReport:
+    """What a finished run tells the caller (``nodesync`` prints these as progress)."""
+
+    node: str
+    action: str
+    outcome: Outcome
+    seconds: float
+    error: str
+
+
+@dataclass
+class SessionResult:
+    """What one node session came to (the task and ``nodesync`` count these)."""
+
+    node: Node
+    claimed: bool = False
+    completed: int = 0
+    failed: bool = False
+    lease_lost: bool = False
+    budget_spent: bool = False
+
+
+ProgressCallback = Callable[[RunReport], None]
+
+
+def _db(fn: Callable) -> Callable:
+    return sync_to_async(fn, thread_sensitive=True)
+
+
+async def _keep_lease(node_id: int, worker: str, lost: asyncio.Event) -> None:
+    """Renew the lease, and notice soon when an admin took it (cancel, force).
+
+    Renewing is a write, so it happens every third of the lease; checking who holds it is a
+    cheap read, every ``cancel_check_seconds``, so a cancelled run ends within seconds.
+    """
+    renew_every = max(settings.SYNC["lease_seconds"] / 3, 0.2)
+    check_every = min(renew_every, float(settings.SYNC.get("cancel_check_seconds", 2)))
+    renewed = time.monotonic()
+    while True:
+        await asyncio.sleep(check_every)
+        if time.monotonic() - renewed >= renew_every:
+            held = await _db(renew_lease)(node_id, worker)
+            renewed = time.monotonic()
+        else:
+            held = await _db(holds_lease)(node_id, worker)
+        if not held:
+            lost.set()
+            return
+
+
+async def _run_claimed(
+    node: Node,
+    worker: str,
+    result: SessionResult,
+    *,
+    action_ids: list[int] | None,
+    ignore_backoff: bool,
+    ignore_maintenance: bool,
+    progress: ProgressCallback | None,
+) -> None:
+    lost = asyncio.Event()
+    heartbeat = asyncio.create_task(_keep_lease(node.pk, worker, lost))
+    conn = NodeConnection(node)
+    deadline = time.monotonic() + settings.SYNC["session_budget_seconds"]
+    try:
+        while time.monotonic() < deadline:
+            ticket = await _db(start_next_run)(
+                node.pk,
+                worker,
+                action_ids=action_ids,
+                ignore_backoff=ignore_backoff,
+                ignore_maintenance=ignore_maintenance,
+            )
+            if ticket is None:
+                return
+            log.info("sync start node=%s type=%s worker=%s", node.name, ticket.action.name, worker)
+            started = time.monotonic()
+            watch = RunWatch([])
+            publisher = asyncio.create_task(
+                publish(
+                    watch,
+                    functools.partial(_db(save_progress), ticket.run_id, worker),
+                    settings.SYNC["log_cap_chars"],
+                )
+            )
+            run = asyncio.create_task(execute(ticket, node, conn, watch))
+            lost_wait = asyncio.create_task(lost.wait())
+            await asyncio.wait({run, lost_wait}, return_when=asyncio.FIRST_COMPLETED)
+            lost_wait.cancel()
+            publisher.cancel()
+            await asyncio.gather(publisher, return_exceptions=True)
+            if not run.done():
+                run.cancel()
+                await asyncio.gather(run, return_exceptions=True)
+                result.lease_lost = True
+                log.warning(
+                    "sync lease lost node=%s type=%s worker=%s: another worker took the node over",
+                    node.name,
+                    ticket.action.name,
+                    worker,
+                )
+                return
+            execution: Execution = run.result()
+            outcome, error = execution.outcome, execution.error
+            seconds = time.monotonic() - started
+            if not await _db(finish_run)(
+                ticket,
+                worker,
+                outcome,
+                execution.log,
+                error,
+                kind=execution.kind,
+                detail=execution.detail,
+            ):
+                result.lease_lost = True
+                return
+            if outcome == Outcome.SUCCESS:
+                result.completed += 1
+                log.info(
+                    "sync end node=%s type=%s outcome=success seconds=%.2f",
+                    node.name,
+                    ticket.action.name,
+                    seconds,
+                )
+            else:
+                result.failed = True
+                log.error(
+                    "sync error node=%s type=%s outcome=%s seconds=%.2f error=%s",
+                    node.name,
+                    ticket.action.name,
+                    outcome,
+                    seconds,
+                    error,
+                )
+            if progress:
+                progress(RunReport(node.name, ticket.action.name, outcome, seconds, error))
+            if result.failed:
+                return
+        result.budget_spent = True
+    finally:
+        heartbeat.cancel()
+        await asyncio.gather(heartbeat, return_exceptions=True)
+        await conn.close()
+        await _db(release_node)(node.pk, worker)
+
+
+async def run_node_session(
+    node: Node,
+    *,
+    action_ids: list[int] | None = None,
+    ignore_backoff: bool = False,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+    role: str = "worker",
+) -> SessionResult:
+    """Claim the node and run its due desynchronizations in order, until done or a failure.
+
+    If work arrived after the last check but before the lease was released (its kick found
+    the node busy), the session claims the node again rather than leave it to the sweep.
+    """
+    result = SessionResult(node)
+    if node.maintenance and not force:
+        return result  # an admin is working on the node: the panel keeps its hands off
+    while True:
+        worker = new_worker_id(role)
+        if not await _db(claim_node)(node.pk, worker, force=force):
+            return result
+        result.claimed = True
+        await _run_claimed(
+            node,
+            worker,
+            result,
+            action_ids=action_ids,
+            ignore_backoff=ignore_backoff,
+            ignore_maintenance=node.maintenance,  # forced by an admin (else not started)
+            progress=progress,
+        )
+        if result.lease_lost or action_ids is not None:
+            return result
+        if result.budget_spent:
+            # Leave the rest to a fresh task so one busy node cannot hold a worker for ever.
+            await _db(kick)([node.pk])
+            return result
+        # After a failure the failed row comes first and waits for its retry, so this is
+        # only true when it was registered again meanwhile.
+        if not await _db(has_due_work)(node.pk):
+            return result
+        force = False
+        result.failed = False
+
+
+async def run_node_sessions(nodes: list[Node], **kwargs) -> list[SessionResult]:
+    """Run many node sessions at once on this event loop: nodes wait on the network.
+
+    A session that breaks (the database went away for too long) does not take the others
+    down; its lease expires and the sweep recovers what it left.
+    """
+    outcomes = await asyncio.gather(
+        *(run_node_session(n, **kwargs) for n in nodes), return_exceptions=True
+    )
+    results = []
+    for node, outcome in zip(nodes, outcomes, strict=True):
+        if isinstance(outcome, BaseException):
+            log.error("sync session of node=%s broke: %r", node.name, outcome)
+            outcome = SessionResult(node, failed=True)
+        results.append(outcome)
+    return results
+
+
+def run_nodes(node_ids: Iterable[int], **kwargs) -> list[SessionResult]:
+    """Synchronous entry point (django-q tasks, commands): run these nodes' sessions now."""
+    nodes = list(Node.objects.filter(pk__in=list(node_ids)))
+    if not nodes:
+        return []
+    return async_to_sync(run_node_sessions)(nodes, **kwargs)
