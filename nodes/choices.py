@@ -2,33 +2,37 @@
 
 The Status cell, the node page, the commands and the admin all read these, so a status looks
 and reads the same everywhere. Every choice set the pages draw follows the same pattern (also
-``sync.models.DesyncState`` and ``sync.models.Outcome``): the members with their labels, then
-one private table (a private name, so not a member) of each value's icon, a symbol of
-``static/icons.svg``, and CSS class, read by the ``icon`` and ``css`` properties. Each value
-has its own icon shape: colour is never the only signal.
+``sync.models.DesyncState`` and ``sync.models.Outcome``): a ``LookChoices`` with the members
+and their labels, then ``__looks__`` (a dunder name, so not a member): each value's icon, a
+symbol of ``static/icons.svg``, and CSS class. Each value has its own icon shape: colour is
+never the only signal.
 """
 
 from django.db import models
 
 
-class NodeStatus(models.TextChoices):
+class LookChoices(models.TextChoices):
+    """A choice set whose values carry an icon and a CSS class beside their label."""
+
+    @property
+    def icon(self) -> str:
+        return type(self).__looks__[self.value][0]
+
+    @property
+    def css(self) -> str:
+        return type(self).__looks__[self.value][1]
+
+
+class NodeStatus(LookChoices):
     READY = "ready", "Ready"
     SYNCHRONIZING = "synchronizing", "Synchronizing"
     INSTALLING = "installing", "Installation in progress"
 
-    __looks = {
+    __looks__ = {
         "ready": ("check-circle", "status-ready"),
         "synchronizing": ("arrows-rotate", "status-synchronizing"),
         "installing": ("box", "status-installing"),
     }
-
-    @property
-    def icon(self) -> str:
-        return self.__looks[self.value][0]
-
-    @property
-    def css(self) -> str:
-        return self.__looks[self.value][1]
 
 
 class Transport(models.TextChoices):
@@ -36,7 +40,7 @@ class Transport(models.TextChoices):
     LOCAL = "local", "Local (the panel's own server)"
 
 
-class NodeCondition(models.TextChoices):
+class NodeCondition(LookChoices):
     """What is wrong with a node, beside its status (which keeps its own meaning).
 
     Declared from the most severe down: the Status cell shows the first one a node has.
@@ -49,7 +53,7 @@ class NodeCondition(models.TextChoices):
     FAILING = "failing", "Failing"
     MAINTENANCE = "maintenance", "Maintenance"
 
-    __looks = {
+    __looks__ = {
         "host-key-changed": ("key", "condition-host-key-changed"),
         "unreachable": ("x-circle", "condition-unreachable"),
         "stuck": ("hourglass", "condition-stuck"),
@@ -57,14 +61,6 @@ class NodeCondition(models.TextChoices):
         "maintenance": ("wrench", "condition-maintenance"),
     }
     __blocks_use = ("host-key-changed", "unreachable", "maintenance")
-
-    @property
-    def icon(self) -> str:
-        return self.__looks[self.value][0]
-
-    @property
-    def css(self) -> str:
-        return self.__looks[self.value][1]
 
     @property
     def severity(self) -> int:

@@ -13,7 +13,7 @@ from django.db import models
 from django.db.models import OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 
-from nodes.choices import NodeStatus
+from nodes.choices import LookChoices, NodeStatus
 from nodes.models import Node
 
 
@@ -35,25 +35,17 @@ class SyncAction(models.Model):
         return self.name
 
 
-class DesyncState(models.TextChoices):
+class DesyncState(LookChoices):
     PENDING = "pending", "Pending"
     PROCESSING = "processing", "Processing"
     FAILED = "failed", "Failed"
 
     # Icon (static/icons.svg) and CSS class of each value, as in nodes.choices.
-    __looks = {
+    __looks__ = {
         "pending": ("hourglass", "text-secondary-emphasis"),
         "processing": ("spinner", "text-primary-emphasis"),
         "failed": ("x-circle", "text-danger-emphasis"),
     }
-
-    @property
-    def icon(self) -> str:
-        return self.__looks[self.value][0]
-
-    @property
-    def css(self) -> str:
-        return self.__looks[self.value][1]
 
 
 class Node2Sync(models.Model):
@@ -88,7 +80,7 @@ class Node2Sync(models.Model):
         return f"{self.node_id}/{self.action_id}"
 
 
-class Outcome(models.TextChoices):
+class Outcome(LookChoices):
     RUNNING = "running", "Running"
     SUCCESS = "success", "Success"
     FAILED = "failed", "Failed"
@@ -99,7 +91,7 @@ class Outcome(models.TextChoices):
     LOST = "lost", "Lost"
 
     # Icon (static/icons.svg) and CSS class of each value, as in nodes.choices.
-    __looks = {
+    __looks__ = {
         "running": ("spinner", "text-primary-emphasis"),
         "success": ("check-circle", "text-success-emphasis"),
         "failed": ("x-circle", "text-danger-emphasis"),
@@ -109,14 +101,6 @@ class Outcome(models.TextChoices):
         "skipped": ("check-circle", "text-secondary-emphasis"),
         "lost": ("help-circle", "text-secondary-emphasis"),
     }
-
-    @property
-    def icon(self) -> str:
-        return self.__looks[self.value][0]
-
-    @property
-    def css(self) -> str:
-        return self.__looks[self.value][1]
 
 
 class SyncRun(models.Model):
