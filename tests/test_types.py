@@ -477,7 +477,7 @@ def test_it_starts_a_service_and_reloads_it_only_when_its_files_change(
     service.roles.add(role)
     service.files.add(conf)
 
-    run_nodes([node.pk])  # the triggers registered files and services
+    run_nodes([node.pk])  # the watches registered files and services
 
     assert calls(log) == ["status", "start"]
     assert glob.glob(f"/etc/rc2.d/S*{name}")  # enabled with update-rc.d

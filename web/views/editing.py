@@ -180,7 +180,7 @@ def _save_edit(form: NodeEditForm, node: Node, fields: list[str]) -> bool:
     try:
         with transaction.atomic():
             node.save(update_fields=fields)
-            # A change of roles registers its types (sync.triggers, m2m_changed).
+            # A change of roles registers its types (sync.watching, m2m_changed).
             node.roles.set(form.cleaned_data["roles"])
             if form.maintenance_changed:
                 set_maintenance([node], form.cleaned_data["maintenance"])
