@@ -15,4 +15,7 @@ worker_class = "gthread"
 timeout = 60
 graceful_timeout = 10
 accesslog = "-"
+# No control socket (gunicorn 24+ makes one under $HOME): systemd and runpanel manage the
+# server, and the panel writes nothing outside its data folder.
+control_socket_disable = True
 # Proxy headers are trusted from the local proxy only (the default, 127.0.0.1).
