@@ -82,19 +82,33 @@ def process_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_manage(
+    *args: str, env: dict[str, str], timeout: float = 120
+) -> subprocess.CompletedProcess:
+    """``manage.py ARGS`` in its own process with ``env``, as an admin would run it."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "manage.py"), *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def manage_ok(*args: str, env: dict[str, str], timeout: float = 180) -> str:
+    """``run_manage`` that must succeed; its output."""
+    done = run_manage(*args, env=env, timeout=timeout)
+    assert done.returncode == 0, f"manage.py {' '.join(args)} failed:\n{done.stderr}"
+    return done.stdout
+
+
 @pytest.fixture
 def manage():
     """Run ``manage.py`` as an admin would, against the test database."""
 
     def run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), *args],
-            cwd=ROOT,
-            env=process_env(),
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
+        return run_manage(*args, env=process_env(), timeout=timeout)
 
     return run
 

@@ -12,7 +12,7 @@ from django.utils import timezone
 from django_q.models import Schedule
 
 from sync.schedule import SWEEP_SCHEDULE_NAME, ensure_sweep_schedule
-from tests.conftest import ROOT, process_env
+from tests.conftest import ROOT, process_env, run_manage
 
 
 def _sweep_due(at) -> None:
@@ -38,14 +38,7 @@ def test_healthz_is_503_when_no_cluster_ran_the_schedule_lately():
 
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        cwd=ROOT,
-        env=process_env(**env),
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    return run_manage(*args, env=process_env(**env), timeout=60)
 
 
 @pytest.mark.parametrize(

@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, manage_ok
 from tests.integration.test_runpanel import free_port
 
 pytestmark = pytest.mark.cluster
@@ -22,16 +22,7 @@ def test_the_demo_fleet_converges_and_goes_away_on_ctrl_c(tmp_path):
     env.update(PANEL_DATA_DIR=str(tmp_path / "var"), PYTHONUNBUFFERED="1")
 
     def manage(*args: str) -> str:
-        done = subprocess.run(
-            [sys.executable, str(ROOT / "manage.py"), *args],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
-        assert done.returncode == 0, done.stderr
-        return done.stdout
+        return manage_ok(*args, env=env)
 
     manage("migrate", "--no-input")
     manage("bootstrap")

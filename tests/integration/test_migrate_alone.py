@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, manage_ok
 
 pytestmark = pytest.mark.cluster
 
@@ -50,16 +50,7 @@ def empty_database(db, tmp_path) -> Iterator[dict[str, str]]:
 
 
 def run(env: dict[str, str], *args: str) -> str:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
-    assert done.returncode == 0, f"manage.py {' '.join(args)} failed:\n{done.stderr}"
-    return done.stdout
+    return manage_ok(*args, env=env)
 
 
 def test_a_cluster_after_migrate_alone_works_and_logs_no_error(empty_database):
