@@ -159,6 +159,5 @@ class Node(models.Model):
 
 
 def processing_q() -> Q:
-    """"Is this node processing" in SQL (lists, counts, filters): ``Node.is_processing``'s twin."""
+    """ "Is this node processing" in SQL (lists, counts, filters): ``Node.is_processing``'s twin."""
     return Q(current_action_id__isnull=False, lease_until__gt=timezone.now())
-

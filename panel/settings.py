@@ -256,10 +256,17 @@ LOGGING = {
             "delay": True,
         },
     },
+    "filters": {"cluster_lifecycle": {"()": "panel.logfilters.ClusterLifecycleOnly"}},
     "root": {"handlers": ["console", "file"], "level": "WARNING"},
     "loggers": {
         "sync": {"handlers": ["console", "file"], "level": "INFO", "propagate": False},
         "nodes": {"handlers": ["console", "file"], "level": "INFO", "propagate": False},
-        "django_q": {"handlers": ["console", "file"], "level": "INFO", "propagate": False},
+        # django-q's logger is "django-q"; only its cluster's lifecycle at INFO.
+        "django-q": {
+            "handlers": ["console", "file"],
+            "level": "INFO",
+            "filters": ["cluster_lifecycle"],
+            "propagate": False,
+        },
     },
 }

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -156,6 +157,9 @@ class Network:
             raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
 
 
+RUNNING_LINE = re.compile(r"INFO django-q \d+ Q Cluster \S+ \[[^\]]+\] running\.")
+
+
 class MachineCluster:
     """``manage.py qcluster`` on a machine, in a process group of its own, logging to a file."""
 
@@ -175,6 +179,11 @@ class MachineCluster:
     @property
     def alive(self) -> bool:
         return self.proc.poll() is None
+
+    @property
+    def running(self) -> bool:
+        """Whether the cluster has said it runs (its workers are up and it takes tasks)."""
+        return RUNNING_LINE.search(self.log_path.read_text()) is not None
 
     def kill(self) -> None:
         """The machine dies: SIGKILL to every process of the cluster at once."""

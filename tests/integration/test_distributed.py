@@ -56,7 +56,11 @@ REDIS_DB_ONE_CLUSTER = 13
 REDIS_DB_MACHINES = 14
 
 MACHINES = 3
-NODES = 9
+# Every registration is one task per node (REGISTERING_WORKERS), and 12 tasks are more than
+# two clusters can hold at once: a cluster takes tasks while it has room, 5 here (2 running,
+# 2 in its queue, 1 in its pusher's hand). So whichever machine dies, both others take work.
+NODES = 12
+REGISTERING_WORKERS = NODES // MACHINES
 # Short leases so a dead machine's nodes are free again within seconds; renewed every 2 s.
 LEASE_SECONDS = 6
 # A machine is killed while every run it has going started less than this long ago: well
@@ -249,7 +253,7 @@ def test_work_goes_on_when_a_machine_dies(
     broker, redis_db, network, relays, bridge_sshd, dist_types, tmp_path
 ):
     """Three machines, each with a cluster, one database (and one Redis) over the network,
-    nine SSH nodes; the machine that is in the middle of runs is killed (SIGKILL, every
+    twelve SSH nodes; the machine that is in the middle of runs is killed (SIGKILL, every
     process of its cluster). Every node converges, every registered run succeeds exactly once
     (in the database and on the node), and the dead machine's runs are recorded as lost and
     finished by the others."""
@@ -308,13 +312,24 @@ def test_work_goes_on_when_a_machine_dies(
     print(f"clusters start at {time.strftime('%H:%M:%S')}")
     clusters = {m.name: MachineCluster(m, tmp_path / f"{m.name}.log", env) for m in machines}
     try:
+
+        def every_cluster_running():
+            """every machine's cluster to say it runs, so each can take work from the start"""
+            assert all(c.alive for c in clusters.values()), "a cluster exited"
+            return all(c.running for c in clusters.values())
+
+        wait_for(every_cluster_running, timeout=120, interval=0.2)
+        print(f"{time.monotonic() - began:.1f} s: every cluster runs")
         # An admin on each machine registers the work for a third of the nodes, all at once.
+        # The registering processes count on more workers than the clusters have: their
+        # kick makes one task per node.
+        admin_env = {**env, "PANEL_Q_WORKERS": str(REGISTERING_WORKERS)}
         commands = [
             machine.manage(
                 "desync",
                 *(n.name for n in nodes[i::MACHINES]),
                 *("--action", DIST_WORK, "--action", DIST_NOTE),
-                env=env,
+                env=admin_env,
             )
             for i, machine in enumerate(machines)
         ]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -86,3 +87,6 @@ def test_a_cluster_after_migrate_alone_works_and_logs_no_error(empty_database):
     log = Path(env["PANEL_DATA_DIR"], "log", "panel.log").read_text()
     for text in (output, log):
         assert "ERROR" not in text and "Traceback" not in text and "doesn't exist" not in text, text
+        # The cluster says it runs; django-q's lines per task are kept out.
+        assert re.search(r"INFO django-q \d+ Q Cluster \S+ \[[^\]]+\] running\.", text), text
+        assert "processing" not in text and "Processed" not in text, text
