@@ -50,7 +50,7 @@ class Fleet:
 
     def __init__(self, n: int, delay_ms: float, workdir: Path) -> None:
         from nodes.keys import panel_public_key
-        from tests.sshd import SSHServer, free_port
+        from tools.sshd import SSHServer, free_port
 
         self.servers = [
             SSHServer(workdir / f"sshd{i}", panel_public_key()).start() for i in range(n)

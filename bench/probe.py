@@ -41,7 +41,7 @@ def main() -> None:
     from nodes.models import Node
     from sync.engine import check_health, due_node_ids, run_nodes
     from sync.models import SyncRun
-    from tests.sshd import SSHServer
+    from tools.sshd import SSHServer
 
     with tempfile.TemporaryDirectory(prefix="probe-bench-") as tmp:
         servers = [

@@ -117,7 +117,7 @@ def manage():
 def sshd(tmp_path):
     """Start real sshd test nodes: ``sshd()`` returns a started ``SSHServer``."""
     from nodes.keys import panel_public_key
-    from tests.sshd import SSHServer
+    from tools.sshd import SSHServer
 
     servers: list[SSHServer] = []
 

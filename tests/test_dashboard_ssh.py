@@ -14,7 +14,7 @@ from nodes.access import OPERATORS, ensure_groups
 from nodes.keys import fingerprint
 from nodes.models import Node
 from sync.models import Node2Sync
-from tests.sshd import free_port
+from tools.sshd import free_port
 
 pytestmark = pytest.mark.django_db
 

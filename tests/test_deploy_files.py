@@ -74,3 +74,18 @@ def test_systemd_accepts_the_units(tmp_path):
     )
     # Missing users and paths of the target machine are fine here; syntax errors are not.
     assert "Unknown" not in done.stderr and "Failed to parse" not in done.stderr, done.stderr
+
+
+def test_the_package_holds_every_app_of_the_panel():
+    """``pip install`` puts in what ``pyproject.toml`` lists: every app of this checkout."""
+    import tomllib
+
+    from django.conf import settings
+
+    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]
+    included = {pattern.rstrip("*") for pattern in find["find"]["include"]}
+    ours = {
+        app.split(".")[0] for app in settings.INSTALLED_APPS if (ROOT / app.split(".")[0]).is_dir()
+    }
+    assert ours == {"panel", "nodes", "sync", "web"}
+    assert ours <= included, f"pyproject.toml leaves out {sorted(ours - included)}"

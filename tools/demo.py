@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     import django
 
     django.setup()
-    from tests.sshd import SSHD, SSHServer
+    from tools.sshd import SSHD, SSHServer
 
     if not Path(SSHD).exists():
         print("error: sshd is missing: run `make sysdeps` first.", file=sys.stderr)

@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from tests.conftest import ROOT
-from tests.sshd import SSHServer
+from tools.sshd import SSHServer
 
 PREFIX = "cpdist"
 BRIDGE = f"{PREFIX}0"

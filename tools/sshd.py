@@ -1,4 +1,4 @@
-"""Real OpenSSH servers on loopback ports, one process per test node."""
+"""Real OpenSSH servers on loopback ports, one process per node: for the tests and `make demo`."""
 
 from __future__ import annotations
 
