@@ -87,5 +87,5 @@ def test_the_package_holds_every_app_of_the_panel():
     ours = {
         app.split(".")[0] for app in settings.INSTALLED_APPS if (ROOT / app.split(".")[0]).is_dir()
     }
-    assert ours == {"panel", "nodes", "sync", "web"}
+    assert {"panel", "nodes", "sync", "web"} <= ours  # the apps are found where they are
     assert ours <= included, f"pyproject.toml leaves out {sorted(ours - included)}"
