@@ -121,8 +121,8 @@ def sshd(tmp_path):
 
     servers: list[SSHServer] = []
 
-    def start(**kwargs) -> SSHServer:
-        server = SSHServer(tmp_path / f"sshd{len(servers)}", panel_public_key(), **kwargs)
+    def start(server_class: type[SSHServer] = SSHServer, **kwargs) -> SSHServer:
+        server = server_class(tmp_path / f"sshd{len(servers)}", panel_public_key(), **kwargs)
         servers.append(server)
         return server.start()
 

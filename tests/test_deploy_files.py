@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_manage
 
 DEPLOY = ROOT / "deploy"
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
@@ -32,14 +32,7 @@ def test_every_variable_of_the_example_is_one_the_panel_reads():
 def test_the_example_settings_pass_the_checks(tmp_path):
     env = dict(example_env(), DATABASE_URL=f"sqlite:///{tmp_path}/db.sqlite3")
     env.update(PATH="/usr/bin:/bin", PANEL_DATA_DIR=str(tmp_path / "var"))
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), "check"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    done = run_manage("check", env=env, timeout=60)
     assert done.returncode == 0, done.stderr
     gunicorn = subprocess.run(
         [sys.executable, "-m", "gunicorn", "--config", "panel/gunicorn.conf.py", "--check-config"],

@@ -26,18 +26,24 @@ def user_folder(tmp_path, settings):
     return folder
 
 
+def node_with_a_file_in(folder, make_node) -> tuple:
+    """A node whose role manages ``folder``/app.conf for nobody, written there once."""
+    role = Role.objects.create(name="web")
+    node = make_node()
+    node.roles.add(role)
+    managed = ManagedFile.objects.create(path=str(folder / "app.conf"), owner="nobody")
+    managed.roles.add(role)
+    assert files_run(node).outcome == Outcome.SUCCESS
+    return node, managed
+
+
 def files_run(node) -> SyncRun:
     run_nodes([node.pk])
     return SyncRun.objects.filter(node=node, action__name="files").latest("id")
 
 
 def test_a_file_in_its_owners_folder_is_removed_when_it_leaves(make_node, user_folder):
-    role = Role.objects.create(name="web")
-    node = make_node()
-    node.roles.add(role)
-    managed = ManagedFile.objects.create(path=str(user_folder / "app.conf"), owner="nobody")
-    managed.roles.add(role)
-    assert files_run(node).outcome == Outcome.SUCCESS
+    node, managed = node_with_a_file_in(user_folder, make_node)
     assert (user_folder / "app.conf").exists()
 
     managed.delete()
@@ -48,12 +54,7 @@ def test_a_file_in_its_owners_folder_is_removed_when_it_leaves(make_node, user_f
 
 
 def test_a_folder_swapped_for_a_link_is_not_followed(make_node, user_folder, tmp_path):
-    role = Role.objects.create(name="web")
-    node = make_node()
-    node.roles.add(role)
-    managed = ManagedFile.objects.create(path=str(user_folder / "app.conf"), owner="nobody")
-    managed.roles.add(role)
-    assert files_run(node).outcome == Outcome.SUCCESS
+    node, managed = node_with_a_file_in(user_folder, make_node)
 
     decoy = tmp_path / "root-only"
     decoy.mkdir()

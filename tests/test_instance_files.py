@@ -100,8 +100,9 @@ def run_cluster_briefly(data_dir: Path) -> None:
     )
     try:
         deadline = time.monotonic() + 60
-        while "running" not in log.read_text() and time.monotonic() < deadline:
+        while "running" not in log.read_text():
             assert proc.poll() is None, "the cluster exited"
+            assert time.monotonic() < deadline, "the cluster did not say it runs"
             time.sleep(0.2)
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=30)

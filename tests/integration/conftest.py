@@ -1,10 +1,13 @@
 import importlib
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
-from contextlib import ExitStack
+from collections.abc import Callable
+from contextlib import ExitStack, suppress
+from pathlib import Path
 
 import pytest
 
@@ -26,31 +29,72 @@ def wait_for(predicate, timeout: float, interval: float = 0.2):
         time.sleep(interval)
 
 
-class QCluster:
-    """A real django-q cluster process (``manage.py qcluster``) against the test database."""
+# What django-q's cluster logs once its workers are up and it takes tasks.
+RUNNING_LINE = re.compile(r"INFO django-q \d+ Q Cluster \S+ \[[^\]]+\] running\.")
 
-    def __init__(self, log_path, **env: str) -> None:
+
+class QCluster:
+    """A real django-q cluster (``manage.py qcluster``) in a process group of its own, its
+    output in ``log_path``; ``command`` wraps the argv (to run it on a test machine)."""
+
+    def __init__(
+        self,
+        log_path: Path,
+        env: dict[str, str],
+        command: Callable[[list[str]], list[str]] = list,
+    ) -> None:
         self.log_path = log_path
-        self.log = open(log_path, "w+")
+        self._log = log_path.open("w")
         self.proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "qcluster"],
+            command([sys.executable, str(ROOT / "manage.py"), "qcluster"]),
             cwd=ROOT,
-            env=process_env(**env),
-            stdout=self.log,
+            env=env,
+            stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
+    @property
+    def output(self) -> str:
+        return self.log_path.read_text()
+
+    @property
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    @property
+    def running(self) -> bool:
+        """Whether the cluster has said it runs (its workers are up and it takes tasks)."""
+        return RUNNING_LINE.search(self.output) is not None
+
+    def kill(self) -> None:
+        """The machine dies: SIGKILL to every process of the cluster at once."""
+        with suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=30)
+
+    def terminate(self) -> None:
+        """Ask the cluster to stop, as Ctrl-C would: SIGTERM to its main process only.
+
+        Not to the whole group: django-q's main process stops its workers itself, and one
+        whose workers got the signal too can wait for them for ever.
+        """
+        if self.alive:
+            self.proc.send_signal(signal.SIGTERM)
+
     def stop(self) -> None:
-        self.proc.send_signal(signal.SIGTERM)
+        """Terminate, then KILL whatever of the process group is left after a while; the
+        log's tail is printed (pytest shows it when the test failed)."""
+        self.terminate()
         try:
             self.proc.wait(timeout=30)
         except subprocess.TimeoutExpired:
+            pass
+        with suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
-        self.log.seek(0)
-        print(self.log.read()[-4000:])  # shown by pytest when the test failed
-        self.log.close()
+        self.proc.wait(timeout=30)
+        self._log.close()
+        print(f"--- {self.log_path.stem} ---\n{self.output[-4000:]}")
 
 
 @pytest.fixture
@@ -59,7 +103,7 @@ def start_qcluster(transactional_db, tmp_path):
     clusters: list[QCluster] = []
 
     def start(**env: str) -> QCluster:
-        cluster = QCluster(tmp_path / f"qcluster{len(clusters)}.log", **env)
+        cluster = QCluster(tmp_path / f"qcluster{len(clusters)}.log", process_env(**env))
         clusters.append(cluster)
         return cluster
 

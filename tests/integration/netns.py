@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import os
-import re
 import shutil
 import signal
 import subprocess
@@ -155,63 +154,6 @@ class Network:
         done = _ip(*args)
         if done.returncode:
             raise RuntimeError(f"ip {' '.join(args)}: {done.stderr.strip()}")
-
-
-RUNNING_LINE = re.compile(r"INFO django-q \d+ Q Cluster \S+ \[[^\]]+\] running\.")
-
-
-class MachineCluster:
-    """``manage.py qcluster`` on a machine, in a process group of its own, logging to a file."""
-
-    def __init__(self, machine: Machine, log_path: Path, env: dict[str, str]) -> None:
-        self.machine = machine
-        self.log_path = log_path
-        self._log = log_path.open("w")
-        self.proc = subprocess.Popen(
-            machine.command([sys.executable, str(ROOT / "manage.py"), "qcluster"]),
-            cwd=ROOT,
-            env=env,
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-    @property
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    @property
-    def running(self) -> bool:
-        """Whether the cluster has said it runs (its workers are up and it takes tasks)."""
-        return RUNNING_LINE.search(self.log_path.read_text()) is not None
-
-    def kill(self) -> None:
-        """The machine dies: SIGKILL to every process of the cluster at once."""
-        with suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-
-    def terminate(self) -> None:
-        """Ask the cluster to stop, as Ctrl-C would: SIGTERM to its main process only.
-
-        Not to the whole group: django-q's main process stops its workers itself, and one
-        whose workers got the signal too can wait for them for ever.
-        """
-        if self.alive:
-            self.proc.send_signal(signal.SIGTERM)
-
-    def stop(self) -> None:
-        """Terminate, then KILL whatever of the process group is left after a while."""
-        self.terminate()
-        try:
-            self.proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            pass
-        with suppress(ProcessLookupError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait(timeout=30)
-        self._log.close()
-        print(f"--- {self.machine.name} ---\n{self.log_path.read_text()[-3000:]}")
 
 
 class BridgeSSHServer(SSHServer):

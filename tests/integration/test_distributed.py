@@ -26,14 +26,13 @@ from django.utils import timezone
 from django_q.models import OrmQ, Schedule, Success
 
 from nodes.choices import NodeStatus, Transport
-from nodes.keys import panel_public_key
 from nodes.models import Node
 from sync.clock import read_db_now
 from sync.models import Node2Sync, Outcome, SyncRun
 from sync.schedule import SWEEP_SCHEDULE_NAME, ensure_sweep_schedule
 from sync.synchronizers import REGISTRY, unregister_type, update_syncactions
-from tests.conftest import ROOT, process_env
-from tests.integration.conftest import REDIS_ADDRESS, unavailable, wait_for
+from tests.conftest import process_env, run_manage
+from tests.integration.conftest import REDIS_ADDRESS, QCluster, unavailable, wait_for
 from tests.integration.distributed_type_names import (
     DIST_NOTE,
     DIST_TYPES,
@@ -43,7 +42,6 @@ from tests.integration.distributed_type_names import (
 from tests.integration.netns import (
     BRIDGE_ADDRESS,
     BridgeSSHServer,
-    MachineCluster,
     Network,
     TcpRelay,
     machine_lock,
@@ -69,17 +67,6 @@ LEASE_SECONDS = 6
 YOUNG_RUN = timedelta(seconds=WORK_SECONDS - 1.5)
 
 
-def _manage(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "manage.py"), *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-
-
 def _without_redis_url(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "PANEL_REDIS_URL"}
     env.update(extra)
@@ -95,13 +82,15 @@ _PRINT_Q_CLUSTER = (
 
 def test_panel_redis_url_makes_redis_the_queue_and_the_database_is_the_default():
     url = "redis://:s3cret@cache.example:6380/4"
-    on_redis = _manage("shell", "-c", _PRINT_Q_CLUSTER, env=_without_redis_url(PANEL_REDIS_URL=url))
+    on_redis = run_manage(
+        "shell", "-c", _PRINT_Q_CLUSTER, env=_without_redis_url(PANEL_REDIS_URL=url)
+    )
     assert on_redis.returncode == 0, on_redis.stderr
     q_cluster = json.loads(on_redis.stdout.strip().splitlines()[-1])
     assert q_cluster["redis"] == url
     assert "orm" not in q_cluster  # django-q would take the ORM broker whenever "orm" is set
 
-    default = _manage("shell", "-c", _PRINT_Q_CLUSTER, env=_without_redis_url())
+    default = run_manage("shell", "-c", _PRINT_Q_CLUSTER, env=_without_redis_url())
     assert default.returncode == 0, default.stderr
     q_cluster = json.loads(default.stdout.strip().splitlines()[-1])
     assert q_cluster["orm"] == "default" and "redis" not in q_cluster
@@ -118,7 +107,7 @@ def test_panel_redis_url_makes_redis_the_queue_and_the_database_is_the_default()
     ],
 )
 def test_a_bad_panel_redis_url_stops_the_start_with_one_line_naming_it(url, problem):
-    checked = _manage("check", env=_without_redis_url(PANEL_REDIS_URL=url))
+    checked = run_manage("check", env=_without_redis_url(PANEL_REDIS_URL=url))
     assert checked.returncode == 2
     assert checked.stderr.count("\n") == 1  # one line, no traceback
     assert checked.stderr.startswith("error: PANEL_REDIS_URL is not a Redis URL")
@@ -135,7 +124,7 @@ def test_a_cluster_on_redis_synchronizes_an_added_node(redis_db, start_qcluster,
         "PANEL_NODE_RUN_DIR": str(tmp_path / "run"),
     }
     start_qcluster(**env)
-    added = _manage("addnode", "n1", "--local", env=process_env(**env))
+    added = run_manage("addnode", "n1", "--local", env=process_env(**env))
     assert added.returncode == 0, added.stdout + added.stderr
 
     def node_is_ready():
@@ -196,20 +185,9 @@ def relays():
 
 
 @pytest.fixture
-def bridge_sshd(tmp_path):
+def bridge_sshd(sshd):
     """``bridge_sshd()``: a started sshd test node listening on the bridge address."""
-    servers: list[BridgeSSHServer] = []
-
-    def start() -> BridgeSSHServer:
-        server = BridgeSSHServer(
-            tmp_path / f"sshd{len(servers)}", panel_public_key(), address=BRIDGE_ADDRESS
-        )
-        servers.append(server)
-        return server.start()
-
-    yield start
-    for server in servers:
-        server.stop()
+    return lambda: sshd(server_class=BridgeSSHServer, address=BRIDGE_ADDRESS)
 
 
 @pytest.fixture
@@ -236,7 +214,7 @@ def _database_over(relay: TcpRelay) -> str:
     return f"mysql://{user}@{BRIDGE_ADDRESS}:{relay.port}/{s['NAME']}"
 
 
-def _stop_all(clusters: list[MachineCluster]) -> None:
+def _stop_all(clusters: list[QCluster]) -> None:
     for cluster in clusters:  # all at once: each takes a few seconds to wind down
         cluster.terminate()
     for cluster in clusters:
@@ -310,7 +288,7 @@ def test_work_goes_on_when_a_machine_dies(
 
     began = time.monotonic()
     print(f"clusters start at {time.strftime('%H:%M:%S')}")
-    clusters = {m.name: MachineCluster(m, tmp_path / f"{m.name}.log", env) for m in machines}
+    clusters = {m.name: QCluster(tmp_path / f"{m.name}.log", env, m.command) for m in machines}
     try:
 
         def every_cluster_running():

@@ -9,10 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -21,7 +17,8 @@ from pathlib import Path
 import pytest
 from django.db import connection
 
-from tests.conftest import ROOT, manage_ok
+from tests.conftest import manage_ok
+from tests.integration.conftest import RUNNING_LINE, QCluster
 
 pytestmark = pytest.mark.cluster
 
@@ -54,18 +51,10 @@ def run(env: dict[str, str], *args: str) -> str:
     return manage_ok(*args, env=env)
 
 
-def test_a_cluster_after_migrate_alone_works_and_logs_no_error(empty_database):
+def test_a_cluster_after_migrate_alone_works_and_logs_no_error(empty_database, tmp_path):
     env = empty_database
     run(env, "migrate", "--no-input")
-    cluster = subprocess.Popen(
-        [sys.executable, str(ROOT / "manage.py"), "qcluster"],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    cluster = QCluster(tmp_path / "qcluster.log", env)
     try:
         run(env, "addnode", "n1", "--local")
         deadline = time.monotonic() + 90
@@ -73,20 +62,15 @@ def test_a_cluster_after_migrate_alone_works_and_logs_no_error(empty_database):
             (node,) = json.loads(run(env, "nodes", "--json"))
             if node["status"] == "ready" and node["pending"] == 0:
                 break
-            assert cluster.poll() is None, "the cluster exited"
+            assert cluster.alive, "the cluster exited"
             assert time.monotonic() < deadline, f"the node did not converge: {node}"
             time.sleep(1)
         time.sleep(3)  # the cluster's monitor writes its status to the cache meanwhile
     finally:
-        os.killpg(cluster.pid, signal.SIGTERM)
-        try:
-            output, _ = cluster.communicate(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(cluster.pid, signal.SIGKILL)
-            output, _ = cluster.communicate()
+        cluster.stop()
     log = Path(env["PANEL_DATA_DIR"], "log", "panel.log").read_text()
-    for text in (output, log):
+    for text in (cluster.output, log):
         assert "ERROR" not in text and "Traceback" not in text and "doesn't exist" not in text, text
         # The cluster says it runs; django-q's lines per task are kept out.
-        assert re.search(r"INFO django-q \d+ Q Cluster \S+ \[[^\]]+\] running\.", text), text
+        assert RUNNING_LINE.search(text), text
         assert "processing" not in text and "Processed" not in text, text
