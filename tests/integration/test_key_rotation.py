@@ -279,3 +279,25 @@ def test_nodes_are_rotated_concurrently(sshd, monkeypatch):
 
     status, out, err = panelkey("--rotate", "--parallel", "1")
     assert status == 0  # a second rotation, one node at a time
+
+
+def test_a_node_whose_sshd_reads_another_file_is_left_untouched_until_that_file_is_named(
+    sshd, tmp_path
+):
+    server = sshd()  # AuthorizedKeysFile: one file in the sshd's folder
+    node = add_node("k-file", server)
+    old = load_panel_key()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text(OTHER_LINES)
+
+    status, out, _ = panelkey("--rotate", "--authorized-keys", str(elsewhere))
+
+    assert status == 1
+    assert f"k-file: failed: reading authorized_keys: the panel's key is not in {elsewhere}" in out
+    assert elsewhere.read_text() == OTHER_LINES
+    assert logs_in(node, old)
+
+    status, out, err = panelkey("--rotate", "--authorized-keys", str(server.authorized_keys))
+
+    assert status == 0, out + err
+    assert not logs_in(node, old) and logs_in(node, load_panel_key())
