@@ -73,12 +73,13 @@ class SSHServer:
         config.write_text("\n".join(lines) + "\n")
         return config
 
+    def command(self) -> list[str]:
+        """The sshd process to start (a subclass may wrap it, in a namespace say)."""
+        return [SSHD, "-D", "-f", str(self._config()), "-E", str(self.dir / "sshd.log")]
+
     def start(self) -> SSHServer:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [SSHD, "-D", "-f", str(self._config()), "-E", str(self.dir / "sshd.log")],
-            start_new_session=True,
-        )
+        self.proc = subprocess.Popen(self.command(), start_new_session=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:
