@@ -5,7 +5,20 @@ mostly waits on the database. ``PANEL_BIND`` is where it listens (``runpanel --a
 overrides it); behind the reverse proxy of docs/OPERATIONS.md that is 127.0.0.1.
 """
 
-from panel.env import env_int, env_str
+import importlib
+import os
+import sys
+
+from panel.env import BadSetting, env_int, env_str
+
+# The settings the panel refuses (a weak secret key, a Redis anyone may write to...) stop the
+# web server here, in one line with exit 2 as manage.py says them, before it binds: its
+# workers would otherwise each fail to boot with a traceback, and systemd restart them.
+try:
+    importlib.import_module(os.environ.get("DJANGO_SETTINGS_MODULE", "panel.settings"))
+except BadSetting as e:
+    sys.stderr.write(f"error: {e}\n")
+    sys.exit(2)
 
 wsgi_app = "panel.wsgi:application"
 bind = [env_str("PANEL_BIND", "127.0.0.1:8000")]

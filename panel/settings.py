@@ -14,8 +14,15 @@ from pathlib import Path
 
 import dj_database_url
 
-from panel.env import BadSetting, env_bool, env_int, env_list, env_redis_url, env_str
-from panel.instance import read_secret_key
+from panel.env import (
+    BadSetting,
+    env_bool,
+    env_int,
+    env_list,
+    env_redis_url,
+    env_secret_key,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("PANEL_DATA_DIR", str(BASE_DIR / "var")))
@@ -25,7 +32,8 @@ LOG_DIR = DATA_DIR / "log"
 
 # From the environment, or the instance's own key file; a new instance gets one generated at
 # start-up (PanelConfig.ready), so the key stays out of the repository and of the settings.
-SECRET_KEY = env_str("DJANGO_SECRET_KEY") or read_secret_key(DATA_DIR)
+# It signs the queue's tasks: a weak or example key stops the panel (panel/secretkey.py).
+SECRET_KEY = env_secret_key("DJANGO_SECRET_KEY", DATA_DIR)
 DEBUG = env_bool("DJANGO_DEBUG")
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 # Behind a reverse proxy that terminates TLS (docs/OPERATIONS.md): trust its scheme header and
@@ -203,7 +211,8 @@ Q_CLUSTER = {
 
 # PANEL_REDIS_URL switches the queue from the database (ORM broker) to Redis. django-q picks
 # the ORM broker whenever "orm" is set, so the key goes.
-if REDIS_URL := env_redis_url("PANEL_REDIS_URL"):
+# A password-less TCP address needs PANEL_REDIS_INSECURE=1 (panel/env.py says why).
+if REDIS_URL := env_redis_url("PANEL_REDIS_URL", "PANEL_REDIS_INSECURE"):
     del Q_CLUSTER["orm"]
     Q_CLUSTER["redis"] = REDIS_URL
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import asyncssh
 
-from nodes.keys import fingerprint, load_panel_key
+from nodes.keys import fingerprint, keys_for_node, panel_keys
 from nodes.transports.base import (
     CommandFailed,
     CommandResult,
@@ -58,6 +58,10 @@ _Commands = Callable[
 
 class HostKeyChanged(TransportError):
     """The node presented a host key other than the pinned one: nothing may run there."""
+
+
+class Unreachable(TransportError):
+    """No SSH conversation at all: the connection timed out or was refused."""
 
 
 class SSHTransport(Transport):
@@ -133,6 +137,7 @@ class SSHTransport(Transport):
                 node.username,
                 node.host_key,
                 timeout=timeout,
+                client_keys=keys_for_node(node.panel_key),
                 keepalive_interval=KEEPALIVE_INTERVAL,
             )
         except OtherHostKey as e:
@@ -255,11 +260,9 @@ class _translate_errors:
 def _connection_error(error: Exception, host: str, port: int, timeout: float) -> TransportError:
     """The admin's words for a connection that failed before any host key question."""
     if isinstance(error, TimeoutError):
-        return TransportError(
-            f"unreachable: connecting to {host}:{port} timed out after {timeout} s"
-        )
+        return Unreachable(f"unreachable: connecting to {host}:{port} timed out after {timeout} s")
     if isinstance(error, OSError):
-        return TransportError(
+        return Unreachable(
             f"unreachable: cannot connect to {host}:{port}: {error.strerror or error}"
         )
     return TransportError(f"ssh error with {host}:{port}: {getattr(error, 'reason', error)}")
@@ -285,9 +288,17 @@ class _PinnedClient(asyncssh.SSHClient):
 
 
 async def connect_pinned(
-    host: str, port: int, username: str, host_key: str, *, timeout: float, **options
+    host: str,
+    port: int,
+    username: str,
+    host_key: str,
+    *,
+    timeout: float,
+    client_keys: Sequence[asyncssh.SSHKey] | None = None,
+    **options,
 ) -> asyncssh.SSHClientConnection:
-    """Connect with the panel's key, trusting ``host_key`` alone.
+    """Connect with ``client_keys`` (default: every key the panel holds), trusting
+    ``host_key`` alone.
 
     OtherHostKey (naming the key presented in this very connection, no second scan) when the
     server does not hold it; asyncssh's and the socket's errors otherwise, for the caller to
@@ -300,7 +311,7 @@ async def connect_pinned(
             port,
             username=username,
             client_factory=lambda: client,
-            client_keys=[load_panel_key()],
+            client_keys=list(panel_keys() if client_keys is None else client_keys),
             known_hosts=([asyncssh.import_public_key(host_key)], [], []),
             agent_path=None,
             config=None,
