@@ -35,7 +35,6 @@ from sync.synchronizers import synchronizer
 from sync.synchronizers._lockout import key_paths, lock_account, unlock_account
 from sync.synchronizers._manifest import read_manifest, write_manifest
 from sync.synchronizers._roles import RoleData, RoleDataAdmin
-from sync.synchronizers.files import node_files
 from sync.validators import (
     check_posix_name,
     check_shell,
@@ -321,6 +320,9 @@ async def _ensure_present(ctx: RunContext, manifest: Manifest, user: dict) -> No
 async def _write_keys(ctx: RunContext, account: Account, keys: str) -> bool:
     """Install ``~/.ssh/authorized_keys`` (0600, the user's); False when already right.
 
+    Whatever is there is never opened as a file to read unless it is a regular file: a FIFO
+    would stall the run (and every other user's change behind it) until its timeout.
+
     ``authorized_keys2``, which Debian's sshd also reads, is removed: the panel's keys are
     the only ones, and one file is the one place they are.
     """
@@ -331,14 +333,18 @@ async def _write_keys(ctx: RunContext, account: Account, keys: str) -> bool:
     group = (await ctx.transport.run(["id", "-gn", "--", account.name])).stdout.strip()
     if await ctx.transport.remove_file(path2, trusting=account.name):
         ctx.log(f"{account.name}: authorized_keys2 removed (the panel's keys: authorized_keys)")
-    have = (await node_files(ctx, [path])).get(path)
-    if have and (have.sha256, have.mode, have.owner, have.group) == (
+    # Read through one descriptor that follows no link and never blocks: a FIFO, socket or
+    # link there is refused unread, then replaced by the rename of put_file.
+    have = await ctx.transport.stat_file(path)
+    if have.is_file and (have.sha256, have.mode, have.owner, have.group) == (
         sha256_text(keys),
         0o600,
         account.name,
         group,
     ):
         return False
+    if not have.is_file and have.kind != "missing":
+        ctx.log(f"{account.name}: authorized_keys replaced, unread ({have.reason})")
     # The home belongs to the user, who can swap ~/.ssh or the temporary file for a link at
     # any moment: make_dir and put_file never follow one (a test-then-act could be raced).
     await ctx.transport.make_dir(ssh_dir, mode=0o700, owner=account.name, group=group)

@@ -1,5 +1,8 @@
 """Test nodes with their own /etc and /home: a real sshd in a private mount namespace.
 
+sshd reads each user's keys from ``~/.ssh/authorized_keys`` and ``authorized_keys2``, as
+Debian's does, and root's (the panel's key) from a ``/root`` of the node's own.
+
 The users type changes the machine it runs on (``useradd``, ``userdel``, ``usermod``). Each
 node here is a real sshd started in a mount namespace of its own, over a copy of ``/etc`` and
 an empty ``/home``: accounts made on one node exist on no other node and not on the test
@@ -46,7 +49,7 @@ class PrivateNodeServer(SSHServer):
     """An sshd whose node has its own /etc (a copy), /home (empty) and /usr/local/bin."""
 
     def __init__(self, workdir: Path, authorized_key: str, *, tools: dict[str, str] | None = None):
-        super().__init__(workdir, authorized_key)
+        super().__init__(workdir, authorized_key, keys_in_home=True)
         self.etc, self.home, self.bin = self.dir / "etc", self.dir / "home", self.dir / "bin"
         subprocess.run(["cp", "-a", "/etc", str(self.etc)], check=True)
         self.home.mkdir(mode=0o755)
@@ -69,6 +72,18 @@ class PrivateNodeServer(SSHServer):
             if not line.split() or line.split()[0] not in ranges
         ]
         defs.write_text("\n".join([*lines, *(f"{k} {v}" for k, v in ranges.items())]) + "\n")
+
+    def _config(self) -> Path:
+        """As Debian's sshd: each user's keys in ``authorized_keys`` and ``authorized_keys2``."""
+        config = super()._config()
+        lines = [
+            "AuthorizedKeysFile .ssh/authorized_keys .ssh/authorized_keys2"
+            if line.startswith("AuthorizedKeysFile ")
+            else line
+            for line in config.read_text().splitlines()
+        ]
+        config.write_text("\n".join(lines) + "\n")
+        return config
 
     def command(self) -> list[str]:
         where = [str(self.etc), str(self.home), str(self.bin)]

@@ -7,10 +7,12 @@ panels, and FIFOs or links where the panel writes ``authorized_keys``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import time
 
+import asyncssh
 import pytest
 
 from nodes.choices import Transport
@@ -33,7 +35,8 @@ HASH = "$6$testsalt$notarealhashnotarealhashnotarealhash"
 def tools(log: str) -> dict[str, str]:
     """cron's and at's commands as the node has them: they record what they are asked."""
     record = f'#!/bin/sh\necho "$(basename "$0") $*" >> {log}\n'
-    atq = f'#!/bin/sh\nprintf "7\\tSat Dec  5 10:00:00 2026 a stranger\\n8\\tSat Dec  5 10:00:00 2026 a root\\n"\n{record}'
+    jobs = "7\\tSat Dec  5 10:00:00 2026 a stranger\\n8\\tSat Dec  5 10:00:00 2026 a root\\n"
+    atq = f'#!/bin/sh\nprintf "{jobs}"\n{record}'
     return {"crontab": record, "atq": atq, "atrm": record}
 
 
@@ -85,6 +88,30 @@ def with_a_process(server: PrivateNodeServer, name: str) -> int:
     server.spawn("runuser", "-u", name, "--", "sleep", "1000")
     wait_for(lambda: server.processes_of(uid), timeout=10, interval=0.05)
     return uid
+
+
+def logs_in(server: PrivateNodeServer, name: str, key: asyncssh.SSHKey) -> bool:
+    """Whether ``name`` gets a shell on the node with ``key``, as the user would."""
+
+    async def attempt() -> bool:
+        try:
+            async with asyncssh.connect(
+                "127.0.0.1",
+                port=server.port,
+                username=name,
+                client_keys=[key],
+                known_hosts=None,
+                agent_path=None,
+            ) as conn:
+                return (await conn.run("true")).exit_status == 0
+        except asyncssh.PermissionDenied:
+            return False
+
+    return asyncio.run(attempt())
+
+
+def public(key: asyncssh.SSHKey) -> str:
+    return key.export_public_key().decode().strip()
 
 
 def keys_of(server: PrivateNodeServer, name: str) -> str:
@@ -155,17 +182,21 @@ def test_removing_a_taken_over_account_locks_it_and_takes_back_its_keys_but_keep
     private, role, tmp_path
 ):
     node, server = private
+    managed_key, own_key = (asyncssh.generate_private_key("ssh-ed25519") for _ in range(2))
     server.run("useradd", "--create-home", "--shell", "/bin/sh", "--password", HASH, "stranger")
     (server.home / "stranger" / "notes.txt").write_text("the user's own file\n")
-    user = managed(role, "stranger", authorized_keys=KEY1, adopt_existing=True)
+    user = managed(role, "stranger", authorized_keys=public(managed_key), adopt_existing=True)
     synced(node, "users")
     ssh = server.home / "stranger" / ".ssh"
-    (ssh / "authorized_keys2").write_text(KEY2 + "\n")  # put there by hand since
+    (ssh / "authorized_keys2").write_text(public(own_key) + "\n")  # added by hand since
+    assert logs_in(server, "stranger", managed_key) and logs_in(server, "stranger", own_key)
     uid = with_a_process(server, "stranger")
 
     user.delete()
     log = synced(node, "users")
 
+    assert not logs_in(server, "stranger", managed_key)
+    assert not logs_in(server, "stranger", own_key)
     assert uid_of(server, "stranger") == uid  # the account stays, and its home
     assert (server.home / "stranger" / "notes.txt").read_text() == "the user's own file\n"
     assert sorted(os.listdir(ssh)) == []
@@ -177,13 +208,14 @@ def test_removing_a_taken_over_account_locks_it_and_takes_back_its_keys_but_keep
     assert "stranger: locked and its keys taken back; the account and its home are kept" in log
     assert "stranger: kept locked" in synced(node, "users")
 
-    managed(role, "stranger", authorized_keys=KEY2)  # wanted again: the panel's lock goes
+    managed(role, "stranger", authorized_keys=public(managed_key))  # wanted again: unlocked
     log = synced(node, "users")
 
     assert "stranger: unlocked" in log
     shadow = server.shadow("stranger")
     assert shadow[1] == HASH and shadow[7] == ""
-    assert keys_of(server, "stranger") == KEY2 + "\n"
+    assert keys_of(server, "stranger") == public(managed_key) + "\n"
+    assert logs_in(server, "stranger", managed_key)
 
 
 def test_accounts_of_an_older_manifest_count_as_taken_over_and_are_never_deleted(
