@@ -226,7 +226,9 @@ async def rotate_node(
         return NodeRotation(node.name, FAILED, str(e))
     step = "reading authorized_keys"
     try:
-        home = await home_of(transport, node.username)
+        # The home is asked for only when the file's place depends on it.
+        needs_home = "%h" in template.replace("%%", "") or not template.startswith("/")
+        home = await home_of(transport, node.username) if needs_home else "/"
         path = authorized_keys_path(template, home, node.username)
         content = await transport.read_file(path)
         old_blob, new_blob = _blob(old), _blob(new)

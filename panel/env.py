@@ -9,6 +9,7 @@ that one line and exit with 2.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -58,6 +59,31 @@ def env_str(name: str, default: str = "") -> str:
     if any(c in value for c in "\n\r\0"):
         raise BadSetting(f"{name} must be one line.")
     return value
+
+
+# The entry of PANEL_TRUSTED_PROXIES that stands for gunicorn's unix socket: its peer has no
+# address (REMOTE_ADDR is empty), and only the proxy may open the socket (docs/OPERATIONS.md).
+UNIX_SOCKET_PEER = "unix"
+
+
+def env_networks(name: str, *, keywords: frozenset[str] = frozenset()) -> list:
+    """Comma-separated addresses or networks (``10.0.0.0/8``, ``::1``), and the ``keywords``.
+
+    Returns ``ipaddress`` networks (an address is a network of one) and the keywords found,
+    as they are: a typo must stop the panel, not trust nobody (or everybody) in silence.
+    """
+    items: list = []
+    for item in env_list(name):
+        if item.lower() in keywords:
+            items.append(item.lower())
+            continue
+        try:
+            items.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            wanted = "addresses or networks such as 127.0.0.1, 10.0.0.0/8 or ::1"
+            extra = "".join(f" or {k}" for k in sorted(keywords))
+            raise BadSetting(f"{name} must list {wanted}{extra}, not {item!r}.") from None
+    return items
 
 
 def env_secret_key(name: str, data_dir: str | os.PathLike) -> str:

@@ -2,7 +2,8 @@
 
 Threads, not only processes: every open Cluster nodes page polls once a second, and a poll
 mostly waits on the database. ``PANEL_BIND`` is where it listens (``runpanel --addr/--port``
-overrides it); behind the reverse proxy of docs/OPERATIONS.md that is 127.0.0.1.
+overrides it); under the systemd units gunicorn takes the unix socket of
+``cluster-panel-web.socket`` instead (socket activation), which only nginx may open.
 """
 
 import importlib
@@ -31,4 +32,5 @@ accesslog = "-"
 # No control socket (gunicorn 24+ makes one under $HOME): systemd and runpanel manage the
 # server, and the panel writes nothing outside its data folder.
 control_socket_disable = True
-# Proxy headers are trusted from the local proxy only (the default, 127.0.0.1).
+# gunicorn trusts X-Forwarded-Proto from 127.0.0.1 and unix sockets only (its default); which
+# X-Forwarded-For entry is the client is the panel's rule (PANEL_TRUSTED_PROXIES).

@@ -15,10 +15,12 @@ from pathlib import Path
 import dj_database_url
 
 from panel.env import (
+    UNIX_SOCKET_PEER,
     BadSetting,
     env_bool,
     env_int,
     env_list,
+    env_networks,
     env_redis_url,
     env_secret_key,
     env_str,
@@ -42,6 +44,11 @@ if env_bool("PANEL_BEHIND_HTTPS_PROXY"):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
 CSRF_TRUSTED_ORIGINS = env_list("PANEL_TRUSTED_ORIGINS")
+# The reverse proxies whose X-Forwarded-For names the client (addresses, networks, and "unix"
+# for gunicorn's unix socket): panel/clientaddr.py, the one resolver of the client's address.
+PANEL_TRUSTED_PROXIES = env_networks(
+    "PANEL_TRUSTED_PROXIES", keywords=frozenset({UNIX_SOCKET_PEER})
+)
 
 INSTALLED_APPS = [
     "panel.apps.PanelConfig",  # first: its ready() makes the data folder private
@@ -153,6 +160,8 @@ AXES_COOLOFF_TIME = timedelta(minutes=15)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# The client's address behind the reverse proxy, as the rest of the panel sees it.
+AXES_CLIENT_IP_CALLABLE = "panel.clientaddr.client_address"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"

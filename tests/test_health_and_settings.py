@@ -53,6 +53,7 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
         ("DJANGO_SECRET_KEY", "change-me", "DJANGO_SECRET_KEY is a placeholder"),
         ("DJANGO_SECRET_KEY", "k3y-" * 12, "DJANGO_SECRET_KEY is too weak"),
         ("PANEL_REDIS_URL", "redis://127.0.0.1:6379/10", "PANEL_REDIS_URL has no password"),
+        ("PANEL_TRUSTED_PROXIES", "127.0.0.1,nginx", "PANEL_TRUSTED_PROXIES must list"),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_the_variable(variable, value, message, tmp_path):

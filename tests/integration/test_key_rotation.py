@@ -5,6 +5,7 @@ root's home is private to each node (``SSHServer(keys_in_home=True)``), and one 
 as a real unprivileged user of this machine.
 """
 
+import asyncio
 import os
 import stat
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import asyncssh
 import pytest
-from asgiref.sync import async_to_sync
+from asgiref.sync import async_to_sync, sync_to_async
 from django.core.management import call_command
 from django.core.management.base import CommandError
 
@@ -27,7 +28,7 @@ from nodes.keys import (
 )
 from nodes.models import Node
 from nodes.transports import TransportError
-from nodes.transports.ssh import connect_pinned
+from nodes.transports.ssh import SSHTransport, connect_pinned
 from tests.integration.races import victim  # noqa: F401 - a fixture
 
 pytestmark = [
@@ -222,3 +223,81 @@ def test_bad_input_exits_2_with_one_line_and_changes_no_key(args):
     assert "\n" not in err.strip() and "Traceback" not in err
     assert load_panel_key().export_public_key() == before
     assert not old_panel_key_path().exists()
+
+
+def test_synchronizations_log_in_at_every_step_of_a_rotation(sshd, monkeypatch):
+    """The riskiest moment: the old line is gone, the node's row still names the old key.
+    A task starting then (it reads the node afresh) still logs in."""
+    node = add_node("k-busy", sshd(keys_in_home=True))
+    old = load_panel_key()
+    record = keyrotation._record
+    seen = []
+
+    async def record_after_a_task_logged_in(node_row, fp):
+        fresh = await sync_to_async(Node.objects.get, thread_sensitive=True)(pk=node_row.pk)
+        seen.append(fresh.panel_key)
+        transport = await SSHTransport.connect(fresh)
+        try:
+            await transport.run(["true"])
+        finally:
+            await transport.close()
+        await record(node_row, fp)
+
+    monkeypatch.setattr(keyrotation, "_record", record_after_a_task_logged_in)
+    status, out, err = panelkey("--rotate")
+
+    assert status == 0, out + err
+    assert seen == [key_fingerprint(old)]  # the row still named the old key
+    assert not logs_in(node, old)  # which the node no longer accepted
+    check_login(Node.objects.get(pk=node.pk))
+
+
+def test_nodes_are_rotated_concurrently(sshd, monkeypatch):
+    nodes = [add_node(f"k-c{i}", sshd(keys_in_home=True)) for i in range(3)]
+    prove = keyrotation.prove_login
+    in_flight, most = 0, 0
+    all_in = asyncio.Event()
+
+    async def counted(node, key):
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        if in_flight == len(nodes):
+            all_in.set()
+        try:
+            await asyncio.wait_for(all_in.wait(), 10)  # one at a time would time out here
+            await prove(node, key)
+        finally:
+            in_flight -= 1
+
+    monkeypatch.setattr(keyrotation, "prove_login", counted)
+    status, out, err = panelkey("--rotate")
+
+    assert status == 0, out + err
+    assert most == len(nodes)
+    assert [line.split("] ")[0] for line in out.splitlines()[:3]] == ["[1/3", "[2/3", "[3/3"]
+
+    status, out, err = panelkey("--rotate", "--parallel", "1")
+    assert status == 0  # a second rotation, one node at a time
+
+
+def test_a_node_whose_sshd_reads_another_file_is_left_untouched_until_that_file_is_named(
+    sshd, tmp_path
+):
+    server = sshd()  # AuthorizedKeysFile: one file in the sshd's folder
+    node = add_node("k-file", server)
+    old = load_panel_key()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text(OTHER_LINES)
+
+    status, out, _ = panelkey("--rotate", "--authorized-keys", str(elsewhere))
+
+    assert status == 1
+    assert f"k-file: failed: reading authorized_keys: the panel's key is not in {elsewhere}" in out
+    assert elsewhere.read_text() == OTHER_LINES
+    assert logs_in(node, old)
+
+    status, out, err = panelkey("--rotate", "--authorized-keys", str(server.authorized_keys))
+
+    assert status == 0, out + err
+    assert not logs_in(node, old) and logs_in(node, load_panel_key())
