@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nodes.transports import Transport
-from sync.errors import printable
+from nodes.transports.limits import printable
 
 PUBLISH_SECONDS = 1.0
 COMMAND_CHARS = 300

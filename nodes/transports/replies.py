@@ -12,7 +12,7 @@ import binascii
 import json
 
 from nodes.transports.base import MISSING, FileState, TransportError
-from nodes.transports.limits import FRAME_LIMIT, MIB, REPLY_VALUES_LIMIT
+from nodes.transports.limits import FRAME_LIMIT, MIB, REPLY_VALUES_LIMIT, clean
 
 
 class NotARunnerReply(Exception):
@@ -74,7 +74,7 @@ def reply_error(reply: dict) -> str | None:
     """The runner's error message, if the reply is one."""
     if "error" not in reply:
         return None
-    return str(reply["error"])[:500]
+    return clean(str(reply["error"]), 500)
 
 
 def reply_file_state(answer: object, path: str) -> FileState:

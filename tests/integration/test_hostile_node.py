@@ -18,12 +18,14 @@ import sys
 
 import pytest
 
+from nodes.models import Node
 from nodes.transports import CommandFailed, TransportError
-from nodes.transports.limits import FILE_LIMIT, OUTPUT_LIMIT
+from nodes.transports.limits import FACT_CHARS, FILE_LIMIT, LOG_LINE_CHARS, OUTPUT_LIMIT
 from nodes.transports.remote_runner import PROTOCOL
-from sync.engine import register_desync
-from sync.models import SyncAction
+from sync.engine import register_desync, run_nodes
+from sync.models import SyncAction, SyncRun
 from sync.synchronizers import update_syncactions
+from sync.validators import has_control_chars
 from tests.conftest import ROOT, process_env
 from tests.integration.conftest import with_transport, without_runner
 
@@ -120,9 +122,19 @@ def attack_plain():
         stream(stderr, 400 * MIB, chunk=b"E" * (MIB - 1) + b"\n")
         stderr.write(b"the real error is at the end\n")
         sys.exit(1)
+    elif attack == "hostile-text":  # the facts script's answer, with escapes and a bidi override
+        hostname = "\x1b]0;owned\x07\u202eevil" + "h" * 400_000
+        facts = {
+            "hostname": hostname,
+            "kernel": "6.1\x1b[2J\x1b[H",
+            "arch": "x86_64\u2028",
+            "os_id": "debian",
+            "os_pretty": "Debian\u202e21 xunil\x00\r",
+        }
+        send("".join(f"{k}={v}\n" for k, v in facts.items()).encode())
 
 
-if attack in ("endless-output", "huge-stderr"):
+if attack in ("endless-output", "huge-stderr", "hostile-text"):
     attack_plain()
 else:
     attack_runner()
@@ -208,6 +220,34 @@ def test_it_refuses_a_hostile_node_in_bounded_memory(hostile_node, attack):
     assert ATTACKS[attack] in output, output
     assert "Traceback" not in output
     assert peak_mb < MAX_RSS_MB, output
+
+
+def strings_in(value: object) -> list[str]:
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (k, *strings_in(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in strings_in(v)]
+    return [value] if isinstance(value, str) else []
+
+
+@pytest.mark.django_db
+def test_it_keeps_a_hostile_nodes_text_clean_and_capped(hostile_node):
+    node = hostile_node("hostile-text")
+    action = SyncAction.objects.get(name="nodeinfo")
+    register_desync([node], [action])
+    run_nodes([node.pk], action_ids=[action.pk])
+    run = SyncRun.objects.filter(node=node, action=action).latest("id")
+    facts = Node.objects.get(pk=node.pk).facts
+
+    kept = [*strings_in(facts), *run.log.splitlines()]
+    assert not [s for s in kept if has_control_chars(s)], kept
+    assert facts["hostname"].startswith("?]0;owned??evilhhh")
+    assert len(facts["hostname"]) == FACT_CHARS
+    assert "characters cut" in facts["hostname"]
+    assert facts["kernel"] == "6.1?[2J?[H"
+    assert facts["os"]["pretty"] == "Debian?21 xunil?"
+    assert max(map(len, run.log.splitlines())) <= LOG_LINE_CHARS
 
 
 # --- the same paths with honest nodes ------------------------------------------------------
