@@ -344,7 +344,8 @@ def test_it_creates_a_user_with_shell_and_keys_then_removes_it(node, role, state
     ssh_dir = keys.parent.stat()
     assert ssh_dir.st_mode & 0o777 == 0o700 and ssh_dir.st_uid == entry.pw_uid
     assert f"created user {username}" in log and "2 keys" in log
-    assert manifest(state_dir, node, "users") == {username: entry.pw_uid}
+    record = manifest(state_dir, node, "users")[username]
+    assert record == {"uid": entry.pw_uid, "origin": "created", "since": record["since"]}
 
     assert f"{username}: unchanged" in synced(node, "users")
 
