@@ -32,6 +32,9 @@ from sync.context import RunContext
 # ``authorized_keys2`` is read by Debian's sshd by default (its AuthorizedKeysFile lists both).
 KEY_FILES = ("authorized_keys", "authorized_keys2")
 
+# ``passwd --status``'s word for a locked password: Debian's shadow-utils, and Red Hat's passwd.
+PASSWORD_LOCKED = ("L", "LK")
+
 # How long remaining processes may take to die (a zombie waits for its parent to reap it).
 KILL_ROUNDS = 50
 KILL_PAUSE = 0.1
@@ -53,7 +56,7 @@ async def lock_account(ctx: RunContext, name: str, uid: int, home: str) -> Locke
     """End every way ``name`` (uid ``uid``) has into the node; see the module docstring."""
     status = await ctx.transport.run(["passwd", "--status", "--", name])
     fields = status.stdout.split()
-    was_locked = len(fields) > 1 and fields[1] == "L"
+    was_locked = len(fields) > 1 and fields[1] in PASSWORD_LOCKED
     await ctx.transport.run(["usermod", "--lock", "--expiredate", "1", "--", name])
     done = ["password locked", "account expired"]
     done += await _remove_jobs(ctx, name)

@@ -11,8 +11,10 @@ get uids from a range of their own, far above the machine's: a ``pkill -u UID`` 
 can only reach that node's users.
 
 Commands "on the node" (a user's process, a FIFO in a home) go through ``nsenter`` into the
-sshd's namespace. Tools the test machine lacks (cron's ``crontab``, at's ``atq``) can be given
-as small scripts in ``/usr/local/bin`` of the node only.
+sshd's namespace. Tools the test machine lacks or must not run for real (cron's ``crontab``,
+at's ``atq``, systemd's ``loginctl``) can be given as small scripts in ``/usr/local/bin`` of
+the node only. The node's ``/run`` is its own too, and says that systemd runs
+(``/run/systemd/system``, which is how programs tell).
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ UID_BASES = range(300_000, 2_000_000, 1000)
 
 BIND_SCRIPT = (
     'mount --bind "$1" /etc && mount --bind "$2" /home && mount --bind "$3" /usr/local/bin '
-    '&& shift 3 && exec "$@"'
+    '&& mount --bind "$4" /run && shift 4 && exec "$@"'
 )
 
 
@@ -51,9 +53,10 @@ class PrivateNodeServer(SSHServer):
     def __init__(self, workdir: Path, authorized_key: str, *, tools: dict[str, str] | None = None):
         super().__init__(workdir, authorized_key, keys_in_home=True)
         self.etc, self.home, self.bin = self.dir / "etc", self.dir / "home", self.dir / "bin"
+        self.run_dir = self.dir / "run"
         subprocess.run(["cp", "-a", "/etc", str(self.etc)], check=True)
-        self.home.mkdir(mode=0o755)
-        self.bin.mkdir(mode=0o755)
+        for folder in (self.home, self.bin, self.run_dir / "sshd", self.run_dir / "systemd/system"):
+            folder.mkdir(mode=0o755, parents=True)
         for name, script in (tools or {}).items():
             (self.bin / name).write_text(script)
             (self.bin / name).chmod(0o755)
@@ -86,7 +89,7 @@ class PrivateNodeServer(SSHServer):
         return config
 
     def command(self) -> list[str]:
-        where = [str(self.etc), str(self.home), str(self.bin)]
+        where = [str(self.etc), str(self.home), str(self.bin), str(self.run_dir)]
         namespace = ["unshare", "--mount", "--propagation", "private"]
         return [*namespace, "sh", "-c", BIND_SCRIPT, "sh", *where, *super().command()]
 

@@ -33,11 +33,12 @@ HASH = "$6$testsalt$notarealhashnotarealhashnotarealhash"
 
 
 def tools(log: str) -> dict[str, str]:
-    """cron's and at's commands as the node has them: they record what they are asked."""
+    """cron's, at's and logind's commands as the node has them: they record what they are
+    asked (``loginctl`` as if the user had no session left)."""
     record = f'#!/bin/sh\necho "$(basename "$0") $*" >> {log}\n'
     jobs = "7\\tSat Dec  5 10:00:00 2026 a stranger\\n8\\tSat Dec  5 10:00:00 2026 a root\\n"
     atq = f'#!/bin/sh\nprintf "{jobs}"\n{record}'
-    return {"crontab": record, "atq": atq, "atrm": record}
+    return {"crontab": record, "atq": atq, "atrm": record, "loginctl": record + "exit 1\n"}
 
 
 @pytest.fixture
@@ -141,10 +142,14 @@ def test_a_revoked_user_with_processes_is_locked_then_removed_and_the_others_sti
     assert not (server.home / "leaver").exists()
     assert server.processes_of(uid) == []
     assert keys_of(server, "keeper") == KEY2 + "\n"
-    assert "leaver: access ended (password locked, account expired, crontab removed" in log
+    assert "leaver: access ended (password locked, account expired, crontab removed, " in log
+    assert "lingering off, processes killed" in log
     assert "processes killed, authorized_keys removed)" in log
     assert "removed user leaver" in log
-    assert "crontab -r -u leaver" in (tmp_path / "jobs.log").read_text()
+    jobs = (tmp_path / "jobs.log").read_text().splitlines()
+    assert "crontab -r -u leaver" in jobs
+    assert "loginctl disable-linger -- leaver" in jobs
+    assert "loginctl terminate-user -- leaver" in jobs
 
 
 def test_an_account_that_existed_before_fails_its_user_only_until_it_may_be_taken_over(
