@@ -76,6 +76,10 @@ class CommandResult:
 class Transport(abc.ABC):
     """A connection to one node. Use as ``async with open_transport(node) as t``."""
 
+    # Output frames a node sent faster than the panel looks at them (``channel.ProgressGate``),
+    # dropped unread: whoever watches the runs says how many.
+    progress_dropped: int = 0
+
     @abc.abstractmethod
     async def run(
         self,

@@ -110,9 +110,13 @@ class SSHTransport(Transport):
                 self._runner = await _Runner.start(self.conn, self.session)
                 if self._runner is None:
                     raise TransportError(f"the runner on {self.node_name} could not start again")
-            # The runner enforces the command's timeout itself; this one is for a dead link.
-            async with asyncio.timeout(None if timeout is None else timeout + 10):
-                return await self._runner.request(message, on_progress)
+            runner, dropped = self._runner, self._runner.progress_dropped
+            try:
+                # The runner enforces the command's timeout itself; this one is for a dead link.
+                async with asyncio.timeout(None if timeout is None else timeout + 10):
+                    return await runner.request(message, on_progress)
+            finally:
+                self.progress_dropped += runner.progress_dropped - dropped
 
     def _translated_errors(self):
         return _translate_errors(self.node_name)
