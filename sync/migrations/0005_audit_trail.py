@@ -9,7 +9,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('sync', '0003_types_own_their_data'),
+        ('sync', '0004_manageduser_adopt_existing'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
