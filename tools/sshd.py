@@ -95,14 +95,18 @@ class SSHServer:
         config.write_text("\n".join(lines) + "\n")
         return config
 
-    def start(self) -> SSHServer:
-        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+    def command(self) -> list[str]:
+        """The sshd process to start (a subclass may wrap it, in a namespace say)."""
         argv = [SSHD, "-D", "-f", str(self._config()), "-E", str(self.dir / "sshd.log")]
         if self.keys_in_home:
             own_root = 'mount --bind "$0" /root && exec "$@"'
             argv = ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", own_root,
                     str(self.dir / "root"), *argv]  # fmt: skip
-        self.proc = subprocess.Popen(argv, start_new_session=True)
+        return argv
+
+    def start(self) -> SSHServer:
+        Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        self.proc = subprocess.Popen(self.command(), start_new_session=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

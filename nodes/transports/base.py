@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from nodes.transports.limits import MESSAGE_LIMIT, keep_head_and_tail
+from nodes.transports.limits import MESSAGE_LIMIT, clean
 
 if TYPE_CHECKING:
     from nodes.transports.fileops import FileOps
@@ -31,7 +31,7 @@ class CommandFailed(TransportError):
         self.exit_status = exit_status
         self.stderr = stderr
         # Head and tail: the first lines say what failed, the last ones often why.
-        shown = keep_head_and_tail(stderr.strip(), MESSAGE_LIMIT)
+        shown = clean(stderr.strip(), MESSAGE_LIMIT)
         super().__init__(
             f"command `{shlex.join(self.argv)[:200]}` exited with {exit_status}"
             + (f": {shown}" if shown else "")
@@ -75,6 +75,10 @@ class CommandResult:
 
 class Transport(abc.ABC):
     """A connection to one node. Use as ``async with open_transport(node) as t``."""
+
+    # Output frames a node sent faster than the panel looks at them (``channel.ProgressGate``),
+    # dropped unread: whoever watches the runs says how many.
+    progress_dropped: int = 0
 
     @abc.abstractmethod
     async def run(

@@ -12,7 +12,11 @@ import binascii
 import json
 
 from nodes.transports.base import MISSING, FileState, TransportError
-from nodes.transports.limits import FRAME_LIMIT, MIB, REPLY_VALUES_LIMIT
+from nodes.transports.limits import FRAME_LIMIT, MIB, REPLY_VALUES_LIMIT, clean
+
+# A progress frame carries the last few KiB of a command's output (``remote_runner.TAIL_BYTES``,
+# 4 KiB, base64 in JSON): anything far larger is not one.
+PROGRESS_FRAME_LIMIT = 64 * 1024
 
 
 class NotARunnerReply(Exception):
@@ -29,6 +33,14 @@ def check_frame_size(size: int) -> None:
     if size > FRAME_LIMIT:
         raise NotARunnerReply(
             f"a frame of {size} bytes, over the {FRAME_LIMIT // MIB} MiB limit for one reply"
+        )
+
+
+def check_progress_size(size: int) -> None:
+    """Refuse a progress frame far larger than the runner's (a tail of TAIL_BYTES)."""
+    if size > PROGRESS_FRAME_LIMIT:
+        raise NotARunnerReply(
+            f"a progress frame of {size} bytes, over the {PROGRESS_FRAME_LIMIT} bytes limit"
         )
 
 
@@ -74,7 +86,7 @@ def reply_error(reply: dict) -> str | None:
     """The runner's error message, if the reply is one."""
     if "error" not in reply:
         return None
-    return str(reply["error"])[:500]
+    return clean(str(reply["error"]), 500)
 
 
 def reply_file_state(answer: object, path: str) -> FileState:

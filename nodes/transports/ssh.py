@@ -28,7 +28,7 @@ from nodes.transports.base import (
 )
 from nodes.transports.channel import RunnerChannel
 from nodes.transports.fileops import FileOps, RunnerFileOps
-from nodes.transports.limits import OUTPUT_LIMIT, keep_head_and_tail
+from nodes.transports.limits import MESSAGE_LIMIT, OUTPUT_LIMIT, clean, keep_head_and_tail
 from nodes.transports.replies import (
     NotARunnerReply,
     bad_reply,
@@ -110,9 +110,13 @@ class SSHTransport(Transport):
                 self._runner = await _Runner.start(self.conn, self.session)
                 if self._runner is None:
                     raise TransportError(f"the runner on {self.node_name} could not start again")
-            # The runner enforces the command's timeout itself; this one is for a dead link.
-            async with asyncio.timeout(None if timeout is None else timeout + 10):
-                return await self._runner.request(message, on_progress)
+            runner, dropped = self._runner, self._runner.progress_dropped
+            try:
+                # The runner enforces the command's timeout itself; this one is for a dead link.
+                async with asyncio.timeout(None if timeout is None else timeout + 10):
+                    return await runner.request(message, on_progress)
+            finally:
+                self.progress_dropped += runner.progress_dropped - dropped
 
     def _translated_errors(self):
         return _translate_errors(self.node_name)
@@ -248,10 +252,10 @@ class _translate_errors:
             raise bad_reply(self.node_name, error) from None
         if isinstance(error, asyncssh.ChannelOpenError):
             raise TransportError(
-                f"ssh channel refused on {self.node_name}: {error.reason}"
+                f"ssh channel refused on {self.node_name}: {_said(error.reason)}"
             ) from None
         if isinstance(error, asyncssh.Error):
-            raise TransportError(f"ssh error on {self.node_name}: {error.reason}") from None
+            raise TransportError(f"ssh error on {self.node_name}: {_said(error.reason)}") from None
         if isinstance(error, ConnectionError | asyncio.IncompleteReadError | BrokenPipeError):
             raise TransportError(f"connection to {self.node_name} lost: {error}") from None
         return False
@@ -265,7 +269,12 @@ def _connection_error(error: Exception, host: str, port: int, timeout: float) ->
         return Unreachable(
             f"unreachable: cannot connect to {host}:{port}: {error.strerror or error}"
         )
-    return TransportError(f"ssh error with {host}:{port}: {getattr(error, 'reason', error)}")
+    return TransportError(f"ssh error with {host}:{port}: {_said(getattr(error, 'reason', error))}")
+
+
+def _said(reason: object) -> str:
+    """What the server said (a disconnect reason is the node's own text): cleaned, capped."""
+    return clean(str(reason), MESSAGE_LIMIT, one_line=True)
 
 
 class OtherHostKey(Exception):
