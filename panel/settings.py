@@ -68,6 +68,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Only the panel's own scripts, styles and forms (panel/csp.py).
+    "panel.csp.ContentSecurityPolicyMiddleware",
     # Static files from the web server process itself, compressed and cache-busted.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -183,6 +185,10 @@ warnings.filterwarnings("ignore", message="No directory at")
 # collectstatic (and any upload) writes under the data folder: keep to its modes.
 FILE_UPLOAD_PERMISSIONS = 0o600
 FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
+
+# A session lasts PANEL_SESSION_HOURS (12) from the login, not Django's two weeks: a login
+# holds root on the fleet, and a cookie left on a shared computer should not for long.
+SESSION_COOKIE_AGE = env_int("PANEL_SESSION_HOURS", 12, minimum=1, maximum=24 * 31) * 3600
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "nodes:list"
