@@ -141,7 +141,9 @@ class Command:
             end_group(self.proc.pid, self.proc)
 
 
-def run_command(argv, data=None, timeout=None, session=None, command=None, on_output=None):
+def run_command(
+    argv, data=None, timeout=None, session=None, command=None, on_output=None, env=None
+):
     """Run one command in a process group of its own; (status, stdout, stderr), or None when
     it timed out (its group ended). Raises SessionTakenOver, or OSError when it cannot start.
 
@@ -149,7 +151,8 @@ def run_command(argv, data=None, timeout=None, session=None, command=None, on_ou
     (OUTPUT_LIMIT each): a command printing gigabytes costs neither the node's memory nor a
     reply over the panel's frame limit, and its last lines still arrive. With ``on_output``,
     the last TAIL_BYTES of its output are passed to it about every PROGRESS_SECONDS while it
-    runs (whoever watches the run sees what it prints).
+    runs (whoever watches the run sees what it prints). ``env``: its whole environment (the
+    caller's when None).
     """
     command = command or Command()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -161,6 +164,7 @@ def run_command(argv, data=None, timeout=None, session=None, command=None, on_ou
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own group: ended whole, children included
+            env=env,
         )
 
     proc = session.spawn(start) if session else start()
