@@ -261,6 +261,9 @@ SYNC_NODE_STATE_DIR = env_str("PANEL_NODE_STATE_DIR", "/var/lib/cluster-panel")
 # Where each node keeps the lock of its one session at a time (emptied by a reboot).
 SYNC_NODE_RUN_DIR = env_str("PANEL_NODE_RUN_DIR", "/run/cluster-panel")
 
+# The audit trail (who did what) keeps its entries this many days; the health pass prunes.
+PANEL_AUDIT_DAYS = env_int("PANEL_AUDIT_DAYS", 365, minimum=1)
+
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {
     "version": 1,
