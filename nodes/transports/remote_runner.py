@@ -527,7 +527,9 @@ def _open_regular(dir_fd, name, shown, what):
     return fd
 
 
-def _sha256(fd):
+def _sha256(fd, shown):
+    """The checksum of the file, read up to FILE_LIMIT: a larger one (a user's sparse file of
+    terabytes) is refused rather than hold the session; the panel writes no such file."""
     digest = hashlib.sha256()
     offset = 0
     while True:
@@ -536,6 +538,8 @@ def _sha256(fd):
             return digest.hexdigest()
         digest.update(chunk)
         offset += len(chunk)
+        if offset > FILE_LIMIT:
+            raise Refused(f"refusing to read {shown}: {FILE_TOO_LARGE}")
 
 
 def _name(lookup, number):
@@ -574,7 +578,7 @@ def stat_file(path):
                 "gid": st.st_gid,
                 "owner": _name(pwd.getpwuid, st.st_uid),
                 "group": _name(grp.getgrgid, st.st_gid),
-                "sha256": _sha256(fd),
+                "sha256": _sha256(fd, path),
             }
         finally:
             os.close(fd)
@@ -615,7 +619,7 @@ def set_attrs(path, mode=None, owner=None, group=None, sha256=None):
                 raise Refused(
                     f"refusing to {what}: it has {links} hard links, in a folder others can change"
                 )
-            if sha256 is not None and _sha256(fd) != sha256:
+            if sha256 is not None and _sha256(fd, path) != sha256:
                 raise Refused(f"refusing to {what}: it was changed since it was read")
             if uid != -1 or gid != -1:
                 os.fchown(fd, uid, gid)
