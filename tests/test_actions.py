@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -172,3 +173,25 @@ def test_old_entries_are_pruned_by_the_health_pass(operator, two_nodes, settings
     settings.PANEL_AUDIT_DAYS = 30
     assert engine.check_health()["audit_pruned"] == 1
     assert list(AuditEntry.objects.all()) == [new]
+
+
+def shown(html: str) -> list[str]:
+    """The actions of the entries the audit page lists."""
+    return re.findall(r"<td><code>([^<]+)</code></td>", html)
+
+
+def test_read_only_users_browse_and_filter_the_audit_page(operator, reader, nobody, two_nodes):
+    a, b = two_nodes
+    post(operator, "maintenance", a, on="1")
+    post(operator, "delete", b)
+    html = reader.get(reverse("audit")).content.decode()
+    assert shown(html) == [Act.NODE_DELETE, Act.MAINTENANCE_ON] and "127.0.0.1" in html
+    assert 'href="/audit/"' in reader.get(reverse("nodes:list")).content.decode()
+    assert shown(reader.get(reverse("audit"), {"node": "b"}).content.decode()) == [
+        Act.NODE_DELETE
+    ]
+    response = reader.get(reverse("audit"), {"since": "soon", "action": "nope"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Ignored" in html and len(shown(html)) == 2
+    assert nobody.get(reverse("audit")).status_code == 403
