@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -17,12 +18,15 @@ from django.urls import reverse
 from django.utils import timezone
 
 from nodes.choices import Transport
-from nodes.models import Node
+from nodes.models import Node, Role
 from sync import engine
 from sync.actions import Act
 from sync.actor import ActorKind
 from sync.engine import register_desync
 from sync.models import AuditEntry, Node2Sync
+from sync.synchronizers.files import ManagedFile
+from sync.synchronizers.software import Package
+from sync.validators import sha256_text
 
 pytestmark = pytest.mark.django_db
 
@@ -172,3 +176,86 @@ def test_old_entries_are_pruned_by_the_health_pass(operator, two_nodes, settings
     settings.PANEL_AUDIT_DAYS = 30
     assert engine.check_health()["audit_pruned"] == 1
     assert list(AuditEntry.objects.all()) == [new]
+
+
+def shown(html: str) -> list[str]:
+    """The actions of the entries the audit page lists."""
+    return re.findall(r"<td><code>([^<]+)</code></td>", html)
+
+
+def test_read_only_users_browse_and_filter_the_audit_page(operator, reader, nobody, two_nodes):
+    a, b = two_nodes
+    post(operator, "maintenance", a, on="1")
+    post(operator, "delete", b)
+    html = reader.get(reverse("audit")).content.decode()
+    assert shown(html) == [Act.NODE_DELETE, Act.MAINTENANCE_ON] and "127.0.0.1" in html
+    assert 'href="/audit/"' in reader.get(reverse("nodes:list")).content.decode()
+    assert shown(reader.get(reverse("audit"), {"node": "b"}).content.decode()) == [
+        Act.NODE_DELETE
+    ]
+    response = reader.get(reverse("audit"), {"since": "soon", "action": "nope"})
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert "Ignored" in html and len(shown(html)) == 2
+    assert nobody.get(reverse("audit")).status_code == 403
+
+
+# --- Managed data through the admin -------------------------------------------------------
+
+
+def file_form(role: Role, content: str, **extra) -> dict:
+    return {
+        "path": "/tmp/pt-audit.conf",
+        "content": content,
+        "mode": "0640",
+        "owner": "root",
+        "group": "root",
+        "roles": [role.pk],
+        **extra,
+    }
+
+
+def test_file_edits_in_the_admin_record_old_and_new_checksums(admin_client):
+    role = Role.objects.create(name="web")
+    response = admin_client.post(reverse("admin:sync_managedfile_add"), file_form(role, "one\n"))
+    assert response.status_code == 302
+    f = ManagedFile.objects.get()
+    response = admin_client.post(
+        reverse("admin:sync_managedfile_change", args=[f.pk]), file_form(role, "two\n")
+    )
+    assert response.status_code == 302
+    response = admin_client.post(
+        reverse("admin:sync_managedfile_delete", args=[f.pk]), {"post": "yes"}
+    )
+    assert response.status_code == 302
+    added, changed, deleted = AuditEntry.objects.order_by("pk")
+    assert [e.action for e in (added, changed, deleted)] == [
+        Act.DATA_ADD,
+        Act.DATA_CHANGE,
+        Act.DATA_DELETE,
+    ]
+    assert {e.actor_name for e in (added, changed, deleted)} == {"admin"}
+    one, two = (f"sha256:{sha256_text(t)}" for t in ("one\n", "two\n"))
+    assert added.before is None and added.after["content"] == one
+    assert (changed.before["content"], changed.after["content"]) == (one, two)
+    assert "content" in changed.summary and "one" not in json.dumps(changed.after)
+    assert deleted.before["/tmp/pt-audit.conf"]["content"] == two
+    for entry in (added, changed, deleted):
+        assert [(t.kind, t.object_id) for t in entry.targets.all()] == [("managed file", f.pk)]
+
+
+def test_the_admins_bulk_delete_of_data_is_one_entry(admin_client):
+    for name in ("pt-a", "pt-b"):
+        Package.objects.create(name=name)
+    response = admin_client.post(
+        reverse("admin:sync_package_changelist"),
+        {
+            "action": "delete_selected",
+            "_selected_action": list(Package.objects.values_list("pk", flat=True)),
+            "post": "yes",
+        },
+    )
+    assert response.status_code == 302
+    [entry] = AuditEntry.objects.all()
+    assert entry.action == Act.DATA_DELETE and not Package.objects.exists()
+    assert sorted(t.name for t in entry.targets.all()) == ["pt-a", "pt-b"]
