@@ -21,6 +21,7 @@ import pytest
 
 from nodes.transports import TransportError
 from nodes.transports.base import FileState
+from nodes.transports.fileops import RunnerFileOps
 from nodes.transports.local import LocalTransport
 from nodes.transports.shell_files import ShellFileOps
 from nodes.transports.streams import PlainOutput
@@ -132,6 +133,14 @@ def test_it_answers_many_paths_in_order_in_one_call(transport, root_dir):
     assert states[str(root_dir / "none")].kind == "missing"
 
 
+def test_the_runner_reads_no_more_than_a_file_the_panel_could_have_written(root_dir):
+    huge = root_dir / "huge"
+    with huge.open("wb") as f:
+        f.truncate(1 << 40)  # a user's sparse terabyte: hashing it would hold the session
+    state = run(LocalTransport().stat_file(str(huge)))
+    assert state.kind == "refused" and "larger than 8 MiB" in state.reason
+
+
 def test_the_runner_reads_no_link_on_the_way(root_dir):
     (root_dir / "real").mkdir()
     (root_dir / "real" / "secret").write_bytes(b"x")
@@ -233,3 +242,40 @@ def test_without_python3_nothing_is_changed_in_a_users_folder(root_dir):
         "through its runner" in str(e.value)
     )
     assert _meta(home / "keys")[::2] == (0, 0o644)
+
+
+# --- what a hostile node answers -------------------------------------------------------------
+
+GOOD = {"type": "file", "mode": 0o644, "uid": 0, "gid": 0, "owner": "root", "group": None}
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [
+        "file",
+        {"type": "socket"},
+        {**GOOD, "sha256": "x" * 64},
+        {**GOOD, "sha256": SHA, "mode": 0o17777},
+        {**GOOD, "sha256": SHA, "uid": True},
+        {**GOOD, "sha256": SHA, "owner": ["root"]},
+    ],
+    ids=["not-an-object", "unknown-type", "bad-sha", "bad-mode", "bool-uid", "bad-owner"],
+)
+def test_a_stat_answer_of_the_wrong_shape_is_not_a_runner_reply(answer):
+    with pytest.raises(TransportError, match="answered something that is not a runner reply"):
+        run(RunnerFileOps(_answering({"files": [answer]}), "hostile").stat(["/etc/x"]))
+
+
+def test_a_stat_reply_must_answer_every_path():
+    ops = RunnerFileOps(_answering({"files": []}), "hostile")
+    with pytest.raises(TransportError, match="no answer per path"):
+        run(ops.stat(["/etc/x"]))
+    state = run(RunnerFileOps(_answering({"files": [{**GOOD, "sha256": SHA}]}), "n").stat(["/x"]))
+    assert state["/x"] == FileState("file", mode=0o644, uid=0, gid=0, owner="root", sha256=SHA)
+
+
+def _answering(reply: dict):
+    async def send(request: dict) -> dict:
+        return reply
+
+    return send

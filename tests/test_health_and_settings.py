@@ -54,6 +54,7 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
         ("DJANGO_SECRET_KEY", "k3y-" * 12, "DJANGO_SECRET_KEY is too weak"),
         ("PANEL_REDIS_URL", "redis://127.0.0.1:6379/10", "PANEL_REDIS_URL has no password"),
         ("PANEL_TRUSTED_PROXIES", "127.0.0.1,nginx", "PANEL_TRUSTED_PROXIES must list"),
+        ("PANEL_SESSION_HOURS", "0", "PANEL_SESSION_HOURS must be from 1 to 744, not 0."),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_the_variable(variable, value, message, tmp_path):

@@ -7,7 +7,11 @@ unprivileged user can change any name: every folder from / down is a real folder
 owned by root (or by the login user), and none is writable by others, except a sticky folder
 above the target (/tmp: others cannot rename root's entries there). Anything else is refused
 (exit 3) with the reason; such a node needs python3 for files in users' folders. ``trusting``
-adds nobody here. The scripts are fixed; paths and names arrive as positional arguments.
+adds nobody here. Reading a file's state and setting its mode and owner (``stat``,
+``sha256sum``, ``chown``, ``chmod``, which name the path each time) are stricter still: they
+are done only where every folder is root's, and refused in any folder a user owns, saying
+that the panel does that only through its runner. The scripts are fixed; paths and names
+arrive as positional arguments.
 """
 
 from __future__ import annotations
