@@ -19,3 +19,16 @@ accesslog = "-"
 # server, and the panel writes nothing outside its data folder.
 control_socket_disable = True
 # Proxy headers are trusted from the local proxy only (the default, 127.0.0.1).
+
+
+def when_ready(server) -> None:
+    """Once per start of the web server, in its main process: the panel's start-up work."""
+    import os
+
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "panel.settings")
+    django.setup()
+    from panel.startup import on_server_start
+
+    on_server_start("web server")
