@@ -127,7 +127,8 @@ class ManagedFileAdmin(RoleDataAdmin):
     def get_fields(self, request, obj: ManagedFile | None = None):
         fields = list(super().get_fields(request, obj))
         if self._hides_content(request, obj):
-            fields = ["content_hidden" if f == "content" else f for f in fields]
+            shown = {"content": "content_hidden", "mode": "octal_mode"}
+            fields = [shown.get(f, f) for f in fields]
         return fields
 
     def get_readonly_fields(self, request, obj: ManagedFile | None = None):
@@ -135,7 +136,7 @@ class ManagedFileAdmin(RoleDataAdmin):
         if not may_view_secrets(request.user, ManagedFile):
             fields.append("secret")
         if self._hides_content(request, obj):
-            fields += ["content", "content_hidden"]  # "content" also leaves the form
+            fields += ["content", "content_hidden", "octal_mode"]  # "content" leaves the form
         return fields
 
     def get_search_fields(self, request):
