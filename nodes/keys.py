@@ -16,7 +16,32 @@ KEY_TYPE = "ssh-ed25519"
 
 
 def panel_key_path() -> Path:
+    """The panel's current key: the one new nodes get and rotated nodes accept."""
     return Path(settings.DATA_DIR) / "ssh" / "id_ed25519"
+
+
+def old_panel_key_path() -> Path:
+    """The key before the last rotation, kept while some node accepts only it (see
+    ``nodes.keyrotation``); no file when no rotation is unfinished."""
+    return panel_key_path().with_name("id_ed25519.old")
+
+
+def new_private_key() -> asyncssh.SSHKey:
+    return asyncssh.generate_private_key(KEY_TYPE, comment=f"cluster-panel@{socket.gethostname()}")
+
+
+def write_private_key_file(key: asyncssh.SSHKey, path: Path) -> Path:
+    """Write ``key`` to a new 0600 file beside ``path`` and return that file's path.
+
+    The caller links or renames it into place: a key file is never seen half written, and
+    is never readable by anyone but the owner, whatever the umask.
+    """
+    private_dir(path.parent)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, PRIVATE_FILE_MODE)
+    with os.fdopen(fd, "wb") as f:
+        f.write(key.export_private_key())
+    return tmp
 
 
 def load_panel_key() -> asyncssh.SSHKey:
@@ -30,13 +55,7 @@ def load_panel_key() -> asyncssh.SSHKey:
     private_dir(path.parent)
     tighten(path, PRIVATE_FILE_MODE)
     if not path.exists():
-        key = asyncssh.generate_private_key(
-            KEY_TYPE, comment=f"cluster-panel@{socket.gethostname()}"
-        )
-        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "wb") as f:
-            f.write(key.export_private_key())
+        tmp = write_private_key_file(new_private_key(), path)
         try:
             os.link(tmp, path)
         except FileExistsError:
@@ -44,6 +63,40 @@ def load_panel_key() -> asyncssh.SSHKey:
         finally:
             tmp.unlink()
     return asyncssh.read_private_key(path)
+
+
+def load_old_panel_key() -> asyncssh.SSHKey | None:
+    """The key before an unfinished rotation, or None."""
+    path = old_panel_key_path()
+    tighten(path, PRIVATE_FILE_MODE)
+    try:
+        return asyncssh.read_private_key(path)
+    except FileNotFoundError:
+        return None
+
+
+def key_fingerprint(key: asyncssh.SSHKey) -> str:
+    return key.get_fingerprint("sha256")
+
+
+def panel_keys() -> list[asyncssh.SSHKey]:
+    """Every key the panel holds: the current one, then the old one during a rotation."""
+    old = load_old_panel_key()
+    return [load_panel_key(), *([old] if old is not None else [])]
+
+
+def keys_for_node(panel_key: str) -> list[asyncssh.SSHKey]:
+    """The keys to offer a node whose ``Node.panel_key`` is ``panel_key``: its own first.
+
+    The other key follows only while a rotation is unfinished (both files exist), so a
+    connection opened while the rotation changes that node's ``authorized_keys`` (between
+    removing the old line and recording the new key) still logs in. Empty ``panel_key``
+    means the current key (nodes added since the last rotation).
+    """
+    keys = panel_keys()
+    if panel_key:
+        keys.sort(key=lambda k: key_fingerprint(k) != panel_key)
+    return keys
 
 
 def panel_public_key() -> str:

@@ -81,6 +81,15 @@ class Node(models.Model):
     )
     username = models.CharField(max_length=32, default="root", validators=[username_validator])
     host_key = models.TextField(blank=True, help_text="Pinned SSH host key (OpenSSH format).")
+    # Which of the panel's keys this node accepts (its SHA256 fingerprint), so that during a
+    # key rotation the nodes not reached yet keep the old key (``nodes.keyrotation``).
+    # Empty: the panel's current key. Written only by the rotation.
+    panel_key = models.CharField(
+        max_length=100,
+        blank=True,
+        editable=False,
+        help_text="Fingerprint of the panel's SSH key this node accepts (empty: the current key).",
+    )
     roles = models.ManyToManyField(Role, blank=True, related_name="nodes", db_table="node_roles")
     maintenance = models.BooleanField(default=False)
     # The panel's own server: its roles land where the database and the key to every node

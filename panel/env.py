@@ -9,10 +9,15 @@ that one line and exit with 2.
 
 from __future__ import annotations
 
+import ipaddress
 import os
-from urllib.parse import urlsplit
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 from django.core.exceptions import ImproperlyConfigured
+
+from panel.instance import SECRET_KEY_FILE, read_secret_key
+from panel.secretkey import MAKE_ONE, secret_key_problem
 
 
 class BadSetting(ImproperlyConfigured):
@@ -56,12 +61,61 @@ def env_str(name: str, default: str = "") -> str:
     return value
 
 
-def env_redis_url(name: str) -> str:
+# The entry of PANEL_TRUSTED_PROXIES that stands for gunicorn's unix socket: its peer has no
+# address (REMOTE_ADDR is empty), and only the proxy may open the socket (docs/OPERATIONS.md).
+UNIX_SOCKET_PEER = "unix"
+
+
+def env_networks(name: str, *, keywords: frozenset[str] = frozenset()) -> list:
+    """Comma-separated addresses or networks (``10.0.0.0/8``, ``::1``), and the ``keywords``.
+
+    Returns ``ipaddress`` networks (an address is a network of one) and the keywords found,
+    as they are: a typo must stop the panel, not trust nobody (or everybody) in silence.
+    """
+    items: list = []
+    for item in env_list(name):
+        if item.lower() in keywords:
+            items.append(item.lower())
+            continue
+        try:
+            items.append(ipaddress.ip_network(item, strict=False))
+        except ValueError:
+            wanted = "addresses or networks such as 127.0.0.1, 10.0.0.0/8 or ::1"
+            extra = "".join(f" or {k}" for k in sorted(keywords))
+            raise BadSetting(f"{name} must list {wanted}{extra}, not {item!r}.") from None
+    return items
+
+
+def env_secret_key(name: str, data_dir: str | os.PathLike) -> str:
+    """The secret key from ``name``, else from the instance's key file ("" before there is one).
+
+    Either must pass ``panel.secretkey``'s rule: the key signs the tasks django-q runs. The
+    message names where the key came from, never the key.
+    """
+    if key := env_str(name).strip():
+        if problem := secret_key_problem(key):
+            raise BadSetting(f"{name} {problem}; make one with: {MAKE_ONE}")
+        return key
+    key = read_secret_key(data_dir)
+    if key and (problem := secret_key_problem(key)):
+        raise BadSetting(
+            f"The secret key in {Path(data_dir) / SECRET_KEY_FILE} {problem}; set {name} "
+            f"(the same on every machine of the panel) or delete the file to have one made."
+        )
+    return key
+
+
+def env_redis_url(name: str, insecure_name: str) -> str:
     """A Redis URL, checked when the settings load, not when the first task is enqueued.
 
     A mistyped URL would otherwise surface as a connection error deep in a worker, or not at
     all: redis-py reads ``redis://host/abc`` as database 0 and would share another panel's
     queue. The message names the variable and never repeats the URL (it may hold a password).
+
+    A TCP address without a password is refused unless ``insecure_name`` is 1: every local
+    user (and anyone who reaches the port) can push tasks into such a Redis, and only the
+    secret key then stands between them and code run as the panel. A unix socket is guarded
+    by its file mode instead.
     """
     url = os.environ.get(name, "").strip()
     if not url:
@@ -86,4 +140,11 @@ def env_redis_url(name: str) -> str:
             problem = ""
     if problem:
         raise BadSetting(f"{name} is not a Redis URL ({example}): {problem}")
+    has_password = parts.password or "password" in parse_qs(parts.query)
+    if parts.scheme != "unix" and not has_password and not env_bool(insecure_name):
+        raise BadSetting(
+            f"{name} has no password, so anyone who reaches that address can queue tasks: "
+            f"use redis://:PASSWORD@HOST..., a unix:// socket of mode 0660, or set "
+            f"{insecure_name}=1 if only trusted users can reach it."
+        )
     return url

@@ -2,10 +2,24 @@
 
 Threads, not only processes: every open Cluster nodes page polls once a second, and a poll
 mostly waits on the database. ``PANEL_BIND`` is where it listens (``runpanel --addr/--port``
-overrides it); behind the reverse proxy of docs/OPERATIONS.md that is 127.0.0.1.
+overrides it); under the systemd units gunicorn takes the unix socket of
+``cluster-panel-web.socket`` instead (socket activation), which only nginx may open.
 """
 
-from panel.env import env_int, env_str
+import importlib
+import os
+import sys
+
+from panel.env import BadSetting, env_int, env_str
+
+# The settings the panel refuses (a weak secret key, a Redis anyone may write to...) stop the
+# web server here, in one line with exit 2 as manage.py says them, before it binds: its
+# workers would otherwise each fail to boot with a traceback, and systemd restart them.
+try:
+    importlib.import_module(os.environ.get("DJANGO_SETTINGS_MODULE", "panel.settings"))
+except BadSetting as e:
+    sys.stderr.write(f"error: {e}\n")
+    sys.exit(2)
 
 wsgi_app = "panel.wsgi:application"
 bind = [env_str("PANEL_BIND", "127.0.0.1:8000")]
@@ -18,7 +32,8 @@ accesslog = "-"
 # No control socket (gunicorn 24+ makes one under $HOME): systemd and runpanel manage the
 # server, and the panel writes nothing outside its data folder.
 control_socket_disable = True
-# Proxy headers are trusted from the local proxy only (the default, 127.0.0.1).
+# gunicorn trusts X-Forwarded-Proto from 127.0.0.1 and unix sockets only (its default); which
+# X-Forwarded-For entry is the client is the panel's rule (PANEL_TRUSTED_PROXIES).
 
 
 def when_ready(server) -> None:

@@ -15,11 +15,12 @@ Nothing here imports Django's settings: ``panel.settings`` itself uses these hel
 from __future__ import annotations
 
 import os
-import secrets
 import stat
 import time
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
+
+from panel.secretkey import new_secret_key
 
 PRIVATE_DIR_MODE = 0o700
 PRIVATE_FILE_MODE = 0o600
@@ -122,7 +123,7 @@ def ensure_secret_key(data_dir: str | os.PathLike) -> str:
             time.sleep(0.1)
         raise
     with os.fdopen(fd, "w") as f:
-        f.write(secrets.token_urlsafe(50))
+        f.write(new_secret_key())
     return read_secret_key(data_dir)
 
 

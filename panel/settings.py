@@ -14,8 +14,17 @@ from pathlib import Path
 
 import dj_database_url
 
-from panel.env import BadSetting, env_bool, env_int, env_list, env_redis_url, env_str
-from panel.instance import read_secret_key
+from panel.env import (
+    UNIX_SOCKET_PEER,
+    BadSetting,
+    env_bool,
+    env_int,
+    env_list,
+    env_networks,
+    env_redis_url,
+    env_secret_key,
+    env_str,
+)
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 DATA_DIR = Path(env_str("PANEL_DATA_DIR", str(BASE_DIR / "var")))
@@ -25,7 +34,8 @@ LOG_DIR = DATA_DIR / "log"
 
 # From the environment, or the instance's own key file; a new instance gets one generated at
 # start-up (PanelConfig.ready), so the key stays out of the repository and of the settings.
-SECRET_KEY = env_str("DJANGO_SECRET_KEY") or read_secret_key(DATA_DIR)
+# It signs the queue's tasks: a weak or example key stops the panel (panel/secretkey.py).
+SECRET_KEY = env_secret_key("DJANGO_SECRET_KEY", DATA_DIR)
 DEBUG = env_bool("DJANGO_DEBUG")
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "127.0.0.1,localhost,testserver")
 # Behind a reverse proxy that terminates TLS (docs/OPERATIONS.md): trust its scheme header and
@@ -34,6 +44,11 @@ if env_bool("PANEL_BEHIND_HTTPS_PROXY"):
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
     SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = True
 CSRF_TRUSTED_ORIGINS = env_list("PANEL_TRUSTED_ORIGINS")
+# The reverse proxies whose X-Forwarded-For names the client (addresses, networks, and "unix"
+# for gunicorn's unix socket): panel/clientaddr.py, the one resolver of the client's address.
+PANEL_TRUSTED_PROXIES = env_networks(
+    "PANEL_TRUSTED_PROXIES", keywords=frozenset({UNIX_SOCKET_PEER})
+)
 
 INSTALLED_APPS = [
     "panel.apps.PanelConfig",  # first: its ready() makes the data folder private
@@ -53,6 +68,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Only the panel's own scripts, styles and forms (panel/csp.py).
+    "panel.csp.ContentSecurityPolicyMiddleware",
     # Static files from the web server process itself, compressed and cache-busted.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -145,6 +162,8 @@ AXES_COOLOFF_TIME = timedelta(minutes=15)
 AXES_LOCKOUT_PARAMETERS = [["username", "ip_address"]]
 AXES_RESET_ON_SUCCESS = True
 AXES_LOCKOUT_TEMPLATE = "registration/locked_out.html"
+# The client's address behind the reverse proxy, as the rest of the panel sees it.
+AXES_CLIENT_IP_CALLABLE = "panel.clientaddr.client_address"
 
 LANGUAGE_CODE = "en-us"
 TIME_ZONE = "UTC"
@@ -166,6 +185,10 @@ warnings.filterwarnings("ignore", message="No directory at")
 # collectstatic (and any upload) writes under the data folder: keep to its modes.
 FILE_UPLOAD_PERMISSIONS = 0o600
 FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
+
+# A session lasts PANEL_SESSION_HOURS (12) from the login, not Django's two weeks: a login
+# holds root on the fleet, and a cookie left on a shared computer should not for long.
+SESSION_COOKIE_AGE = env_int("PANEL_SESSION_HOURS", 12, minimum=1, maximum=24 * 31) * 3600
 
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "nodes:list"
@@ -203,7 +226,8 @@ Q_CLUSTER = {
 
 # PANEL_REDIS_URL switches the queue from the database (ORM broker) to Redis. django-q picks
 # the ORM broker whenever "orm" is set, so the key goes.
-if REDIS_URL := env_redis_url("PANEL_REDIS_URL"):
+# A password-less TCP address needs PANEL_REDIS_INSECURE=1 (panel/env.py says why).
+if REDIS_URL := env_redis_url("PANEL_REDIS_URL", "PANEL_REDIS_INSECURE"):
     del Q_CLUSTER["orm"]
     Q_CLUSTER["redis"] = REDIS_URL
 
@@ -244,6 +268,9 @@ OWN_HOST_KEY_DIR = Path(env_str("PANEL_OWN_HOST_KEY_DIR", "/etc/ssh"))
 SYNC_NODE_STATE_DIR = env_str("PANEL_NODE_STATE_DIR", "/var/lib/cluster-panel")
 # Where each node keeps the lock of its one session at a time (emptied by a reboot).
 SYNC_NODE_RUN_DIR = env_str("PANEL_NODE_RUN_DIR", "/run/cluster-panel")
+
+# The audit trail (who did what) keeps its entries this many days; the health pass prunes.
+PANEL_AUDIT_DAYS = env_int("PANEL_AUDIT_DAYS", 365, minimum=1)
 
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {

@@ -10,6 +10,7 @@ from asgiref.sync import sync_to_async
 
 from nodes.models import Node
 from nodes.transports import Transport
+from nodes.transports.limits import LOG_LINE_CHARS, clean
 
 
 @dataclass
@@ -19,8 +20,9 @@ class RunContext:
     lines: list[str] = field(default_factory=list)
 
     def log(self, line: str) -> None:
-        """Add a line to the run's log (kept on the ``syncrun`` row)."""
-        self.lines.append(line)
+        """Add a line to the run's log (kept on the ``syncrun`` row), cleaned and capped: lines
+        often carry what the node said (its hostname, a path, an error)."""
+        self.lines.append(clean(line, LOG_LINE_CHARS))
 
     async def db(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         """Run ORM code from the synchronizer's coroutine.

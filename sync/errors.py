@@ -12,7 +12,7 @@ import re
 import shlex
 
 from nodes.transports import CommandFailed, TransportError
-from sync.validators import has_control_chars
+from nodes.transports.limits import printable
 
 SHORT_CHARS = 300
 
@@ -36,13 +36,6 @@ class FailureKind(enum.Enum):
     HOST_KEY = "host-key"
     FAILED = "failed"
     TIMEOUT = "timeout"
-
-
-def printable(text: str) -> str:
-    """Text from a node without control characters (escapes, NUL), tabs and newlines kept."""
-    if not has_control_chars(text.replace("\n", "").replace("\t", "")):
-        return text
-    return "".join(c if c in "\n\t" or not has_control_chars(c) else "?" for c in text)
 
 
 def short(text: str, limit: int = SHORT_CHARS) -> str:

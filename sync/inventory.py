@@ -14,17 +14,18 @@ from django.db import transaction
 
 from nodes.hostkeys import HostKeyChange, parse_host_key, pin_proved_key, prove_host_key
 from nodes.models import Node, Role
+from sync.actor import Actor
 from sync.conditions import host_key_accepted
 from sync.engine import register_desync, retry_now
 from sync.panelhost import flag_if_panel_host
 from sync.rights import NodeChange, check_node_change
 
 
-def add_node(node: Node, roles: Iterable[Role] = (), *, by) -> int:
+def add_node(node: Node, roles: Iterable[Role] = (), *, by: Actor) -> int:
     """Validate and save a new ``node``, set its roles and register every type for it.
 
-    ``by`` is the acting user (``sync.rights.COMMAND`` for the commands): the rights rules
-    are asked again here, whatever the caller checked, and PermissionDenied says why not.
+    ``by`` is who acts: the rights rules (``sync.rights``) are asked again here, whatever
+    the caller checked, and PermissionDenied says why not.
     Raises ``django.core.exceptions.ValidationError`` when the node is invalid (nothing is
     saved then). SSH nodes must carry their pinned ``host_key`` already: the caller shows the
     fingerprint and checks the login first (``nodes.hostkeys``). A node that is the panel's
@@ -33,7 +34,9 @@ def add_node(node: Node, roles: Iterable[Role] = (), *, by) -> int:
     """
     node.full_clean()
     roles = list(roles)
-    check_node_change(by, node, NodeChange(adding=True, roles=tuple(roles), host_key=node.host_key))
+    check_node_change(
+        by.subject, node, NodeChange(adding=True, roles=tuple(roles), host_key=node.host_key)
+    )
     flag_if_panel_host(node)
     with transaction.atomic():
         node.save()
@@ -42,7 +45,7 @@ def add_node(node: Node, roles: Iterable[Role] = (), *, by) -> int:
         return register_desync([node])
 
 
-def accept_host_key(node: Node, key: str, *, by) -> HostKeyChange:
+def accept_host_key(node: Node, key: str, *, by: Actor) -> HostKeyChange:
     """Pin ``key`` once the node proved it holds it, then run its waiting synchronizers.
 
     ``by`` may accept it (``sync.rights``: the panel's own server and the data the node's
@@ -54,7 +57,7 @@ def accept_host_key(node: Node, key: str, *, by) -> HostKeyChange:
     condition clears. Raises what ``nodes.hostkeys.pin_host_key`` raises; nothing changes then.
     """
     new_key = parse_host_key(key)
-    check_node_change(by, node, NodeChange(accepting_key=True, host_key=new_key))
+    check_node_change(by.subject, node, NodeChange(accepting_key=True, host_key=new_key))
     prove_host_key(node, new_key)
     with transaction.atomic():
         change = pin_proved_key(node, new_key)

@@ -15,7 +15,9 @@ written once and no door forgets it. Two rules:
   to a machine the user chose, so each needs the view permission of every kind of data those
   roles carry, and ``view_secret`` where a secret file is among them.
 
-The permission constants and the groups stay with the inventory (``nodes.access``).
+Each rule takes the ``subject`` of the acting ``sync.actor.Actor``: a user, or every right for
+a command or the cluster. The permission constants and the groups stay with the inventory
+(``nodes.access``); the actions ask these rules through ``sync.actions.rules``.
 """
 
 from __future__ import annotations
@@ -46,30 +48,6 @@ POINTS_AT_PANEL_HOST = (
     "Only a superuser may point a node at the panel's own server ({where}): the files, users "
     "and packages of its roles would land where the panel and its keys live."
 )
-
-
-class CommandActor:
-    """``manage.py`` run by the machine's administrator: every right, like a superuser.
-
-    Commands call the same rules as the pages, so a rule that one day depends on more than
-    the permissions is checked for them too.
-    """
-
-    is_superuser = True
-    is_active = True
-    is_authenticated = True
-
-    def __init__(self, name: str = "command") -> None:
-        self.name = name
-
-    def has_perm(self, perm: str, obj: object = None) -> bool:
-        return True
-
-    def get_username(self) -> str:
-        return self.name
-
-
-COMMAND = CommandActor()
 
 
 @dataclass(frozen=True)
@@ -203,6 +181,28 @@ def may_view_secrets(user, model: type[models.Model]) -> bool:
     return not has_secrets(model) or user.has_perm(secret_permission(model))
 
 
+def data_change_refusals(user, stored: models.Model | None, row: models.Model) -> list[str]:
+    """Why ``user`` may not save ``row`` (``stored``: the row as it is now, None when new).
+
+    A secret row is changed only by those who may view it: its roles would send it to their
+    own node, its path or mode could expose it on the nodes it has. Marking a row secret or
+    not is theirs too (unmarking would show it to everyone).
+    """
+    refusals = []
+    if stored is not None and not may_view_content(user, stored):
+        refusals.append(
+            f"Only a user who may view secret {type(row)._meta.verbose_name_plural} may change "
+            f"{stored}."
+        )
+    was = bool(getattr(stored, SECRET_FIELD, False))
+    if bool(getattr(row, SECRET_FIELD, False)) != was and not may_view_secrets(user, type(row)):
+        refusals.append(
+            f"Only a user who may view secret {type(row)._meta.verbose_name_plural} may mark "
+            "one secret or not."
+        )
+    return refusals
+
+
 def delivery_refusals(user, roles: Sequence[Role]) -> list[Refusal]:
     """Why ``user`` may not send the data of ``roles`` to a node (empty: they may).
 
@@ -262,7 +262,8 @@ def node_change_refusals(user, node: Node, change: NodeChange) -> list[Refusal]:
 
     ``node`` carries the values after the change (a new host, say); the stored row, if any, is
     read again here for what it was. Used by the pages (form errors or 403), the admin (form
-    errors, read-only pages) and the commands (as ``COMMAND``, for symmetry).
+    errors, read-only pages) and the commands (``sync.actor.Actor.command(...).subject``: every
+    right, asked all the same).
     """
     stored = Node.objects.filter(pk=node.pk).first() if node.pk else None
     refusals = _panel_host_refusals(user, node, stored, change)

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import posixpath
-import unicodedata
 
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
+
+from nodes.transports.limits import has_control_chars
 
 # Every pattern ends in \Z, not $: Python's $ also matches before a trailing newline.
 #
@@ -42,15 +43,6 @@ validate_posix_name = RegexValidator(
 validate_service_name = RegexValidator(
     SERVICE_NAME_RE, "Use a service name: letters, digits and @ . _ - (letter or digit first)."
 )
-
-
-def has_control_chars(value: str) -> bool:
-    """NUL, newline, escape, bidi overrides and the like: never in a name, a path or a log line.
-
-    Unicode's "other" categories (control, format, surrogate, private, unassigned) and the line
-    and paragraph separators: what can split a log line or make a name read as another.
-    """
-    return any(unicodedata.category(c)[0] == "C" or c in "\u2028\u2029" for c in value)
 
 
 def validate_absolute_path(path: str) -> None:

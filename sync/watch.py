@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from nodes.transports import Transport
-from sync.errors import printable
+from nodes.transports.channel import PROGRESS_PER_SECOND
+from nodes.transports.limits import printable
 
 PUBLISH_SECONDS = 1.0
 COMMAND_CHARS = 300
@@ -73,12 +74,19 @@ class WatchedTransport:
         watch = self.watch
         kwargs.setdefault("on_output", watch.printed)
         watch.running(argv)
+        dropped = self.transport.progress_dropped
         try:
             return await self.transport.run(argv, **kwargs)
         except BaseException:
             watch.interrupted = watch.command
             raise
         finally:
+            if dropped := self.transport.progress_dropped - dropped:
+                command = " ".join(watch.command.split())[:120]
+                watch.lines.append(
+                    f"dropped {dropped} progress frames of `{command}`: the node sent its "
+                    f"output faster than the panel looks at it ({PROGRESS_PER_SECOND} a second)"
+                )
             watch.done()
 
 

@@ -20,10 +20,10 @@ from django.utils import timezone
 from nodes.access import OPERATORS, READ_ONLY, ensure_groups
 from nodes.choices import NodeStatus
 from nodes.models import Node, Role
+from sync.actor import Actor
 from sync.engine import claim_node, register_desync, start_next_run
 from sync.inventory import add_node
 from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun
-from sync.rights import COMMAND
 from web.views.fleet import fleet_counts
 
 pytestmark = pytest.mark.django_db
@@ -698,7 +698,10 @@ def test_it_refuses_an_invalid_node_in_the_service():
     from django.core.exceptions import ValidationError
 
     with pytest.raises(ValidationError):
-        add_node(Node(name="Not Valid", transport="local", host="localhost"), by=COMMAND)
+        add_node(
+            Node(name="Not Valid", transport="local", host="localhost"),
+            by=Actor.command("addnode"),
+        )
     assert not Node.objects.exists()
 
 

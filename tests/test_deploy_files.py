@@ -15,6 +15,17 @@ from tests.conftest import ROOT, run_manage
 
 DEPLOY = ROOT / "deploy"
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
+SOCKET_UNIT = DEPLOY / "systemd" / "cluster-panel-web.socket"
+NGINX_CONF = DEPLOY / "nginx" / "cluster-panel.conf"
+NGINX = "/usr/sbin/nginx"
+
+
+def unit_setting(path: Path, name: str) -> list[str]:
+    return re.findall(rf"^{name}=(.*)$", path.read_text(), re.M)
+
+
+def nginx_locations() -> list[str]:
+    return re.findall(r"^    location .*?^    \}$", NGINX_CONF.read_text(), re.M | re.S)
 
 
 def example_env() -> dict[str, str]:
@@ -61,7 +72,7 @@ def test_a_unit_starts_what_the_checkout_has(unit):
 @pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not here")
 def test_systemd_accepts_the_units(tmp_path):
     done = subprocess.run(
-        ["systemd-analyze", "verify", "--man=no", *map(str, UNITS)],
+        ["systemd-analyze", "verify", "--man=no", *map(str, UNITS), str(SOCKET_UNIT)],
         capture_output=True,
         text=True,
     )
@@ -82,3 +93,102 @@ def test_the_package_holds_every_app_of_the_panel():
     }
     assert {"panel", "nodes", "sync", "web"} <= ours  # the apps are found where they are
     assert ours <= included, f"pyproject.toml leaves out {sorted(ours - included)}"
+
+
+def test_gunicorn_is_reached_only_through_a_socket_that_nginx_alone_may_open():
+    """The web unit takes its socket from the socket unit (root:www-data 0660); nginx proxies
+    every location there, and the example trusts requests on it as the proxy's."""
+    web = DEPLOY / "systemd" / "cluster-panel-web.service"
+    assert unit_setting(web, "Requires") == ["cluster-panel-web.socket"]
+    (socket_path,) = unit_setting(SOCKET_UNIT, "ListenStream")
+    assert socket_path.startswith("/")  # a unix socket, not an address anyone may reach
+    assert unit_setting(SOCKET_UNIT, "SocketGroup") == ["www-data"]
+    assert unit_setting(SOCKET_UNIT, "SocketMode") == ["0660"]
+    passes = re.findall(r"proxy_pass (\S+);", NGINX_CONF.read_text())
+    assert passes and set(passes) == {f"http://unix:{socket_path}"}
+    assert "unix" in example_env()["PANEL_TRUSTED_PROXIES"].split(",")
+
+
+def test_nginx_tells_the_panel_the_client_it_saw_on_every_location():
+    """The client's own X-Forwarded-For is replaced, never appended to (panel/clientaddr.py)."""
+    locations = nginx_locations()
+    assert len(locations) >= 2
+    for location in locations:
+        assert "proxy_set_header X-Forwarded-For $remote_addr;" in location, location
+    assert "$proxy_add_x_forwarded_for" not in NGINX_CONF.read_text()
+
+
+def test_nginx_speaks_current_tls_only_and_hides_its_version():
+    text = NGINX_CONF.read_text()
+    assert re.findall(r"^\s*ssl_protocols (.*);", text, re.M) == ["TLSv1.2 TLSv1.3"]
+    assert re.search(r"^server_tokens off;", text, re.M)
+
+
+@pytest.mark.skipif(not Path(NGINX).exists(), reason="nginx is not installed (make sysdeps)")
+def test_nginx_accepts_the_shipped_configuration(tmp_path):
+    """``nginx -t`` on the example, with a throwaway certificate in place of Let's Encrypt's."""
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"]
+        + ["-nodes", "-subj", "/CN=panel.example.com", "-days", "1"]
+        + ["-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    site = NGINX_CONF.read_text()
+    site = re.sub(r"ssl_certificate\s+(\S+);", f"ssl_certificate {cert};", site)
+    site = re.sub(r"ssl_certificate_key\s+(\S+);", f"ssl_certificate_key {key};", site)
+    (tmp_path / "site.conf").write_text(site)
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(
+        f"pid {tmp_path}/nginx.pid;\nevents {{}}\n"
+        f"http {{\n    access_log off;\n    include {tmp_path}/site.conf;\n}}\n"
+    )
+    done = subprocess.run(
+        [NGINX, "-t", "-p", str(tmp_path), "-c", str(conf), "-e", str(tmp_path / "error.log")],
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr
+
+
+# What every unit sets to keep a compromised panel process from the rest of the machine.
+HARDENING = {
+    "NoNewPrivileges": "yes",
+    "CapabilityBoundingSet": "",
+    "PrivateTmp": "yes",
+    "PrivateDevices": "yes",
+    "ProtectSystem": "strict",
+    "ProtectHome": "yes",
+    "ProtectKernelTunables": "yes",
+    "ProtectKernelModules": "yes",
+    "ProtectKernelLogs": "yes",
+    "ProtectControlGroups": "yes",
+    "RestrictSUIDSGID": "yes",
+    "RestrictNamespaces": "yes",
+    "UMask": "0077",
+    "SystemCallFilter": "@system-service",
+    "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+}
+# The exposure `systemd-analyze security` gives the units (0 is best, 10 worst); without the
+# sandbox they scored 8.5 ("EXPOSED"). docs/SECURITY.md quotes the figures.
+MAX_EXPOSURE = 2.0
+
+
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_a_unit_is_sandboxed(unit):
+    for name, value in HARDENING.items():
+        assert value in unit_setting(unit, name), f"{unit.name} lacks {name}={value}"
+
+
+@pytest.mark.skipif(not shutil.which("systemd-analyze"), reason="systemd-analyze is not here")
+@pytest.mark.parametrize("unit", UNITS, ids=lambda p: p.name)
+def test_systemd_scores_a_unit_as_little_exposed(unit):
+    done = subprocess.run(
+        ["systemd-analyze", "security", "--offline=yes", "--no-pager", str(unit)],
+        capture_output=True,
+        text=True,
+    )
+    found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
+    assert found, done.stdout + done.stderr
+    assert float(found.group(1)) <= MAX_EXPOSURE, done.stdout

@@ -11,6 +11,7 @@ from django.test import Client
 from django.utils import timezone
 from django_q.models import Schedule
 
+from panel.secretkey import new_secret_key, secret_key_problem
 from sync.schedule import SWEEP_SCHEDULE_NAME, ensure_sweep_schedule
 from tests.conftest import ROOT, process_env, run_manage
 
@@ -49,6 +50,11 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
         ("DJANGO_DEBUG", "maybe", "DJANGO_DEBUG must be 1 or 0"),
         ("DATABASE_URL", "nosuch://x", "DATABASE_URL is not a database URL Django knows"),
         ("PANEL_WEB_WORKERS", "-1", "PANEL_WEB_WORKERS must be from 1 to 64, not -1."),
+        ("DJANGO_SECRET_KEY", "change-me", "DJANGO_SECRET_KEY is a placeholder"),
+        ("DJANGO_SECRET_KEY", "k3y-" * 12, "DJANGO_SECRET_KEY is too weak"),
+        ("PANEL_REDIS_URL", "redis://127.0.0.1:6379/10", "PANEL_REDIS_URL has no password"),
+        ("PANEL_TRUSTED_PROXIES", "127.0.0.1,nginx", "PANEL_TRUSTED_PROXIES must list"),
+        ("PANEL_SESSION_HOURS", "0", "PANEL_SESSION_HOURS must be from 1 to 744, not 0."),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_the_variable(variable, value, message, tmp_path):
@@ -57,6 +63,58 @@ def test_a_bad_setting_is_one_line_naming_the_variable(variable, value, message,
     assert done.returncode == 2
     assert done.stderr.startswith(f"error: {message}")
     assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+
+
+def test_the_web_server_alone_refuses_a_bad_setting_in_one_line(tmp_path):
+    """The systemd unit starts gunicorn itself, not through manage.py."""
+    env = process_env(PANEL_DATA_DIR=str(tmp_path), DJANGO_SECRET_KEY="change-me")
+    done = subprocess.run(
+        [sys.executable, "-m", "gunicorn", "--config", "panel/gunicorn.conf.py", "--check-config"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr.startswith("error: DJANGO_SECRET_KEY is a placeholder")
+    assert done.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    "key",
+    [
+        "change-me",
+        "changeme",
+        "secret",
+        "please-change",
+        "Please change me to something long, random and secret, at least 50 characters!",
+        "aaaabbbbcccc" * 5,  # 60 characters, 3 different ones
+        "a1b2c3d4e5" * 4 + "f6g7h8i9",  # 48 characters
+        "django-insecure-" + "q7" * 30,  # what startproject makes for development
+    ],
+)
+def test_a_weak_or_example_secret_key_is_refused(key):
+    assert secret_key_problem(key)
+
+
+def test_a_long_random_key_and_the_generated_ones_pass():
+    assert secret_key_problem("x" * 49 + "abcd") is None  # Django's own rule: 50+, 5 distinct
+    assert all(secret_key_problem(new_secret_key()) is None for _ in range(200))
+
+
+def test_a_weak_key_file_from_an_upgrade_is_refused_naming_the_file(tmp_path):
+    (tmp_path / "secret_key").write_text("short-key\n")
+    done = manage("check", PANEL_DATA_DIR=str(tmp_path), DJANGO_SECRET_KEY="")
+    assert done.returncode == 2
+    assert done.stderr.startswith(f"error: The secret key in {tmp_path / 'secret_key'} is too weak")
+    assert "short-key" not in done.stderr
+
+
+def test_a_new_instance_makes_a_key_file_that_passes(tmp_path):
+    done = manage("check", PANEL_DATA_DIR=str(tmp_path), DJANGO_SECRET_KEY="")
+    assert done.returncode == 0, done.stderr
+    assert secret_key_problem((tmp_path / "secret_key").read_text().strip()) is None
 
 
 def test_reading_the_settings_writes_nothing(tmp_path):

@@ -2,8 +2,14 @@
 
 import pytest
 
-from nodes.transports.limits import Capture, keep_head_and_tail
-from nodes.transports.replies import NotARunnerReply, check_frame_size, parse_reply
+from nodes.transports import CommandFailed
+from nodes.transports.limits import Capture, clean, keep_head_and_tail
+from nodes.transports.replies import (
+    NotARunnerReply,
+    check_frame_size,
+    parse_reply,
+    reply_error,
+)
 
 DATA = bytes(range(256)) * 4000  # 1 MB
 
@@ -66,3 +72,20 @@ def test_it_parses_a_reply():
         "out": "aGk=",
         "err": "",
     }
+
+
+HOSTILE = "\x1b[2J\x07ok\u202egnp.exe\u2066\x00"
+
+
+def test_it_cleans_what_a_node_says_and_caps_it():
+    assert clean(HOSTILE, 100) == "?[2J?ok?gnp.exe??"
+    assert clean("a\tb\nc", 100) == "a\tb\nc"
+    assert clean("a\tb\r\nc\nd", 100, one_line=True) == "a b c d"
+    capped = clean("x" * 400_000, 255, one_line=True)
+    assert len(capped) == 255 and "characters cut" in capped and "\n" not in capped
+
+
+def test_it_cleans_the_errors_a_node_sends():
+    assert reply_error({"error": HOSTILE * 100}) == clean(HOSTILE * 100, 500)
+    message = str(CommandFailed(["false"], 1, HOSTILE))
+    assert message == "command `false` exited with 1: ?[2J?ok?gnp.exe??"

@@ -26,8 +26,8 @@ from django.urls import reverse
 
 from nodes.access import OPERATORS, ensure_groups
 from nodes.models import Node, Role
+from sync.actor import Actor
 from sync.rights import (
-    COMMAND,
     NodeChange,
     check_node_change,
     delivery_refusals,
@@ -300,8 +300,9 @@ def test_bootstrap_flags_the_local_node_as_the_panels_own(settings, tmp_path):
 def test_the_commands_pass_the_rules_with_full_rights(panel_host, secret_role):
     change = NodeChange(roles=(secret_role,), address=True, accepting_key=True)
 
-    check_node_change(COMMAND, panel_host, change)  # raises nothing
-    assert may_deliver_roles(COMMAND, [secret_role])
+    command = Actor.command("addnode").subject
+    check_node_change(command, panel_host, change)  # raises nothing
+    assert may_deliver_roles(command, [secret_role])
 
 
 # --- Data a user may deliver: pages -----------------------------------------------------------

@@ -151,6 +151,35 @@ def test_it_rewrites_a_file_whose_content_or_mode_changed_on_the_node(node, role
     assert path.stat().st_mode & 0o7777 == 0o600
 
 
+def test_it_sets_a_changed_mode_or_owner_on_the_file_itself(node, role, tmp_path):
+    path = tmp_path / "tool"
+    f = ManagedFile.objects.create(path=str(path), content="#!/bin/sh\n", mode=0o4750)
+    f.roles.add(role)
+    synced(node, "files")
+    inode = path.stat().st_ino
+    path.chmod(0o755)
+    os.chown(path, 65534, 65534)
+    log = synced(node, "files")
+    st = path.stat()
+    assert (st.st_ino, st.st_uid, st.st_gid, st.st_mode & 0o7777) == (inode, 0, 0, 0o4750)
+    assert f"set {path} (updated, mode 4750, root:root; content unchanged)" in log
+
+
+def test_it_replaces_a_fifo_or_link_at_a_managed_path_without_reading_it(node, role, tmp_path):
+    fifo, link, decoy = tmp_path / "fifo.conf", tmp_path / "link.conf", tmp_path / "decoy"
+    decoy.write_text("root's\n")
+    decoy.chmod(0o600)
+    os.mkfifo(fifo)  # a read would wait for a writer for ever
+    link.symlink_to(decoy)
+    for p in (fifo, link):
+        ManagedFile.objects.create(path=str(p), content="a\n", mode=0o644).roles.add(role)
+    log = synced(node, "files")
+    assert f"replacing {fifo}: refusing to read {fifo}: {fifo} is a FIFO, not a regular file" in log
+    assert f"{link} is a symbolic link, not a regular file" in log
+    assert fifo.read_text() == link.read_text() == "a\n" and not link.is_symlink()
+    assert decoy.read_text() == "root's\n" and decoy.stat().st_mode & 0o7777 == 0o600
+
+
 def test_it_keeps_setuid_bits(node, role, tmp_path):
     path = tmp_path / "tool"
     f = ManagedFile.objects.create(path=str(path), content="#!/bin/sh\n", mode=0o4750)
@@ -226,6 +255,30 @@ def test_it_fails_when_it_cannot_write_a_file(node, role, tmp_path):
     assert "dir.conf" in Node2Sync.objects.get(node=node).last_error
 
 
+def test_its_error_never_shows_what_the_node_holds(
+    make_node, role, state_dir, tmp_path, monkeypatch
+):
+    """A copy that differs after the write (a user raced it, or linked it to root's file):
+    the error, which Read-only users see, names the path and never the node's checksum."""
+    from nodes.transports.local import LocalTransport
+
+    secret = b"root:$6$hash:19000:0:99999:7:::\n"  # what a root-only file holds
+    real_put = LocalTransport.put_file
+
+    async def raced_put(self, path, data, **options):
+        await real_put(self, path, secret, **options)
+
+    monkeypatch.setattr(LocalTransport, "put_file", raced_put)
+    node = make_node("raced")
+    node.roles.add(role)
+    path = tmp_path / "app.conf"
+    ManagedFile.objects.create(path=str(path), content="a\n").roles.add(role)
+    assert run_type(node, "files").outcome == Outcome.FAILED
+    error = Node2Sync.objects.get(node=node).last_error
+    assert f"the node's copy of {path} differs from what the panel wrote" in error
+    assert _sha(secret) not in error and _sha(b"a\n") not in error
+
+
 def test_it_carries_shell_metacharacters_literally_and_runs_nothing(
     node, role, state_dir, tmp_path
 ):
@@ -291,7 +344,8 @@ def test_it_creates_a_user_with_shell_and_keys_then_removes_it(node, role, state
     ssh_dir = keys.parent.stat()
     assert ssh_dir.st_mode & 0o777 == 0o700 and ssh_dir.st_uid == entry.pw_uid
     assert f"created user {username}" in log and "2 keys" in log
-    assert manifest(state_dir, node, "users") == {username: entry.pw_uid}
+    record = manifest(state_dir, node, "users")[username]
+    assert record == {"uid": entry.pw_uid, "origin": "created", "since": record["since"]}
 
     assert f"{username}: unchanged" in synced(node, "users")
 

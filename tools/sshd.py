@@ -23,13 +23,33 @@ def free_port() -> int:
 
 
 class SSHServer:
-    """One sshd on 127.0.0.1:port that lets the given public key log in as root."""
+    """One sshd on 127.0.0.1:port that lets the given public key log in as root.
 
-    def __init__(self, workdir: Path, authorized_key: str, *, force_command: str = "") -> None:
+    By default every user's keys are the one file ``authorized_keys`` in the workdir. With
+    ``keys_in_home``, sshd reads each user's ``~/.ssh/authorized_keys`` as a real node does,
+    and runs in a mount namespace of its own where ``/root`` is the workdir's ``root``
+    folder: root's keys are then this node's alone (written there, ``authorized_keys``
+    points at them), other users' homes are this machine's.
+    """
+
+    def __init__(
+        self,
+        workdir: Path,
+        authorized_key: str,
+        *,
+        force_command: str = "",
+        keys_in_home: bool = False,
+    ) -> None:
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.authorized_keys = self.dir / "authorized_keys"
+        self.keys_in_home = keys_in_home
+        if keys_in_home:
+            ssh_dir = self.dir / "root" / ".ssh"
+            ssh_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            self.authorized_keys = ssh_dir / "authorized_keys"
+        else:
+            self.authorized_keys = self.dir / "authorized_keys"
         self.authorized_keys.write_text(authorized_key + "\n")
         self.host_key_file = self.dir / "ssh_host_ed25519_key"
         self.force_command = force_command
@@ -56,7 +76,9 @@ class SSHServer:
             f"Port {self.port}",
             "ListenAddress 127.0.0.1",
             f"HostKey {self.host_key_file}",
-            f"AuthorizedKeysFile {self.authorized_keys}",
+            "AuthorizedKeysFile .ssh/authorized_keys"
+            if self.keys_in_home
+            else f"AuthorizedKeysFile {self.authorized_keys}",
             "PasswordAuthentication no",
             "KbdInteractiveAuthentication no",
             "PermitRootLogin prohibit-password",
@@ -73,12 +95,18 @@ class SSHServer:
         config.write_text("\n".join(lines) + "\n")
         return config
 
+    def command(self) -> list[str]:
+        """The sshd process to start (a subclass may wrap it, in a namespace say)."""
+        argv = [SSHD, "-D", "-f", str(self._config()), "-E", str(self.dir / "sshd.log")]
+        if self.keys_in_home:
+            own_root = 'mount --bind "$0" /root && exec "$@"'
+            argv = ["unshare", "-m", "--propagation", "private", "--", "sh", "-c", own_root,
+                    str(self.dir / "root"), *argv]  # fmt: skip
+        return argv
+
     def start(self) -> SSHServer:
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-        self.proc = subprocess.Popen(
-            [SSHD, "-D", "-f", str(self._config()), "-E", str(self.dir / "sshd.log")],
-            start_new_session=True,
-        )
+        self.proc = subprocess.Popen(self.command(), start_new_session=True)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             try:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from nodes.transports.limits import MESSAGE_LIMIT, keep_head_and_tail
+from nodes.transports.limits import MESSAGE_LIMIT, clean
 
 if TYPE_CHECKING:
     from nodes.transports.fileops import FileOps
@@ -31,11 +31,38 @@ class CommandFailed(TransportError):
         self.exit_status = exit_status
         self.stderr = stderr
         # Head and tail: the first lines say what failed, the last ones often why.
-        shown = keep_head_and_tail(stderr.strip(), MESSAGE_LIMIT)
+        shown = clean(stderr.strip(), MESSAGE_LIMIT)
         super().__init__(
             f"command `{shlex.join(self.argv)[:200]}` exited with {exit_status}"
             + (f": {shown}" if shown else "")
         )
+
+
+@dataclass(frozen=True)
+class FileState:
+    """What a node has at a path, read through one descriptor (``Transport.stat_files``).
+
+    ``kind`` is ``file`` (a regular file reached without a link: the other fields are set),
+    ``missing`` (nothing there, nor perhaps its folder) or ``refused`` (a link, FIFO, socket,
+    device or folder, a link among the folders on the way...: ``reason`` says which; nothing
+    of it was read). ``owner`` and ``group`` are names, empty when the node has none.
+    """
+
+    kind: str
+    mode: int = 0
+    uid: int = -1
+    gid: int = -1
+    owner: str = ""
+    group: str = ""
+    sha256: str = ""
+    reason: str = ""
+
+    @property
+    def is_file(self) -> bool:
+        return self.kind == "file"
+
+
+MISSING = FileState("missing")
 
 
 @dataclass(frozen=True)
@@ -48,6 +75,10 @@ class CommandResult:
 
 class Transport(abc.ABC):
     """A connection to one node. Use as ``async with open_transport(node) as t``."""
+
+    # Output frames a node sent faster than the panel looks at them (``channel.ProgressGate``),
+    # dropped unread: whoever watches the runs says how many.
+    progress_dropped: int = 0
 
     @abc.abstractmethod
     async def run(
@@ -108,6 +139,36 @@ class Transport(abc.ABC):
     async def read_file(self, path: str) -> bytes:
         """Read a whole file from the node (up to ``limits.FILE_LIMIT``; larger is an error)."""
         return await (await self._file_ops()).read(path)
+
+    async def stat_files(self, paths: Sequence[str]) -> dict[str, FileState]:
+        """What the node has at each of ``paths`` (few round trips for many paths): kind,
+        mode, owner, group and sha256 of a regular file, all read from one descriptor opened
+        from / without following a link or blocking; anything but a regular file is
+        ``refused`` with the reason, never read (see ``remote_runner.stat_file``)."""
+        if not paths:
+            return {}
+        return await (await self._file_ops()).stat(list(paths))
+
+    async def stat_file(self, path: str) -> FileState:
+        """``stat_files`` for one path."""
+        return (await self.stat_files([path]))[path]
+
+    async def set_attrs(
+        self,
+        path: str,
+        *,
+        mode: int | None = None,
+        owner: str | None = None,
+        group: str | None = None,
+        sha256: str | None = None,
+    ) -> None:
+        """Set the mode, owner and group of the regular file ``path`` through a descriptor
+        (``fchown``, then ``fchmod``: setuid and setgid bits stay), never by path; with
+        ``sha256``, only if the file still holds those bytes. The same rules as ``put_file``
+        for the folders on the way; a link, FIFO or other non-regular file is refused."""
+        await (await self._file_ops()).set_attrs(
+            path, mode=mode, owner=owner, group=group, sha256=sha256
+        )
 
     async def remove_file(self, path: str, *, trusting: str | None = None) -> bool:
         """Remove the file ``path``: True when there was one, False when there was none (a

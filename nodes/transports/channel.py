@@ -12,6 +12,7 @@ import asyncio
 import json
 import shlex
 import struct
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ from nodes.transports.remote_runner import PROTOCOL
 from nodes.transports.replies import (
     NotARunnerReply,
     check_frame_size,
+    check_progress_size,
     parse_reply,
     reply_bytes,
     reply_error,
@@ -41,12 +43,47 @@ RUNNER_START_TIMEOUT = 30
 _NO_RUNNER = (asyncio.IncompleteReadError, ConnectionError, asyncssh.Error, TimeoutError)
 
 
+# How the runner writes a progress frame (``json.dumps({"progress": ...})``): such a frame is
+# known from its first bytes, so one that is dropped is never parsed.
+PROGRESS_START = b'{"progress": "'
+PROGRESS_PER_SECOND = 2
+# Frames dropped in a row before the panel stops reading till the second is over: a node that
+# floods then waits on the SSH window, and costs the panel no more CPU than an honest one.
+DROPPED_BEFORE_PAUSE = 50
+
+
+class ProgressGate:
+    """Which progress frames of one request are looked at: ``PROGRESS_PER_SECOND`` at most.
+
+    An honest runner sends one a second (``remote_runner.PROGRESS_SECONDS``); a hostile node
+    can send thousands, and each one looked at costs a parse and a cleaning of its text.
+    """
+
+    def __init__(self) -> None:
+        self.window_end = 0.0
+        self.admitted = 0
+        self.dropped_in_window = 0
+
+    async def admit(self) -> bool:
+        now = time.monotonic()
+        if now >= self.window_end:
+            self.window_end, self.admitted, self.dropped_in_window = now + 1.0, 0, 0
+        if self.admitted < PROGRESS_PER_SECOND:
+            self.admitted += 1
+            return True
+        self.dropped_in_window += 1
+        if self.dropped_in_window >= DROPPED_BEFORE_PAUSE:
+            await asyncio.sleep(self.window_end - now)
+        return False
+
+
 class RunnerChannel:
     """The session's one command channel on the node."""
 
     def __init__(self, process: Any) -> None:
         self.process = process
         self.lock = asyncio.Lock()
+        self.progress_dropped = 0  # progress frames dropped unread, over the channel's life
 
     @classmethod
     async def start(
@@ -101,27 +138,44 @@ class RunnerChannel:
 
     async def request(self, message: dict, on_progress: OutputCallback | None = None) -> dict:
         """Send one request and return its reply; progress frames (a running command's output
-        tail, each one bounded like any frame) go to ``on_progress`` on the way."""
+        tail) go to ``on_progress`` on the way, at most ``PROGRESS_PER_SECOND`` of them: the
+        others are dropped unread and counted in ``progress_dropped``."""
         async with self.lock:
             try:
                 data = json.dumps(message).encode()
                 self.process.stdin.write(struct.pack(">I", len(data)) + data)
+                gate = ProgressGate()
                 while True:
-                    reply = await self._receive()
-                    if "progress" not in reply:
+                    size = await self._frame_size()
+                    start = await self.process.stdout.readexactly(min(size, len(PROGRESS_START)))
+                    if start != PROGRESS_START:
+                        rest = await self.process.stdout.readexactly(size - len(start))
+                        reply = parse_reply(start + rest)
+                        if "progress" in reply:
+                            raise NotARunnerReply("a progress frame not in the runner's form")
                         return reply
-                    if on_progress is not None:
-                        on_progress(reply_bytes(reply, "progress"))
+                    check_progress_size(size)
+                    rest = await self.process.stdout.readexactly(size - len(start))
+                    if await gate.admit():
+                        if on_progress is not None:
+                            on_progress(reply_bytes(parse_reply(start + rest), "progress"))
+                    else:
+                        self.progress_dropped += 1
             except BaseException:
                 # Cancelled, broken or garbled mid-request: the channel's state is unknown (or
                 # the node is not running our runner), drop it.
                 self.process.close()
                 raise
 
+    async def _frame_size(self) -> int:
+        """The length of the next frame, refused before any of it is read or allocated."""
+        (size,) = struct.unpack(">I", await self.process.stdout.readexactly(4))
+        check_frame_size(size)
+        return size
+
     async def _receive(self) -> dict:
         """One frame from the node, refused from its length before any of it is read."""
-        (size,) = struct.unpack(">I", await self.process.stdout.readexactly(4))
-        check_frame_size(size)  # before reading, or allocating, any of it
+        size = await self._frame_size()
         return parse_reply(await self.process.stdout.readexactly(size))
 
     @property

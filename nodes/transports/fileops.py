@@ -18,7 +18,7 @@ import abc
 import base64
 from collections.abc import Awaitable, Callable
 
-from nodes.transports.base import TransportError
+from nodes.transports.base import FileState, TransportError
 from nodes.transports.limits import FILE_LIMIT, FILE_TOO_LARGE
 from nodes.transports.replies import (
     NotARunnerReply,
@@ -26,6 +26,7 @@ from nodes.transports.replies import (
     reply_bool,
     reply_bytes,
     reply_error,
+    reply_file_state,
 )
 
 Send = Callable[[dict], Awaitable[dict]]
@@ -55,6 +56,25 @@ class FileOps(abc.ABC):
 
     @abc.abstractmethod
     async def remove(self, path: str, *, trusting: str | None) -> bool: ...
+
+    @abc.abstractmethod
+    async def stat(self, paths: list[str]) -> dict[str, FileState]: ...
+
+    @abc.abstractmethod
+    async def set_attrs(
+        self,
+        path: str,
+        *,
+        mode: int | None,
+        owner: str | None,
+        group: str | None,
+        sha256: str | None,
+    ) -> None: ...
+
+
+# Paths per ``stat`` request: each answer is about ten JSON values, and a reply may hold
+# REPLY_VALUES_LIMIT (a hostile node's flood of tiny values is refused from that count).
+STAT_BATCH = 50
 
 
 class RunnerFileOps(FileOps):
@@ -98,6 +118,32 @@ class RunnerFileOps(FileOps):
     async def remove(self, path: str, *, trusting: str | None) -> bool:
         reply = await self._ask({"op": "remove", "path": path, "trusting": trusting})
         return self._checked(reply_bool, reply, "removed")
+
+    async def stat(self, paths: list[str]) -> dict[str, FileState]:
+        found: dict[str, FileState] = {}
+        for start in range(0, len(paths), STAT_BATCH):
+            batch = paths[start : start + STAT_BATCH]
+            reply = await self._ask({"op": "stat", "paths": batch})
+            answers = reply.get("files")
+            if not isinstance(answers, list) or len(answers) != len(batch):
+                raise bad_reply(
+                    self._node_name, NotARunnerReply(f"no answer per path in {sorted(reply)[:10]}")
+                )
+            for path, answer in zip(batch, answers, strict=True):
+                found[path] = self._checked(reply_file_state, answer, path)
+        return found
+
+    async def set_attrs(
+        self,
+        path: str,
+        *,
+        mode: int | None,
+        owner: str | None,
+        group: str | None,
+        sha256: str | None,
+    ) -> None:
+        request = {"op": "attrs", "path": path, "mode": mode, "owner": owner, "group": group}
+        await self._done({**request, "sha256": sha256})
 
     async def _ask(self, request: dict) -> dict:
         reply = await self._send(request)

@@ -25,16 +25,23 @@ length, then that many bytes of one UTF-8 JSON object; bytes travel as base64.
    - ``mkdir``: ``path``, ``mode``, ``owner``, ``group``, ``trusting`` -> ``{"ok": true}``
    - ``read``: ``path`` -> ``{"data"}``
    - ``remove``: ``path``, ``trusting`` -> ``{"removed": bool}``
+   - ``stat``: ``paths`` -> ``{"files": [ANSWER, ...]}``, one answer per path, in order:
+     ``{"type": "file", "mode", "uid", "gid", "owner", "group", "sha256"}`` (names null when
+     the node has none), ``{"type": "missing"}``, or ``{"error": TEXT}`` (not a regular file)
+   - ``attrs``: ``path``, ``mode``, ``owner``, ``group``, ``sha256`` (each may be null)
+     -> ``{"ok": true}``
 
 The panel closing its end ends the running command, the session and the runner. Version 1
-was the unversioned runner, which spoke only after the panel's ``hello``.
+was the unversioned runner, which spoke only after the panel's ``hello``; version 3 added
+``stat`` and ``attrs``.
 
 Work on the node ends with its run: every command runs in a session (process group) of its
 own, and a timeout, a closed channel (the panel cancelled, was killed, or lost the
 connection) or a newer session taking the node over ends the whole group, TERM then KILL.
 One synchronizer per node holds on the node itself (``NodeSession``), not only in the panel's
-tables. The file functions (``write_file``, ``make_dir``, ``read_file``, ``remove_file``) are
-the only implementation of file work on a node: the local transport runs them on a thread.
+tables. The file functions (``write_file``, ``make_dir``, ``read_file``, ``remove_file``,
+``stat_file``, ``set_attrs``) are the only implementation of file work on a node: the local
+transport runs them on a thread.
 """
 # ruff: noqa: UP022 - capture_output is Python 3.7+, and nodes may be older
 
@@ -42,6 +49,7 @@ import base64
 import errno
 import fcntl
 import grp
+import hashlib
 import json
 import os
 import pwd
@@ -66,7 +74,7 @@ if __name__ != "__main__":  # imported by the panel; on the node, channel.py sen
 
 # The version of the frames and requests in the docstring: the runner's first frame says it,
 # and the panel refuses a runner that speaks another. Change it with any change to them.
-PROTOCOL = 2
+PROTOCOL = 3
 
 
 def _b64(data):
@@ -133,7 +141,9 @@ class Command:
             end_group(self.proc.pid, self.proc)
 
 
-def run_command(argv, data=None, timeout=None, session=None, command=None, on_output=None):
+def run_command(
+    argv, data=None, timeout=None, session=None, command=None, on_output=None, env=None
+):
     """Run one command in a process group of its own; (status, stdout, stderr), or None when
     it timed out (its group ended). Raises SessionTakenOver, or OSError when it cannot start.
 
@@ -141,7 +151,8 @@ def run_command(argv, data=None, timeout=None, session=None, command=None, on_ou
     (OUTPUT_LIMIT each): a command printing gigabytes costs neither the node's memory nor a
     reply over the panel's frame limit, and its last lines still arrive. With ``on_output``,
     the last TAIL_BYTES of its output are passed to it about every PROGRESS_SECONDS while it
-    runs (whoever watches the run sees what it prints).
+    runs (whoever watches the run sees what it prints). ``env``: its whole environment (the
+    caller's when None).
     """
     command = command or Command()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -153,6 +164,7 @@ def run_command(argv, data=None, timeout=None, session=None, command=None, on_ou
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own group: ended whole, children included
+            env=env,
         )
 
     proc = session.spawn(start) if session else start()
@@ -291,8 +303,9 @@ def _trusted(uid):
 
 
 def _open_folder(dir_fd, name, shown, what, trusted, missing_ok=False):
-    """Open ``name`` in ``dir_fd`` as a folder, never through a link, owned by ``trusted``;
-    with ``missing_ok``, None when there is nothing by that name."""
+    """Open ``name`` in ``dir_fd`` as a folder, never through a link, owned by ``trusted``
+    (None: by anyone, for reads); with ``missing_ok``, None when there is nothing by that
+    name."""
     try:
         fd = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
     except OSError as e:
@@ -309,7 +322,7 @@ def _open_folder(dir_fd, name, shown, what, trusted, missing_ok=False):
             raise Refused(f"cannot {what}: {shown} is not a folder") from None
         raise Refused(f"refusing to {what}: {shown} is a symbolic link") from None
     owner = os.fstat(fd).st_uid
-    if owner not in trusted:
+    if trusted is not None and owner not in trusted:
         os.close(fd)
         raise Refused(f"refusing to {what}: {shown} is owned by uid {owner}")
     return fd
@@ -433,15 +446,191 @@ def make_dir(path, mode=None, owner=None, group=None, trusting=None):
 
 def read_file(path):
     """The bytes of ``path``, up to FILE_LIMIT: a larger file is refused, never cut (a cut
-    manifest would be silently wrong). Reads follow links: they only read."""
+    manifest would be silently wrong). Reads follow links (they only read: /etc/os-release is
+    one), but only a regular file is read: a FIFO, socket or device is refused, and opened
+    without blocking to find out (a FIFO with no writer would hold the session for ever)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read(FILE_LIMIT + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as e:
         raise Refused(f"cannot read {path}: {e.strerror}") from None
+    try:
+        kind = os.fstat(fd).st_mode
+        if not stat.S_ISREG(kind):
+            raise _not_regular(path, kind, f"read {path}")
+        data = _read_all(fd, FILE_LIMIT + 1)
+    except OSError as e:
+        raise Refused(f"cannot read {path}: {e.strerror}") from None
+    finally:
+        os.close(fd)
     if len(data) > FILE_LIMIT:
         raise Refused(f"cannot read {path}: {FILE_TOO_LARGE}")
     return data
+
+
+def _read_all(fd, limit):
+    chunks, size = [], 0
+    while size < limit:
+        chunk = os.pread(fd, min(1 << 20, limit - size), size)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
+
+
+# --- reading a file's state, and changing its mode and owner, through one descriptor -------
+#
+# ``stat``, ``sha256sum`` and ``chmod`` name a path three times: between the read and the
+# change, the owner of a folder on the way re-points the name at any file of root's (a link,
+# or the folder itself swapped with renameat2). Here the file is found like the writes find
+# their folder (from "/", no link followed), opened without following a link or blocking,
+# checked to be a regular file, and everything read or changed is of that descriptor.
+
+_KINDS = (
+    (stat.S_ISLNK, "a symbolic link"),
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+)
+
+
+def _not_regular(shown, kind, what):
+    name = next((name for test, name in _KINDS if test(kind)), "a special file")
+    return Refused(f"refusing to {what}: {shown} is {name}, not a regular file")
+
+
+def _open_regular(dir_fd, name, shown, what):
+    """A read-only descriptor of the regular file ``name`` in ``dir_fd``; None when there is
+    none. Its kind is looked at before it is opened (a device is never opened) and again on
+    the descriptor (it may have been swapped in between); a link is never followed."""
+    try:
+        kind = os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(kind):
+        raise _not_regular(shown, kind, what)
+    flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+    try:
+        fd = os.open(name, flags, dir_fd=dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise _not_regular(shown, stat.S_IFLNK, what) from None
+        raise Refused(f"cannot {what}: {e.strerror}") from None
+    kind = os.fstat(fd).st_mode
+    if not stat.S_ISREG(kind):
+        os.close(fd)
+        raise _not_regular(shown, kind, what)
+    return fd
+
+
+def _sha256(fd, shown):
+    """The checksum of the file, read up to FILE_LIMIT: a larger one (a user's sparse file of
+    terabytes) is refused rather than hold the session; the panel writes no such file."""
+    digest = hashlib.sha256()
+    offset = 0
+    while True:
+        chunk = os.pread(fd, 1 << 20, offset)
+        if not chunk:
+            return digest.hexdigest()
+        digest.update(chunk)
+        offset += len(chunk)
+        if offset > FILE_LIMIT:
+            raise Refused(f"refusing to read {shown}: {FILE_TOO_LARGE}")
+
+
+def _name(lookup, number):
+    try:
+        return lookup(number)[0]
+    except KeyError:
+        return None
+
+
+def stat_file(path):
+    """What ``path`` is, read from one descriptor: ``{"type": "file", "mode", "uid", "gid",
+    "owner", "group", "sha256"}``, or ``{"type": "missing"}`` when nothing is there (nor,
+    perhaps, its folder). Anything but a regular file reached without a link is refused,
+    saying what it is.
+
+    Folders of any owner are walked (this changes nothing); an act on the file opens it
+    again under the writes' rules (``set_attrs``), and may check it still holds what was read.
+    """
+    what = f"read {path}"
+    parts = split_path(path, what)
+    if not parts:
+        raise Refused(f"refusing to {what}: / is a folder, not a regular file")
+    dir_fd = _walk(parts[:-1], what, None, missing_ok=True)
+    if dir_fd is None:
+        return {"type": "missing"}
+    try:
+        fd = _open_regular(dir_fd, parts[-1], path, what)
+        if fd is None:
+            return {"type": "missing"}
+        try:
+            st = os.fstat(fd)
+            return {
+                "type": "file",
+                "mode": stat.S_IMODE(st.st_mode),
+                "uid": st.st_uid,
+                "gid": st.st_gid,
+                "owner": _name(pwd.getpwuid, st.st_uid),
+                "group": _name(grp.getgrgid, st.st_gid),
+                "sha256": _sha256(fd, path),
+            }
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise Refused(f"cannot {what}: {e.strerror}") from None
+    finally:
+        os.close(dir_fd)
+
+
+def _others_can_link_in(dir_fd):
+    """Whether someone but root can put a name in this folder (a hard link to root's file)."""
+    st = os.fstat(dir_fd)
+    return st.st_uid != 0 or bool(st.st_mode & 0o022)
+
+
+def set_attrs(path, mode=None, owner=None, group=None, sha256=None):
+    """Set the mode and owner of the regular file ``path`` through its descriptor: ``fchown``
+    then ``fchmod`` (chown clears setuid and setgid bits; set after, they stay). With
+    ``sha256``, only if the file still holds those bytes (what was read is what is changed).
+
+    The file is reached like ``write_file``'s folder (no link, folders of root, of this
+    process or of ``owner`` only); a file with other hard links in a folder that a user can
+    change is refused too (a link to root's file made there would be changed).
+    """
+    what = f"change {path}"
+    parts = split_path(path, what)
+    if not parts:
+        raise Refused(f"cannot {what}: it is the root folder")
+    uid, gid = _ids(owner, group, what)
+    dir_fd = _walk(parts[:-1], what, _trusted(uid))
+    try:
+        fd = _open_regular(dir_fd, parts[-1], path, what)
+        if fd is None:
+            raise Refused(f"cannot {what}: there is no such file")
+        try:
+            links = os.fstat(fd).st_nlink
+            if links > 1 and _others_can_link_in(dir_fd):
+                raise Refused(
+                    f"refusing to {what}: it has {links} hard links, in a folder others can change"
+                )
+            if sha256 is not None and _sha256(fd, path) != sha256:
+                raise Refused(f"refusing to {what}: it was changed since it was read")
+            if uid != -1 or gid != -1:
+                os.fchown(fd, uid, gid)
+            if mode is not None:
+                os.fchmod(fd, mode)
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise Refused(f"cannot {what}: {e.strerror}") from None
+    finally:
+        os.close(dir_fd)
 
 
 def remove_file(path, trusting=None):
@@ -509,8 +698,40 @@ def _remove_op(request):
     return {"removed": remove_file(request["path"], request.get("trusting"))}
 
 
+def _stat_one(path):
+    try:
+        return stat_file(path)
+    except Refused as e:
+        return {"error": str(e)}
+
+
+def _stat_op(request):
+    paths = request["paths"]
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        raise ValueError("paths must be a list of strings")
+    return {"files": [_stat_one(path) for path in paths]}
+
+
+def _attrs_op(request):
+    set_attrs(
+        request["path"],
+        request.get("mode"),
+        request.get("owner"),
+        request.get("group"),
+        request.get("sha256"),
+    )
+    return {"ok": True}
+
+
 # The file requests: what the local transport hands to ``handle`` on a thread, too.
-FILE_HANDLERS = {"put": _put_op, "mkdir": _mkdir_op, "read": _read_op, "remove": _remove_op}
+FILE_HANDLERS = {
+    "put": _put_op,
+    "mkdir": _mkdir_op,
+    "read": _read_op,
+    "remove": _remove_op,
+    "stat": _stat_op,
+    "attrs": _attrs_op,
+}
 
 
 def handle(request, handlers):

@@ -11,8 +11,12 @@ import base64
 import binascii
 import json
 
-from nodes.transports.base import TransportError
-from nodes.transports.limits import FRAME_LIMIT, MIB, REPLY_VALUES_LIMIT
+from nodes.transports.base import MISSING, FileState, TransportError
+from nodes.transports.limits import FRAME_LIMIT, MIB, REPLY_VALUES_LIMIT, clean
+
+# A progress frame carries the last few KiB of a command's output (``remote_runner.TAIL_BYTES``,
+# 4 KiB, base64 in JSON): anything far larger is not one.
+PROGRESS_FRAME_LIMIT = 64 * 1024
 
 
 class NotARunnerReply(Exception):
@@ -29,6 +33,14 @@ def check_frame_size(size: int) -> None:
     if size > FRAME_LIMIT:
         raise NotARunnerReply(
             f"a frame of {size} bytes, over the {FRAME_LIMIT // MIB} MiB limit for one reply"
+        )
+
+
+def check_progress_size(size: int) -> None:
+    """Refuse a progress frame far larger than the runner's (a tail of TAIL_BYTES)."""
+    if size > PROGRESS_FRAME_LIMIT:
+        raise NotARunnerReply(
+            f"a progress frame of {size} bytes, over the {PROGRESS_FRAME_LIMIT} bytes limit"
         )
 
 
@@ -74,7 +86,49 @@ def reply_error(reply: dict) -> str | None:
     """The runner's error message, if the reply is one."""
     if "error" not in reply:
         return None
-    return str(reply["error"])[:500]
+    return clean(str(reply["error"]), 500)
+
+
+def reply_file_state(answer: object, path: str) -> FileState:
+    """One answer of a ``stat`` reply, about ``path``, as a FileState."""
+    if not isinstance(answer, dict):
+        raise NotARunnerReply(f"the answer about {path[:200]} is not a JSON object")
+    if (error := reply_error(answer)) is not None:
+        return FileState("refused", reason=error)
+    kind = answer.get("type")
+    if kind == "missing":
+        return MISSING
+    if kind != "file":
+        raise NotARunnerReply(f"the answer about {path[:200]} has no known type: {_keys(answer)}")
+    sha256 = answer.get("sha256")
+    if not isinstance(sha256, str) or len(sha256) != 64 or not _is_hex(sha256):
+        raise NotARunnerReply(f"the answer about {path[:200]} has no sha256")
+    mode = reply_int(answer, "mode")
+    if not 0 <= mode <= 0o7777:
+        raise NotARunnerReply(f"the answer about {path[:200]} has an odd mode {mode}")
+    return FileState(
+        "file",
+        mode=mode,
+        uid=reply_int(answer, "uid"),
+        gid=reply_int(answer, "gid"),
+        owner=_name(answer, "owner"),
+        group=_name(answer, "group"),
+        sha256=sha256,
+    )
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdef" for c in text)
+
+
+def _name(reply: dict, key: str) -> str:
+    """A user or group name of a reply; empty for none (a number without a name)."""
+    value = reply.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str) or len(value) > 256:
+        raise NotARunnerReply(f"{key!r} is not a name in {_keys(reply)}")
+    return value
 
 
 def _start(data: bytes) -> str:

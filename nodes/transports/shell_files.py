@@ -7,7 +7,11 @@ unprivileged user can change any name: every folder from / down is a real folder
 owned by root (or by the login user), and none is writable by others, except a sticky folder
 above the target (/tmp: others cannot rename root's entries there). Anything else is refused
 (exit 3) with the reason; such a node needs python3 for files in users' folders. ``trusting``
-adds nobody here. The scripts are fixed; paths and names arrive as positional arguments.
+adds nobody here. Reading a file's state and setting its mode and owner (``stat``,
+``sha256sum``, ``chown``, ``chmod``, which name the path each time) are stricter still: they
+are done only where every folder is root's, and refused in any folder a user owns, saying
+that the panel does that only through its runner. The scripts are fixed; paths and names
+arrive as positional arguments.
 """
 
 from __future__ import annotations
@@ -15,13 +19,16 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from nodes.transports import remote_runner
-from nodes.transports.base import TransportError
-from nodes.transports.fileops import FileOps
+from nodes.transports.base import MISSING, FileState, TransportError
+from nodes.transports.fileops import STAT_BATCH, FileOps
 from nodes.transports.limits import FILE_LIMIT, FILE_TOO_LARGE
 from nodes.transports.streams import PlainOutput
 
 _SAFE_FOLDERS = (
     "refuse() { printf '%s\\n' \"$1\" >&2; exit 3; }; "
+    # owned WHAT USER DIR: DIR on the way belongs to USER (a script may say it its own way).
+    'owned() { refuse "refusing to $1: the node has no python3: cannot safely write into '
+    'a folder owned by $2 ($3)"; }; '
     # safe WHAT DIR STRICT: DIR and the folders above it are safe to write in, as above.
     'safe() { d=$2; strict=$3; me=$(id -u); nopy="the node has no python3: cannot safely"; '
     "while :; do "
@@ -31,8 +38,7 @@ _SAFE_FOLDERS = (
     "user=${rest%%:*}; perm=${rest#*:}; "
     '[ "$kind" != "symbolic link" ] || refuse "refusing to $1: $d is a symbolic link"; '
     '[ "$kind" = directory ] || refuse "cannot $1: $d is not a folder"; '
-    '[ "$uid" = 0 ] || [ "$uid" = "$me" ] || '
-    'refuse "refusing to $1: $nopy write into a folder owned by $user ($d)"; '
+    '[ "$uid" = 0 ] || [ "$uid" = "$me" ] || owned "$1" "$user" "$d"; '
     'if [ $((0$perm & 022)) != 0 ] && { [ "$strict" = 1 ] || [ $((0$perm & 01000)) = 0 ]; }; '
     'then refuse "refusing to $1: $nopy write into $d, which other users can write to"; fi; '
     '[ "$d" != / ] || return 0; d=${d%/*}; d=${d:-/}; strict=0; '
@@ -64,6 +70,48 @@ REMOVE_FILE_SCRIPT = (
     'safe "remove $2" "$1" 0; '
     'if [ -d "$2" ] && [ ! -L "$2" ]; then refuse "refusing to remove $2: it is a folder"; fi; '
     'if [ -e "$2" ] || [ -L "$2" ]; then rm -f -- "$2"; echo removed; fi'
+)
+
+# Reads and changes of a file's state without python3 (``stat``, ``sha256sum``, ``chown``,
+# ``chmod`` name the path each time): only where every folder from / is root's, so that no
+# one else can re-point the name between them. In a user's folder, only the runner does it.
+_NOT_IN_USERS_FOLDERS = (
+    'owned() { refuse "refusing to $1: the node has no python3: the panel changes files in '
+    'folders a user owns only through its runner ($3 belongs to $2)"; }; '
+    "kind_name() { case $1 in 'symbolic link') k='a symbolic link';; directory) k='a folder';; "
+    "fifo) k='a FIFO';; socket) k='a socket';; 'character special file') "
+    "k='a character device';; 'block special file') k='a block device';; "
+    "*) k='a special file';; esac; }; "
+)
+
+# stat: the paths as arguments; one NUL-terminated record each, in order: "missing",
+# "refused<TAB>REASON" or "file<TAB>MODE:UID:GID:OWNER:GROUP:SHA256".
+STAT_FILES_SCRIPT = (
+    _SAFE_FOLDERS + _NOT_IN_USERS_FOLDERS + "for p; do d=${p%/*}; d=${d:-/}; "
+    'if [ ! -e "$d" ] && [ ! -L "$d" ]; then printf \'missing\\0\'; continue; fi; '
+    'if ! why=$(safe "read $p" "$d" 0 2>&1); then printf \'refused\\t%s\\0\' "$why"; '
+    "continue; fi; "
+    "info=$(LC_ALL=C stat -c '%F:%a:%u:%g:%U:%G' -- \"$p\" 2>/dev/null) || "
+    "{ printf 'missing\\0'; continue; }; kind=${info%%:*}; "
+    "case $kind in 'regular file'|'regular empty file') "
+    'if sum=$(sha256sum < "$p"); then printf \'file\\t%s:%s\\0\' "${info#*:}" "${sum%% *}"; '
+    "else printf 'refused\\tcannot read %s\\0' \"$p\"; fi;; "
+    '*) kind_name "$kind"; '
+    'printf \'refused\\trefusing to read %s: %s is %s, not a regular file\\0\' "$p" "$p" "$k";; '
+    "esac; done"
+)
+
+# attrs: $1 path, $2 octal mode or empty, $3 owner[:group] or empty, $4 sha256 or empty.
+SET_ATTRS_SCRIPT = (
+    "set -e; " + _SAFE_FOLDERS + _NOT_IN_USERS_FOLDERS + "p=$1; d=${p%/*}; d=${d:-/}; "
+    'safe "change $p" "$d" 1; '
+    "kind=$(LC_ALL=C stat -c '%F' -- \"$p\" 2>/dev/null) || "
+    'refuse "cannot change $p: there is no such file"; '
+    'case $kind in "regular file"|"regular empty file") ;; *) kind_name "$kind"; '
+    'refuse "refusing to change $p: $p is $k, not a regular file";; esac; '
+    'if [ -n "$4" ]; then sum=$(sha256sum < "$p"); [ "${sum%% *}" = "$4" ] || '
+    'refuse "refusing to change $p: it was changed since it was read"; fi; '
+    'if [ -n "$3" ]; then chown -- "$3" "$p"; fi; if [ -n "$2" ]; then chmod -- "$2" "$p"; fi'
 )
 
 RunPlain = Callable[..., Awaitable[PlainOutput]]
@@ -112,6 +160,37 @@ class ShellFileOps(FileOps):
         result = await self._script(f"remove {path}", REMOVE_FILE_SCRIPT, [folder, path])
         return result.stdout.strip() == b"removed"
 
+    async def stat(self, paths: list[str]) -> dict[str, FileState]:
+        for path in paths:
+            _parts(path, f"read {path}")
+        found: dict[str, FileState] = {}
+        for start in range(0, len(paths), STAT_BATCH):
+            batch = paths[start : start + STAT_BATCH]
+            result = await self._script("read files", STAT_FILES_SCRIPT, batch)
+            records = result.stdout.split(b"\0")[:-1]
+            if len(records) != len(batch):
+                raise TransportError(
+                    f"cannot read {batch[0]}: the node answered {len(records)} "
+                    f"records for {len(batch)} paths"
+                )
+            for path, record in zip(batch, records, strict=True):
+                found[path] = _file_state(path, record.decode(errors="replace"))
+        return found
+
+    async def set_attrs(
+        self,
+        path: str,
+        *,
+        mode: int | None,
+        owner: str | None,
+        group: str | None,
+        sha256: str | None,
+    ) -> None:
+        what = f"change {path}"
+        _parts(path, what)
+        arguments = [path, "" if mode is None else f"{mode:o}", _chown(owner, group), sha256 or ""]
+        await self._script(what, SET_ATTRS_SCRIPT, arguments)
+
     async def _script(
         self, what: str, script: str, arguments: list[str], data: bytes = b""
     ) -> PlainOutput:
@@ -137,6 +216,29 @@ def _parts(path: str, what: str) -> list[str]:
 def _folder(path: str, what: str) -> str:
     """The folder that holds ``path``."""
     return "/" + "/".join(_parts(path, what)[:-1])
+
+
+def _file_state(path: str, record: str) -> FileState:
+    """One record of STAT_FILES_SCRIPT's output."""
+    kind, _, rest = record.partition("\t")
+    if kind == "missing":
+        return MISSING
+    if kind == "refused":
+        return FileState("refused", reason=rest[:500])
+    fields = rest.split(":")
+    if kind != "file" or len(fields) != 6:
+        raise TransportError(f"cannot read {path}: the node answered {record[:100]!r}")
+    mode, uid, gid, owner, group, sha256 = fields
+    unknown = "UNKNOWN"  # what stat prints for a number without a name
+    return FileState(
+        "file",
+        mode=int(mode, 8),
+        uid=int(uid),
+        gid=int(gid),
+        owner="" if owner == unknown else owner,
+        group="" if group == unknown else group,
+        sha256=sha256,
+    )
 
 
 def _chown(owner: str | None, group: str | None) -> str:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 
 import asyncssh
 
-from nodes.keys import fingerprint, load_panel_key
+from nodes.keys import fingerprint, keys_for_node, panel_keys
 from nodes.transports.base import (
     CommandFailed,
     CommandResult,
@@ -28,7 +28,7 @@ from nodes.transports.base import (
 )
 from nodes.transports.channel import RunnerChannel
 from nodes.transports.fileops import FileOps, RunnerFileOps
-from nodes.transports.limits import OUTPUT_LIMIT, keep_head_and_tail
+from nodes.transports.limits import MESSAGE_LIMIT, OUTPUT_LIMIT, clean, keep_head_and_tail
 from nodes.transports.replies import (
     NotARunnerReply,
     bad_reply,
@@ -58,6 +58,10 @@ _Commands = Callable[
 
 class HostKeyChanged(TransportError):
     """The node presented a host key other than the pinned one: nothing may run there."""
+
+
+class Unreachable(TransportError):
+    """No SSH conversation at all: the connection timed out or was refused."""
 
 
 class SSHTransport(Transport):
@@ -106,9 +110,13 @@ class SSHTransport(Transport):
                 self._runner = await _Runner.start(self.conn, self.session)
                 if self._runner is None:
                     raise TransportError(f"the runner on {self.node_name} could not start again")
-            # The runner enforces the command's timeout itself; this one is for a dead link.
-            async with asyncio.timeout(None if timeout is None else timeout + 10):
-                return await self._runner.request(message, on_progress)
+            runner, dropped = self._runner, self._runner.progress_dropped
+            try:
+                # The runner enforces the command's timeout itself; this one is for a dead link.
+                async with asyncio.timeout(None if timeout is None else timeout + 10):
+                    return await runner.request(message, on_progress)
+            finally:
+                self.progress_dropped += runner.progress_dropped - dropped
 
     def _translated_errors(self):
         return _translate_errors(self.node_name)
@@ -133,6 +141,7 @@ class SSHTransport(Transport):
                 node.username,
                 node.host_key,
                 timeout=timeout,
+                client_keys=keys_for_node(node.panel_key),
                 keepalive_interval=KEEPALIVE_INTERVAL,
             )
         except OtherHostKey as e:
@@ -243,10 +252,10 @@ class _translate_errors:
             raise bad_reply(self.node_name, error) from None
         if isinstance(error, asyncssh.ChannelOpenError):
             raise TransportError(
-                f"ssh channel refused on {self.node_name}: {error.reason}"
+                f"ssh channel refused on {self.node_name}: {_said(error.reason)}"
             ) from None
         if isinstance(error, asyncssh.Error):
-            raise TransportError(f"ssh error on {self.node_name}: {error.reason}") from None
+            raise TransportError(f"ssh error on {self.node_name}: {_said(error.reason)}") from None
         if isinstance(error, ConnectionError | asyncio.IncompleteReadError | BrokenPipeError):
             raise TransportError(f"connection to {self.node_name} lost: {error}") from None
         return False
@@ -255,14 +264,17 @@ class _translate_errors:
 def _connection_error(error: Exception, host: str, port: int, timeout: float) -> TransportError:
     """The admin's words for a connection that failed before any host key question."""
     if isinstance(error, TimeoutError):
-        return TransportError(
-            f"unreachable: connecting to {host}:{port} timed out after {timeout} s"
-        )
+        return Unreachable(f"unreachable: connecting to {host}:{port} timed out after {timeout} s")
     if isinstance(error, OSError):
-        return TransportError(
+        return Unreachable(
             f"unreachable: cannot connect to {host}:{port}: {error.strerror or error}"
         )
-    return TransportError(f"ssh error with {host}:{port}: {getattr(error, 'reason', error)}")
+    return TransportError(f"ssh error with {host}:{port}: {_said(getattr(error, 'reason', error))}")
+
+
+def _said(reason: object) -> str:
+    """What the server said (a disconnect reason is the node's own text): cleaned, capped."""
+    return clean(str(reason), MESSAGE_LIMIT, one_line=True)
 
 
 class OtherHostKey(Exception):
@@ -285,9 +297,17 @@ class _PinnedClient(asyncssh.SSHClient):
 
 
 async def connect_pinned(
-    host: str, port: int, username: str, host_key: str, *, timeout: float, **options
+    host: str,
+    port: int,
+    username: str,
+    host_key: str,
+    *,
+    timeout: float,
+    client_keys: Sequence[asyncssh.SSHKey] | None = None,
+    **options,
 ) -> asyncssh.SSHClientConnection:
-    """Connect with the panel's key, trusting ``host_key`` alone.
+    """Connect with ``client_keys`` (default: every key the panel holds), trusting
+    ``host_key`` alone.
 
     OtherHostKey (naming the key presented in this very connection, no second scan) when the
     server does not hold it; asyncssh's and the socket's errors otherwise, for the caller to
@@ -300,7 +320,7 @@ async def connect_pinned(
             port,
             username=username,
             client_factory=lambda: client,
-            client_keys=[load_panel_key()],
+            client_keys=list(panel_keys() if client_keys is None else client_keys),
             known_hosts=([asyncssh.import_public_key(host_key)], [], []),
             agent_path=None,
             config=None,

@@ -15,12 +15,13 @@ from django.db import transaction
 from django.db.models import Q
 
 from nodes.models import Node
+from nodes.transports.limits import printable
 from sync import conditions
 from sync.clock import db_bool, db_now, db_now_plus, read_db_now
 from sync.engine.backoff import backoff_seconds
 from sync.engine.leases import renew_lease
 from sync.engine.transient import retry_on_transient_errors
-from sync.errors import FailureKind, printable, short
+from sync.errors import FailureKind, short
 from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun, recompute_status
 
 

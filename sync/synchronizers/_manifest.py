@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from django.conf import settings
 
+from nodes.transports import TransportError
 from sync.context import RunContext
 
 if TYPE_CHECKING:
@@ -61,7 +62,11 @@ async def read_manifest(ctx: RunContext, kind: str) -> dict[str, Any]:
 
 
 async def _exists(ctx: RunContext, path: str) -> bool:
-    return (await ctx.transport.run(["test", "-f", path], check=False)).exit_status == 0
+    """Whether the manifest is there; anything but a regular file there fails the run."""
+    state = await ctx.transport.stat_file(path)
+    if state.kind == "refused":
+        raise TransportError(state.reason)
+    return state.is_file
 
 
 async def _load(ctx: RunContext, path: str) -> dict[str, Any]:

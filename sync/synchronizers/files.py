@@ -1,8 +1,12 @@
 """Files: the configuration files of the node's roles, written atomically and checked.
 
-The node is asked for the checksum, mode and owner of every file in two commands, so an
+The node is asked for the checksum, mode and owner of every file in one request, each read
+through one descriptor opened without following a link (``Transport.stat_files``), so an
 unchanged file costs nothing and is never rewritten (its mtime stays, nothing that watches it
-wakes up). A written file is read back by checksum: a run succeeds only when the node holds
+wakes up); a file with the right bytes but another mode or owner gets them on its descriptor,
+only while it still holds those bytes (``set_attrs``: nothing is ever changed by path, which
+a user who owns a folder on the way could re-point at root's files). A written file is read
+back by checksum: a run succeeds only when the node holds
 exactly the panel's bytes. The node's ``files.json`` manifest lists the paths this panel
 manages there, so a file dropped from the panel (or from the node's roles) is removed,
 through no link and no folder but root's and the file owner's.
@@ -11,7 +15,6 @@ through no link and no folder but root's and the file owner's.
 from __future__ import annotations
 
 import posixpath
-from dataclasses import dataclass
 
 from django import forms
 from django.contrib import admin
@@ -20,6 +23,7 @@ from django.db import models
 
 from nodes.choices import NodeStatus
 from nodes.transports import TransportError
+from nodes.transports.base import FileState
 from sync.context import RunContext
 from sync.rights import may_view_content, may_view_secrets
 from sync.synchronizers import synchronizer
@@ -173,36 +177,19 @@ def desired_files(node_id: int) -> dict[str, str]:
     return {f["path"]: sha256_text(f["content"]) for f in _files_for(node_id)}
 
 
-@dataclass(frozen=True)
-class NodeFile:
-    sha256: str | None
-    mode: int
-    owner: str
-    group: str
+# What ``node_files`` answers per path: kind, mode, owner, group and sha256 (``users`` too).
+NodeFile = FileState
 
 
 async def node_files(ctx: RunContext, paths: list[str]) -> dict[str, NodeFile]:
-    """What the node has at ``paths``, in two commands; missing paths are left out.
+    """What the node has at ``paths``; missing paths are left out.
 
-    NUL-terminated output (``--printf ...\\0``, ``sha256sum -z``) keeps any path intact:
-    ``-z`` also turns off sha256sum's escaping of backslashes in names.
+    Read through one descriptor per file (``Transport.stat_files``), never by path twice: a
+    link, a FIFO or anything but a regular file is answered ``refused`` with its reason and
+    an empty checksum, so it differs from every file and is replaced by the next write.
     """
-    if not paths:
-        return {}
-    stat_argv = ["stat", "--printf=%a\t%U\t%G\t%n\\0", "--", *paths]
-    stats = await ctx.transport.run(stat_argv, check=False)
-    sums = await ctx.transport.run(["sha256sum", "-z", "--", *paths], check=False)
-    checksums = {}
-    for record in sums.stdout.split("\0"):
-        if len(record) > 66:
-            checksums[record[66:]] = record[:64]
-    found: dict[str, NodeFile] = {}
-    for record in stats.stdout.split("\0"):
-        fields = record.split("\t", 3)
-        if len(fields) == 4:
-            mode, owner, group, path = fields
-            found[path] = NodeFile(checksums.get(path), int(mode, 8), owner, group)
-    return found
+    found = await ctx.transport.stat_files(paths)
+    return {path: state for path, state in found.items() if state.kind != "missing"}
 
 
 def _check_file(f: dict) -> None:
@@ -213,13 +200,16 @@ def _check_file(f: dict) -> None:
         raise ValueError(f"invalid mode {f['mode']:o} for {f['path']}")
 
 
+def _same_content(have: NodeFile | None, sha: str) -> bool:
+    return have is not None and have.is_file and have.sha256 == sha
+
+
+def _same_attrs(have: NodeFile, f: dict) -> bool:
+    return have.mode == f["mode"] and (have.owner, have.group) == (f["owner"], f["group"])
+
+
 def _same(have: NodeFile | None, f: dict, sha: str) -> bool:
-    return (
-        have is not None
-        and have.sha256 == sha
-        and have.mode == f["mode"]
-        and (have.owner, have.group) == (f["owner"], f["group"])
-    )
+    return _same_content(have, sha) and _same_attrs(have, f)
 
 
 async def remove_stale(ctx: RunContext, stale: list[str]) -> list[str]:
@@ -249,22 +239,20 @@ async def remove_stale(ctx: RunContext, stale: list[str]) -> list[str]:
 
 
 async def _owners(ctx: RunContext, paths: list[str]) -> dict[str, str]:
-    """The owner of each existing path (a user name the panel could have written it for)."""
-    if not paths:
-        return {}
-    stats = await ctx.transport.run(["stat", "--printf=%U\t%n\\0", "--", *paths], check=False)
+    """The owner of each existing regular file (a user name the panel could have written it
+    for); a link or anything else trusts nobody but root."""
     owners = {}
-    for record in stats.stdout.split("\0"):
-        owner, _, path = record.partition("\t")
+    for path, state in (await ctx.transport.stat_files(paths)).items():
         try:
-            owners[path] = check_posix_name(owner)
+            owners[path] = check_posix_name(state.owner) if state.is_file else None
         except ValueError:
-            continue  # UNKNOWN (a uid without a name) or odd: trust nobody but root
-    return owners
+            continue  # a uid without a name, or odd: trust nobody but root
+    return {path: owner for path, owner in owners.items() if owner}
 
 
 async def _push(ctx: RunContext, files: list[dict], shas: dict[str, str]) -> None:
-    """Write the files, then prove it: checksum, mode and owner as the panel has them."""
+    """Write the files (mode and owner set on the file's descriptor, setuid bits kept), then
+    prove it: checksum, mode and owner as the panel has them."""
     # Folders of a file's owner are trusted on the way to it, nobody else's (see make_dir).
     for parent, owner in sorted({(posixpath.dirname(f["path"]), f["owner"]) for f in files}):
         await ctx.transport.make_dir(parent, trusting=owner)
@@ -272,17 +260,29 @@ async def _push(ctx: RunContext, files: list[dict], shas: dict[str, str]) -> Non
         await ctx.transport.put_file(
             f["path"], f["content"].encode(), mode=f["mode"], owner=f["owner"], group=f["group"]
         )
+    await _check_written(ctx, files, shas)
+
+
+async def _set_attrs(ctx: RunContext, files: list[dict], shas: dict[str, str]) -> None:
+    """Give files that hold the right bytes their mode and owner, on their descriptor, and
+    only while they still hold those bytes (no rewrite: their mtime stays)."""
+    for f in files:
+        await ctx.transport.set_attrs(
+            f["path"], mode=f["mode"], owner=f["owner"], group=f["group"], sha256=shas[f["path"]]
+        )
+    await _check_written(ctx, files, shas)
+
+
+async def _check_written(ctx: RunContext, files: list[dict], shas: dict[str, str]) -> None:
+    """Read back what was done. The error never shows what the node holds (its checksum
+    could be of a file that the admins reading the error may not see)."""
     written = await node_files(ctx, [f["path"] for f in files])
     for f in files:
         have = written.get(f["path"])
-        if have is None or have.sha256 != shas[f["path"]]:
+        if not _same(have, f, shas[f["path"]]):
             raise TransportError(
-                f"checksum mismatch after writing {f['path']}: expected {shas[f['path']]}, "
-                f"the node has {have.sha256 if have else 'no file'}"
+                f"the node's copy of {f['path']} differs from what the panel wrote"
             )
-        if have.mode != f["mode"]:
-            # chown after chmod clears setuid/setgid bits: set the mode again, owner is right.
-            await ctx.transport.run(["chmod", f"{f['mode']:04o}", "--", f["path"]])
 
 
 @synchronizer(
@@ -308,21 +308,36 @@ async def sync_files(ctx: RunContext) -> None:
         ctx.log(f"removed {path}")
 
     have = await node_files(ctx, list(shas))
-    changed = [f for f in files if not _same(have.get(f["path"]), f, shas[f["path"]])]
-    changed_paths = {f["path"] for f in changed}
-    for path in shas:
-        if path not in changed_paths:
+    changed, attrs_only = [], []
+    for f in files:
+        path, state = f["path"], have.get(f["path"])
+        if not _same_content(state, shas[path]):
+            changed.append(f)
+            if state is not None and not state.is_file:
+                ctx.log(f"replacing {path}: {state.reason}")
+        elif not _same_attrs(state, f):
+            attrs_only.append(f)
+        else:
             ctx.log(f"unchanged {path}")
-    if changed:
+    if changed or attrs_only:
         if set(shas) - set(manifest):
             # Record new paths before they are first written: a run that fails half-way must
             # not leave a file the panel would never remove.
             await write_manifest(ctx, MANIFEST, {p: manifest.get(p, "") for p in shas})
+    if changed:
         await _push(ctx, changed, shas)
         for f in changed:
             why = "new" if f["path"] not in have else "updated"
             ctx.log(f"wrote {f['path']} ({why}, mode {f['mode']:04o}, {f['owner']}:{f['group']})")
+    if attrs_only:
+        await _set_attrs(ctx, attrs_only, shas)
+        for f in attrs_only:
+            ctx.log(
+                f"set {f['path']} (updated, mode {f['mode']:04o}, {f['owner']}:{f['group']}; "
+                "content unchanged)"
+            )
     if shas != manifest:
         await write_manifest(ctx, MANIFEST, shas)
-    unchanged = len(files) - len(changed)
-    ctx.log(f"{len(changed)} written, {unchanged} unchanged, {len(removed)} removed")
+    unchanged = len(files) - len(changed) - len(attrs_only)
+    attrs_set = f", {len(attrs_only)} with mode or owner set" if attrs_only else ""
+    ctx.log(f"{len(changed)} written, {unchanged} unchanged, {len(removed)} removed{attrs_set}")

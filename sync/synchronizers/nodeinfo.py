@@ -6,6 +6,7 @@ from django.utils import timezone
 
 from nodes.choices import NodeStatus
 from nodes.models import Node
+from nodes.transports.limits import FACT_CHARS, clean
 from sync.context import RunContext
 from sync.synchronizers import synchronizer
 
@@ -39,7 +40,8 @@ _INTS = {
 
 
 def parse_facts(output: str) -> dict:
-    """Turn the script's ``key=value`` lines into the facts stored on the node."""
+    """Turn the script's ``key=value`` lines into the facts stored on the node, each text
+    cleaned and capped (``nodes.text``): the node may say anything."""
     raw: dict[str, str | int] = {}
     for line in output.splitlines():
         key, sep, value = line.partition("=")
@@ -52,7 +54,7 @@ def parse_facts(output: str) -> dict:
             except ValueError:
                 continue
         else:
-            raw[key] = value
+            raw[key] = clean(value, FACT_CHARS, one_line=True)
     return {
         "hostname": raw.get("hostname", ""),
         "os": {

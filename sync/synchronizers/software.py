@@ -4,6 +4,14 @@ Installed packages are checked first so a node that has everything costs one que
 no package manager at all (apt and dnf take locks and may touch the network). Packages are
 never removed: a package dropped from a role may be needed by something the panel does not
 know about.
+
+A name is installed only once the node's package manager has said that it knows a package of
+exactly that name. apt reads a name that matches no package as a regular expression (``lib.``
+installs hundreds of packages, ``sysvinit.core`` replaces the init system) and dnf reads one
+as a glob or a name-version-release: the check asks with queries that match nothing but
+prefixes (``apt-cache pkgnames``) and compares the answers whole, so by the time apt-get or
+dnf sees a name, it is a package's own name, which both take before any pattern. A virtual
+name (apt would pick one of its providers, or none) is refused too, its providers named.
 """
 
 from __future__ import annotations
@@ -16,6 +24,7 @@ from django.db import models
 from nodes.choices import NodeStatus
 from nodes.models import Node
 from nodes.transports import CommandFailed, TransportError
+from nodes.transports.limits import OUTPUT_LIMIT
 from sync.context import RunContext
 from sync.synchronizers import synchronizer
 from sync.synchronizers._roles import RoleData, RoleDataAdmin
@@ -118,6 +127,84 @@ async def _missing_dnf(ctx: RunContext, names: list[str]) -> list[str]:
     return [n for n in names if n not in installed]
 
 
+async def _listed(ctx: RunContext, argv: list[str], name: str) -> bool:
+    """Whether ``name`` is one whole line of what ``argv`` prints (a list of names)."""
+    out = (await ctx.transport.run(argv)).stdout
+    if name in out.split():
+        return True
+    if len(out.encode()) >= OUTPUT_LIMIT:  # cut: the name may have been in the middle
+        raise ValueError(
+            f"cannot check the package name {name}: more package names start with it "
+            "than the panel reads from a node"
+        )
+    return False
+
+
+def reverse_provides(showpkg: str) -> list[str]:
+    """The packages that provide a virtual one, from ``apt-cache showpkg``'s last section."""
+    _, _, rest = showpkg.partition("\nReverse Provides:")
+    return sorted({line.split()[0] for line in rest.splitlines()[1:] if line.strip()})
+
+
+def _virtual(name: str, providers: list[str]) -> str:
+    if not providers:
+        return f"{name}: a virtual package that no package provides"
+    return f"{name}: a virtual package, provided by {', '.join(providers)}: name one of them"
+
+
+async def _apt_is_package(ctx: RunContext, name: str) -> bool:
+    # ``pkgnames PREFIX`` matches prefixes only, never patterns, and leaves virtual names out.
+    return await _listed(ctx, ["apt-cache", "pkgnames", "--", name], name)
+
+
+async def _apt_refusal(ctx: RunContext, name: str) -> str:
+    """Why apt has no package of exactly this name: a virtual name, with its providers
+    (``showpkg`` is asked only about a name that exists as it is, which apt takes as it is
+    before it would try it as a pattern), or no such name at all."""
+    if not await _listed(ctx, ["apt-cache", "pkgnames", "--all-names", "--", name], name):
+        return f"{name}: apt knows no package of exactly this name"
+    showpkg = await ctx.transport.run(["apt-cache", "showpkg", "--", name])
+    return _virtual(name, reverse_provides(showpkg.stdout))
+
+
+# dnf 4 turns the two characters \n into a newline, dnf 5 needs them: one name a line.
+DNF_NAMES = ["dnf", "repoquery", "--quiet", "--queryformat", "%{name}\\n"]
+
+
+async def _dnf_is_package(ctx: RunContext, name: str) -> bool:
+    """``repoquery NAME`` also answers for a glob and for the ``name.arch`` or
+    ``name-version-release`` forms of another package: only an answer that is ``name``
+    itself proves a package of that name (globs cannot even get here: the validator refuses
+    ``* ? [ ]``)."""
+    return await _listed(ctx, [*DNF_NAMES, "--", name], name)
+
+
+async def _dnf_refusal(ctx: RunContext, name: str) -> str:
+    """Why dnf has no package of exactly this name: one that packages only provide (named),
+    or no such name at all."""
+    providers = await ctx.transport.run([*DNF_NAMES, "--whatprovides", name])
+    if names := sorted(set(providers.stdout.split())):
+        return _virtual(name, names)
+    return f"{name}: dnf knows no package of exactly this name"
+
+
+async def refusals(ctx: RunContext, manager: str, names: list[str]) -> list[str]:
+    """Why each of ``names`` that is not a real package's own name must not be given to the
+    node's package manager; an empty list when all are.
+
+    apt's lists are refreshed once when a name is not among them (a new node, or a package
+    newer than its lists); dnf refreshes its metadata itself.
+    """
+    is_package = _apt_is_package if manager == "apt" else _dnf_is_package
+    others = [name for name in names if not await is_package(ctx, name)]
+    if others and manager == "apt":
+        ctx.log(f"apt has no package named {' '.join(others)}: updating the package lists")
+        await ctx.transport.run([*APT_GET, "update"])
+        others = [name for name in others if not await is_package(ctx, name)]
+    refusal = _apt_refusal if manager == "apt" else _dnf_refusal
+    return [await refusal(ctx, name) for name in others]
+
+
 async def _install_apt(ctx: RunContext, names: list[str]) -> None:
     install = [*APT_GET, "install", "-y", "--no-install-recommends", *names]
     try:
@@ -161,6 +248,8 @@ async def install_software(ctx: RunContext) -> None:
     if not missing:
         ctx.log(f"all {len(names)} packages installed")
         return
+    if refused := await refusals(ctx, manager, missing):
+        raise ValueError("nothing was installed: " + "; ".join(refused))
     ctx.log(
         f"{manager}: installing {' '.join(missing)} ({len(names) - len(missing)} already there)"
     )

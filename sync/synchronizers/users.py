@@ -1,27 +1,40 @@
 """Users: the login accounts of the node's roles, with their shell and SSH keys.
 
 Accounts are looked up with ``getent`` (the node's own view, whatever its NSS setup) and
-changed only where they differ. The node's ``users.json`` manifest remembers the accounts this
-panel created there with their uid, so an account deleted from the panel is removed, and only
-if it is still the one the panel created. System accounts (uid < 1000) and the account the
-panel logs in with are never changed or removed: a typo in the panel must not lock anyone out.
+changed only where they differ. The node's ``users.json`` manifest records each account the
+panel manages there: its uid, and whether the panel *created* it or *took over* one that was
+there before, with the time. Only an account the panel created, and still the same one (same
+uid), is ever deleted; an account that was there before is managed only when its user says
+``adopt_existing``, and removing it locks it and takes back its keys, but keeps the account
+and its home. Entries of older manifests (a bare uid) did not tell the two apart, so they
+count as taken over: never deleted.
+
+Removing a user ends its access before ``userdel`` (``_lockout``), which refuses an account
+that still has a process. Each user has its own outcome: one that fails is named in the log
+and in the run's error at the end, and the others are still brought in line.
+
+System accounts (uid < 1000), the account the panel logs in with and the one it runs as on
+its own server are never changed or removed: a typo in the panel must not lock anyone out.
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
-from dataclasses import dataclass
+from collections.abc import Awaitable
+from dataclasses import asdict, dataclass, field
 
 from django.contrib import admin
 from django.db import models
+from django.utils import timezone
 
 from nodes.choices import NodeStatus, Transport
-from nodes.transports import CommandFailed
+from nodes.transports import CommandFailed, TransportError
 from sync.context import RunContext
 from sync.synchronizers import synchronizer
+from sync.synchronizers._lockout import key_paths, lock_account, unlock_account
 from sync.synchronizers._manifest import read_manifest, write_manifest
 from sync.synchronizers._roles import RoleData, RoleDataAdmin
-from sync.synchronizers.files import node_files
 from sync.validators import (
     check_posix_name,
     check_shell,
@@ -48,6 +61,15 @@ class ManagedUser(RoleData):
     shell = models.CharField(max_length=255, default="/bin/bash", validators=[validate_shell])
     authorized_keys = models.TextField(blank=True, help_text="One public key per line.")
     state = models.CharField(max_length=10, choices=UserState, default=UserState.PRESENT)
+    adopt_existing = models.BooleanField(
+        "Take over an account that already exists on the node",
+        default=False,
+        help_text=(
+            "Without this, a node where an account of this name exists that the panel did not "
+            "create fails this user. A taken-over account is never deleted: removing the user "
+            "locks it and takes back its keys."
+        ),
+    )
     roles = models.ManyToManyField(
         "nodes.Role", blank=True, related_name="users", db_table="managed_user_roles"
     )
@@ -66,18 +88,110 @@ class ManagedUser(RoleData):
 
 @admin.register(ManagedUser)
 class ManagedUserAdmin(RoleDataAdmin):
-    list_display = ("name", "state", "shell", "role_names")
-    list_filter = ("state", "roles")
+    list_display = ("name", "state", "shell", "adopt_existing", "role_names")
+    list_filter = ("state", "adopt_existing", "roles")
     search_fields = ("name",)
 
 
-USER_FIELDS = ("name", "shell", "authorized_keys", "state")
+USER_FIELDS = ("name", "shell", "authorized_keys", "state", "adopt_existing")
 USERS = Watch(ManagedUser, fields=USER_FIELDS)
 
 
 def _users_for(node_id: int) -> list[dict]:
     """The node's users (name, shell, authorized_keys, state), one query, no duplicates."""
     return list(USERS.rows_for(node_id).order_by("name").values(*USER_FIELDS))
+
+
+# --- the node's record of the accounts the panel manages there -------------------------------
+
+CREATED = "created"
+ADOPTED = "adopted"
+
+
+class UsersFailed(ValueError):
+    """Some users could not be brought in line on the node; the others were."""
+
+    def __init__(self, failed: dict[str, str]) -> None:
+        self.failed = failed
+        names = ", ".join(failed)
+        details = "; ".join(f"{name}: {why}" for name, why in failed.items())
+        count = f"{len(failed)} user{'s' if len(failed) != 1 else ''}"
+        super().__init__(f"{count} failed on this node ({names}): {details}")
+
+
+@dataclass
+class Record:
+    """One account of the manifest: which uid, and whether the panel made it or took it over.
+
+    ``since`` is when (None for entries of older manifests, which kept no time); ``locked`` is
+    when the panel locked it on its way out, with what ``unlock`` needs to give back.
+    """
+
+    uid: int
+    origin: str
+    since: str | None
+    locked: str | None = None
+    password_was_locked: bool = False
+
+    @classmethod
+    def load(cls, name: str, value: object) -> Record:
+        if isinstance(value, int) and not isinstance(value, bool):
+            # A bare uid: written by panels that did not tell created from taken over.
+            return cls(value, ADOPTED, None)
+        if (
+            isinstance(value, dict)
+            and type(value.get("uid")) is int
+            and value.get("origin") in (CREATED, ADOPTED)
+        ):
+            return cls(
+                value["uid"],
+                value["origin"],
+                _text_or_none(value.get("since")),
+                _text_or_none(value.get("locked")),
+                value.get("password_was_locked") is True,
+            )
+        raise ValueError(f"the node's users manifest has an entry for {name!r} of an unknown form")
+
+
+    def dump(self) -> dict:
+        return {k: v for k, v in asdict(self).items() if v is not None and v is not False}
+
+
+def _text_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def _now() -> str:
+    return timezone.now().isoformat(timespec="seconds")
+
+
+@dataclass
+class Manifest:
+    """The node's ``users.json``, written back whenever it changed (``save``)."""
+
+    records: dict[str, Record]
+    written: dict = field(default_factory=dict)
+
+    @classmethod
+    async def read(cls, ctx: RunContext) -> Manifest:
+        raw = await read_manifest(ctx, MANIFEST)
+        return cls({name: Record.load(name, value) for name, value in raw.items()}, raw)
+
+    def created(self, name: str, uid: int) -> None:
+        self.records[name] = Record(uid, CREATED, _now())
+
+    def adopted(self, name: str, uid: int) -> Record:
+        self.records[name] = Record(uid, ADOPTED, _now())
+        return self.records[name]
+
+    async def save(self, ctx: RunContext) -> None:
+        data = {name: record.dump() for name, record in sorted(self.records.items())}
+        if data != self.written:
+            await write_manifest(ctx, MANIFEST, data)
+            self.written = data
+
+
+# --- accounts on the node ----------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -111,37 +225,63 @@ def _guard(ctx: RunContext, account: Account, doing: str) -> None:
         )
     if ctx.node.transport == Transport.SSH and account.name == ctx.node.username:
         raise ValueError(f"refusing to {doing} {account.name}: the panel logs in as this user")
+    if ctx.node.transport == Transport.LOCAL and account.uid == os.geteuid():
+        raise ValueError(f"refusing to {doing} {account.name}: the panel runs as this user")
 
 
-async def _remove(ctx: RunContext, account: Account) -> None:
+def _home_ok(home: str) -> bool:
+    return home.startswith("/") and home != "/" and ".." not in home.split("/")
+
+
+def _not_ours(account: Account, doing: str) -> ValueError:
+    adopt = ManagedUser._meta.get_field("adopt_existing").verbose_name
+    return ValueError(
+        f"an account named {account.name} (uid {account.uid}) exists on the node and the panel "
+        f"did not create it: not {doing} (tick \u201c{adopt}\u201d to let the panel take it over)"
+    )
+
+
+async def _lock(ctx: RunContext, account: Account, record: Record) -> None:
+    if not _home_ok(account.home):
+        raise ValueError(f"unexpected home directory {account.home!r}: not locking {account.name}")
+    locked = await lock_account(ctx, account.name, account.uid, account.home)
+    if record.locked is None:  # a second lock must not forget how the password was before
+        record.password_was_locked = locked.password_was_locked
+    record.locked = _now()
+
+
+async def _revoke(ctx: RunContext, manifest: Manifest, name: str, row: dict | None) -> None:
+    """Take ``name`` off the node: it is absent in the panel, or gone from the node's roles."""
+    record = manifest.records.get(name)
+    account = await get_account(ctx, check_posix_name(name))
+    if account is None:
+        if record is not None:
+            del manifest.records[name]
+        ctx.log(f"user {name} {'already gone' if record else 'absent'}")
+        return
     _guard(ctx, account, "remove")
-    await ctx.transport.run(["userdel", "--remove", "--", account.name])
-    ctx.log(f"removed user {account.name}")
+    if record is not None and record.uid != account.uid:
+        del manifest.records[name]
+        ctx.log(f"user {name} is now another account (uid {account.uid}): left alone")
+        return
+    if record is None:  # absent in the panel, and an account the panel did not make
+        if not (row and row["adopt_existing"]):
+            raise _not_ours(account, "removed")
+        record = manifest.adopted(name, account.uid)
+    if record.origin == CREATED:
+        await _lock(ctx, account, record)
+        await manifest.save(ctx)  # locked, even if userdel fails below
+        await ctx.transport.run(["userdel", "--remove", "--", name])
+        del manifest.records[name]
+        ctx.log(f"removed user {name}")
+    elif record.locked:
+        ctx.log(f"{name}: kept locked (taken over, not created by the panel)")
+    else:
+        await _lock(ctx, account, record)
+        ctx.log(f"{name}: locked and its keys taken back; the account and its home are kept")
 
 
-async def _write_keys(ctx: RunContext, account: Account, keys: str) -> bool:
-    """Install ``~/.ssh/authorized_keys`` (0600, the user's); False when already right."""
-    if keys and not keys.endswith("\n"):
-        keys += "\n"
-    ssh_dir = posixpath.join(account.home, ".ssh")
-    path = posixpath.join(ssh_dir, "authorized_keys")
-    group = (await ctx.transport.run(["id", "-gn", "--", account.name])).stdout.strip()
-    have = (await node_files(ctx, [path])).get(path)
-    if have and (have.sha256, have.mode, have.owner, have.group) == (
-        sha256_text(keys),
-        0o600,
-        account.name,
-        group,
-    ):
-        return False
-    # The home belongs to the user, who can swap ~/.ssh or the temporary file for a link at
-    # any moment: make_dir and put_file never follow one (a test-then-act could be raced).
-    await ctx.transport.make_dir(ssh_dir, mode=0o700, owner=account.name, group=group)
-    await ctx.transport.put_file(path, keys.encode(), mode=0o600, owner=account.name, group=group)
-    return True
-
-
-async def _ensure_present(ctx: RunContext, user: dict, managed: dict[str, int]) -> None:
+async def _ensure_present(ctx: RunContext, manifest: Manifest, user: dict) -> None:
     name, shell = user["name"], user["shell"]
     account = await get_account(ctx, name)
     if account is None:
@@ -149,31 +289,81 @@ async def _ensure_present(ctx: RunContext, user: dict, managed: dict[str, int]) 
         account = await get_account(ctx, name)
         if account is None:
             raise ValueError(f"useradd succeeded but the node does not know {name}")
-        managed[name] = account.uid
+        manifest.created(name, account.uid)
         # Recorded at once: a run failing later must not leave an account the panel forgets.
-        await write_manifest(ctx, MANIFEST, managed)
+        await manifest.save(ctx)
         ctx.log(f"created user {name} (uid {account.uid}, shell {shell})")
     else:
         _guard(ctx, account, "manage")
-        managed[name] = account.uid
+        record = manifest.records.get(name)
+        if record is None or record.uid != account.uid:
+            if not user["adopt_existing"]:
+                raise _not_ours(account, "managed")
+            manifest.adopted(name, account.uid)
+            await manifest.save(ctx)
+            ctx.log(f"{name}: took over the existing account (uid {account.uid})")
+        elif record.locked:
+            await unlock_account(ctx, name, record.password_was_locked)
+            record.locked, record.password_was_locked = None, False
+            await manifest.save(ctx)
         if account.shell != shell:
             await ctx.transport.run(["usermod", "--shell", shell, "--", name])
             ctx.log(f"{name}: shell {account.shell} -> {shell}")
-    _check_home(account.home)
+    if not _home_ok(account.home):
+        raise ValueError(f"unexpected home directory {account.home!r}: not writing authorized_keys")
     if await _write_keys(ctx, account, user["authorized_keys"]):
         ctx.log(f"{name}: authorized_keys written ({_count_keys(user['authorized_keys'])})")
     else:
         ctx.log(f"{name}: unchanged")
 
 
-def _check_home(home: str) -> None:
-    if not home.startswith("/") or home == "/" or ".." in home.split("/"):
-        raise ValueError(f"unexpected home directory {home!r}: not writing authorized_keys")
+async def _write_keys(ctx: RunContext, account: Account, keys: str) -> bool:
+    """Install ``~/.ssh/authorized_keys`` (0600, the user's); False when already right.
+
+    Whatever is there is never opened as a file to read unless it is a regular file: a FIFO
+    would stall the run (and every other user's change behind it) until its timeout.
+
+    ``authorized_keys2``, which Debian's sshd also reads, is removed: the panel's keys are
+    the only ones, and one file is the one place they are.
+    """
+    if keys and not keys.endswith("\n"):
+        keys += "\n"
+    ssh_dir = posixpath.join(account.home, ".ssh")
+    path, path2 = key_paths(account.home)
+    group = (await ctx.transport.run(["id", "-gn", "--", account.name])).stdout.strip()
+    if await ctx.transport.remove_file(path2, trusting=account.name):
+        ctx.log(f"{account.name}: authorized_keys2 removed (the panel's keys: authorized_keys)")
+    # Read through one descriptor that follows no link and never blocks: a FIFO, socket or
+    # link there is refused unread, then replaced by the rename of put_file.
+    have = await ctx.transport.stat_file(path)
+    if have.is_file and (have.sha256, have.mode, have.owner, have.group) == (
+        sha256_text(keys),
+        0o600,
+        account.name,
+        group,
+    ):
+        return False
+    if not have.is_file and have.kind != "missing":
+        ctx.log(f"{account.name}: authorized_keys replaced, unread ({have.reason})")
+    # The home belongs to the user, who can swap ~/.ssh or the temporary file for a link at
+    # any moment: make_dir and put_file never follow one (a test-then-act could be raced).
+    await ctx.transport.make_dir(ssh_dir, mode=0o700, owner=account.name, group=group)
+    await ctx.transport.put_file(path, keys.encode(), mode=0o600, owner=account.name, group=group)
+    return True
 
 
 def _count_keys(keys: str) -> str:
     n = sum(1 for line in keys.splitlines() if line.strip() and not line.startswith("#"))
     return f"{n} key{'s' if n != 1 else ''}"
+
+
+async def _each(ctx: RunContext, failed: dict[str, str], name: str, step: Awaitable[None]) -> None:
+    """Run one user's step: its failure is that user's outcome, never the others'."""
+    try:
+        await step
+    except (TransportError, ValueError) as e:
+        failed[name] = str(e)
+        ctx.log(f"{name}: FAILED: {e}")
 
 
 @synchronizer(
@@ -189,32 +379,22 @@ async def sync_users(ctx: RunContext) -> None:
     for user in users:
         check_posix_name(user["name"])
         check_shell(user["shell"])
-    manifest = await read_manifest(ctx, MANIFEST)
-    if not users and not manifest:
+    manifest = await Manifest.read(ctx)
+    if not users and not manifest.records:
         ctx.log("no users for this node's roles")
         return
+    wanted = {u["name"]: u for u in users}
     present = [u for u in users if u["state"] == UserState.PRESENT]
-    absent = [u["name"] for u in users if u["state"] != UserState.PRESENT]
-    managed = {n: uid for n, uid in manifest.items() if n in {u["name"] for u in present}}
-
-    # Accounts this panel created and no longer wants here: only if still the same account.
-    for name, uid in sorted(manifest.items()):
-        if name in managed or name in absent:
-            continue
-        account = await get_account(ctx, check_posix_name(name))
-        if account is None:
-            ctx.log(f"user {name} already gone")
-        elif account.uid != uid:
-            ctx.log(f"user {name} is now another account (uid {account.uid}): left alone")
-        else:
-            await _remove(ctx, account)
-    for name in absent:
-        account = await get_account(ctx, name)
-        if account is None:
-            ctx.log(f"user {name} absent")
-        else:
-            await _remove(ctx, account)
+    leaving = sorted(
+        {name for name in manifest.records if name not in wanted}
+        | {u["name"] for u in users if u["state"] != UserState.PRESENT}
+    )
+    failed: dict[str, str] = {}
+    for name in leaving:
+        await _each(ctx, failed, name, _revoke(ctx, manifest, name, wanted.get(name)))
+        await manifest.save(ctx)
     for user in present:
-        await _ensure_present(ctx, user, managed)
-    if managed != manifest:
-        await write_manifest(ctx, MANIFEST, managed)
+        await _each(ctx, failed, user["name"], _ensure_present(ctx, manifest, user))
+        await manifest.save(ctx)
+    if failed:
+        raise UsersFailed(failed)

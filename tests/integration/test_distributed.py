@@ -68,7 +68,11 @@ YOUNG_RUN = timedelta(seconds=WORK_SECONDS - 1.5)
 
 
 def _without_redis_url(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "PANEL_REDIS_URL"}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in {"PANEL_REDIS_URL", "PANEL_REDIS_INSECURE"}
+    }
     env.update(extra)
     return env
 
@@ -120,6 +124,8 @@ def test_a_cluster_on_redis_synchronizes_an_added_node(redis_db, start_qcluster,
     cluster and for the admin's ``addnode``: every type runs once and the node is Ready."""
     env = {
         "PANEL_REDIS_URL": redis_db(REDIS_DB_ONE_CLUSTER),
+        # The test's Redis has no password: only this machine's users reach it.
+        "PANEL_REDIS_INSECURE": "1",
         "PANEL_NODE_STATE_DIR": str(tmp_path / "state"),
         "PANEL_NODE_RUN_DIR": str(tmp_path / "run"),
     }
@@ -251,6 +257,7 @@ def test_work_goes_on_when_a_machine_dies(
         redis_db(REDIS_DB_MACHINES)
         redis_relay = relays(REDIS_ADDRESS)
         env["PANEL_REDIS_URL"] = f"redis://{BRIDGE_ADDRESS}:{redis_relay.port}/{REDIS_DB_MACHINES}"
+        env["PANEL_REDIS_INSECURE"] = "1"  # the test's Redis has no password
     machines = network.machines
     by_name = {m.name: m for m in machines}
 

@@ -11,19 +11,23 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import shlex
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
+from nodes.models import Node
 from nodes.transports import CommandFailed, TransportError
-from nodes.transports.limits import FILE_LIMIT, OUTPUT_LIMIT
+from nodes.transports.limits import FACT_CHARS, FILE_LIMIT, LOG_LINE_CHARS, OUTPUT_LIMIT
 from nodes.transports.remote_runner import PROTOCOL
-from sync.engine import register_desync
-from sync.models import SyncAction
+from sync.engine import register_desync, run_nodes
+from sync.models import Outcome, SyncAction, SyncRun
 from sync.synchronizers import update_syncactions
+from sync.validators import has_control_chars
 from tests.conftest import ROOT, process_env
 from tests.integration.conftest import with_transport, without_runner
 
@@ -35,7 +39,7 @@ ANNOUNCE = json.dumps({"runner": "cluster-panel", "protocol": PROTOCOL})
 # The fake node. argv[1] is the attack, argv[2] the first frame of an honest runner;
 # SSH_ORIGINAL_COMMAND is what the panel asked for.
 FAKE_NODE = r"""
-import json, os, struct, sys
+import base64, json, os, struct, sys
 
 MIB = 1024 * 1024
 ANNOUNCE = sys.argv[2].encode()
@@ -83,6 +87,8 @@ SMALL = {  # a well-formed frame around a bad reply
     "missing-keys": frame(b'{"hello": "world"}'),
     "json-bomb": frame(b"[" + b"{}," * (5 * MIB) + b"{}]"),
     "big-file": frame(b'{"data": "' + b"QUFB" * (3 * MIB) + b'"}'),
+    "odd-progress": frame(b'{"rc": 0, "progress": "QUFB"}'),
+    "huge-progress": frame(b'{"progress": "' + b"A" * MIB + b'"}'),
 }
 
 
@@ -101,6 +107,11 @@ def attack_runner():
     elif attack == "huge-length":
         send(struct.pack(">I", 0xFFFFFFF0))
         stream(stdout, 5000 * MIB)  # more than 4 GiB: as long as the panel keeps reading
+    elif attack == "progress-flood":  # a command's output tail, as fast as the link takes it
+        tail = base64.b64encode(b"\x1b[31m spam " * 400).decode()
+        progress = frame(json.dumps({"progress": tail}).encode())
+        while True:
+            send(progress * 100)
     elif attack == "big-frame":
         size = 400 * 1000 * 1000
         head, tail = b'{"rc": 0, "err": "", "out": "', b'"}'
@@ -120,9 +131,19 @@ def attack_plain():
         stream(stderr, 400 * MIB, chunk=b"E" * (MIB - 1) + b"\n")
         stderr.write(b"the real error is at the end\n")
         sys.exit(1)
+    elif attack == "hostile-text":  # the facts script's answer, with escapes and a bidi override
+        hostname = "\x1b]0;owned\x07\u202eevil" + "h" * 400_000
+        facts = {
+            "hostname": hostname,
+            "kernel": "6.1\x1b[2J\x1b[H",
+            "arch": "x86_64\u2028",
+            "os_id": "debian",
+            "os_pretty": "Debian\u202e21 xunil\x00\r",
+        }
+        send("".join(f"{k}={v}\n" for k, v in facts.items()).encode())
 
 
-if attack in ("endless-output", "huge-stderr"):
+if attack in ("endless-output", "huge-stderr", "hostile-text"):
     attack_plain()
 else:
     attack_runner()
@@ -186,6 +207,8 @@ ATTACKS = {
     "wrong-types": NOT_A_REPLY + "'rc' is not an integer",
     "bad-base64": NOT_A_REPLY + "'out' is not base64",
     "missing-keys": NOT_A_REPLY + "'rc' is not an integer in a reply with keys ['hello']",
+    "odd-progress": NOT_A_REPLY + "a progress frame not in the runner's form",
+    "huge-progress": NOT_A_REPLY + "a progress frame of 1048592 bytes, over the 65536 bytes",
     "json-bomb": NOT_A_REPLY + "15728644 bytes with too many JSON values: b'[{},{},",
     "endless-output": f"timed out after {ENDLESS_TIMEOUT} s",
     "huge-stderr": "the real error is at the end (`sh` exited with 1)",  # kept: the tail
@@ -208,6 +231,59 @@ def test_it_refuses_a_hostile_node_in_bounded_memory(hostile_node, attack):
     assert ATTACKS[attack] in output, output
     assert "Traceback" not in output
     assert peak_mb < MAX_RSS_MB, output
+
+
+def strings_in(value: object) -> list[str]:
+    """Every string in a JSON value, keys included."""
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (k, *strings_in(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in strings_in(v)]
+    return [value] if isinstance(value, str) else []
+
+
+@pytest.mark.django_db
+def test_it_keeps_a_hostile_nodes_text_clean_and_capped(hostile_node):
+    node = hostile_node("hostile-text")
+    action = SyncAction.objects.get(name="nodeinfo")
+    register_desync([node], [action])
+    run_nodes([node.pk], action_ids=[action.pk])
+    run = SyncRun.objects.filter(node=node, action=action).latest("id")
+    facts = Node.objects.get(pk=node.pk).facts
+
+    kept = [*strings_in(facts), *run.log.splitlines()]
+    assert not [s for s in kept if has_control_chars(s)], kept
+    assert facts["hostname"].startswith("?]0;owned??evilhhh")
+    assert len(facts["hostname"]) == FACT_CHARS
+    assert "characters cut" in facts["hostname"]
+    assert facts["kernel"] == "6.1?[2J?[H"
+    assert facts["os"]["pretty"] == "Debian?21 xunil?"
+    assert max(map(len, run.log.splitlines())) <= LOG_LINE_CHARS
+
+
+FLOOD_SECONDS = 4
+
+
+@pytest.mark.django_db
+def test_it_drops_a_flood_of_progress_frames_in_bounded_cpu(hostile_node):
+    """An endless flood of "output so far" frames costs the panel little CPU: at most two a
+    second are looked at, the rest dropped and counted, and the run times out as usual."""
+    node = hostile_node("progress-flood")
+    action = SyncAction.objects.get(name="nodeinfo")
+    SyncAction.objects.filter(pk=action.pk).update(timeout=FLOOD_SECONDS)
+    action.refresh_from_db()
+    register_desync([node], [action])
+
+    started, cpu = time.monotonic(), time.process_time()
+    run_nodes([node.pk], action_ids=[action.pk])
+    cpu, wall = time.process_time() - cpu, time.monotonic() - started
+
+    run = SyncRun.objects.filter(node=node, action=action).latest("id")
+    print(f"progress flood: {cpu:.2f} s of CPU in {wall:.2f} s\n{run.log}")
+    assert run.outcome == Outcome.TIMEOUT, run.log
+    dropped = re.search(r"dropped (\d+) progress frames", run.log)
+    assert dropped and int(dropped[1]) > 0, run.log
+    assert cpu < 0.25 * wall, f"{cpu:.2f} s of CPU in {wall:.2f} s"
 
 
 # --- the same paths with honest nodes ------------------------------------------------------

@@ -1,6 +1,7 @@
 """SSH nodes end to end, against real OpenSSH servers on loopback ports."""
 
 import asyncio
+import hashlib
 import os
 import re
 import socket
@@ -359,3 +360,32 @@ def test_it_reports_a_missing_program_over_ssh(make_ssh_node, command_mode):
     with pytest.raises(CommandFailed) as e:
         asyncio.run(with_transport(node, lambda t: t.run(["no-such-program-xyz"])))
     assert e.value.exit_status == 127
+
+
+def test_it_reads_a_files_state_and_sets_it_through_a_descriptor(
+    make_ssh_node, tmp_path, command_mode
+):
+    node, _ = make_ssh_node()
+    path, fifo, link = tmp_path / "tool", tmp_path / "fifo", tmp_path / "link"
+    path.write_bytes(b"x\n")
+    os.mkfifo(fifo)
+    link.symlink_to(path)
+    sha = hashlib.sha256(b"x\n").hexdigest()
+
+    async def work(t):
+        states = await t.stat_files([str(path), str(fifo), str(link), str(tmp_path / "none")])
+        await t.set_attrs(str(path), mode=0o4750, owner="nobody", group="root", sha256=sha)
+        with pytest.raises(TransportError, match="link is a symbolic link, not a regular file"):
+            await t.set_attrs(str(link), mode=0o777)
+        return states
+
+    states = asyncio.run(with_transport(node, work))
+    assert (states[str(path)].kind, states[str(path)].sha256, states[str(path)].owner) == (
+        "file",
+        sha,
+        "root",
+    )
+    assert "fifo is a FIFO, not a regular file" in states[str(fifo)].reason
+    assert "link is a symbolic link, not a regular file" in states[str(link)].reason
+    assert states[str(tmp_path / "none")].kind == "missing"
+    assert (path.stat().st_uid, stat.S_IMODE(path.stat().st_mode)) == (65534, 0o4750)

@@ -28,7 +28,7 @@ from sync.inventory import add_node
 from sync.panelhost import flag_if_panel_host
 from sync.rights import NodeChange, node_change_refusals
 from web.forms import HostKeyStepMixin, NodeAddForm, NodeEditForm, RightsMixin
-from web.views.shortcuts import node_or_404, node_url, refused_page
+from web.views.shortcuts import acting_user, node_or_404, node_url, refused_page
 
 
 def _panel_key() -> str:
@@ -125,7 +125,7 @@ def node_add(request: HttpRequest) -> HttpResponse:
                     key_step = _key_step(node.host_key, node.host, node.port)
         if ready:
             try:
-                count = add_node(node, form.cleaned_data["roles"], by=request.user)
+                count = add_node(node, form.cleaned_data["roles"], by=acting_user(request))
             except ValidationError as e:
                 form.add_error(None, " ".join(e.messages))
             except IntegrityError:

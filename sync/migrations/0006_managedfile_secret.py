@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('sync', '0003_types_own_their_data'),
+        ('sync', '0005_audit_trail'),
     ]
 
     operations = [

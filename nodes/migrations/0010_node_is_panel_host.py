@@ -17,7 +17,7 @@ def flag_local_nodes(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("nodes", "0008_one_way"),
+        ("nodes", "0009_node_panel_key"),
     ]
 
     operations = [
