@@ -18,6 +18,7 @@ from panel.env import (
     UNIX_SOCKET_PEER,
     BadSetting,
     env_bool,
+    env_instance_name,
     env_int,
     env_list,
     env_networks,
@@ -202,8 +203,12 @@ CACHES = {
 # by django-q (our own tables own retries and backoff); queue_limit ~ workers because the
 # retry clock starts when a task is prefetched.
 Q_WORKERS = env_int("PANEL_Q_WORKERS", 2, minimum=1, maximum=64)
+# The queue's name is the instance's own (panel/env.py: every machine of one panel derives the
+# same one from the shared database), so panels that share a Redis never take each other's
+# tasks; it also salts the tasks' signatures.
+PANEL_INSTANCE_NAME = env_instance_name("PANEL_INSTANCE_NAME", DATABASES["default"])
 Q_CLUSTER = {
-    "name": "panel",
+    "name": PANEL_INSTANCE_NAME,
     "orm": "default",
     "workers": Q_WORKERS,
     "queue_limit": Q_WORKERS,
