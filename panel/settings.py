@@ -69,6 +69,8 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    # Only the panel's own scripts, styles and forms (panel/csp.py).
+    "panel.csp.ContentSecurityPolicyMiddleware",
     # Static files from the web server process itself, compressed and cache-busted.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
@@ -185,6 +187,10 @@ warnings.filterwarnings("ignore", message="No directory at")
 FILE_UPLOAD_PERMISSIONS = 0o600
 FILE_UPLOAD_DIRECTORY_PERMISSIONS = 0o700
 
+# A session lasts PANEL_SESSION_HOURS (12) from the login, not Django's two weeks: a login
+# holds root on the fleet, and a cookie left on a shared computer should not for long.
+SESSION_COOKIE_AGE = env_int("PANEL_SESSION_HOURS", 12, minimum=1, maximum=24 * 31) * 3600
+
 LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "nodes:list"
 LOGOUT_REDIRECT_URL = "login"
@@ -259,6 +265,9 @@ SYNC = {
 SYNC_NODE_STATE_DIR = env_str("PANEL_NODE_STATE_DIR", "/var/lib/cluster-panel")
 # Where each node keeps the lock of its one session at a time (emptied by a reboot).
 SYNC_NODE_RUN_DIR = env_str("PANEL_NODE_RUN_DIR", "/run/cluster-panel")
+
+# The audit trail (who did what) keeps its entries this many days; the health pass prunes.
+PANEL_AUDIT_DAYS = env_int("PANEL_AUDIT_DAYS", 365, minimum=1)
 
 # --- Logging --------------------------------------------------------------------------------
 LOGGING = {

@@ -5,6 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from panel.health import healthz
+from web.views import audit
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -13,4 +14,5 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("nodes/", include("web.urls")),
+    path("audit/", audit.audit_list, name="audit"),
 ]

@@ -9,12 +9,15 @@ with the app's.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.db import models
 from django.db.models import OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
+from django.utils import timezone
 
 from nodes.choices import LookChoices, NodeStatus
 from nodes.models import Node
+from sync.actor import ActorKind
 
 
 class SyncAction(models.Model):
@@ -164,6 +167,59 @@ def with_running_title(nodes: QuerySet[Node]) -> QuerySet[Node]:
     """``nodes`` with ``running_title``: the title of the type each one runs now, if any."""
     title = SyncAction.objects.filter(pk=OuterRef("current_action_id")).values("title")[:1]
     return nodes.annotate(running_title=Coalesce(Subquery(title), Value("")))
+
+
+class AuditEntry(models.Model):
+    """One operator action: who, when, from where, what, on which targets, before and after.
+
+    Written by ``sync.actions`` in the transaction of the change it records. Who and the
+    targets are kept as text as well as links, so an entry outlives the user and the nodes it
+    names (a deleted node's deletion is the entry most worth keeping).
+    """
+
+    at = models.DateTimeField(default=timezone.now, db_index=True)
+    actor_kind = models.CharField(max_length=10, choices=ActorKind)
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    # The user name, or the operating-system user that ran the command, or "cluster".
+    actor_name = models.CharField(max_length=150)
+    # The client address (the panel's resolver, through the proxy) of a page or admin action.
+    address = models.CharField(max_length=45, blank=True)
+    action = models.CharField(max_length=50, db_index=True)
+    summary = models.CharField(max_length=500, blank=True)
+    before = models.JSONField(null=True, blank=True)
+    after = models.JSONField(null=True, blank=True)
+
+    class Meta:
+        db_table = "auditentry"
+        ordering = ["-at", "-id"]
+        verbose_name = "audit entry"
+        verbose_name_plural = "audit trail"
+
+    def __str__(self) -> str:
+        return f"{self.at:%Y-%m-%d %H:%M:%S} {self.actor_name} {self.action}"
+
+
+class AuditTarget(models.Model):
+    """A node or a row of managed data an audit entry is about, by id and by name (text: the
+    row may be gone)."""
+
+    entry = models.ForeignKey(AuditEntry, on_delete=models.CASCADE, related_name="targets")
+    kind = models.CharField(max_length=50)
+    object_id = models.BigIntegerField(null=True, blank=True)
+    name = models.CharField(max_length=300)
+
+    class Meta:
+        db_table = "audittarget"
+        indexes = [models.Index(fields=["kind", "name"], name="audittarget_kind_name_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.name}"
 
 
 # The types' own models live with each type (sync/synchronizers/): load them with the app's.

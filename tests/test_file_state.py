@@ -133,6 +133,14 @@ def test_it_answers_many_paths_in_order_in_one_call(transport, root_dir):
     assert states[str(root_dir / "none")].kind == "missing"
 
 
+def test_the_runner_reads_no_more_than_a_file_the_panel_could_have_written(root_dir):
+    huge = root_dir / "huge"
+    with huge.open("wb") as f:
+        f.truncate(1 << 40)  # a user's sparse terabyte: hashing it would hold the session
+    state = run(LocalTransport().stat_file(str(huge)))
+    assert state.kind == "refused" and "larger than 8 MiB" in state.reason
+
+
 def test_the_runner_reads_no_link_on_the_way(root_dir):
     (root_dir / "real").mkdir()
     (root_dir / "real" / "secret").write_bytes(b"x")

@@ -57,6 +57,7 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
         ("PANEL_TRUSTED_PROXIES", "127.0.0.1,nginx", "PANEL_TRUSTED_PROXIES must list"),
         ("PANEL_INSTANCE_NAME", "my panel", "PANEL_INSTANCE_NAME must be 1 to 60 letters"),
         ("PANEL_INSTANCE_NAME", "x" * 61, "PANEL_INSTANCE_NAME must be 1 to 60 letters"),
+        ("PANEL_SESSION_HOURS", "0", "PANEL_SESSION_HOURS must be from 1 to 744, not 0."),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_the_variable(variable, value, message, tmp_path):

@@ -69,3 +69,23 @@ def test_it_reads_a_file(tmp_path):
 def test_it_reports_an_unreadable_file(tmp_path):
     with pytest.raises(TransportError, match="cannot read"):
         run(LocalTransport().read_file(str(tmp_path / "missing")))
+
+
+def test_its_commands_get_a_clean_environment_without_the_panels_secrets(monkeypatch):
+    """The panel's environment holds its secret key and the passwords of its database and
+    Redis; a command the synchronizers run (a package's scripts...) sees none of it."""
+    secrets = {
+        "DJANGO_SECRET_KEY": "s3cret-key-of-the-panel",
+        "DATABASE_URL": "mysql://panel:db-pa55word@db/panel",
+        "PANEL_REDIS_URL": "redis://:redis-pa55word@127.0.0.1:6379/0",
+    }
+    for name, value in secrets.items():
+        monkeypatch.setenv(name, value)
+    result = run(LocalTransport().run(["env"]))
+    seen = dict(line.split("=", 1) for line in result.stdout.splitlines())
+    for name, value in secrets.items():
+        assert name not in seen and value not in result.stdout
+    assert set(seen) == {"PATH", "LANG", "HOME", "USER", "LOGNAME"}
+    assert seen["LANG"] == "C.UTF-8"
+    assert seen["HOME"] == os.path.expanduser("~" + seen["USER"])
+    assert "/usr/sbin" in seen["PATH"].split(":")  # useradd, apt-get's helpers

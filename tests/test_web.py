@@ -264,3 +264,28 @@ def test_it_uses_the_same_number_of_queries_for_3_and_30_nodes(user_client, acti
     assert response.status_code == 200
     assert response.content.decode().count('class="status-cell') == 30
     assert len(many) == len(few), [q["sql"] for q in many]
+
+
+@pytest.mark.django_db
+def test_every_page_carries_a_content_security_policy_of_its_own_origin(client, admin_user):
+    """Scripts, styles and form targets from the panel only (panel/csp.py); the browser tests
+    check that the pages need nothing else."""
+    from panel.csp import POLICY
+
+    client.force_login(admin_user)
+    for url in ("/accounts/login/", "/nodes/", "/admin/", "/healthz", "/no-such-page/"):
+        response = client.get(url)
+        assert response["Content-Security-Policy"] == POLICY, url
+    assert "script-src 'self'" in POLICY and "unsafe" not in POLICY
+    assert "frame-ancestors 'none'" in POLICY and "form-action 'self'" in POLICY
+
+
+@pytest.mark.django_db
+def test_a_session_lasts_twelve_hours_by_default(client, django_user_model):
+    django_user_model.objects.create_user("alice", password="correct horse battery staple")
+    response = client.post(
+        "/accounts/login/", {"username": "alice", "password": "correct horse battery staple"}
+    )
+    assert response.status_code == 302
+    assert response.cookies["sessionid"]["max-age"] == 12 * 3600
+    assert client.session.get_expiry_age() == 12 * 3600

@@ -16,6 +16,8 @@ from nodes.choices import Transport
 from nodes.hostkeys import parse_host_key
 from nodes.keys import fingerprint
 from nodes.models import Node, Role
+from sync.actions.results import Act
+from sync.audit import parse_since
 from sync.models import SyncAction
 
 # Ids beyond a signed 64-bit integer cannot name a row; refuse them before the database does.
@@ -281,3 +283,31 @@ class AcceptKeyForm(forms.Form):
                 f"fingerprint you confirmed ({confirmed.strip()}): nothing was pinned."
             )
         return data
+
+
+class AuditFilterForm(BootstrapMixin, forms.Form):
+    """The audit page's filters; invalid ones are reported and left out."""
+
+    since = forms.CharField(
+        required=False, max_length=40, help_text="7d, 12h, 30m, 2w, or a date (UTC)."
+    )
+    node = forms.CharField(required=False, max_length=100, label="Node")
+    action = forms.ChoiceField(
+        required=False, choices=[("", "Any")] + [(a, a) for a in sorted(Act.all())]
+    )
+    actor = forms.CharField(required=False, max_length=150, label="Who")
+
+    def clean_since(self):
+        text = self.cleaned_data["since"].strip()
+        if not text:
+            return None
+        try:
+            return parse_since(text)
+        except ValueError as e:
+            raise forms.ValidationError(str(e)) from None
+
+    def cleaned_filters(self) -> dict:
+        """The valid filters that were given (``sync.audit.entries`` keywords)."""
+        self.is_valid()
+        data = getattr(self, "cleaned_data", {})
+        return {k: v for k, v in data.items() if v}

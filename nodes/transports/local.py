@@ -10,6 +10,8 @@ on a thread too (``RunnerFileOps``): the same requests, checks and code as on an
 from __future__ import annotations
 
 import asyncio
+import os
+import pwd
 import shlex
 from collections.abc import Sequence
 
@@ -22,6 +24,23 @@ from nodes.transports.base import (
     TransportError,
 )
 from nodes.transports.fileops import FileOps, RunnerFileOps
+
+# What a command on the panel's own server sees of the environment, and nothing else. The
+# panel's own environment holds its secrets (DJANGO_SECRET_KEY signs the queue's tasks,
+# DATABASE_URL and PANEL_REDIS_URL hold passwords): a package's maintainer script, a service's
+# start command or anything else the synchronizers run must not inherit them. This is about
+# what sshd gives a command on an SSH node.
+COMMAND_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+def command_environment() -> dict[str, str]:
+    """The whole environment of a command run on the panel's own server."""
+    try:
+        account = pwd.getpwuid(os.geteuid())
+        home, user = account.pw_dir, account.pw_name
+    except KeyError:  # a uid without an account: still no secrets
+        home, user = "/", str(os.geteuid())
+    return {"PATH": COMMAND_PATH, "LANG": "C.UTF-8", "HOME": home, "USER": user, "LOGNAME": user}
 
 
 class LocalTransport(Transport):
@@ -59,6 +78,7 @@ class LocalTransport(Transport):
                 self._session,
                 command,
                 on_output,  # called on that thread: it must only note the text
+                command_environment(),
             )
         except remote_runner.SessionTakenOver as e:
             raise TransportError(str(e)) from None

@@ -141,7 +141,9 @@ class Command:
             end_group(self.proc.pid, self.proc)
 
 
-def run_command(argv, data=None, timeout=None, session=None, command=None, on_output=None):
+def run_command(
+    argv, data=None, timeout=None, session=None, command=None, on_output=None, env=None
+):
     """Run one command in a process group of its own; (status, stdout, stderr), or None when
     it timed out (its group ended). Raises SessionTakenOver, or OSError when it cannot start.
 
@@ -149,7 +151,8 @@ def run_command(argv, data=None, timeout=None, session=None, command=None, on_ou
     (OUTPUT_LIMIT each): a command printing gigabytes costs neither the node's memory nor a
     reply over the panel's frame limit, and its last lines still arrive. With ``on_output``,
     the last TAIL_BYTES of its output are passed to it about every PROGRESS_SECONDS while it
-    runs (whoever watches the run sees what it prints).
+    runs (whoever watches the run sees what it prints). ``env``: its whole environment (the
+    caller's when None).
     """
     command = command or Command()
     deadline = None if timeout is None else time.monotonic() + timeout
@@ -161,6 +164,7 @@ def run_command(argv, data=None, timeout=None, session=None, command=None, on_ou
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             start_new_session=True,  # its own group: ended whole, children included
+            env=env,
         )
 
     proc = session.spawn(start) if session else start()
@@ -523,7 +527,9 @@ def _open_regular(dir_fd, name, shown, what):
     return fd
 
 
-def _sha256(fd):
+def _sha256(fd, shown):
+    """The checksum of the file, read up to FILE_LIMIT: a larger one (a user's sparse file of
+    terabytes) is refused rather than hold the session; the panel writes no such file."""
     digest = hashlib.sha256()
     offset = 0
     while True:
@@ -532,6 +538,8 @@ def _sha256(fd):
             return digest.hexdigest()
         digest.update(chunk)
         offset += len(chunk)
+        if offset > FILE_LIMIT:
+            raise Refused(f"refusing to read {shown}: {FILE_TOO_LARGE}")
 
 
 def _name(lookup, number):
@@ -570,7 +578,7 @@ def stat_file(path):
                 "gid": st.st_gid,
                 "owner": _name(pwd.getpwuid, st.st_uid),
                 "group": _name(grp.getgrgid, st.st_gid),
-                "sha256": _sha256(fd),
+                "sha256": _sha256(fd, path),
             }
         finally:
             os.close(fd)
@@ -611,7 +619,7 @@ def set_attrs(path, mode=None, owner=None, group=None, sha256=None):
                 raise Refused(
                     f"refusing to {what}: it has {links} hard links, in a folder others can change"
                 )
-            if sha256 is not None and _sha256(fd) != sha256:
+            if sha256 is not None and _sha256(fd, path) != sha256:
                 raise Refused(f"refusing to {what}: it was changed since it was read")
             if uid != -1 or gid != -1:
                 os.fchown(fd, uid, gid)

@@ -16,6 +16,7 @@ from django.db.models.functions import RowNumber
 
 from nodes.models import Node
 from sync import conditions
+from sync.audit import prune_audit
 from sync.clock import db_now, db_now_plus, read_db_now
 from sync.engine.leases import free_lease, recover_expired_leases
 from sync.engine.registration import kick, register_desync
@@ -126,6 +127,18 @@ def check_health() -> dict[str, int]:
     probed = register_probes()
     stuck = refresh_stuck()
     pruned = prune_history()
-    if probed or stuck or pruned:
-        log.info("health probed=%d stuck-changed=%d runs-pruned=%d", probed, stuck, pruned)
-    return {"probed": probed, "stuck_changed": stuck, "runs_pruned": pruned}
+    audit_pruned = prune_audit()
+    if probed or stuck or pruned or audit_pruned:
+        log.info(
+            "health probed=%d stuck-changed=%d runs-pruned=%d audit-pruned=%d",
+            probed,
+            stuck,
+            pruned,
+            audit_pruned,
+        )
+    return {
+        "probed": probed,
+        "stuck_changed": stuck,
+        "runs_pruned": pruned,
+        "audit_pruned": audit_pruned,
+    }

@@ -53,11 +53,22 @@ def browser():
 
 @pytest.fixture
 def page(browser, live_server):
+    """A page in a fresh context; every test that uses it also checks that the page's own
+    Content-Security-Policy (panel/csp.py) refused nothing it needs: a refusal is a console
+    error naming the policy."""
     context = browser.new_context(base_url=live_server.url, viewport={"width": 1280, "height": 900})
     context.set_default_timeout(10_000)
     page = context.new_page()
+    refused: list[str] = []
+    page.on(
+        "console",
+        lambda message: (
+            refused.append(message.text) if "Content Security Policy" in message.text else None
+        ),
+    )
     yield page
     context.close()
+    assert not refused, f"the Content-Security-Policy refused: {refused}"
 
 
 @pytest.fixture(autouse=True)

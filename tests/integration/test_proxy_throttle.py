@@ -2,11 +2,12 @@
 
 A real nginx from Debian's packages runs the ``location`` blocks of
 ``deploy/nginx/cluster-panel.conf`` as they are shipped (only the socket's path is the test's),
-in front of a real gunicorn started with the panel's settings on a unix socket, as under the
-systemd units, with ``PANEL_TRUSTED_PROXIES=unix``. Two clients connect from distinct real
-source addresses on loopback (127.0.0.2, the attacker, and 127.0.0.3, the user) and send their
-own ``X-Forwarded-For``. The attacker's spoofed header neither gets it more guesses nor locks
-the user out.
+in front of a real gunicorn started with the panel's settings and handed its unix socket as
+the systemd socket unit hands it (``systemd-socket-activate``), with
+``PANEL_TRUSTED_PROXIES=unix``; gunicorn then listens on nothing else. Two clients connect
+from distinct real source addresses on loopback (127.0.0.2, the attacker, and 127.0.0.3, the
+user) and send their own ``X-Forwarded-For``. The attacker's spoofed header neither gets it
+more guesses nor locks the user out.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from tests.conftest import ROOT, process_env
 from tests.integration.conftest import unavailable, wait_for
 
 NGINX = "/usr/sbin/nginx"
+SOCKET_ACTIVATE = "/usr/bin/systemd-socket-activate"
 SHIPPED_CONF = ROOT / "deploy" / "nginx" / "cluster-panel.conf"
 SHIPPED_SOCKET = "/run/cluster-panel-web/gunicorn.sock"
 ATTACKER = "127.0.0.2"
@@ -70,14 +72,25 @@ def stop(proc: subprocess.Popen) -> None:
 @pytest.fixture
 def panel_behind_nginx(transactional_db, tmp_path) -> Iterator[int]:
     """gunicorn on a unix socket, nginx in front on a free loopback port; yields the port."""
-    if not Path(NGINX).exists():
-        unavailable(f"{NGINX} is missing (make sysdeps installs Debian's nginx)")
+    for program, package in ((NGINX, "nginx"), (SOCKET_ACTIVATE, "systemd")):
+        if not Path(program).exists():
+            unavailable(f"{program} is missing (Debian's {package} package)")
     sock = tmp_path / "gunicorn.sock"
+    # PANEL_BIND names a port that must stay closed: the socket systemd hands over is all.
+    unused_bind = free_port()
+    env = process_env(
+        PANEL_TRUSTED_PROXIES="unix",
+        PANEL_DATA_DIR=str(tmp_path / "var"),
+        PANEL_BIND=f"127.0.0.1:{unused_bind}",
+    )
     web = subprocess.Popen(
-        [sys.executable, "-m", "gunicorn", "--config", "panel/gunicorn.conf.py"]
-        + ["--bind", f"unix:{sock}", "--workers", "1"],
+        # systemd-socket-activate passes on only the variables named with -E, as systemd
+        # passes only the unit's EnvironmentFile.
+        [SOCKET_ACTIVATE, "--listen", str(sock), *(f"-E{name}" for name in env), "--"]
+        + [sys.executable, "-m", "gunicorn", "--config", "panel/gunicorn.conf.py"]
+        + ["--workers", "1"],
         cwd=ROOT,
-        env=process_env(PANEL_TRUSTED_PROXIES="unix", PANEL_DATA_DIR=str(tmp_path / "var")),
+        env=env,
         stdout=(tmp_path / "gunicorn.log").open("w"),
         stderr=subprocess.STDOUT,
     )
@@ -121,6 +134,7 @@ http {{
             return status in (200, 503)
 
         wait_for(both_up, timeout=60)
+        assert not answers(unused_bind), "gunicorn listens on a TCP port past nginx"
         yield port
     finally:
         stop(proxy)

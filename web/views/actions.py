@@ -25,16 +25,9 @@ from nodes.hostkeys import HostKeyChange, HostKeyMismatch, scan_host_key
 from nodes.keys import fingerprint, safe_fingerprint
 from nodes.models import Node
 from nodes.transports import TransportError
-from sync.engine import (
-    cancel_node,
-    register_desync,
-    retry_now,
-    set_maintenance,
-    skip_desyncs,
-    take_over_node,
-)
+from sync import actions
 from sync.inventory import accept_host_key
-from sync.models import Outcome, SyncRun, with_running_title
+from sync.models import with_running_title
 from web.forms import AcceptKeyForm, BulkActionForm, MaintenanceForm, ResyncForm
 from web.views.shortcuts import acting_user, form_error_text, go_back, node_or_404, node_url
 
@@ -89,8 +82,8 @@ def node_resync(request: HttpRequest, node: Node) -> Said:
     if not form.is_valid():
         return messages.ERROR, f"Nothing registered: {form_error_text(form)}"
     action = form.cleaned_data["action"]
-    count = register_desync([node], [action] if action else None)
-    what = f"“{action.title}”" if action else f"{count} synchronizer types"
+    result = actions.register_work(acting_user(request), [node], [action] if action else None)
+    what = f"“{action.title}”" if action else f"{result.count} synchronizer types"
     return (
         messages.SUCCESS,
         f"Registered {what} for {node.name}; the cluster runs them now.{_maintenance_note(node)}",
@@ -100,12 +93,13 @@ def node_resync(request: HttpRequest, node: Node) -> Said:
 @node_action()
 def node_retry(request: HttpRequest, node: Node) -> Said:
     """Retry now: the node's failed desynchronizations stop waiting for their backoff."""
-    count = retry_now([node])
-    if not count:
+    result = actions.retry_work(acting_user(request), [node])
+    if not result.count:
         return messages.INFO, f"Nothing is waiting on {node.name}: it is in sync."
     return (
         messages.SUCCESS,
-        f"{count} desynchronization(s) of {node.name} are due now.{_maintenance_note(node)}",
+        f"{result.count} desynchronization(s) of {node.name} are due now."
+        f"{_maintenance_note(node)}",
     )
 
 
@@ -114,23 +108,17 @@ def node_force(request: HttpRequest, node: Node) -> Said:
     """Force completion: take the node from a worker that hangs (``nodesync --force``).
 
     The interrupted run is recorded as forced, its type goes back to pending and the cluster
-    runs it again. The message names the runs the engine recorded as forced, rather than
-    guessing from the lease beforehand what the take-over will find.
+    runs it again. The message names the runs the engine recorded as forced.
     """
-    running = list(SyncRun.objects.filter(node=node, outcome=Outcome.RUNNING).values_list("pk"))
-    if not take_over_node(node, by=acting_user(request, limit=30)):
+    done = actions.force_work(acting_user(request), node).first
+    if done.outcome == "busy":
         return messages.ERROR, f"Could not take {node.name} over; try again."
-    forced = list(
-        SyncRun.objects.filter(pk__in=[pk for (pk,) in running], outcome=Outcome.FORCED)
-        .order_by("pk")
-        .values_list("action__title", flat=True)
-    )
-    if not forced:
+    if not done.titles:
         return (
             messages.INFO,
             f"Nothing was running on {node.name}; its waiting work is handed to the cluster.",
         )
-    what = ", ".join(f"“{title}”" for title in forced)
+    what = ", ".join(f"“{title}”" for title in done.titles)
     return (
         messages.SUCCESS,
         f"Forced completion on {node.name}: the run of {what} was stopped and recorded as "
@@ -141,7 +129,7 @@ def node_force(request: HttpRequest, node: Node) -> Said:
 @node_action()
 def node_cancel(request: HttpRequest, node: Node) -> Said:
     """Cancel: end the running synchronizer now; its type fails and waits for its retry."""
-    ended = cancel_node(node, by=acting_user(request))
+    ended = actions.cancel_work(acting_user(request), node).first.titles
     if not ended:
         return messages.INFO, f"Nothing is running on {node.name}."
     return (
@@ -158,27 +146,28 @@ def node_skip(request: HttpRequest, node: Node) -> Said:
     if not form.is_valid():
         return messages.ERROR, f"Cannot skip: {form_error_text(form)}"
     action = form.cleaned_data["action"]
-    skipped = skip_desyncs(node, [action.pk] if action else None, by=acting_user(request))
-    if not skipped:
+    skipped = actions.skip_work(acting_user(request), node, [action] if action else None)
+    if not skipped.first.titles:
         return messages.INFO, f"Nothing to skip on {node.name}."
     return (
         messages.SUCCESS,
-        f"Skipped {', '.join(skipped)} on {node.name} without running: recorded as skipped by you.",
+        f"Skipped {', '.join(skipped.first.titles)} on {node.name} without running: recorded "
+        "as skipped by you.",
     )
 
 
-@node_action(queryset=_with_running_title)
+@node_action()
 def node_maintenance(request: HttpRequest, node: Node) -> Said:
     """Maintenance on or off; a run already going on finishes (the message says so)."""
     form = MaintenanceForm(request.POST)
     if not form.is_valid():
         return messages.ERROR, "Say whether maintenance goes on or off."
     on = form.cleaned_data["on"]
-    set_maintenance([node], on)
-    if on and node.is_processing:
+    done = actions.set_maintenance(acting_user(request), [node], on).first
+    if on and done.titles:
         return (
             messages.SUCCESS,
-            f"{node.name} is in maintenance: the run of “{node.running_title}” is "
+            f"{node.name} is in maintenance: the run of “{done.titles[0]}” is "
             "finishing, then the panel runs nothing there (Cancel ends it now).",
         )
     if on:
@@ -259,9 +248,8 @@ def node_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """A confirmation page (GET), then the deletion (POST)."""
     node = node_or_404(pk, _with_running_title())
     if request.method == "POST":
-        name = node.name
-        node.delete()
-        messages.success(request, f"Deleted the node {name}.")
+        actions.delete_nodes(acting_user(request), [node])
+        messages.success(request, f"Deleted the node {node.name}.")
         return redirect("nodes:list")
     return render(request, "nodes/confirm_delete.html", {"nodes": [node], "single": True})
 
@@ -291,7 +279,7 @@ def node_bulk(request: HttpRequest) -> HttpResponse:
     if not nodes:
         messages.warning(request, "None of the selected nodes exists any more.")
         return go_back(request, list_url)
-    names = _names(nodes)
+    names = _names([n.name for n in nodes])
     if action == BulkActionForm.DELETE:
         if not form.cleaned_data["confirm"]:
             return render(
@@ -299,22 +287,23 @@ def node_bulk(request: HttpRequest) -> HttpResponse:
                 "nodes/confirm_delete.html",
                 {"nodes": nodes, "single": False, "next": request.POST.get("next", "")},
             )
-        Node.objects.filter(pk__in=[n.pk for n in nodes]).delete()
-        messages.success(request, f"Deleted {len(nodes)} node(s): {names}.")
+        deleted = actions.delete_nodes(acting_user(request), nodes)
+        names = _names([n.name for n in deleted.nodes])
+        messages.success(request, f"Deleted {deleted.count} node(s): {names}.")
     elif action == BulkActionForm.RESYNC:
-        register_desync(nodes)
+        actions.register_work(acting_user(request), nodes)
         messages.success(
             request, f"Registered every synchronizer type for {len(nodes)} node(s): {names}."
         )
     else:
         on = action == BulkActionForm.MAINTENANCE_ON
-        set_maintenance(nodes, on)
+        actions.set_maintenance(acting_user(request), nodes, on)
         state = "on" if on else "off"
         messages.success(request, f"Maintenance {state} for {len(nodes)} node(s): {names}.")
     return go_back(request, list_url)
 
 
-def _names(nodes: list[Node], limit: int = 10) -> str:
-    names = [n.name for n in nodes[:limit]]
-    more = len(nodes) - limit
+def _names(all_names: list[str], limit: int = 10) -> str:
+    names = all_names[:limit]
+    more = len(all_names) - limit
     return ", ".join(names) + (f" and {more} more" if more > 0 else "")

@@ -10,6 +10,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django_htmx.http import HttpResponseClientRedirect
 
 from nodes.models import Node
+from sync.actor import Actor, actor_for_request
 
 # Ids beyond a signed 64-bit integer cannot name a row: the URL pattern accepts any digits.
 _MAX_ID = 2**63 - 1
@@ -50,6 +51,6 @@ def form_error_text(form: forms.BaseForm) -> str:
     return " ".join(str(e) for errors in form.errors.values() for e in errors)
 
 
-def acting_user(request: HttpRequest, limit: int = 100) -> str:
-    """Who acted, as the run history records it (``acted_by``)."""
-    return request.user.get_username()[:limit]
+def acting_user(request: HttpRequest) -> Actor:
+    """Who acts, and from where: what every action (``sync.actions``) takes."""
+    return actor_for_request(request)

@@ -1,8 +1,9 @@
 from django.core.management.base import BaseCommand
 
 from nodes.models import Node
+from sync.actions import register_work
+from sync.actor import Actor
 from sync.cli import actions_by_name, bad_arguments, nodes_by_name
-from sync.engine import register_desync
 
 
 class Command(BaseCommand):
@@ -27,5 +28,5 @@ class Command(BaseCommand):
             raise bad_arguments("name the nodes, or give --all (not both)")
         nodes = list(Node.objects.all()) if all else nodes_by_name(names)
         actions = actions_by_name(action) if action else None
-        count = register_desync(nodes, actions)
-        self.stdout.write(f"Registered {count} desynchronizations on {len(nodes)} nodes.")
+        result = register_work(Actor.command("desync"), nodes, actions)
+        self.stdout.write(f"Registered {result.count} desynchronizations on {len(nodes)} nodes.")

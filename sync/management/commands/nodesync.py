@@ -1,12 +1,12 @@
-import getpass
 import time
 
 from django.core.management.base import BaseCommand, CommandError
 
 from nodes.models import Node
-from sync import engine
+from sync import actions, engine
+from sync.actor import Actor
 from sync.cli import actions_by_name, bad_arguments, nodes_by_name
-from sync.models import Node2Sync, Outcome
+from sync.models import Node2Sync, Outcome, SyncAction
 
 
 class Command(BaseCommand):
@@ -63,16 +63,16 @@ class Command(BaseCommand):
         if (cancel or skip) and not node:
             raise bad_arguments("--cancel and --skip need --node NAME")
         nodes = nodes_by_name(node) if node else list(Node.objects.all())
-        actions = actions_by_name(action) if action else None
-        action_ids = [a.pk for a in actions] if actions else None
-        by = f"{getpass.getuser()} (nodesync)"
+        actions_ = actions_by_name(action) if action else None
+        action_ids = [a.pk for a in actions_] if actions_ else None
+        by = Actor.command("nodesync")
         if cancel:
-            if actions:
+            if actions_:
                 raise bad_arguments("--cancel ends whatever runs on the node: drop --action")
             self._cancel(nodes, by)
             return
         if skip:
-            self._skip(nodes, action_ids, by)
+            self._skip(nodes, actions_, by)
             return
 
         if not force:
@@ -123,24 +123,25 @@ class Command(BaseCommand):
             raise CommandError(f"nodesync: {summary}", returncode=1)
         self.stdout.write(self.style.SUCCESS(summary))
 
-    def _cancel(self, nodes: list[Node], by: str) -> None:
+    def _cancel(self, nodes: list[Node], by: Actor) -> None:
         for n in nodes:
-            ended = engine.cancel_node(n, by)
+            ended = actions.cancel_work(by, n).first.titles
             if ended:
                 self.stdout.write(
-                    f"  {n.name}: cancelled {', '.join(ended)}; recorded as cancelled by {by}. "
+                    f"  {n.name}: cancelled {', '.join(ended)}; recorded as cancelled by "
+                    f"{by.label}. "
                     "It waits for its retry (`nodesync --node NAME` runs it now)."
                 )
             else:
                 self.stdout.write(f"  {n.name}: nothing is running.")
 
-    def _skip(self, nodes: list[Node], action_ids: list[int] | None, by: str) -> None:
+    def _skip(self, nodes: list[Node], types: list[SyncAction] | None, by: Actor) -> None:
         for n in nodes:
-            skipped = engine.skip_desyncs(n, action_ids, by)
+            skipped = actions.skip_work(by, n, types).first.titles
             if skipped:
                 self.stdout.write(
                     f"  {n.name}: skipped {', '.join(skipped)} without running; "
-                    f"recorded as skipped by {by}."
+                    f"recorded as skipped by {by.label}."
                 )
             else:
                 self.stdout.write(f"  {n.name}: nothing to skip.")

@@ -1,17 +1,23 @@
-"""Search, filters and sorting of the nodes list (django-filter).
+"""The nodes list's queries: search, filters and sorting (django-filter), the table's rows and
+the fleet's counts.
 
+Below the pages so that the pages and the API share them (NetBox's one filterset per model).
 Invalid values (an unknown status or role, a bad sort key) are shown as form errors and
 otherwise ignored: a hand-edited URL gets the unfiltered list, never a 500.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import django_filters
 from django import forms
-from django.db.models import Q, QuerySet
+from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery
+from django.db.models.functions import Coalesce
 
 from nodes.choices import NodeCondition, NodeStatus
 from nodes.models import Node, Role, processing_q
+from sync.models import DesyncState, Node2Sync, with_running_title
 
 
 class YesNoWidget(django_filters.widgets.BooleanWidget):
@@ -129,3 +135,84 @@ class NodeFilter(django_filters.FilterSet):
             for key, value in data.items()
             if key != "sort" and key in self.form.fields
         )
+
+
+# --- The table and the counts ---------------------------------------------------------------
+
+
+def table_queryset() -> QuerySet[Node]:
+    """The nodes with everything their row shows, in a fixed number of queries.
+
+    The page polls every second while the cluster works, so nothing here may grow with the
+    fleet: the desynchronization counts are subqueries, the roles one prefetch, the running
+    type a join; the JSON facts and the host key are not loaded.
+    """
+    rows = Node2Sync.objects.filter(node=OuterRef("pk")).order_by().values("node")
+    pending = rows.annotate(n=Count("pk")).values("n")
+    failed = rows.filter(state=DesyncState.FAILED).annotate(n=Count("pk")).values("n")
+    return (
+        with_running_title(Node.objects)
+        .prefetch_related("roles")
+        .defer("facts", "host_key")
+        .annotate(
+            pending_count=Coalesce(Subquery(pending, output_field=IntegerField()), 0),
+            failed_count=Coalesce(Subquery(failed, output_field=IntegerField()), 0),
+        )
+        .order_by("name")
+    )
+
+
+@dataclass(frozen=True)
+class FleetCounts:
+    total: int
+    by_status: list[tuple[NodeStatus, int]]
+    processing: int
+    failing: int
+    maintenance: int
+    waiting: bool
+    by_condition: list[tuple[NodeCondition, int]]
+
+    @property
+    def active(self) -> bool:
+        """Work runs or waits to run somewhere: the page should watch closely."""
+        return bool(self.processing or self.waiting)
+
+
+def fleet_counts() -> FleetCounts:
+    """Counts per status and the rest of the summary line, in one aggregate query.
+
+    ``waiting`` says whether a node outside maintenance has pending or running rows: the
+    cluster is about to work. Failed rows waiting for their backoff do not count, or the page
+    would poll every second for up to 15 minutes; the slow watcher catches their retry. It is
+    a yes/no question, asked with one uncorrelated EXISTS: a per-node count would join every
+    desynchronization.
+    """
+    # Aggregate names must not shadow field names ("maintenance" is both), hence "n_".
+    aggregates = {f"n_{s.value}": Count("pk", filter=Q(status=s.value)) for s in NodeStatus}
+    aggregates.update(
+        n_total=Count("pk"),
+        n_processing=Count("pk", filter=processing_q()),
+        n_failing=Count("pk", filter=~Q(last_error="")),
+        n_maintenance=Count("pk", filter=Q(maintenance=True)),
+    )
+    # By the most severe condition of each node: the Status cell shows the same one.
+    aggregates.update(
+        {f"c_{c.name}": Count("pk", filter=Q(condition=c.value)) for c in NodeCondition}
+    )
+    # Not correlated with the counted row, so the database evaluates it once.
+    work_waits = Exists(
+        Node2Sync.objects.filter(
+            state__in=[DesyncState.PENDING, DesyncState.PROCESSING], node__maintenance=False
+        )
+    )
+    aggregates["n_waiting"] = Count("pk", filter=Q(work_waits))
+    row = Node.objects.order_by().aggregate(**aggregates)
+    return FleetCounts(
+        total=row["n_total"],
+        by_status=[(s, row[f"n_{s.value}"]) for s in NodeStatus],
+        processing=row["n_processing"],
+        failing=row["n_failing"],
+        maintenance=row["n_maintenance"],
+        waiting=row["n_waiting"] > 0,
+        by_condition=[(c, row[f"c_{c.name}"]) for c in NodeCondition],
+    )

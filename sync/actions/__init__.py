@@ -1,0 +1,26 @@
+"""Every operator action, one function each: the only way pages, commands and the admin
+change nodes, their work and the fleet's data.
+
+Each takes the acting ``sync.actor.Actor`` (a user with their address, a command with the
+operating-system user, or the cluster), checks rights (``sync.actions.rules``, which asks
+``sync.rights``), does its network steps first, then writes every row and its audit entry
+(``sync.audit``) in one transaction, and returns an ``ActionResult``: the entry, and each
+node it touched with how that ended. Callers format the result; they never write the tables.
+"""
+
+from sync.actions.nodes import delete_nodes, set_maintenance
+from sync.actions.results import Act, ActionResult, NodeOutcome
+from sync.actions.work import cancel_work, force_work, register_work, retry_work, skip_work
+
+__all__ = [
+    "Act",
+    "ActionResult",
+    "NodeOutcome",
+    "cancel_work",
+    "delete_nodes",
+    "force_work",
+    "register_work",
+    "retry_work",
+    "set_maintenance",
+    "skip_work",
+]

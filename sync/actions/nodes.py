@@ -1,0 +1,80 @@
+"""Actions on the inventory: maintenance, deleting nodes (adding, editing, roles and host
+keys follow the same shape).
+
+Each checks rights first, does its network steps (none here), then writes its rows and its
+audit entry in one transaction, and returns an ``ActionResult``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from django.db import transaction
+
+from nodes.models import Node
+from sync import engine
+from sync.actions.results import Act, ActionResult, NodeOutcome
+from sync.actions.rules import check_delete, check_work
+from sync.actor import Actor
+from sync.audit import node_targets, record
+from sync.engine import retry_on_transient_errors
+from sync.models import with_running_title
+
+
+@retry_on_transient_errors
+def set_maintenance(actor: Actor, nodes: Sequence[Node], on: bool) -> ActionResult:
+    """Maintenance on (no new sessions; a run going on finishes) or off (waiting work runs).
+
+    Each node's outcome says what it was and is: ``on``, ``off``, ``already on``/``already
+    off``; ``titles`` names the run still finishing on a node put in maintenance.
+    """
+    check_work(actor, nodes)
+    act = Act.MAINTENANCE_ON if on else Act.MAINTENANCE_OFF
+    ids = [n.pk for n in nodes]
+    with transaction.atomic():
+        rows = list(with_running_title(Node.objects.filter(pk__in=ids)).order_by("pk"))
+        before = {r.name: r.maintenance for r in rows}
+        engine.set_maintenance(rows, on)
+        state = "on" if on else "off"
+        outcomes = tuple(
+            NodeOutcome(
+                r.pk,
+                r.name,
+                state if r.maintenance != on else f"already {state}",
+                (r.running_title,) if on and r.running_title else (),
+            )
+            for r in rows
+        )
+        entry = record(
+            actor,
+            act,
+            node_targets(rows),
+            summary=f"Maintenance {state}.",
+            before={"maintenance": before},
+            after={"maintenance": {name: on for name in before}},
+        )
+    return ActionResult(act, entry.pk, outcomes, count=len(rows))
+
+
+@retry_on_transient_errors
+def delete_nodes(actor: Actor, nodes: Sequence[Node]) -> ActionResult:
+    """Delete nodes. The entry keeps each node's id, name and address as text: it outlives them."""
+    check_delete(actor, nodes)
+    ids = [n.pk for n in nodes]
+    with transaction.atomic():
+        rows = list(Node.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
+        gone = {r.name: {"id": r.pk, "address": r.address, "transport": r.transport} for r in rows}
+        Node.objects.filter(pk__in=[r.pk for r in rows]).delete()
+        entry = record(
+            actor,
+            Act.NODE_DELETE,
+            node_targets(rows),
+            summary=f"Deleted {len(rows)} node(s).",
+            before={"nodes": gone},
+        )
+    return ActionResult(
+        Act.NODE_DELETE,
+        entry.pk,
+        tuple(NodeOutcome(r.pk, r.name, "deleted") for r in rows),
+        count=len(rows),
+    )

@@ -1,0 +1,33 @@
+"""The audit trail page (``/audit/``): who did what, when, from where, on which nodes or data.
+
+Read-only users see it too: it shows what was done, never a secret (entries hold names,
+fingerprints and checksums, not content). Filters are a GET form; a bad value is shown as a
+form error and ignored, never a 500.
+"""
+
+from __future__ import annotations
+
+from django.core.paginator import Paginator
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import render
+from django.views.decorators.http import require_GET
+
+from nodes.access import VIEW, require_perms
+from sync.audit import entries
+from web.forms import AuditFilterForm
+
+PAGE_SIZE = 50
+
+
+@require_GET
+@require_perms(VIEW)
+def audit_list(request: HttpRequest) -> HttpResponse:
+    form = AuditFilterForm(request.GET or None)
+    filters = form.cleaned_filters() if form.is_bound else {}
+    paginator = Paginator(entries(**filters).select_related(None), PAGE_SIZE)
+    page = paginator.get_page(request.GET.get("page"))
+    return render(
+        request,
+        "audit/list.html",
+        {"form": form, "page": page, "entries": page.object_list, "filtered": bool(filters)},
+    )
