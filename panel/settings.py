@@ -245,6 +245,12 @@ SYNC = {
     "backoff_cap_seconds": 900,
     # Nodes per django-q task: their sessions share one event loop in one worker.
     "batch_size": 25,
+    # A task with room in its batch takes further due nodes (how many run at once must not
+    # depend on how the work arrived): it looks this often, and takes only nodes whose work
+    # has waited this long, which leaves a just-registered node's own task the time to start
+    # it (so one registration's work still spreads over every worker).
+    "take_due_every_seconds": 0.5,
+    "take_due_after_seconds": 1.0,
     # A session stops taking new types after this long and leaves the rest to the next task.
     "session_budget_seconds": 1200,
     "log_cap_chars": 20000,
