@@ -3,6 +3,9 @@
 Two groups are created after every ``migrate``: **Operators** act on nodes (change, add,
 delete) and **Read-only** users only look. Templates hide what a user may not do, but the
 views check again, so a hand-made POST from a read-only user gets 403 like any other.
+
+The rules that look further than a permission (the panel's own server, the data a user may
+send to a node) are the synchronization's: ``sync.rights``.
 """
 
 from __future__ import annotations
@@ -35,22 +38,6 @@ GROUP_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
 }
 
 View = Callable[..., HttpResponse]
-
-LOCAL_REFUSED = (
-    "Only a superuser may add or change a local node: it is the panel's own server, and the "
-    "files, users and packages of its roles would land there."
-)
-
-
-def may_manage_local(user) -> bool:
-    """Whether ``user`` may add a ``local`` node or change its name and roles.
-
-    A local node is the panel's own server: the roles given to it put files, users and
-    packages on the host that holds the database and root over the fleet. Operators could
-    otherwise make themselves root there; only superusers may. Looking at it, synchronizing
-    it again and its maintenance stay with operators: they change nothing that lands there.
-    """
-    return bool(getattr(user, "is_superuser", False))
 
 
 def can_view(user) -> bool:

@@ -15,12 +15,12 @@ from dataclasses import dataclass
 
 import asyncssh
 from asgiref.sync import async_to_sync
+from django.conf import settings
 
 from nodes.keys import fingerprint, safe_fingerprint
 from nodes.models import Node
 from nodes.transports import TransportError
 from nodes.transports.ssh import (
-    CONNECT_TIMEOUT,
     OtherHostKey,
     SSHTransport,
     _connection_error,
@@ -57,27 +57,44 @@ def parse_host_key(text: str) -> str:
     return key.export_public_key().decode().strip()
 
 
+def check_seconds() -> float:
+    """How long each check made while a person waits may take (``NODE_CHECK_SECONDS``).
+
+    The scan, the proof and the login run in a web thread or a command: a node that accepts
+    the connection and then never answers (a stalled sshd, a ``ForceCommand`` that hangs, a
+    port that is no sshd) must end in an error the person reads, not hold the thread.
+    """
+    return float(settings.NODE_CHECK_SECONDS)
+
+
 def scan_host_key(host: str, port: int) -> str:
     """The key the server presents now (TransportError when it cannot be reached)."""
-    return async_to_sync(fetch_host_key)(host, port)
+    return async_to_sync(fetch_host_key)(host, port, timeout=check_seconds())
 
 
 def check_login(node: Node) -> None:
-    """Log in with the panel's key and the pinned host key; TransportError says what failed."""
+    """Log in with the panel's key and the pinned host key and run ``true``, all of it within
+    ``check_seconds()``; TransportError says what failed."""
+    limit = check_seconds()
 
     async def login() -> None:
-        transport = await SSHTransport.connect(node)
+        transport = await SSHTransport.connect(node, timeout=limit)
         try:
-            await transport.run(["true"])
+            async with asyncio.timeout(limit):
+                await transport.run(["true"])
+        except TimeoutError:
+            raise TransportError(
+                f"{node.username}@{node.host}:{node.port} let the panel log in but did not run "
+                f"a command within {limit:g} s (a login shell or ForceCommand that hangs?)"
+            ) from None
         finally:
-            await transport.close()
+            # Abort, not close: a stalled node need not answer the goodbye either.
+            transport.conn.abort()
 
     async_to_sync(login)()
 
 
-async def _prove_host_key(
-    host: str, port: int, username: str, key: str, timeout: float = CONNECT_TIMEOUT
-) -> None:
+async def _prove_host_key(host: str, port: int, username: str, key: str, timeout: float) -> None:
     try:
         conn = await connect_pinned(host, port, username, key, timeout=timeout)
     except OtherHostKey as e:
@@ -102,7 +119,30 @@ def prove_host_key(node: Node, key: str) -> None:
     A refused login still proves the key (it is checked first), so a reinstalled node whose
     ``authorized_keys`` is not restored yet can have its key accepted.
     """
-    async_to_sync(_prove_host_key)(node.host, node.port, node.username, key)
+    async_to_sync(_prove_host_key)(node.host, node.port, node.username, key, check_seconds())
+
+
+class NodeMoved(TransportError):
+    """The node's address changed while its key was being proved: nothing was pinned."""
+
+
+def pin_proved_key(node: Node, key: str) -> HostKeyChange:
+    """Pin ``key``, which ``prove_host_key`` proved for ``node``'s address (no network here).
+
+    Written only if the row still has the address the key was proved at: an edit that moved
+    the node meanwhile makes this raise NodeMoved and pin nothing.
+    """
+    change = HostKeyChange(safe_fingerprint(node.host_key), fingerprint(key))
+    same_place = Node.objects.filter(
+        pk=node.pk, host=node.host, port=node.port, username=node.username
+    )
+    if not same_place.update(host_key=key, last_error=""):
+        raise NodeMoved(
+            f"{node.name} was changed while its key was being checked: nothing was pinned. "
+            "Open the node again and accept its key there."
+        )
+    node.host_key = key
+    return change
 
 
 def pin_host_key(node: Node, key: str) -> HostKeyChange:
@@ -111,11 +151,9 @@ def pin_host_key(node: Node, key: str) -> HostKeyChange:
     ValueError when ``key`` is no public key, HostKeyMismatch when the node does not hold
     it, TransportError when it cannot be reached; nothing is pinned then. What the pinning
     means for the node's synchronizers is the synchronization's business
-    (``sync.inventory.accept_host_key``): this app knows nothing of them.
+    (``sync.inventory.accept_host_key``): this app knows nothing of them. The proof talks to
+    the node: call this outside a transaction (a stalling node would hold the database).
     """
     new_key = parse_host_key(key)
     prove_host_key(node, new_key)
-    change = HostKeyChange(safe_fingerprint(node.host_key), fingerprint(new_key))
-    Node.objects.filter(pk=node.pk).update(host_key=new_key, last_error="")
-    node.host_key = new_key
-    return change
+    return pin_proved_key(node, new_key)

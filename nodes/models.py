@@ -92,6 +92,14 @@ class Node(models.Model):
     )
     roles = models.ManyToManyField(Role, blank=True, related_name="nodes", db_table="node_roles")
     maintenance = models.BooleanField(default=False)
+    # The panel's own server: its roles land where the database and the key to every node
+    # live, so only superusers change it (``sync.rights``). Set for local nodes, and for SSH
+    # nodes whose pinned key is one of this machine's own host keys (``sync.panelhost``).
+    is_panel_host = models.BooleanField(
+        "panel's own server",
+        default=False,
+        help_text="The panel runs on this node: only superusers may change it or give it roles.",
+    )
 
     status = models.CharField(max_length=20, choices=NodeStatus, default=NodeStatus.READY)
     last_error = models.TextField(blank=True)

@@ -34,3 +34,16 @@ accesslog = "-"
 control_socket_disable = True
 # gunicorn trusts X-Forwarded-Proto from 127.0.0.1 and unix sockets only (its default); which
 # X-Forwarded-For entry is the client is the panel's rule (PANEL_TRUSTED_PROXIES).
+
+
+def when_ready(server) -> None:
+    """Once per start of the web server, in its main process: the panel's start-up work."""
+    import os
+
+    import django
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "panel.settings")
+    django.setup()
+    from panel.startup import on_server_start
+
+    on_server_start("web server")

@@ -267,6 +267,14 @@ SYNC = {
     "extra_modules": env_list("PANEL_SYNCHRONIZER_MODULES"),
 }
 
+# --- Checks on nodes before they are saved, and the panel's own server ------------------------
+# Adding or editing a node, or accepting its key, scans and proves the host key and logs in
+# while a person waits (a web thread, a command): each of these steps ends after this long.
+NODE_CHECK_SECONDS = env_int("PANEL_NODE_CHECK_SECONDS", 20, minimum=1, maximum=600)
+# This machine's own SSH host keys (ssh_host_*_key.pub): an SSH node that presents one of them
+# is the panel's own server (``sync.panelhost``), which only superusers change.
+OWN_HOST_KEY_DIR = Path(env_str("PANEL_OWN_HOST_KEY_DIR", "/etc/ssh"))
+
 # Where synchronizers keep their manifests on each node (what the panel put there).
 SYNC_NODE_STATE_DIR = env_str("PANEL_NODE_STATE_DIR", "/var/lib/cluster-panel")
 # Where each node keeps the lock of its one session at a time (emptied by a reboot).

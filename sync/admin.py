@@ -8,6 +8,7 @@ from django.contrib import admin
 from django.template.defaultfilters import truncatechars
 from django.utils.html import format_html
 
+from sync import node_admin  # noqa: F401 - registers the nodes' admin with its rights rules
 from sync.models import Node2Sync, SyncAction, SyncRun
 
 

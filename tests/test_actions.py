@@ -22,8 +22,8 @@ from nodes.models import Node, Role
 from sync import engine
 from sync.actions import Act
 from sync.actor import ActorKind
-from sync.engine import register_desync
-from sync.models import AuditEntry, Node2Sync
+from sync.engine import claim_node, register_desync
+from sync.models import AuditEntry, Node2Sync, Outcome, SyncAction, SyncRun
 from sync.synchronizers.files import ManagedFile
 from sync.synchronizers.software import Package
 from sync.validators import sha256_text
@@ -57,12 +57,19 @@ def bulk(client, action: str, nodes: list[Node], **data) -> None:
     assert response.status_code == 302, response.content.decode()[:500]
 
 
+def force_by_command(node: Node) -> None:
+    claim_node(node.pk, "hanging-worker")
+    with pytest.raises(CommandError):  # the run itself fails: nothing listens there
+        command("nodesync", "--node", node.name, "--force")
+
+
 PATHS = [
     Path(Act.REGISTER, "page", lambda c, a, b: post(c, "resync", a)),
     Path(Act.REGISTER, "page bulk", lambda c, a, b: bulk(c, "resync", [a, b]), ("a", "b")),
     Path(Act.REGISTER, "command desync", lambda c, a, b: command("desync", "a", "b"), ("a", "b")),
     Path(Act.RETRY, "page", lambda c, a, b: post(c, "retry", a)),
     Path(Act.FORCE, "page", lambda c, a, b: post(c, "force", a)),
+    Path(Act.FORCE, "command nodesync", lambda c, a, b: force_by_command(a)),
     Path(Act.CANCEL, "page", lambda c, a, b: post(c, "cancel", a)),
     Path(
         Act.CANCEL,
@@ -93,8 +100,9 @@ PATHS = [
 
 @pytest.fixture
 def two_nodes(make_node, make_type) -> tuple[Node, Node]:
-    a = make_node("a", transport=Transport.SSH, host="192.0.2.10", host_key="k")
-    b = make_node("b", transport=Transport.SSH, host="192.0.2.11", host_key="k")
+    # Port 1 on the loopback refuses at once: a run there fails fast.
+    a = make_node("a", transport=Transport.SSH, host="127.0.0.1", port=1, host_key="k")
+    b = make_node("b", transport=Transport.SSH, host="127.0.0.2", port=1, host_key="k")
     register_desync([a, b], [make_type("t-a")])
     return a, b
 
@@ -121,12 +129,23 @@ def test_each_path_leaves_one_entry_naming_who_and_what(path, operator, two_node
 
 def test_an_entry_outlives_the_nodes_and_the_user_it_names(operator, two_nodes, django_user_model):
     a, _ = two_nodes
+    SyncRun.objects.create(
+        node=a,
+        action=SyncAction.objects.get(name="t-a"),
+        worker="w",
+        started_at=timezone.now(),
+        finished_at=timezone.now(),
+        outcome=Outcome.SUCCESS,
+        log="done",
+    )
     post(operator, "delete", a)
     django_user_model.objects.filter(username="op").delete()
     [entry] = AuditEntry.objects.all()
     assert entry.user is None and entry.actor_name == "op"
     assert [(t.kind, t.object_id, t.name) for t in entry.targets.all()] == [("node", a.pk, "a")]
-    assert entry.before["nodes"]["a"]["address"] == "root@192.0.2.10:22"
+    assert entry.before["nodes"]["a"]["address"] == "root@127.0.0.1:1"
+    [run] = entry.before["nodes"]["a"]["runs"]
+    assert (run["type"], run["outcome"]) == ("t-a", "success") and "done" in run["log_tail"]
     assert not Node2Sync.objects.filter(node_id=a.pk).exists()
 
 

@@ -20,6 +20,7 @@ from django.utils import timezone
 from nodes.access import OPERATORS, READ_ONLY, ensure_groups
 from nodes.choices import NodeStatus
 from nodes.models import Node, Role
+from sync.actor import Actor
 from sync.engine import claim_node, register_desync, start_next_run
 from sync.inventory import add_node
 from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun
@@ -540,7 +541,9 @@ def test_it_reports_bad_maintenance_data(operator, node, data):
     assert not Node.objects.get(pk=node.pk).maintenance or data == {"on": ["1", "0"]}
 
 
-def test_it_deletes_a_node_after_a_confirmation_page(operator, node):
+def test_it_deletes_a_node_after_a_confirmation_page(operator, make_node):
+    # An SSH node: a local one is the panel's own server, which only superusers delete.
+    node = make_node("alpha", transport="ssh", host="192.0.2.1")
     page = operator.get(action_url("delete", node))
     assert page.status_code == 200 and "Delete the node alpha?" in page.content.decode()
 
@@ -598,7 +601,8 @@ def test_it_switches_maintenance_of_selected_nodes(operator, make_node):
 
 
 def test_it_deletes_selected_nodes_after_a_confirmation(operator, make_node):
-    a, b = make_node("a"), make_node("b")
+    # SSH nodes: local ones are the panel's own server, which only superusers delete.
+    a, b = (make_node(name, transport="ssh", host="192.0.2.1") for name in "ab")
     make_node("c")
 
     page = bulk(operator, "delete", [a.pk, b.pk])
@@ -694,7 +698,10 @@ def test_it_refuses_an_invalid_node_in_the_service():
     from django.core.exceptions import ValidationError
 
     with pytest.raises(ValidationError):
-        add_node(Node(name="Not Valid", transport="local", host="localhost"))
+        add_node(
+            Node(name="Not Valid", transport="local", host="localhost"),
+            by=Actor.command("addnode"),
+        )
     assert not Node.objects.exists()
 
 

@@ -86,6 +86,7 @@ def add_demo_nodes(servers: list) -> list[str]:
     from django.db import transaction
 
     from nodes.models import Node, Role
+    from sync.actor import Actor
     from sync.inventory import add_node
     from sync.synchronizers.files import ManagedFile
 
@@ -100,7 +101,7 @@ def add_demo_nodes(servers: list) -> list[str]:
             name = f"demo-{i}"
             Node.objects.filter(name=name).delete()  # left by a demo that was killed
             node = Node(name=name, host="127.0.0.1", port=server.port, host_key=server.host_key)
-            add_node(node, [role])
+            add_node(node, [role], by=Actor.command("demo"))
             names.append(name)
     return names
 

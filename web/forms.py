@@ -6,12 +6,12 @@ unknown type, a bad id, a node deleted meanwhile) ends as a message, never as a 
 
 from __future__ import annotations
 
+import copy
 import re
 
 from django import forms
 from django.core.exceptions import ValidationError
 
-from nodes.access import LOCAL_REFUSED, may_manage_local
 from nodes.choices import Transport
 from nodes.hostkeys import parse_host_key
 from nodes.keys import fingerprint
@@ -19,6 +19,7 @@ from nodes.models import Node, Role
 from sync.actions.results import Act
 from sync.audit import parse_since
 from sync.models import SyncAction
+from sync.rights import LOCAL_REFUSED, NodeChange, may_manage_panel_host, node_change_refusals
 
 # Ids beyond a signed 64-bit integer cannot name a row; refuse them before the database does.
 _MAX_ID = 2**63 - 1
@@ -98,7 +99,38 @@ class HostKeyStepMixin(forms.Form):
         return self.cleaned_data.get("confirmed_key", "")
 
 
-class NodeAddForm(BootstrapMixin, HostKeyStepMixin, forms.ModelForm):
+class RightsMixin(forms.ModelForm):
+    """Asks ``sync.rights`` whether the acting user may make the change this form describes.
+
+    The rules that need the node's host key (pointing a node at the panel's own server) are
+    asked again by the view once the key is scanned (``node_change_refusals`` with it).
+    """
+
+    def __init__(self, *args, user=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+
+    def node_after(self) -> Node:
+        """The node as this form would save it (the instance itself is left alone)."""
+        node = copy.copy(self.instance)
+        for name, value in self.cleaned_data.items():
+            if name != "roles" and name in self.fields and hasattr(node, name):
+                setattr(node, name, value)
+        return node
+
+    def refuse(self, refusals) -> bool:
+        """Put ``refusals`` on the form (on their field when it has one); True if any."""
+        for refusal in refusals:
+            field = refusal.field if refusal.field in self.fields else None
+            self.add_error(field, refusal.message)
+        return bool(refusals)
+
+    def check_rights(self, change: NodeChange) -> None:
+        # No user: nobody's change (a form made without one refuses what needs rights).
+        self.refuse(node_change_refusals(self.user, self.node_after(), change))
+
+
+class NodeAddForm(BootstrapMixin, HostKeyStepMixin, RightsMixin, forms.ModelForm):
     roles = RolesField()
     port = forms.IntegerField(
         label="SSH port", min_value=1, max_value=65535, initial=22, required=False
@@ -114,14 +146,14 @@ class NodeAddForm(BootstrapMixin, HostKeyStepMixin, forms.ModelForm):
             "host": "Host name or IP address the panel connects to over SSH.",
         }
 
-    def __init__(self, *args, user=None, **kwargs) -> None:
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["host"].required = False  # required for SSH only (clean)
         self.fields["username"].required = False
         self.fields["transport"].initial = Transport.SSH
         # Only superusers may make the panel manage its own server; others are not offered
         # the choice, and a hand-made POST is refused in clean(). No user: nobody's choice.
-        self.may_add_local = user is not None and may_manage_local(user)
+        self.may_add_local = self.user is not None and may_manage_panel_host(self.user)
         if not self.may_add_local:
             widget = self.fields["transport"].widget
             widget.choices = [c for c in widget.choices if c[0] != Transport.LOCAL]
@@ -142,10 +174,12 @@ class NodeAddForm(BootstrapMixin, HostKeyStepMixin, forms.ModelForm):
                 data["port"] = 22
             if not data.get("username") and "username" not in self.errors:
                 data["username"] = "root"
+        if not self.errors:
+            self.check_rights(NodeChange(adding=True, roles=tuple(data.get("roles") or ())))
         return data
 
 
-class NodeEditForm(BootstrapMixin, HostKeyStepMixin, forms.ModelForm):
+class NodeEditForm(BootstrapMixin, HostKeyStepMixin, RightsMixin, forms.ModelForm):
     """Name, roles and maintenance; host, port and user too for SSH nodes."""
 
     roles = RolesField()
@@ -172,6 +206,13 @@ class NodeEditForm(BootstrapMixin, HostKeyStepMixin, forms.ModelForm):
         if self.instance.transport == Transport.LOCAL:
             for name in ("host", "port", "username"):
                 del self.fields[name]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if not self.errors:
+            moves = self.address_changed or self.username_changed
+            self.check_rights(NodeChange(roles=tuple(data.get("roles") or ()), address=moves))
+        return data
 
     @property
     def address_changed(self) -> bool:

@@ -39,8 +39,38 @@ RUNNER_SOURCE = "\n".join(Path(module.__file__).read_text() for module in (limit
 RUNNER_START_TIMEOUT = 30
 
 # What a process that is not a runner does when asked for its first frame: no python3 on the
-# node (the shell says so on stderr and exits), or one too old to parse the runner.
-_NO_RUNNER = (asyncio.IncompleteReadError, ConnectionError, asyncssh.Error, TimeoutError)
+# node (the shell says so and exits), or one too old to parse the runner.
+_NO_RUNNER = (asyncio.IncompleteReadError, ConnectionError, asyncssh.Error)
+
+# The runner starts on a terminal, so that closing its channel makes sshd hang the terminal up
+# (SIGHUP) and end whatever the node started there, even when that is not our runner: a login
+# shell that hangs, or a ForceCommand. Plain SSH channels cannot signal such a process (sshd
+# refuses a "signal" request for a forced command), and it would stay. The terminal is raw
+# from its first byte (sshd sets these modes before the shell starts; the runner sets them
+# again, ``remote_runner._raw_terminal``): no echo, no line editing, no ^C, no newline
+# translation, so the binary frames pass as they are.
+RAW_TERMINAL = {
+    **dict.fromkeys(
+        [
+            asyncssh.PTY_ECHO,
+            asyncssh.PTY_ECHONL,
+            asyncssh.PTY_ICANON,
+            asyncssh.PTY_ISIG,
+            asyncssh.PTY_IEXTEN,
+            asyncssh.PTY_OPOST,
+            asyncssh.PTY_ONLCR,
+            asyncssh.PTY_ICRNL,
+            asyncssh.PTY_INLCR,
+            asyncssh.PTY_IGNCR,
+            asyncssh.PTY_ISTRIP,
+            asyncssh.PTY_IXON,
+            asyncssh.PTY_IXOFF,
+            asyncssh.PTY_PARENB,
+        ],
+        0,
+    ),
+    asyncssh.PTY_CS8: 1,
+}
 
 
 # How the runner writes a progress frame (``json.dumps({"progress": ...})``): such a frame is
@@ -77,6 +107,18 @@ class ProgressGate:
         return False
 
 
+async def _ends_soon(process: Any) -> bool:
+    """Whether the node closes the channel within a moment, saying at most 64 KiB more."""
+    try:
+        async with asyncio.timeout(2):
+            for _ in range(16):
+                if not await process.stdout.read(4096):
+                    return True
+    except TimeoutError:
+        pass
+    return False
+
+
 class RunnerChannel:
     """The session's one command channel on the node."""
 
@@ -92,7 +134,13 @@ class RunnerChannel:
         """Start the runner over SSH and take the node for this session; None when the node
         cannot run it (no python3 there)."""
         command = shlex.join(["python3", "-c", RUNNER_SOURCE])
-        return await cls.open(await conn.create_process(command, encoding=None), session)
+        try:
+            process = await conn.create_process(
+                command, encoding=None, term_type="dumb", term_modes=RAW_TERMINAL
+            )
+        except asyncssh.ChannelOpenError:  # the node refuses terminals (PermitTTY no)
+            process = await conn.create_process(command, encoding=None)
+        return await cls.open(process, session)
 
     @classmethod
     async def open(cls, process: Any, session: NodeSession | None = None) -> RunnerChannel | None:
@@ -110,6 +158,18 @@ class RunnerChannel:
             except _NO_RUNNER:
                 process.close()
                 return None
+            except TimeoutError:
+                raise TransportError(
+                    f"no runner answered within {RUNNER_START_TIMEOUT} s: the node's login "
+                    "shell, or a ForceCommand, may hang (the session was hung up)"
+                ) from None
+            except NotARunnerReply:
+                # On a terminal the shell's "python3: not found" comes where the first frame
+                # was awaited; a shell that said it exits, a hostile node goes on.
+                if await _ends_soon(process):
+                    process.close()
+                    return None
+                raise
             version = reply_int(first, "protocol")
             if version != PROTOCOL:
                 raise TransportError(

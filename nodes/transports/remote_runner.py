@@ -174,6 +174,9 @@ def run_command(
         if command.ended:  # cancelled while it started
             end_group(proc.pid, proc)
         return _wait(proc, argv, data, timeout, deadline, on_output)
+    except BaseException:  # SIGHUP or SIGTERM (SystemExit) mid-command: the command ends too
+        end_group(proc.pid, proc)
+        raise
     finally:
         _RUNNING.remove(command)
         if session:
@@ -942,7 +945,42 @@ def _terminated(signum, frame):
     raise SystemExit(1)
 
 
+def _raw_terminal():
+    """On the terminal the panel asks for (``channel.RAW_TERMINAL``: so that closing the
+    channel hangs up whatever the node started), pass bytes as they are, before the first
+    frame: no echo, no line editing, no signal from a ^C byte, no newline translation. This
+    process's own stderr (a warning, a thread's traceback) goes to /dev/null, not into the
+    frames. Nothing to do on pipes."""
+    fd = sys.stdin.fileno()
+    if not os.isatty(fd):
+        return
+    import termios
+
+    mode = termios.tcgetattr(fd)
+    mode[0] &= ~(
+        termios.IGNBRK
+        | termios.BRKINT
+        | termios.PARMRK
+        | termios.ISTRIP
+        | termios.INLCR
+        | termios.IGNCR
+        | termios.ICRNL
+        | termios.IXON
+        | termios.IXOFF
+        | termios.INPCK
+    )
+    mode[1] &= ~termios.OPOST
+    mode[2] = (mode[2] & ~(termios.CSIZE | termios.PARENB)) | termios.CS8
+    mode[3] &= ~(termios.ECHO | termios.ECHONL | termios.ICANON | termios.ISIG | termios.IEXTEN)
+    mode[6][termios.VMIN], mode[6][termios.VTIME] = 1, 0
+    termios.tcsetattr(fd, termios.TCSANOW, mode)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 2)
+    os.close(devnull)
+
+
 def main():
+    _raw_terminal()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     _write(stdout, {"runner": "cluster-panel", "protocol": PROTOCOL})  # before anything else
     handlers = dict(FILE_HANDLERS, run=_run_op, session=_session_op)

@@ -20,9 +20,8 @@ from django.forms import ModelForm
 from sync.actions.results import Act, ActionResult
 from sync.actor import Actor
 from sync.audit import Target, record
+from sync.rights import SECRET_FIELD, data_change_refusals
 from sync.validators import sha256_text
-
-SECRET_FIELD = "secret"
 
 
 def snapshot(row: models.Model) -> dict[str, Any]:
@@ -57,6 +56,8 @@ def save_data(actor: Actor, form: ModelForm) -> ActionResult:
     _check(actor, model, "add" if adding else "change")
     with transaction.atomic():
         stored = None if adding else model._default_manager.filter(pk=form.instance.pk).first()
+        if refusals := data_change_refusals(actor.subject, stored, form.instance):
+            raise PermissionDenied(" ".join(refusals))
         before = snapshot(stored) if stored is not None else None
         row = form.save()
         after = snapshot(row)

@@ -18,7 +18,7 @@ from sync.actions.rules import check_delete, check_work
 from sync.actor import Actor
 from sync.audit import node_targets, record
 from sync.engine import retry_on_transient_errors
-from sync.models import with_running_title
+from sync.models import SyncRun, with_running_title
 
 
 @retry_on_transient_errors
@@ -56,14 +56,47 @@ def set_maintenance(actor: Actor, nodes: Sequence[Node], on: bool) -> ActionResu
     return ActionResult(act, entry.pk, outcomes, count=len(rows))
 
 
+# What a deletion keeps of each node's run history, in its audit entry (the runs themselves go
+# with the node): enough to read why it was deleted, bounded for a bulk delete of a fleet.
+RUNS_KEPT_ON_DELETE = 20
+LOG_TAIL_KEPT_ON_DELETE = 1000
+
+
+def run_history(node: Node) -> list[dict]:
+    """The node's newest runs as the deletion's entry keeps them: type, outcome, times, who
+    ended it by hand, and the tail of the log."""
+    runs = SyncRun.objects.filter(node=node).select_related("action")[:RUNS_KEPT_ON_DELETE]
+    return [
+        {
+            "type": run.action.name,
+            "outcome": run.outcome,
+            "started_at": run.started_at.isoformat(),
+            "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+            "acted_by": run.acted_by,
+            "log_tail": run.log[-LOG_TAIL_KEPT_ON_DELETE:],
+        }
+        for run in runs
+    ]
+
+
 @retry_on_transient_errors
 def delete_nodes(actor: Actor, nodes: Sequence[Node]) -> ActionResult:
-    """Delete nodes. The entry keeps each node's id, name and address as text: it outlives them."""
+    """Delete nodes. The entry keeps each node's id, name, address, roles and newest runs as
+    text: it outlives them, and the node's history stays readable there."""
     check_delete(actor, nodes)
     ids = [n.pk for n in nodes]
     with transaction.atomic():
         rows = list(Node.objects.select_for_update().filter(pk__in=ids).order_by("pk"))
-        gone = {r.name: {"id": r.pk, "address": r.address, "transport": r.transport} for r in rows}
+        gone = {
+            r.name: {
+                "id": r.pk,
+                "address": r.address,
+                "transport": r.transport,
+                "roles": sorted(r.roles.values_list("name", flat=True)),
+                "runs": run_history(r),
+            }
+            for r in rows
+        }
         Node.objects.filter(pk__in=[r.pk for r in rows]).delete()
         entry = record(
             actor,

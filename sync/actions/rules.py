@@ -12,6 +12,7 @@ from collections.abc import Iterable
 from nodes.access import CHANGE, DELETE, check_perms
 from nodes.models import Node
 from sync.actor import Actor
+from sync.rights import NodeChange, check_node_change
 
 
 def check_work(actor: Actor, nodes: Iterable[Node]) -> None:
@@ -21,4 +22,7 @@ def check_work(actor: Actor, nodes: Iterable[Node]) -> None:
 
 
 def check_delete(actor: Actor, nodes: Iterable[Node]) -> None:
+    """``delete_node``, and nobody but a superuser deletes the panel's own server."""
     check_perms(actor.subject, DELETE)
+    for node in nodes:
+        check_node_change(actor.subject, node, NodeChange(deleting=True))

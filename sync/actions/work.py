@@ -64,9 +64,10 @@ def retry_work(actor: Actor, nodes: Sequence[Node]) -> ActionResult:
 
 
 @retry_on_transient_errors
-def force_work(actor: Actor, node: Node) -> ActionResult:
+def force_work(actor: Actor, node: Node, hand_to_cluster: bool = True) -> ActionResult:
     """Force completion: take the node from a worker that hangs; its run is recorded as forced.
 
+    ``hand_to_cluster`` False: the caller runs the node's work itself (``nodesync --force``).
     The outcome is ``forced`` (with the titles of the runs the engine recorded as forced),
     ``nothing running`` or ``busy`` (the lease could not be taken: try again).
     """
@@ -75,7 +76,7 @@ def force_work(actor: Actor, node: Node) -> ActionResult:
         running = list(
             SyncRun.objects.filter(node=node, outcome=Outcome.RUNNING).values_list("pk", flat=True)
         )
-        taken = engine.take_over_node(node, by=actor.label[:30])
+        taken = engine.take_over_node(node, actor.label[:30], hand_to_cluster)
         forced = tuple(
             SyncRun.objects.filter(pk__in=running, outcome=Outcome.FORCED)
             .order_by("pk")

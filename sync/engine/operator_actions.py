@@ -22,17 +22,19 @@ from sync.models import DesyncState, Node2Sync, Outcome, SyncRun, recompute_stat
 log = logging.getLogger("sync")
 
 
-def take_over_node(node: Node, by: str) -> bool:
+def take_over_node(node: Node, by: str, hand_to_cluster: bool = True) -> bool:
     """Force a hanging synchronizer to complete: take the lease from whoever holds it.
 
     The interrupted run is recorded as ``forced`` (saying who did it), its row goes back to
-    pending and the cluster runs it again; the old worker's late result is ignored.
+    pending and the cluster runs it again (unless the caller runs it itself: ``nodesync
+    --force``); the old worker's late result is ignored.
     """
     worker = new_worker_id(f"forced-by-{by}")
     if not claim_node(node.pk, worker, force=True, acted_by=by):
         return False
     release_node(node.pk, worker)
-    transaction.on_commit(lambda: kick([node.pk]))
+    if hand_to_cluster:
+        transaction.on_commit(lambda: kick([node.pk]))
     return True
 
 

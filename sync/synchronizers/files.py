@@ -25,6 +25,7 @@ from nodes.choices import NodeStatus
 from nodes.transports import TransportError
 from nodes.transports.base import FileState
 from sync.context import RunContext
+from sync.rights import may_view_content, may_view_secrets
 from sync.synchronizers import synchronizer
 from sync.synchronizers._manifest import read_manifest, write_manifest
 from sync.synchronizers._roles import RoleData, RoleDataAdmin
@@ -47,6 +48,15 @@ class ManagedFile(RoleData):
 
     path = models.CharField(max_length=512, unique=True, validators=[validate_absolute_path])
     content = models.TextField(blank=True)
+    # Secret content (keys, passwords) is shown only to users with ``view_secret`` and
+    # delivered only by them (``sync.rights``); others see the path, mode, owner and roles.
+    secret = models.BooleanField(
+        default=False,
+        help_text=(
+            "Its content is shown only to users allowed to view secret files, and only they "
+            "may give its roles to a node."
+        ),
+    )
     mode = models.PositiveIntegerField(default=0o644, validators=[validate_mode])
     owner = models.CharField(max_length=32, default="root", validators=[validate_posix_name])
     group = models.CharField(max_length=32, default="root", validators=[validate_posix_name])
@@ -58,6 +68,7 @@ class ManagedFile(RoleData):
         db_table = "managed_file"
         ordering = ["path"]
         verbose_name = "managed file"
+        permissions = [("view_secret_managedfile", "Can view the content of secret files")]
 
     def __str__(self) -> str:
         return self.path
@@ -97,14 +108,54 @@ class ManagedFileForm(forms.ModelForm):
 
     class Meta:
         model = ManagedFile
-        fields = ("path", "content", "mode", "owner", "group", "roles")
+        fields = ("path", "content", "secret", "mode", "owner", "group", "roles")
 
 
 @admin.register(ManagedFile)
 class ManagedFileAdmin(RoleDataAdmin):
+    """A secret file's content is for users with ``view_secret`` only (``sync.rights``).
+
+    Everyone else sees its path, mode, owner and roles, read-only: changing its roles would
+    send it to their own node, and its path or mode could expose it on the nodes it has.
+    They cannot mark or unmark files secret, and their search does not look into content.
+    """
+
     form = ManagedFileForm
-    list_display = ("path", "octal_mode", "owner", "group", "role_names")
+    list_display = ("path", "secret", "octal_mode", "owner", "group", "role_names")
+    list_filter = ("secret", "roles")
     search_fields = ("path", "content")
+
+    def _hides_content(self, request, obj: ManagedFile | None) -> bool:
+        return obj is not None and not may_view_content(request.user, obj)
+
+    def get_fields(self, request, obj: ManagedFile | None = None):
+        fields = list(super().get_fields(request, obj))
+        if self._hides_content(request, obj):
+            shown = {"content": "content_hidden", "mode": "octal_mode"}
+            fields = [shown.get(f, f) for f in fields]
+        return fields
+
+    def get_readonly_fields(self, request, obj: ManagedFile | None = None):
+        fields = list(super().get_readonly_fields(request, obj))
+        if not may_view_secrets(request.user, ManagedFile):
+            fields.append("secret")
+        if self._hides_content(request, obj):
+            fields += ["content", "content_hidden", "octal_mode"]  # "content" leaves the form
+        return fields
+
+    def get_search_fields(self, request):
+        if may_view_secrets(request.user, ManagedFile):
+            return self.search_fields
+        return ("path",)
+
+    def has_change_permission(self, request, obj: ManagedFile | None = None) -> bool:
+        if self._hides_content(request, obj):
+            return False
+        return super().has_change_permission(request, obj)
+
+    @admin.display(description="content")
+    def content_hidden(self, obj: ManagedFile) -> str:
+        return "(secret: shown only to users allowed to view secret files)"
 
     @admin.display(description="mode", ordering="mode")
     def octal_mode(self, obj: ManagedFile) -> str:

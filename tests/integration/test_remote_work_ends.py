@@ -132,6 +132,45 @@ def test_it_ends_the_hung_command_on_the_node_when_the_run_is_cancelled(
     assert_gone(f"sleep {sleep}")
 
 
+@pytest.fixture
+def hanging_login(make_ssh_node, node_work):
+    """(node, sleep): a node whose every SSH session runs ``sleep MARKER`` (a ForceCommand
+    that hangs): the runner never starts there. What a test leaves is ended by its pids."""
+    sleep = marker()
+    node, _ = make_ssh_node("hangs", force_command=f"sleep {sleep}")
+    node.facts = {"work": ["true"]}
+    node.save(update_fields=["facts"])
+    register_desync([node], [node_work])
+    yield node, sleep
+    for pid in processes(f"sleep {sleep}"):
+        subprocess.run(["kill", "-KILL", pid], check=False)
+
+
+def test_it_ends_a_login_that_never_starts_the_runner_when_the_run_times_out(hanging_login):
+    node, sleep = hanging_login
+
+    run_nodes([node.pk])
+
+    assert SyncRun.objects.get().outcome == Outcome.TIMEOUT
+    assert_gone(f"sleep {sleep}")
+
+
+def test_it_ends_a_login_that_never_starts_the_runner_when_the_run_is_cancelled(
+    hanging_login, node_work, settings
+):
+    settings.SYNC = {**settings.SYNC, "cancel_check_seconds": 0.5}
+    node, sleep = hanging_login
+    SyncAction.objects.filter(pk=node_work.pk).update(timeout=60)
+
+    worker = in_thread(lambda: run_nodes([node.pk]))
+    wait_until_running(f"sleep {sleep}")
+    assert cancel_node(node, "alice") == ["Node work"]
+    worker.join(20)
+
+    assert SyncRun.objects.get().outcome == Outcome.CANCELLED
+    assert_gone(f"sleep {sleep}")
+
+
 def nodesync(*args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "nodesync", *args],

@@ -21,6 +21,7 @@ from nodes.transports import CommandFailed, TransportError
 from sync.engine import register_desync, run_nodes
 from sync.models import Node2Sync, Outcome, SyncRun
 from tests.integration.conftest import with_transport, without_runner
+from tools.sshd import SSHServer
 
 pytestmark = pytest.mark.django_db
 
@@ -389,3 +390,50 @@ def test_it_reads_a_files_state_and_sets_it_through_a_descriptor(
     assert "link is a symbolic link, not a regular file" in states[str(link)].reason
     assert states[str(tmp_path / "none")].kind == "missing"
     assert (path.stat().st_uid, stat.S_IMODE(path.stat().st_mode)) == (65534, 0o4750)
+
+
+def test_the_runner_runs_on_a_raw_terminal_that_passes_every_byte(make_ssh_node, tmp_path):
+    """The runner starts on a terminal (closing its channel hangs up what the node started:
+    ``test_remote_work_ends``), set raw before its first frame: every byte passes both ways."""
+    node, _ = make_ssh_node()
+    data = bytes(range(256)) * 64 + b"\r\n\x03\x04\x1a\x11\x13\n"
+    path = tmp_path / "binary"
+
+    async def work(t):
+        terminal = await t.run(["sh", "-c", "stty -a -F $(readlink /proc/$PPID/fd/0)"])
+        echoed = await t.run(["cat"], input=data)
+        await t.put_file(str(path), data, mode=0o600)
+        return terminal.stdout, echoed.stdout, await t.read_file(str(path))
+
+    terminal, echoed, read_back = asyncio.run(with_transport(node, work))
+    for mode in ("-echo", "-icanon", "-isig", "-opost", "-icrnl", "-ixon", "cs8"):
+        assert re.search(rf"(^|\s){mode}(\s|$)", terminal), terminal
+    assert echoed == data.decode(errors="replace")
+    assert path.read_bytes() == data and read_back == data
+
+
+class NoTerminalSSHServer(SSHServer):
+    """A node whose sshd refuses terminals (``PermitTTY no``)."""
+
+    def _config(self):
+        config = super()._config()
+        config.write_text(config.read_text() + "PermitTTY no\n")
+        return config
+
+
+def test_the_runner_starts_without_a_terminal_where_the_node_refuses_one(sshd, db):
+    server = sshd(NoTerminalSSHServer)
+    node = Node.objects.create(
+        name="no-tty",
+        transport=Transport.SSH,
+        host="127.0.0.1",
+        port=server.port,
+        username="root",
+        host_key=server.host_key,
+    )
+
+    async def work(t):
+        return await t.run(["sh", "-c", "readlink /proc/$PPID/fd/0; readlink /proc/$PPID/exe"])
+
+    stdin, runner = asyncio.run(with_transport(node, work)).stdout.split()
+    assert not stdin.startswith("/dev/pts/") and "python" in runner

@@ -28,8 +28,16 @@ from nodes.transports import TransportError
 from sync import actions
 from sync.inventory import accept_host_key
 from sync.models import with_running_title
+from sync.rights import NodeChange, node_change_refusals
 from web.forms import AcceptKeyForm, BulkActionForm, MaintenanceForm, ResyncForm
-from web.views.shortcuts import acting_user, form_error_text, go_back, node_or_404, node_url
+from web.views.shortcuts import (
+    acting_user,
+    form_error_text,
+    go_back,
+    node_or_404,
+    node_url,
+    refused_page,
+)
 
 # What an action tells the user: a message level (django.contrib.messages) and its text.
 Said = tuple[int, str]
@@ -98,8 +106,7 @@ def node_retry(request: HttpRequest, node: Node) -> Said:
         return messages.INFO, f"Nothing is waiting on {node.name}: it is in sync."
     return (
         messages.SUCCESS,
-        f"{result.count} desynchronization(s) of {node.name} are due now."
-        f"{_maintenance_note(node)}",
+        f"{result.count} desynchronization(s) of {node.name} are due now.{_maintenance_note(node)}",
     )
 
 
@@ -191,12 +198,21 @@ def node_accept_key(request: HttpRequest, pk: int) -> HttpResponse:
     if node.transport != Transport.SSH:
         messages.info(request, f"{node.name} is a local node: it has no host key.")
         return redirect(node_url(node))
+    # Who may accept a key at all (the panel's own server, the data its roles carry) is
+    # known before any scan; whether the key is this machine's own once it is read.
+    if refusals := node_change_refusals(request.user, node, NodeChange(accepting_key=True)):
+        return refused_page(request, node, refusals[0].message)
     error = ""
     if request.method == "POST":
         form = AcceptKeyForm(request.POST)
         if form.is_valid():
+            key = form.cleaned_data["key"]
+            if refusals := node_change_refusals(
+                request.user, node, NodeChange(accepting_key=True, host_key=key)
+            ):
+                return refused_page(request, node, refusals[0].message)
             try:
-                change = accept_host_key(node, form.cleaned_data["key"])
+                change = accept_host_key(node, key, by=acting_user(request))
             except HostKeyMismatch as e:
                 error = f"{e} Check the fingerprint the node presents now before you accept it."
             except TransportError as e:
@@ -247,6 +263,8 @@ def _say_accepted(request: HttpRequest, node: Node, change: HostKeyChange) -> No
 def node_delete(request: HttpRequest, pk: int) -> HttpResponse:
     """A confirmation page (GET), then the deletion (POST)."""
     node = node_or_404(pk, _with_running_title())
+    if refusals := node_change_refusals(request.user, node, NodeChange(deleting=True)):
+        return refused_page(request, node, refusals[0].message)
     if request.method == "POST":
         actions.delete_nodes(acting_user(request), [node])
         messages.success(request, f"Deleted the node {node.name}.")
@@ -281,6 +299,14 @@ def node_bulk(request: HttpRequest) -> HttpResponse:
         return go_back(request, list_url)
     names = _names([n.name for n in nodes])
     if action == BulkActionForm.DELETE:
+        kept = [n for n in nodes if node_change_refusals(user, n, NodeChange(deleting=True))]
+        if kept:
+            messages.error(
+                request,
+                f"Nothing was deleted: only a superuser may delete the panel's own server "
+                f"({_names([n.name for n in kept])}).",
+            )
+            return go_back(request, list_url)
         if not form.cleaned_data["confirm"]:
             return render(
                 request,

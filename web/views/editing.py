@@ -8,6 +8,8 @@ refused before anything is written. Adding goes through ``sync.inventory.add_nod
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from django.contrib import messages
 from django.core.exceptions import ValidationError
 from django.db import IntegrityError, transaction
@@ -15,7 +17,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
 
-from nodes.access import ADD, CHANGE, LOCAL_REFUSED, may_manage_local, require_perms
+from nodes.access import ADD, CHANGE, require_perms
 from nodes.choices import Transport
 from nodes.hostkeys import check_login, scan_host_key
 from nodes.keys import fingerprint, panel_public_key, safe_fingerprint
@@ -23,8 +25,10 @@ from nodes.models import Node
 from nodes.transports import TransportError
 from sync.engine import retry_now, set_maintenance
 from sync.inventory import add_node
-from web.forms import HostKeyStepMixin, NodeAddForm, NodeEditForm
-from web.views.shortcuts import node_or_404, node_url
+from sync.panelhost import flag_if_panel_host
+from sync.rights import NodeChange, node_change_refusals
+from web.forms import HostKeyStepMixin, NodeAddForm, NodeEditForm, RightsMixin
+from web.views.shortcuts import acting_user, node_or_404, node_url, refused_page
 
 
 def _panel_key() -> str:
@@ -74,6 +78,15 @@ def _check_host_key(form: HostKeyStepMixin, host: str, port: int) -> tuple[str, 
     return confirmed, None
 
 
+def _key_refused(form: RightsMixin, node: Node, change: NodeChange, key_step: dict | None) -> bool:
+    """The rules that need the scanned key (is it the panel's own server?), asked as soon as
+    the key is known: before it is shown for confirmation, and again before anything is saved."""
+    key = change.host_key or (key_step or {}).get("line", "")
+    if not key:
+        return False
+    return form.refuse(node_change_refusals(form.user, node, replace(change, host_key=key)))
+
+
 def _form_page(request: HttpRequest, form: HostKeyStepMixin, key_step: dict | None, **extra):
     return render(
         request,
@@ -100,6 +113,9 @@ def node_add(request: HttpRequest) -> HttpResponse:
         ready = node.transport == Transport.LOCAL
         if not ready:
             node.host_key, key_step = _check_host_key(form, node.host, node.port)
+            change = NodeChange(adding=True, roles=tuple(form.cleaned_data["roles"]))
+            if _key_refused(form, node, replace(change, host_key=node.host_key), key_step):
+                node.host_key, key_step = "", None
             if node.host_key:
                 try:
                     check_login(node)
@@ -109,7 +125,7 @@ def node_add(request: HttpRequest) -> HttpResponse:
                     key_step = _key_step(node.host_key, node.host, node.port)
         if ready:
             try:
-                count = add_node(node, form.cleaned_data["roles"])
+                count = add_node(node, form.cleaned_data["roles"], by=acting_user(request))
             except ValidationError as e:
                 form.add_error(None, " ".join(e.messages))
             except IntegrityError:
@@ -136,20 +152,14 @@ def node_edit(request: HttpRequest, pk: int) -> HttpResponse:
     roles put files, users and packages on the panel's own server.
     """
     node = node_or_404(pk)
-    if node.transport == Transport.LOCAL and not may_manage_local(request.user):
-        # 403 with the reason: the generic page would tell an operator to become one.
-        return render(
-            request,
-            "nodes/local_refused.html",
-            {"node": node, "reason": LOCAL_REFUSED},
-            status=403,
-        )
+    if refusals := node_change_refusals(request.user, node, NodeChange()):
+        return refused_page(request, node, refusals[0].message)
     title = node.name  # the form changes node.name before it may fail validation
     key_step = None
     if request.method != "POST":
-        form = NodeEditForm(instance=node)
+        form = NodeEditForm(instance=node, user=request.user)
         return _form_page(request, form, key_step, adding=False, node=node, title=title)
-    form = NodeEditForm(request.POST, instance=node)
+    form = NodeEditForm(request.POST, instance=node, user=request.user)
     if form.is_valid():
         node = form.instance
         ready = True
@@ -158,7 +168,11 @@ def node_edit(request: HttpRequest, pk: int) -> HttpResponse:
             fields += ["host", "port", "username"]
             if form.address_changed:
                 node.host_key, key_step = _check_host_key(form, node.host, node.port)
-                fields.append("host_key")
+                change = NodeChange(roles=tuple(form.cleaned_data["roles"]), address=True)
+                if _key_refused(form, node, replace(change, host_key=node.host_key), key_step):
+                    node.host_key, key_step = "", None
+                fields += ["host_key", "is_panel_host"]
+                flag_if_panel_host(node)
                 ready = bool(node.host_key)
             if ready and (form.address_changed or form.username_changed):
                 try:

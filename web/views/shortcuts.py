@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms
 from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import render
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django_htmx.http import HttpResponseClientRedirect
@@ -54,3 +55,8 @@ def form_error_text(form: forms.BaseForm) -> str:
 def acting_user(request: HttpRequest) -> Actor:
     """Who acts, and from where: what every action (``sync.actions``) takes."""
     return actor_for_request(request)
+
+
+def refused_page(request: HttpRequest, node: Node, reason: str) -> HttpResponse:
+    """403 with the reason: the generic page would tell an operator to become one."""
+    return render(request, "nodes/local_refused.html", {"node": node, "reason": reason}, status=403)

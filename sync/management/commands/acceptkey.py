@@ -4,6 +4,7 @@ from nodes.choices import Transport
 from nodes.hostkeys import scan_host_key
 from nodes.keys import fingerprint as key_fingerprint
 from nodes.transports import TransportError
+from sync.actor import Actor
 from sync.cli import bad_arguments, nodes_by_name
 from sync.inventory import accept_host_key
 
@@ -50,7 +51,7 @@ class Command(BaseCommand):
                 returncode=1,
             )
         try:
-            change = accept_host_key(node, presented)
+            change = accept_host_key(node, presented, by=Actor.command("acceptkey"))
         except TransportError as e:
             raise CommandError(f"cannot accept the key of {name}: {e}", returncode=1) from None
         if change.changed:

@@ -5,6 +5,7 @@ from nodes.choices import Transport
 from nodes.keys import fingerprint, panel_public_key
 from nodes.models import Node
 from nodes.transports import TransportError
+from sync.actor import Actor
 from sync.cli import bad_arguments
 from sync.inventory import add_node
 
@@ -41,7 +42,7 @@ class Command(BaseCommand):
             raise bad_arguments(f"cannot add node {name!r}: {messages}") from None
         if not local:
             self._pin_and_check(node)
-        count = add_node(node)
+        count = add_node(node, by=Actor.command("addnode"))
         self.stdout.write(
             f"Added {node.transport} node {node.name} ({node.address}); registered {count} "
             "synchronizer types. The django-q cluster runs them; `manage.py nodesync` runs "

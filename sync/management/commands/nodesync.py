@@ -75,7 +75,12 @@ class Command(BaseCommand):
             self._skip(nodes, actions_, by)
             return
 
-        if not force:
+        if force:
+            # Taken from whoever holds them, each recorded as forced by whoever runs this;
+            # the sessions below then run them here.
+            for n in [n for n in nodes if n.lease_owner]:
+                actions.force_work(by, n, hand_to_cluster=False)
+        else:
             for n in [n for n in nodes if n.maintenance]:
                 self.stdout.write(f"  {n.name}: in maintenance, skipped (--force runs it)")
             nodes = [n for n in nodes if not n.maintenance]
