@@ -57,6 +57,31 @@ def bulk(client, action: str, nodes: list[Node], **data) -> None:
     assert response.status_code == 302, response.content.decode()[:500]
 
 
+def admin_list_action(client, action: str, nodes: list[Node], **data) -> None:
+    response = client.post(
+        reverse("admin:nodes_node_changelist"),
+        {"action": action, "_selected_action": [n.pk for n in nodes], **data},
+    )
+    assert response.status_code == 302, response.content.decode()[:500]
+
+
+def admin_post(client, url: str, data: dict) -> None:
+    response = client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+
+
+def admin_skip(client, node: Node) -> None:
+    row = Node2Sync.objects.get(node=node)
+    admin_post(client, reverse("admin:sync_node2sync_delete", args=[row.pk]), {"post": "yes"})
+
+
+def admin_roles(client, node: Node) -> None:
+    role = Role.objects.create(name="web")
+    data = {"name": node.name, "roles": [role.pk], "transport": node.transport}
+    data.update(host=node.host, port=node.port, username=node.username)
+    admin_post(client, reverse("admin:nodes_node_change", args=[node.pk]), data)
+
+
 def force_by_command(node: Node) -> None:
     claim_node(node.pk, "hanging-worker")
     with pytest.raises(CommandError):  # the run itself fails: nothing listens there
@@ -95,6 +120,27 @@ PATHS = [
         lambda c, a, b: bulk(c, "delete", [a, b], confirm="on"),
         ("a", "b"),
     ),
+    Path(Act.SKIP, "admin", lambda c, a, b: admin_skip(c, a)),
+    Path(Act.NODE_ROLES, "admin", lambda c, a, b: admin_roles(c, a)),
+    Path(
+        Act.MAINTENANCE_ON,
+        "admin",
+        lambda c, a, b: admin_list_action(c, "maintenance_on", [a, b]),
+        ("a", "b"),
+    ),
+    Path(
+        Act.NODE_DELETE,
+        "admin",
+        lambda c, a, b: admin_post(
+            c, reverse("admin:nodes_node_delete", args=[a.pk]), {"post": "yes"}
+        ),
+    ),
+    Path(
+        Act.NODE_DELETE,
+        "admin bulk",
+        lambda c, a, b: admin_list_action(c, "delete_selected", [a, b], post="yes"),
+        ("a", "b"),
+    ),
 ]
 
 
@@ -108,9 +154,10 @@ def two_nodes(make_node, make_type) -> tuple[Node, Node]:
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: f"{p.act}-{p.via}")
-def test_each_path_leaves_one_entry_naming_who_and_what(path, operator, two_nodes):
+def test_each_path_leaves_one_entry_naming_who_and_what(path, operator, admin_client, two_nodes):
     a, b = two_nodes
-    path.run(operator, a, b)
+    by_admin = path.via.startswith("admin")
+    path.run(admin_client if by_admin else operator, a, b)
     [entry] = AuditEntry.objects.all()
     assert entry.action == path.act
     node_targets = sorted(t.name for t in entry.targets.filter(kind="node"))
@@ -118,9 +165,10 @@ def test_each_path_leaves_one_entry_naming_who_and_what(path, operator, two_node
     assert [t.object_id for t in entry.targets.filter(kind="node").order_by("name")] == [
         {"a": a.pk, "b": b.pk}[name] for name in sorted(path.targets)
     ]
-    if path.via.startswith("page") or path.via == "admin":
-        assert (entry.actor_kind, entry.actor_name) == (ActorKind.USER, "op")
-        assert entry.user.username == "op"
+    if path.via.startswith(("page", "admin")):
+        who = "admin" if by_admin else "op"
+        assert (entry.actor_kind, entry.actor_name) == (ActorKind.USER, who)
+        assert entry.user.username == who
         assert entry.address == "127.0.0.1"
     else:
         assert entry.actor_kind == ActorKind.COMMAND and entry.user is None
@@ -172,9 +220,7 @@ def test_audit_lists_page_actions_with_filters(operator, two_nodes):
     assert rows[1]["before"] == {"maintenance": {"a": False}}
     assert rows[1]["after"] == {"maintenance": {"a": True}}
     assert [r["action"] for r in audit_json("--node", "b")] == [Act.NODE_DELETE]
-    assert [r["action"] for r in audit_json("--action", Act.MAINTENANCE_ON)] == [
-        Act.MAINTENANCE_ON
-    ]
+    assert [r["action"] for r in audit_json("--action", Act.MAINTENANCE_ON)] == [Act.MAINTENANCE_ON]
     assert audit_json("--since", "1h") == rows
     assert audit_json("--since", "2999-01-01") == []
 
@@ -209,9 +255,7 @@ def test_read_only_users_browse_and_filter_the_audit_page(operator, reader, nobo
     html = reader.get(reverse("audit")).content.decode()
     assert shown(html) == [Act.NODE_DELETE, Act.MAINTENANCE_ON] and "127.0.0.1" in html
     assert 'href="/audit/"' in reader.get(reverse("nodes:list")).content.decode()
-    assert shown(reader.get(reverse("audit"), {"node": "b"}).content.decode()) == [
-        Act.NODE_DELETE
-    ]
+    assert shown(reader.get(reverse("audit"), {"node": "b"}).content.decode()) == [Act.NODE_DELETE]
     response = reader.get(reverse("audit"), {"since": "soon", "action": "nope"})
     assert response.status_code == 200
     html = response.content.decode()

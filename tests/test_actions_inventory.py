@@ -216,3 +216,37 @@ def test_roles_deleted_in_the_admin_are_recorded(admin_client):
     assert response.status_code == 302
     entry = only_entry(Act.DATA_DELETE, "admin")
     assert [(t.kind, t.name) for t in entry.targets.all()] == [("role", "web")]
+
+
+def test_audit_json_lists_key_maintenance_and_edits_from_the_pages_and_the_admin(
+    operator, admin_client, make_ssh_node
+):
+    node, server = make_ssh_node("s1")
+    server.restart_with_new_host_key()
+    url = reverse("nodes:accept_key", args=[node.pk])
+    page = operator.get(url).content.decode()
+    key = {"key": hidden(page, "key"), "fingerprint": fingerprint(server.host_key)}
+    assert operator.post(url, key).status_code == 302
+    node.refresh_from_db()
+    edit = {"name": "s1", "host": node.host, "port": node.port, "username": "root"}
+    assert operator.post(reverse("nodes:edit", args=[node.pk]), edit).status_code == 302
+    maintenance = reverse("nodes:maintenance", args=[node.pk])
+    assert operator.post(maintenance, {"on": "1"}).status_code == 302
+    changelist = reverse("admin:nodes_node_changelist")
+    off = {"action": "maintenance_off", "_selected_action": [node.pk]}
+    assert admin_client.post(changelist, off).status_code == 302
+    Role.objects.create(name="web")
+    data = admin_form(node, roles=[Role.objects.get().pk])
+    response = admin_client.post(reverse("admin:nodes_node_change", args=[node.pk]), data)
+    assert response.status_code == 302
+
+    rows = audit_json("--node", "s1")
+    assert [(r["action"], r["actor"]) for r in rows] == [
+        (Act.NODE_ROLES, "admin"),
+        (Act.MAINTENANCE_OFF, "admin"),
+        (Act.MAINTENANCE_ON, "op"),
+        (Act.NODE_EDIT, "op"),
+        (Act.ACCEPT_KEY, "op"),
+    ]
+    assert rows[-1]["after"] == {"host_key": fingerprint(server.host_key)}
+    assert rows[0]["after"] == {"roles": ["web"]}
