@@ -9,8 +9,10 @@ that one line and exit with 2.
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import os
+import re
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
@@ -148,3 +150,41 @@ def env_redis_url(name: str, insecure_name: str) -> str:
             f"{insecure_name}=1 if only trusted users can reach it."
         )
     return url
+
+
+# What a queue's name may hold: it becomes part of a Redis key (``django_q:NAME:q``), of the
+# ORM broker's queue rows and of the salt that signs every task.
+_INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,59}")
+
+
+def default_instance_name(database: dict) -> str:
+    """The instance's queue name when none is set: derived from its database.
+
+    Every machine of one panel shares its database, so each of them derives the same name
+    (a server database by its name alone: machines may reach the server by different
+    addresses); two panels have two databases, hence two names. An SQLite database is one
+    file on one machine: its absolute path names the instance.
+    """
+    if "sqlite" in database.get("ENGINE", ""):
+        path = str(Path(database["NAME"]).resolve())
+        return "panel-" + hashlib.sha256(path.encode()).hexdigest()[:12]
+    name = re.sub(r"[^A-Za-z0-9_.-]", "-", str(database.get("NAME") or ""))[:50]
+    return f"panel-{name}" if name else "panel"
+
+
+def env_instance_name(name: str, database: dict) -> str:
+    """The instance's own name (``name`` in the environment, else ``default_instance_name``).
+
+    It names the instance's django-q queue and salts the signature of its tasks, so two
+    panels sharing one Redis never take each other's tasks (a foreign task would be dropped as
+    badly signed, and its node left waiting for the sweep).
+    """
+    value = env_str(name).strip()
+    if not value:
+        return default_instance_name(database)
+    if not _INSTANCE_NAME.fullmatch(value):
+        raise BadSetting(
+            f"{name} must be 1 to 60 letters, digits, '.', '_' or '-', starting with a letter "
+            f"or digit, not {value!r}."
+        )
+    return value

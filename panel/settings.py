@@ -18,6 +18,7 @@ from panel.env import (
     UNIX_SOCKET_PEER,
     BadSetting,
     env_bool,
+    env_instance_name,
     env_int,
     env_list,
     env_networks,
@@ -208,8 +209,12 @@ CACHES = {
 # by django-q (our own tables own retries and backoff); queue_limit ~ workers because the
 # retry clock starts when a task is prefetched.
 Q_WORKERS = env_int("PANEL_Q_WORKERS", 2, minimum=1, maximum=64)
+# The queue's name is the instance's own (panel/env.py: every machine of one panel derives the
+# same one from the shared database), so panels that share a Redis never take each other's
+# tasks; it also salts the tasks' signatures.
+PANEL_INSTANCE_NAME = env_instance_name("PANEL_INSTANCE_NAME", DATABASES["default"])
 Q_CLUSTER = {
-    "name": "panel",
+    "name": PANEL_INSTANCE_NAME,
     "orm": "default",
     "workers": Q_WORKERS,
     "queue_limit": Q_WORKERS,
@@ -240,6 +245,12 @@ SYNC = {
     "backoff_cap_seconds": 900,
     # Nodes per django-q task: their sessions share one event loop in one worker.
     "batch_size": 25,
+    # A task with room in its batch takes further due nodes (how many run at once must not
+    # depend on how the work arrived): it looks this often, and takes only nodes whose work
+    # has waited this long, which leaves a just-registered node's own task the time to start
+    # it (so one registration's work still spreads over every worker).
+    "take_due_every_seconds": 0.5,
+    "take_due_after_seconds": 1.0,
     # A session stops taking new types after this long and leaves the rest to the next task.
     "session_budget_seconds": 1200,
     "log_cap_chars": 20000,

@@ -4,8 +4,9 @@ from sync import engine
 
 
 def run_node_sessions(node_ids: list[int]) -> dict[str, int]:
-    """Run these nodes' sessions; a duplicate or re-delivered task finds the leases taken."""
-    results = engine.run_nodes(node_ids)
+    """Run these nodes' sessions, and further due nodes while the batch has room; a duplicate
+    or re-delivered task finds the leases taken."""
+    results = engine.run_task_batch(node_ids)
     return {
         "claimed": sum(r.claimed for r in results),
         "completed": sum(r.completed for r in results),

@@ -76,6 +76,20 @@ def database_url() -> str:
     return f"mysql://{user}@{s['HOST'] or '127.0.0.1'}:{s['PORT'] or 3306}/{s['NAME']}"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_panel_with_its_processes():
+    """The processes a test starts are machines of the test's own panel: they share its queue.
+
+    Left to themselves they would derive their queue's name from the test database (the test
+    process derived its own from the database the settings name, before the test database was
+    made), and tasks queued by the test would wait in a queue no cluster reads.
+    """
+    from django.conf import settings
+
+    os.environ.setdefault("PANEL_INSTANCE_NAME", settings.PANEL_INSTANCE_NAME)
+    yield
+
+
 def process_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, DATABASE_URL=database_url(), PYTHONUNBUFFERED="1")
     env.update(extra)

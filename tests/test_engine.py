@@ -507,3 +507,82 @@ def test_it_hands_the_rest_to_a_new_task_when_a_session_runs_past_its_budget(
     ]
     assert [t.task["args"] for t in OrmQ.objects.all()] == [([node.pk],)]
     assert Node.objects.get(pk=node.pk).lease_owner == ""
+
+
+# --- the one rule that says why work does not start, and tasks that take due nodes ----------
+
+
+def test_it_sweeps_no_node_whose_next_type_waits_for_its_retry(make_node, make_type):
+    """The sweep asks the sessions' own rule: a later type that is due does not make a node
+    due while the type it depends on waits for its retry (the session would run nothing)."""
+    node = make_node()
+    first, second = make_type("t-1", priority=1), make_type("t-2", priority=2)
+    register_desync([node], [first, second])
+    Node2Sync.objects.filter(node=node, action=first).update(
+        state=DesyncState.FAILED, next_attempt_at=timezone.now() + timedelta(minutes=5)
+    )
+    assert engine.due_node_ids() == []
+    assert engine.why_not_running(node.pk) == engine.Hold.BACKOFF
+    [result] = run_nodes([node.pk])
+    assert result.completed == 0
+
+
+@pytest.mark.parametrize(
+    "case, hold",
+    [
+        ("due", None),
+        ("maintenance", engine.Hold.MAINTENANCE),
+        ("nothing", engine.Hold.NOTHING),
+        ("running", engine.Hold.RUNNING),
+        ("backoff", engine.Hold.BACKOFF),
+    ],
+)
+def test_why_not_running_and_the_sweep_are_one_rule(make_node, make_type, case, hold):
+    node = make_node(maintenance=case == "maintenance")
+    if case != "nothing":
+        register_desync([node], [make_type("t-a")])
+    if case == "running":
+        Node2Sync.objects.filter(node=node).update(state=DesyncState.PROCESSING)
+    if case == "backoff":
+        Node2Sync.objects.filter(node=node).update(
+            state=DesyncState.FAILED, next_attempt_at=timezone.now() + timedelta(minutes=5)
+        )
+    assert engine.why_not_running(node.pk) == hold
+    assert engine.due_node_ids() == ([node.pk] if hold is None else [])
+    assert engine.has_due_work(node.pk) == (hold is None)
+
+
+def test_a_task_with_room_takes_other_due_nodes_that_waited(make_node, make_type, settings):
+    """A task given one node also runs the other due nodes whose own task has not started
+    them, but nothing the rule holds back (maintenance) and nothing leased elsewhere."""
+    settings.SYNC = {**settings.SYNC, "take_due_after_seconds": 0}
+    action = make_type("t-a")
+    given, other, held, leased = (make_node(n) for n in ("given", "other", "held", "leased"))
+    register_desync([given, other, held, leased], [action])
+    Node.objects.filter(pk=held.pk).update(maintenance=True)
+    claim_node(leased.pk, "another-worker")
+    results = engine.run_task_batch([given.pk])
+    assert {r.node.name for r in results if r.completed} == {"given", "other"}
+    assert set(Node2Sync.objects.values_list("node__name", flat=True)) == {"held", "leased"}
+
+
+def test_a_task_leaves_just_registered_nodes_to_their_own_task(make_node, make_type):
+    """Work registered a moment ago has its own task on the queue: the registration's nodes
+    still spread over every worker rather than all go to the first task that looks."""
+    action = make_type("t-a")
+    given, fresh = make_node("given"), make_node("fresh")
+    register_desync([given, fresh], [action])
+    results = engine.run_task_batch([given.pk])
+    assert [r.node.name for r in results] == ["given"]
+    assert list(Node2Sync.objects.values_list("node__name", flat=True)) == ["fresh"]
+
+
+def test_a_task_takes_no_node_after_its_budget(make_node, make_type, settings):
+    """A task stays within django-q's timeout: past its budget it takes no further node."""
+    settings.SYNC = {**settings.SYNC, "take_due_after_seconds": 0, "session_budget_seconds": 0}
+    action = make_type("t-a")
+    given, other = make_node("given"), make_node("other")
+    register_desync([given, other], [action])
+    results = engine.run_task_batch([given.pk])
+    assert [r.node.name for r in results] == ["given"] and results[0].budget_spent
+    assert not SyncRun.objects.filter(node=other).exists()

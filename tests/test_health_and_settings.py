@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from datetime import timedelta
@@ -54,6 +55,8 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
         ("DJANGO_SECRET_KEY", "k3y-" * 12, "DJANGO_SECRET_KEY is too weak"),
         ("PANEL_REDIS_URL", "redis://127.0.0.1:6379/10", "PANEL_REDIS_URL has no password"),
         ("PANEL_TRUSTED_PROXIES", "127.0.0.1,nginx", "PANEL_TRUSTED_PROXIES must list"),
+        ("PANEL_INSTANCE_NAME", "my panel", "PANEL_INSTANCE_NAME must be 1 to 60 letters"),
+        ("PANEL_INSTANCE_NAME", "x" * 61, "PANEL_INSTANCE_NAME must be 1 to 60 letters"),
         ("PANEL_SESSION_HOURS", "0", "PANEL_SESSION_HOURS must be from 1 to 744, not 0."),
     ],
 )
@@ -127,3 +130,27 @@ def test_reading_the_settings_writes_nothing(tmp_path):
     )
     assert done.returncode == 0, done.stderr
     assert not data_dir.exists()
+
+
+def test_the_queue_name_is_the_instances_own_and_the_same_on_every_machine_of_it(tmp_path):
+    """Machines of one panel share its database (perhaps by other addresses): one queue name.
+    Two panels (two databases, two SQLite files) get two names; PANEL_INSTANCE_NAME wins."""
+    from panel.env import default_instance_name, env_instance_name
+
+    def server(host: str, name: str) -> dict:
+        return {"ENGINE": "django.db.backends.mysql", "HOST": host, "NAME": name}
+
+    def sqlite(path) -> dict:
+        return {"ENGINE": "panel.sqlite", "NAME": str(path)}
+
+    one = default_instance_name(server("10.0.0.5", "panel"))
+    assert one == default_instance_name(server("db.example.com", "panel"))
+    assert one != default_instance_name(server("10.0.0.5", "panel2"))
+    assert default_instance_name(sqlite(tmp_path / "a" / "panel.sqlite3")) != (
+        default_instance_name(sqlite(tmp_path / "b" / "panel.sqlite3"))
+    )
+    for database in (server("h", "a weird/name"), sqlite(tmp_path / "x.sqlite3")):
+        assert re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,59}", default_instance_name(database))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("PANEL_INSTANCE_NAME", "eu-west.panel_1")
+        assert env_instance_name("PANEL_INSTANCE_NAME", server("h", "panel")) == "eu-west.panel_1"

@@ -21,7 +21,10 @@ How the pieces fit, from the data change to the node and back:
 - ``registration``: ``register_desync`` writes the rows in the caller's transaction and, on
   commit, ``kick`` enqueues the nodes' sessions (``sync.queue``) in batches;
   ``retry_now`` and ``set_maintenance`` go through the same path.
-- ``sessions``: a django-q task (``sync.tasks``) calls ``run_nodes``; each node session
+- ``eligibility``: the one rule that says why a node's work does not start now (maintenance,
+  nothing registered, running, backoff), in SQL, used by the sessions and the sweep alike.
+- ``sessions``: a django-q task (``sync.tasks``) calls ``run_task_batch``: the nodes it was
+  given, then further due nodes while its batch has room; each node session
   claims the node (``leases``), then takes its rows one by one (``runs``: ``start_next_run``,
   ``finish_run``), running each type with ``execution`` over one connection, while a heartbeat
   renews the lease.
@@ -40,6 +43,7 @@ Callers outside the engine import from ``sync.engine`` only; the modules are its
 """
 
 from sync.engine.backoff import backoff_seconds
+from sync.engine.eligibility import Hold, startable, why_not_running, with_hold
 from sync.engine.execution import EXPECTED_FAILURES, Execution
 from sync.engine.leases import (
     claim_node,
@@ -66,14 +70,17 @@ from sync.engine.sessions import (
     ProgressCallback,
     RunReport,
     SessionResult,
+    run_batch,
     run_node_session,
     run_node_sessions,
     run_nodes,
+    run_task_batch,
 )
 from sync.engine.transient import retry_on_transient_errors
 
 __all__ = [
     "EXPECTED_FAILURES",
+    "Hold",
     "PROBE_TYPE",
     "Execution",
     "ProgressCallback",
@@ -100,13 +107,18 @@ __all__ = [
     "renew_lease",
     "retry_now",
     "retry_on_transient_errors",
+    "run_batch",
     "run_node_session",
     "run_node_sessions",
     "run_nodes",
+    "run_task_batch",
     "save_progress",
     "set_maintenance",
     "skip_desyncs",
     "start_next_run",
+    "startable",
     "sweep",
     "take_over_node",
+    "why_not_running",
+    "with_hold",
 ]

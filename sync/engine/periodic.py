@@ -17,7 +17,8 @@ from django.db.models.functions import RowNumber
 from nodes.models import Node
 from sync import conditions
 from sync.audit import prune_audit
-from sync.clock import db_now, db_now_plus, read_db_now
+from sync.clock import db_now_plus, read_db_now
+from sync.engine.eligibility import startable
 from sync.engine.leases import free_lease, recover_expired_leases
 from sync.engine.registration import kick, register_desync
 from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun
@@ -26,16 +27,9 @@ log = logging.getLogger("sync")
 
 
 def due_node_ids() -> list[int]:
-    """Nodes with a desynchronization due now and no live lease."""
+    """Nodes whose next desynchronization may start now (``eligibility``) and no live lease."""
     return list(
-        Node.objects.filter(free_lease(), maintenance=False)
-        .filter(
-            desyncs__state__in=[DesyncState.PENDING, DesyncState.FAILED],
-            desyncs__next_attempt_at__lte=db_now(),
-        )
-        .order_by("pk")
-        .values_list("pk", flat=True)
-        .distinct()
+        startable(Node.objects.filter(free_lease())).order_by("pk").values_list("pk", flat=True)
     )
 
 

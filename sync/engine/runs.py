@@ -12,13 +12,13 @@ from dataclasses import dataclass
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
 
 from nodes.models import Node
 from nodes.transports.limits import printable
 from sync import conditions
-from sync.clock import db_bool, db_now, db_now_plus, read_db_now
+from sync.clock import db_now, db_now_plus, read_db_now
 from sync.engine.backoff import backoff_seconds
+from sync.engine.eligibility import Hold, startable, with_hold
 from sync.engine.leases import renew_lease
 from sync.engine.transient import retry_on_transient_errors
 from sync.errors import FailureKind, short
@@ -48,27 +48,20 @@ def start_next_run(
 ) -> RunTicket | None:
     """Mark the node's next desynchronization processing and open its run; None when done.
 
-    The next one is the first in priority order. If it waits for a retry, nothing runs: the
-    types after it depend on it. A node put in maintenance meanwhile runs nothing more: the
-    admin's switch takes effect before the next type, not after the session.
+    The next one is the first in priority order, and it starts only when the engine's one rule
+    (``eligibility``) holds nothing back: if it waits for a retry, nothing runs (the types
+    after it depend on it); a node put in maintenance meanwhile runs nothing more (the admin's
+    switch takes effect before the next type, not after the session).
     """
+    ignore = [Hold.MAINTENANCE] * ignore_maintenance + [Hold.BACKOFF] * ignore_backoff
     with transaction.atomic():
         if not renew_lease(node_id, worker):
             return None
-        if not ignore_maintenance and Node.objects.filter(pk=node_id, maintenance=True).exists():
+        nodes = with_hold(Node.objects.filter(pk=node_id), action_ids=action_ids, ignore=ignore)
+        hold, desync_id = nodes.values_list("hold", "next_desync_id").first() or (Hold.NOTHING, 0)
+        if hold:
             return None
-        rows = (
-            Node2Sync.objects.filter(node_id=node_id)
-            .exclude(state=DesyncState.PROCESSING)
-            .select_related("action")
-            .annotate(due=db_bool(Q(next_attempt_at__lte=db_now())))
-            .order_by("action__priority", "action_id")
-        )
-        if action_ids is not None:
-            rows = rows.filter(action_id__in=action_ids)
-        row = rows.first()
-        if row is None or (not ignore_backoff and not row.due):
-            return None
+        row = Node2Sync.objects.select_related("action").get(pk=desync_id)
         Node2Sync.objects.filter(pk=row.pk).update(
             state=DesyncState.PROCESSING, started_at=db_now(), worker=worker
         )
@@ -184,13 +177,6 @@ def save_progress(run_id: int, worker: str, command: str, log_text: str, output:
 
 @retry_on_transient_errors
 def has_due_work(node_id: int) -> bool:
-    """Whether the node's first row is due now: work registered while the session ran, which
-    the session takes on rather than leave to the sweep."""
-    row = (
-        Node2Sync.objects.filter(node_id=node_id, node__maintenance=False)
-        .annotate(due=db_bool(Q(next_attempt_at__lte=db_now())))
-        .order_by("action__priority", "action_id")
-        .values("state", "due")
-        .first()
-    )
-    return row is not None and row["state"] != DesyncState.PROCESSING and bool(row["due"])
+    """Whether the node's next type may start now: work registered while the session ran,
+    which the session takes on rather than leave to the sweep."""
+    return startable(Node.objects.filter(pk=node_id)).exists()

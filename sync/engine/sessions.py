@@ -19,10 +19,20 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 
 from nodes.models import Node
+from sync.clock import db_now_plus
+from sync.engine.eligibility import startable
 from sync.engine.execution import Execution, NodeConnection, execute
-from sync.engine.leases import claim_node, holds_lease, new_worker_id, release_node, renew_lease
+from sync.engine.leases import (
+    claim_node,
+    free_lease,
+    holds_lease,
+    new_worker_id,
+    release_node,
+    renew_lease,
+)
 from sync.engine.registration import kick
 from sync.engine.runs import finish_run, has_due_work, save_progress, start_next_run
+from sync.engine.transient import retry_on_transient_errors
 from sync.models import Outcome
 from sync.watch import RunWatch, publish
 
@@ -89,11 +99,13 @@ async def _run_claimed(
     ignore_backoff: bool,
     ignore_maintenance: bool,
     progress: ProgressCallback | None,
+    deadline: float | None,
 ) -> None:
     lost = asyncio.Event()
     heartbeat = asyncio.create_task(_keep_lease(node.pk, worker, lost))
     conn = NodeConnection(node)
-    deadline = time.monotonic() + settings.SYNC["session_budget_seconds"]
+    budget_end = time.monotonic() + settings.SYNC["session_budget_seconds"]
+    deadline = budget_end if deadline is None else min(deadline, budget_end)
     try:
         while time.monotonic() < deadline:
             ticket = await _db(start_next_run)(
@@ -184,11 +196,13 @@ async def run_node_session(
     force: bool = False,
     progress: ProgressCallback | None = None,
     role: str = "worker",
+    deadline: float | None = None,
 ) -> SessionResult:
     """Claim the node and run its due desynchronizations in order, until done or a failure.
 
     If work arrived after the last check but before the lease was released (its kick found
     the node busy), the session claims the node again rather than leave it to the sweep.
+    No type starts after ``deadline`` (``time.monotonic()``) nor after the session's budget.
     """
     result = SessionResult(node)
     if node.maintenance and not force:
@@ -206,6 +220,7 @@ async def run_node_session(
             ignore_backoff=ignore_backoff,
             ignore_maintenance=node.maintenance,  # forced by an admin (else not started)
             progress=progress,
+            deadline=deadline,
         )
         if result.lease_lost or action_ids is not None:
             return result
@@ -221,27 +236,85 @@ async def run_node_session(
         result.failed = False
 
 
-async def run_node_sessions(nodes: list[Node], **kwargs) -> list[SessionResult]:
-    """Run many node sessions at once on this event loop: nodes wait on the network.
+def _settled(node: Node, outcome: SessionResult | BaseException) -> SessionResult:
+    """A session that broke (the database went away for too long) does not take the others
+    down; its lease expires and the sweep recovers what it left."""
+    if isinstance(outcome, BaseException):
+        log.error("sync session of node=%s broke: %r", node.name, outcome)
+        return SessionResult(node, failed=True)
+    return outcome
 
-    A session that breaks (the database went away for too long) does not take the others
-    down; its lease expires and the sweep recovers what it left.
-    """
+
+async def run_node_sessions(nodes: list[Node], **kwargs) -> list[SessionResult]:
+    """Run many node sessions at once on this event loop: nodes wait on the network."""
     outcomes = await asyncio.gather(
         *(run_node_session(n, **kwargs) for n in nodes), return_exceptions=True
     )
-    results = []
-    for node, outcome in zip(nodes, outcomes, strict=True):
-        if isinstance(outcome, BaseException):
-            log.error("sync session of node=%s broke: %r", node.name, outcome)
-            outcome = SessionResult(node, failed=True)
-        results.append(outcome)
-    return results
+    return [_settled(node, outcome) for node, outcome in zip(nodes, outcomes, strict=True)]
+
+
+@retry_on_transient_errors
+def due_nodes_to_take(room: int, busy: Iterable[int]) -> list[Node]:
+    """Up to ``room`` nodes whose work may start now (``eligibility``), without a live lease,
+    that have waited at least ``take_due_after_seconds``: the oldest due first.
+
+    The wait leaves a node's own task (enqueued when its work was registered) the time to
+    start it, so that the work of one registration still spreads over every worker; only what
+    waits longer, behind busy workers, is taken by a task that has room.
+    """
+    waited = db_now_plus(-float(settings.SYNC["take_due_after_seconds"]))
+    due = (
+        startable(Node.objects.filter(free_lease()).exclude(pk__in=list(busy)))
+        .filter(next_at__lte=waited)
+        .order_by("next_at", "pk")
+    )
+    return list(due[:room])
+
+
+async def run_batch(nodes: list[Node]) -> list[SessionResult]:
+    """A django-q task's work: the sessions of ``nodes``, then, while the batch has room, those
+    of further due nodes, so how many nodes run at once does not depend on how the work
+    arrived (fifty single-node registrations run like one registration of fifty nodes).
+
+    The task takes no node after its budget (``session_budget_seconds`` from its start), and
+    a session it took late ends its types by that time too: a task stays within django-q's
+    timeout whatever it took on the way. A session taken here claims its node like any other,
+    so two tasks that pick the same node run it once.
+    """
+    room_for = settings.SYNC["batch_size"]
+    every = float(settings.SYNC["take_due_every_seconds"])
+    deadline = time.monotonic() + settings.SYNC["session_budget_seconds"]
+    running: dict[asyncio.Task, Node] = {}
+    results: list[SessionResult] = []
+
+    def start(node: Node, **kwargs) -> None:
+        running[asyncio.create_task(run_node_session(node, **kwargs))] = node
+
+    for node in nodes:
+        start(node)
+    while True:
+        room = room_for - len(running)
+        if room > 0 and time.monotonic() < deadline:
+            busy = [n.pk for n in running.values()]
+            for node in await _db(due_nodes_to_take)(room, busy):
+                start(node, deadline=deadline)
+        if not running:
+            return results
+        done, _ = await asyncio.wait(running, timeout=every, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            node = running.pop(task)
+            results.append(_settled(node, task.exception() or task.result()))
 
 
 def run_nodes(node_ids: Iterable[int], **kwargs) -> list[SessionResult]:
-    """Synchronous entry point (django-q tasks, commands): run these nodes' sessions now."""
+    """Synchronous entry point (commands, tests): run these nodes' sessions now."""
     nodes = list(Node.objects.filter(pk__in=list(node_ids)))
     if not nodes:
         return []
     return async_to_sync(run_node_sessions)(nodes, **kwargs)
+
+
+def run_task_batch(node_ids: Iterable[int]) -> list[SessionResult]:
+    """Synchronous entry point of the django-q task: ``run_batch`` of these nodes."""
+    nodes = list(Node.objects.filter(pk__in=list(node_ids)))
+    return async_to_sync(run_batch)(nodes)

@@ -31,7 +31,7 @@ synchronizer(
 
 async def _slow(ctx) -> None:
     ctx.log("working slowly")
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(float(ctx.node.facts.get("slow_seconds", 1.5)))
 
 
 synchronizer(

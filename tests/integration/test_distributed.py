@@ -13,6 +13,7 @@ import importlib
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
 import time
@@ -27,11 +28,12 @@ from django_q.models import OrmQ, Schedule, Success
 
 from nodes.choices import NodeStatus, Transport
 from nodes.models import Node
+from panel.secretkey import new_secret_key
 from sync.clock import read_db_now
 from sync.models import Node2Sync, Outcome, SyncRun
 from sync.schedule import SWEEP_SCHEDULE_NAME, ensure_sweep_schedule
 from sync.synchronizers import REGISTRY, unregister_type, update_syncactions
-from tests.conftest import process_env, run_manage
+from tests.conftest import manage_ok, process_env, run_manage
 from tests.integration.conftest import REDIS_ADDRESS, QCluster, unavailable, wait_for
 from tests.integration.distributed_type_names import (
     DIST_NOTE,
@@ -152,6 +154,81 @@ def test_a_cluster_on_redis_synchronizes_an_added_node(redis_db, start_qcluster,
         return Success.objects.filter(func="sync.tasks.run_node_sessions").exists()
 
     wait_for(results_saved, timeout=10)
+
+
+# --- Several panels, one Redis --------------------------------------------------------------
+
+
+def _sqlite_node_done(path: Path, name: str) -> bool:
+    """Whether node ``name`` of the SQLite panel at ``path`` is Ready with nothing left."""
+    with sqlite3.connect(path, timeout=20) as db:
+        status = db.execute("SELECT status FROM node WHERE name = ?", (name,)).fetchone()
+        left = db.execute("SELECT COUNT(*) FROM node2sync").fetchone()[0]
+    return bool(status) and status[0] == NodeStatus.READY and left == 0
+
+
+def test_two_panels_on_one_redis_never_take_each_others_tasks(
+    redis_db, start_qcluster, tmp_path
+):
+    """Two panels (two databases, two secret keys, default queue names) share one Redis
+    database. The second panel's cluster runs alone while the first panel registers its node,
+    so a shared queue would hand it the first panel's task, which it would drop as badly
+    signed. Each panel's cluster converges its own node, promptly (not by the sweep), and
+    neither logs a task it could not read."""
+    url = redis_db(REDIS_DB_ONE_CLUSTER)
+    common = {"PANEL_REDIS_URL": url, "PANEL_REDIS_INSECURE": "1"}  # the test Redis: no password
+    first = process_env(
+        **common,
+        PANEL_NODE_STATE_DIR=str(tmp_path / "state1"),
+        PANEL_NODE_RUN_DIR=str(tmp_path / "run1"),
+    )
+    data = tmp_path / "second"
+    second = process_env(
+        **common,
+        PANEL_DATA_DIR=str(data),
+        DATABASE_URL=f"sqlite:///{data / 'panel.sqlite3'}",
+        DJANGO_SECRET_KEY=new_secret_key(),
+        PANEL_NODE_STATE_DIR=str(tmp_path / "state2"),
+        PANEL_NODE_RUN_DIR=str(tmp_path / "run2"),
+    )
+    second.pop("PANEL_INSTANCE_NAME", None)  # each panel derives its own from its database
+    manage_ok("migrate", env=second)
+
+    second_cluster = QCluster(tmp_path / "second-panel.log", second)
+    first_cluster = None
+    try:
+        wait_for(lambda: second_cluster.running, timeout=60)
+        added = run_manage("addnode", "a1", "--local", env=first)
+        assert added.returncode == 0, added.stdout + added.stderr
+        added = run_manage("addnode", "b1", "--local", env=second)
+        assert added.returncode == 0, added.stdout + added.stderr
+
+        def second_panel_done():
+            """the second panel's node b1 to be Ready with nothing left to do"""
+            return _sqlite_node_done(data / "panel.sqlite3", "b1")
+
+        wait_for(second_panel_done, timeout=60)
+        first_cluster = start_qcluster(**first)
+        wait_for(lambda: first_cluster.running, timeout=60)
+        started = time.monotonic()
+
+        def first_panel_done():
+            """the first panel's node a1 to be Ready with nothing left to do"""
+            return (
+                Node.objects.filter(name="a1", status=NodeStatus.READY).exists()
+                and not Node2Sync.objects.exists()
+            )
+
+        wait_for(first_panel_done, timeout=60)
+        # Its own task was waiting for it, not the sweep (about 30 s after a cluster starts).
+        assert time.monotonic() - started < 20
+    finally:
+        second_cluster.stop()
+    logs = {"first": first_cluster.output if first_cluster else "", "second": second_cluster.output}
+    for panel, output in logs.items():
+        assert "Failed to push task to queue" not in output, (panel, output[-3000:])
+        assert "BadSignature" not in output, panel
+    assert not SyncRun.objects.exclude(outcome=Outcome.SUCCESS).exists()
 
 
 # --- Several machines -----------------------------------------------------------------------
