@@ -12,6 +12,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.core.exceptions import PermissionDenied
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
@@ -20,8 +21,8 @@ from django.utils import timezone
 from nodes.choices import Transport
 from nodes.models import Node, Role
 from sync import engine
-from sync.actions import Act
-from sync.actor import ActorKind
+from sync.actions import Act, change_roles
+from sync.actor import Actor, ActorKind
 from sync.engine import claim_node, register_desync
 from sync.models import AuditEntry, Node2Sync, Outcome, SyncAction, SyncRun
 from sync.synchronizers.files import ManagedFile
@@ -322,3 +323,36 @@ def test_the_admins_bulk_delete_of_data_is_one_entry(admin_client):
     [entry] = AuditEntry.objects.all()
     assert entry.action == Act.DATA_DELETE and not Package.objects.exists()
     assert sorted(t.name for t in entry.targets.all()) == ["pt-a", "pt-b"]
+
+
+def test_data_changes_show_before_and_after_only_to_who_may_view_that_data(admin_client, reader):
+    role = Role.objects.create(name="web")
+    admin_client.post(reverse("admin:sync_managedfile_add"), file_form(role, "one\n"))
+    checksum = f"sha256:{sha256_text('one' + chr(10))}"
+    assert checksum in admin_client.get(reverse("audit")).content.decode()
+    html = reader.get(reverse("audit")).content.decode()
+    assert shown(html) == [Act.DATA_ADD] and checksum not in html
+
+
+def test_giving_and_taking_roles_is_one_entry_with_each_roles_nodes(two_nodes, django_user_model):
+    a, b = two_nodes
+    web, db = Role.objects.create(name="web"), Role.objects.create(name="db")
+    a.roles.add(db)
+    op = django_user_model.objects.get_or_create(username="op2", is_superuser=True)[0]
+    result = change_roles(Actor.for_user(op), [a, b], give=[web], take=[db])
+    entry = AuditEntry.objects.get(pk=result.entry_id)
+    assert entry.before == {"role_nodes": {"web": [], "db": ["a"]}}
+    assert entry.after == {"role_nodes": {"web": ["a", "b"], "db": []}}
+    assert sorted(t.name for t in entry.targets.all()) == ["a", "b", "db", "web"]
+
+
+def test_giving_a_role_of_secret_files_is_refused_and_writes_nothing(
+    operator, two_nodes, django_user_model
+):
+    a, _ = two_nodes
+    secret = Role.objects.create(name="vault")
+    ManagedFile.objects.create(path="/etc/s.env", content="k\n", secret=True).roles.add(secret)
+    actor = Actor.for_user(django_user_model.objects.get(username="op"))
+    with pytest.raises(PermissionDenied):
+        change_roles(actor, [a], give=[secret])
+    assert not a.roles.exists() and not AuditEntry.objects.exists()
