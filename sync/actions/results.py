@@ -27,6 +27,7 @@ class Act:
     DATA_ADD = "data.add"
     DATA_CHANGE = "data.change"
     DATA_DELETE = "data.delete"
+    ROTATE_KEY = "panel.rotate-key"
 
     @classmethod
     def all(cls) -> list[str]:
