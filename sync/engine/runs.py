@@ -16,9 +16,9 @@ from django.db import transaction
 from nodes.models import Node
 from nodes.transports.limits import printable
 from sync import conditions
-from sync.clock import db_now, db_now_plus, read_db_now
-from sync.engine.backoff import backoff_seconds
+from sync.clock import db_now, read_db_now
 from sync.engine.eligibility import Hold, startable, with_hold
+from sync.engine.failures import fail_desync
 from sync.engine.leases import renew_lease
 from sync.engine.transient import retry_on_transient_errors
 from sync.errors import FailureKind, short
@@ -150,18 +150,14 @@ def finish_run(
                     and (still_failing[0], conditions.failing_message(*still_failing[1:])),
                 )
         else:
-            attempts = (row.values_list("attempts", flat=True).first() or 0) + 1
-            failed = dict(attempts=attempts, last_error=error, started_at=None, worker="")
-            if not row.filter(generation=ticket.generation).update(
-                state=DesyncState.FAILED,
-                next_attempt_at=db_now_plus(backoff_seconds(attempts)),
-                **failed,
-            ):
-                # Registered again while it failed: the newer data may be the fix, run it now.
-                row.update(state=DesyncState.PENDING, next_attempt_at=db_now(), **failed)
-            node.update(current_action_id=None, last_error=f"{ticket.action.title}: {error}")
-            conditions.after_failure(
-                ticket.node_id, ticket.action.name, ticket.action.title, kind, error, read_db_now()
+            fail_desync(
+                ticket.node_id,
+                ticket.desync_id,
+                ticket.generation,
+                ticket.action.name,
+                ticket.action.title,
+                error,
+                kind,
             )
         recompute_status(node)
     return True
