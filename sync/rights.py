@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from django.core.exceptions import PermissionDenied
 from django.db import models
@@ -32,6 +33,10 @@ from nodes.choices import Transport
 from nodes.models import Node, Role
 from sync.panelhost import is_panel_host_key
 from sync.synchronizers import REGISTRY
+
+# Whom a rule asks: a user (``has_perm``, ``is_superuser``), or the every-right subject of a
+# command or the cluster (``sync.actor.Actor.subject``).
+Subject = Any
 
 SECRET_FIELD = "secret"
 
@@ -79,7 +84,7 @@ class NodeChange:
 # --- The panel's own server ------------------------------------------------------------------
 
 
-def may_manage_panel_host(user) -> bool:
+def may_manage_panel_host(user: Subject) -> bool:
     """Whether ``user`` may change the panel's own server or point a node at it."""
     return bool(getattr(user, "is_superuser", False))
 
@@ -98,7 +103,9 @@ def _panel_host_at(host: str, port: int, exclude_pk: int | None) -> Node | None:
     return next((n for n in same.only("name", "host") if n.host.strip().lower() == host), None)
 
 
-def _panel_host_refusals(user, node: Node, stored: Node | None, change: NodeChange) -> list:
+def _panel_host_refusals(
+    user: Subject, node: Node, stored: Node | None, change: NodeChange
+) -> list:
     if may_manage_panel_host(user):
         return []
     if stored is not None and is_panel_host(stored):
@@ -169,19 +176,21 @@ def has_secrets(model: type[models.Model]) -> bool:
     return any(f.name == SECRET_FIELD for f in model._meta.get_fields())
 
 
-def may_view_content(user, row: models.Model) -> bool:
+def may_view_content(user: Subject, row: models.Model) -> bool:
     """Whether ``user`` may see the content of ``row`` (a secret file needs ``view_secret``)."""
     if not getattr(row, SECRET_FIELD, False):
         return True
     return user.has_perm(secret_permission(type(row)))
 
 
-def may_view_secrets(user, model: type[models.Model]) -> bool:
+def may_view_secrets(user: Subject, model: type[models.Model]) -> bool:
     """Whether ``user`` may see the content of every row of ``model``, the secret ones too."""
     return not has_secrets(model) or user.has_perm(secret_permission(model))
 
 
-def data_change_refusals(user, stored: models.Model | None, row: models.Model) -> list[str]:
+def data_change_refusals(
+    user: Subject, stored: models.Model | None, row: models.Model
+) -> list[str]:
     """Why ``user`` may not save ``row`` (``stored``: the row as it is now, None when new).
 
     A secret row is changed only by those who may view it: its roles would send it to their
@@ -203,7 +212,7 @@ def data_change_refusals(user, stored: models.Model | None, row: models.Model) -
     return refusals
 
 
-def delivery_refusals(user, roles: Sequence[Role]) -> list[Refusal]:
+def delivery_refusals(user: Subject, roles: Sequence[Role]) -> list[Refusal]:
     """Why ``user`` may not send the data of ``roles`` to a node (empty: they may).
 
     Each kind of data the roles carry needs its view permission; secret rows among them need
@@ -233,7 +242,7 @@ def delivery_refusals(user, roles: Sequence[Role]) -> list[Refusal]:
     ]
 
 
-def may_deliver_roles(user, roles: Sequence[Role]) -> bool:
+def may_deliver_roles(user: Subject, roles: Sequence[Role]) -> bool:
     """Whether ``user`` may send everything ``roles`` carry to a node of their choice."""
     return not delivery_refusals(user, roles)
 
@@ -257,7 +266,7 @@ def _roles_delivered(node: Node, stored: Node | None, change: NodeChange) -> lis
     return None
 
 
-def node_change_refusals(user, node: Node, change: NodeChange) -> list[Refusal]:
+def node_change_refusals(user: Subject, node: Node, change: NodeChange) -> list[Refusal]:
     """Why ``user`` may not make ``change`` to ``node`` (empty: allowed).
 
     ``node`` carries the values after the change (a new host, say); the stored row, if any, is
@@ -275,11 +284,11 @@ def node_change_refusals(user, node: Node, change: NodeChange) -> list[Refusal]:
     return refusals
 
 
-def may_change_node(user, node: Node, change: NodeChange | None = None) -> bool:
+def may_change_node(user: Subject, node: Node, change: NodeChange | None = None) -> bool:
     return not node_change_refusals(user, node, change or NodeChange())
 
 
-def check_node_change(user, node: Node, change: NodeChange) -> None:
+def check_node_change(user: Subject, node: Node, change: NodeChange) -> None:
     """``node_change_refusals`` for callers without a form: PermissionDenied (403) naming why."""
     refusals = node_change_refusals(user, node, change)
     if refusals:

@@ -518,3 +518,50 @@ def test_the_admin_shows_plain_content_and_does_not_let_staff_mark_secrets(file_
 
     assert "hello there" in page and 'name="content"' in page
     assert 'name="secret"' not in page
+
+
+def test_the_node_page_offers_an_operator_no_change_of_the_panels_node(
+    operator, superuser, panel_host
+):
+    links = [
+        reverse(name, args=[panel_host.pk])
+        for name in ("nodes:edit", "nodes:delete", "nodes:accept_key")
+    ]
+    detail = reverse("nodes:detail", args=[panel_host.pk])
+
+    as_operator = operator.get(detail).content.decode()
+    as_superuser = superuser.get(detail).content.decode()
+
+    assert not [link for link in links if link in as_operator]
+    assert all(link in as_superuser for link in links)
+
+
+# --- Secret files through the data actions (what the admin and the coming API call) ------------
+
+
+def test_the_data_action_refuses_a_change_of_a_secret_file_to_a_non_viewer(
+    django_user_model, secret_role
+):
+    from django.core.exceptions import PermissionDenied
+
+    from sync.actions.data import save_data
+    from sync.synchronizers.files import ManagedFileForm
+
+    perms = ("view_managedfile", "change_managedfile", "add_managedfile")
+    user = operator_user(django_user_model, "editor", *perms)
+    secret = ManagedFile.objects.get(secret=True)
+    moved = {"path": "/tmp/leak", "content": "", "mode": "0644", "owner": "root", "group": "root"}
+    change = ManagedFileForm({**moved, "roles": [secret_role.pk]}, instance=secret)
+    unmark = ManagedFileForm({**moved, "path": "/etc/new", "secret": ""})
+    mark = ManagedFileForm({**moved, "path": "/etc/other", "secret": "on"})
+    assert change.is_valid() and unmark.is_valid() and mark.is_valid()
+
+    with pytest.raises(PermissionDenied, match="may change"):
+        save_data(Actor.for_user(user), change)
+    with pytest.raises(PermissionDenied, match="mark one secret"):
+        save_data(Actor.for_user(user), mark)
+    save_data(Actor.for_user(user), unmark)  # a plain new file: theirs to add
+
+    secret.refresh_from_db()
+    assert secret.path == "/etc/app/secrets.env" and secret.content == "TOKEN=s3cr3t\n"
+    assert not ManagedFile.objects.filter(path="/etc/other").exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
+import subprocess
 import textwrap
 from pathlib import Path
 
@@ -23,6 +24,7 @@ from nodes.models import Node, Role
 from sync.engine import register_desync, run_nodes
 from sync.models import Node2Sync, Outcome, SyncAction, SyncRun
 from sync.synchronizers.software import Package
+from tests.integration.conftest import unavailable
 
 pytestmark = pytest.mark.django_db
 
@@ -105,6 +107,9 @@ class FakeApt:
 def fake_apt(tmp_path) -> FakeApt:
     if not shutil.which("apt-cache"):
         pytest.skip("apt-cache is missing: these tests read a Debian machine's package lists")
+    listed = subprocess.run(["apt-cache", "pkgnames", "--", "g++"], capture_output=True, text=True)
+    if "g++" not in listed.stdout.split():
+        unavailable("apt's package lists are empty (run apt-get update; .ci/run does)")
     return FakeApt(tmp_path / "fake-apt")
 
 

@@ -92,6 +92,18 @@ def wait_until_running(pattern: str, within: float = 10) -> None:
         time.sleep(0.1)
 
 
+def cancel_while_it_sleeps(node, node_work, sleep: str) -> None:
+    """Run the work, cancel it once ``sleep MARKER`` runs on the node; nothing may be left."""
+    SyncAction.objects.filter(pk=node_work.pk).update(timeout=60)
+    worker = in_thread(lambda: run_nodes([node.pk]))
+    wait_until_running(f"sleep {sleep}")
+    assert cancel_node(node, "alice") == ["Node work"]
+    worker.join(20)
+
+    assert SyncRun.objects.get().outcome == Outcome.CANCELLED
+    assert_gone(f"sleep {sleep}")
+
+
 def test_it_ends_the_hung_command_on_the_node_when_the_run_times_out(
     make_ssh_node, node_work, tmp_path
 ):
@@ -121,15 +133,7 @@ def test_it_ends_the_hung_command_on_the_node_when_the_run_is_cancelled(
     node.facts = {"work": hanging_work(tmp_path, sleep)}
     node.save(update_fields=["facts"])
     register_desync([node], [node_work])
-    SyncAction.objects.filter(pk=node_work.pk).update(timeout=60)
-
-    worker = in_thread(lambda: run_nodes([node.pk]))
-    wait_until_running(f"sleep {sleep}")
-    assert cancel_node(node, "alice") == ["Node work"]
-    worker.join(20)
-
-    assert SyncRun.objects.get().outcome == Outcome.CANCELLED
-    assert_gone(f"sleep {sleep}")
+    cancel_while_it_sleeps(node, node_work, sleep)
 
 
 @pytest.fixture
@@ -160,15 +164,7 @@ def test_it_ends_a_login_that_never_starts_the_runner_when_the_run_is_cancelled(
 ):
     settings.SYNC = {**settings.SYNC, "cancel_check_seconds": 0.5}
     node, sleep = hanging_login
-    SyncAction.objects.filter(pk=node_work.pk).update(timeout=60)
-
-    worker = in_thread(lambda: run_nodes([node.pk]))
-    wait_until_running(f"sleep {sleep}")
-    assert cancel_node(node, "alice") == ["Node work"]
-    worker.join(20)
-
-    assert SyncRun.objects.get().outcome == Outcome.CANCELLED
-    assert_gone(f"sleep {sleep}")
+    cancel_while_it_sleeps(node, node_work, sleep)
 
 
 def nodesync(*args: str) -> subprocess.Popen:

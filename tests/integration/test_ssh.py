@@ -421,16 +421,8 @@ class NoTerminalSSHServer(SSHServer):
         return config
 
 
-def test_the_runner_starts_without_a_terminal_where_the_node_refuses_one(sshd, db):
-    server = sshd(NoTerminalSSHServer)
-    node = Node.objects.create(
-        name="no-tty",
-        transport=Transport.SSH,
-        host="127.0.0.1",
-        port=server.port,
-        username="root",
-        host_key=server.host_key,
-    )
+def test_the_runner_starts_without_a_terminal_where_the_node_refuses_one(make_ssh_node):
+    node, _ = make_ssh_node("no-tty", server_class=NoTerminalSSHServer)
 
     async def work(t):
         return await t.run(["sh", "-c", "readlink /proc/$PPID/fd/0; readlink /proc/$PPID/exe"])

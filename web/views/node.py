@@ -27,6 +27,7 @@ from nodes.access import VIEW, require_perms
 from nodes.keys import safe_fingerprint
 from nodes.models import Node
 from sync.models import DesyncState, Node2Sync, Outcome, SyncRun, with_running_title
+from sync.rights import is_panel_host, may_manage_panel_host
 from web.forms import ResyncForm
 from web.polling import LivePoll, fingerprint
 from web.views.shortcuts import node_or_404
@@ -139,6 +140,9 @@ def _page_context(request: HttpRequest, snapshot: NodeSnapshot) -> dict:
         "host_key_fingerprint": safe_fingerprint(node.host_key) if node.host_key else "",
         "active": snapshot.active,
         "resync_form": ResyncForm(auto_id="resync_%s"),
+        # Edit, delete and accepting a key are for superusers on the panel's own server:
+        # hidden here, refused by the views whatever is posted (sync.rights).
+        "panel_host_locked": is_panel_host(node) and not may_manage_panel_host(request.user),
     }
 
 
