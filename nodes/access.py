@@ -33,6 +33,13 @@ GROUP_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
         ("nodes", "change_node"),
         ("nodes", "delete_node"),
         ("nodes", "view_role"),
+        # Placing nodes in roles is the operators' job, and giving a role delivers its data
+        # (sync.rights), so they see the data of roles; a secret file's content stays with
+        # ``view_secret_managedfile``, which no group holds by default.
+        ("sync", "view_managedfile"),
+        ("sync", "view_manageduser"),
+        ("sync", "view_package"),
+        ("sync", "view_service"),
     ],
     READ_ONLY: [("nodes", "view_node"), ("nodes", "view_role")],
 }

@@ -151,7 +151,7 @@ def pin_host_key(node: Node, key: str) -> HostKeyChange:
     ValueError when ``key`` is no public key, HostKeyMismatch when the node does not hold
     it, TransportError when it cannot be reached; nothing is pinned then. What the pinning
     means for the node's synchronizers is the synchronization's business
-    (``sync.inventory.accept_host_key``): this app knows nothing of them. The proof talks to
+    (``sync.actions.accept_host_key``): this app knows nothing of them. The proof talks to
     the node: call this outside a transaction (a stalling node would hold the database).
     """
     new_key = parse_host_key(key)

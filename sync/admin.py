@@ -8,7 +8,8 @@ from django.contrib import admin
 from django.template.defaultfilters import truncatechars
 from django.utils.html import format_html
 
-from sync import node_admin  # noqa: F401 - registers the nodes' admin with its rights rules
+from sync import actions, node_admin  # noqa: F401 - node_admin registers the nodes' admin
+from sync.actor import actor_for_request
 from sync.models import Node2Sync, SyncAction, SyncRun
 
 
@@ -30,7 +31,10 @@ class SyncActionAdmin(admin.ModelAdmin):
     list_display = ("name", "title", "priority", "node_status", "timeout")
     list_filter = ("node_status",)
     search_fields = ("name", "title")
-    readonly_fields = ("name",)
+    # The priority and the node status come from the code (``update_syncactions`` puts them
+    # back after every migrate), and changing either here would leave every node's status
+    # computed from the old values: read-only. A timeout or a title changes no status.
+    readonly_fields = ("name", "priority", "node_status")
 
     def has_add_permission(self, request):
         # Types are registered in code (sync.synchronizers); a row without code does nothing.
@@ -39,6 +43,9 @@ class SyncActionAdmin(admin.ModelAdmin):
 
 @admin.register(Node2Sync)
 class Node2SyncAdmin(EngineWrittenAdmin):
+    """Deleting a desynchronization here is skipping it (``sync.actions.skip_work``): the
+    node's status is recomputed, a ``skipped`` run and an audit entry say who did it."""
+
     list_display = (
         "node",
         "action",
@@ -53,6 +60,18 @@ class Node2SyncAdmin(EngineWrittenAdmin):
     list_select_related = ("node", "action")
     search_fields = ("node__name", "action__name")
     ordering = ("node__name", "action__priority")
+
+    def delete_model(self, request, obj: Node2Sync) -> None:
+        actions.skip_work(actor_for_request(request), obj.node, [obj.action])
+
+    def delete_queryset(self, request, queryset) -> None:
+        by_node: dict[int, tuple] = {}
+        for row in queryset.select_related("node", "action"):
+            node, types = by_node.setdefault(row.node_id, (row.node, []))
+            types.append(row.action)
+        actor = actor_for_request(request)
+        for node, types in by_node.values():
+            actions.skip_work(actor, node, types)
 
     @admin.display(description="priority", ordering="action__priority")
     def action_priority(self, obj: Node2Sync) -> int:

@@ -141,3 +141,24 @@ def parse_since(text: str) -> datetime.datetime:
     if timezone.is_naive(moment):
         moment = timezone.make_aware(moment, datetime.UTC)
     return moment
+
+
+def _models_by_kind() -> dict[str, type[models.Model]]:
+    from django.apps import apps
+
+    return {str(m._meta.verbose_name): m for m in apps.get_models()}
+
+
+def may_see_changes(user, entry: AuditEntry) -> bool:
+    """Whether ``user`` may see an entry's before and after: for managed data, only with the
+    view permission of that data (its fields and checksums are what the admin would show);
+    node entries (fingerprints, roles, maintenance) with the nodes themselves."""
+    kinds = {t.kind for t in entry.targets.all()} - {"node", "type", "role"}
+    by_kind = _models_by_kind()
+    for kind in kinds:
+        model = by_kind.get(kind)
+        if model is None or not user.has_perm(
+            f"{model._meta.app_label}.view_{model._meta.model_name}"
+        ):
+            return False
+    return True

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 from django.core.management.base import CommandError
 
-from nodes.models import Node
+from nodes.models import Node, Role
 from sync.models import SyncAction
 
 BAD_ARGUMENTS = 2
@@ -35,4 +35,39 @@ def actions_by_name(names: Sequence[str]) -> list[SyncAction]:
     if unknown:
         known = ", ".join(SyncAction.objects.values_list("name", flat=True))
         raise bad_arguments(f"unknown synchronizer type: {_names(unknown)} (known types: {known})")
+    return [found[n] for n in dict.fromkeys(names)]
+
+
+FINGERPRINT_PREFIX = "SHA256:"
+
+
+def expected_fingerprint(value: str | None) -> str | None:
+    """A ``--fingerprint`` argument checked (exit 2 unless it is a SHA256 fingerprint)."""
+    if value is None:
+        return None
+    value = value.strip()
+    if not value.startswith(FINGERPRINT_PREFIX):
+        raise bad_arguments(
+            f"--fingerprint must be a SHA256 fingerprint as ssh-keygen -l prints it "
+            f"({FINGERPRINT_PREFIX}...), not {value!r}"
+        )
+    return value
+
+
+def fingerprint_mismatch(name: str, presented: str, expected: str) -> CommandError:
+    """The key presented is not the one the admin checked: nothing is pinned (exit 1)."""
+    return CommandError(
+        f"{name} presents the host key {presented}, not the expected {expected}: nothing was "
+        "pinned. Check the fingerprint on the node itself; if it is not the one presented, "
+        "someone may be intercepting the connection.",
+        returncode=1,
+    )
+
+
+def roles_by_name(names: Sequence[str]) -> list[Role]:
+    found = {r.name: r for r in Role.objects.filter(name__in=names)}
+    unknown = [n for n in names if n not in found]
+    if unknown:
+        known = ", ".join(Role.objects.order_by("name").values_list("name", flat=True))
+        raise bad_arguments(f"unknown role: {_names(unknown)} (known roles: {known or 'none'})")
     return [found[n] for n in dict.fromkeys(names)]

@@ -1,9 +1,9 @@
-"""Changes to the inventory that concern the synchronization: adding a node, accepting a key.
+"""Adding a node with its registrations: the rule the add action (``sync.actions.add_node``)
+builds on.
 
-One way for every caller (the web pages, ``addnode``, ``acceptkey``, ``bootstrap``): a node
-that is saved without its desynchronizations would sit Ready and never be set up, and a node
-whose new host key is pinned must get its waiting synchronizers going again, in the same
-transaction as the change.
+A node that is saved without its desynchronizations would sit Ready and never be set up, so
+the save, the roles and the registrations go together. Accepting a host key is the action
+``sync.actions.accept_host_key`` itself.
 """
 
 from __future__ import annotations
@@ -12,11 +12,9 @@ from collections.abc import Iterable
 
 from django.db import transaction
 
-from nodes.hostkeys import HostKeyChange, parse_host_key, pin_proved_key, prove_host_key
 from nodes.models import Node, Role
 from sync.actor import Actor
-from sync.conditions import host_key_accepted
-from sync.engine import register_desync, retry_now
+from sync.engine import register_desync
 from sync.panelhost import flag_if_panel_host
 from sync.rights import NodeChange, check_node_change
 
@@ -43,26 +41,3 @@ def add_node(node: Node, roles: Iterable[Role] = (), *, by: Actor) -> int:
         if roles:
             node.roles.set(roles)
         return register_desync([node])
-
-
-def accept_host_key(node: Node, key: str, *, by: Actor) -> HostKeyChange:
-    """Pin ``key`` once the node proved it holds it, then run its waiting synchronizers.
-
-    ``by`` may accept it (``sync.rights``: the panel's own server and the data the node's
-    roles carry), else PermissionDenied. The proof talks to the node and happens first,
-    outside any transaction: a node that stalls holds no database lock (SQLite's is the
-    whole database). Then, in one transaction, the key is pinned if the node still has the
-    address it was proved at, the desynchronizations that failed on the old key are
-    registered again (due now instead of after their backoff) and the ``host-key-changed``
-    condition clears. Raises what ``nodes.hostkeys.pin_host_key`` raises; nothing changes then.
-    """
-    new_key = parse_host_key(key)
-    check_node_change(by.subject, node, NodeChange(accepting_key=True, host_key=new_key))
-    prove_host_key(node, new_key)
-    with transaction.atomic():
-        change = pin_proved_key(node, new_key)
-        if flag_if_panel_host(node):
-            Node.objects.filter(pk=node.pk).update(is_panel_host=True)
-        host_key_accepted(node.pk)
-        retry_now([node])
-    return change

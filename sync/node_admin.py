@@ -6,6 +6,10 @@ everyone (a key is pinned only once the node proved it holds it, on the node's p
 through the page, which confirms the new key and checks the login) and nodes cannot be added
 here. Roles given here pass the same rule as on the pages, and the panel's own server is
 read-only and cannot be deleted by anyone but a superuser.
+
+Nothing is written here: saving, deleting (one node or the bulk action) and maintenance (a
+read-only field, switched by the list's actions) go through ``sync.actions``, which record
+who did it.
 """
 
 from __future__ import annotations
@@ -14,10 +18,14 @@ import copy
 
 from django import forms
 from django.contrib import admin
+from django.db.models import Count
 from django.template.defaultfilters import truncatechars
 
 from nodes.choices import Transport
-from nodes.models import Node
+from nodes.models import Node, Role
+from sync import actions as node_actions
+from sync.actions.data import delete_data, save_data
+from sync.actor import actor_for_request
 from sync.rights import (
     LOCAL_REFUSED,
     NodeChange,
@@ -29,6 +37,7 @@ from sync.rights import (
 # Moving a node sends its roles' data elsewhere: changed through the pages' checked steps.
 ADDRESS_FIELDS = ("host", "port", "username")
 SUPERUSER_FIELDS = (*ADDRESS_FIELDS, "is_panel_host")
+MODEL_FIELDS = {f.name for f in Node._meta.concrete_fields}
 
 
 class NodeAdminForm(forms.ModelForm):
@@ -73,6 +82,7 @@ class NodeAdmin(admin.ModelAdmin):
     # only race with it. The host key is pinned only with proof (see the module's docstring).
     readonly_fields = (
         "host_key",
+        "maintenance",
         "status",
         "last_sync_at",
         "last_error",
@@ -88,6 +98,42 @@ class NodeAdmin(admin.ModelAdmin):
         ("State", {"fields": ("status", "last_sync_at", "last_error", "facts", "created_at")}),
         ("Lease", {"fields": ("lease_owner", "lease_until", "current_action_id")}),
     )
+
+    actions = ["maintenance_on", "maintenance_off"]
+
+    # --- Every write through the actions (sync.actions), which record who did it ---------
+
+    def save_model(self, request, obj: Node, form, change: bool) -> None:
+        """Nothing yet: the node and its roles are saved together by the action, in
+        ``save_related`` (the admin calls both in one transaction)."""
+
+    def save_related(self, request, form, formsets, change: bool) -> None:
+        actor = actor_for_request(request)
+        roles = form.cleaned_data.get("roles")
+        if not change:
+            node_actions.add_node(actor, form.instance, roles or ())
+            return
+        fields = [f for f in form.changed_data if f != "roles" and f in MODEL_FIELDS]
+        node_actions.edit_node(actor, form.instance, fields, roles=roles)
+
+    def delete_model(self, request, obj: Node) -> None:
+        node_actions.delete_nodes(actor_for_request(request), [obj])
+
+    def delete_queryset(self, request, queryset) -> None:
+        node_actions.delete_nodes(actor_for_request(request), list(queryset))
+
+    @admin.action(description="Maintenance on for the selected nodes", permissions=["change"])
+    def maintenance_on(self, request, queryset) -> None:
+        self._maintenance(request, queryset, True)
+
+    @admin.action(description="Maintenance off for the selected nodes", permissions=["change"])
+    def maintenance_off(self, request, queryset) -> None:
+        self._maintenance(request, queryset, False)
+
+    def _maintenance(self, request, queryset, on: bool) -> None:
+        done = node_actions.set_maintenance(actor_for_request(request), list(queryset), on)
+        state = "on" if on else "off"
+        self.message_user(request, f"Maintenance {state} for {done.count} node(s).")
 
     def get_form(self, request, obj=None, change=False, **kwargs):
         form = super().get_form(request, obj, change, **kwargs)
@@ -135,3 +181,32 @@ class NodeAdmin(admin.ModelAdmin):
 
 
 admin.site.register(Node, NodeAdmin)
+
+
+@admin.register(Role)
+class RoleAdmin(admin.ModelAdmin):
+    """Roles: added, renamed and deleted through the data actions (a deleted role takes its
+    data away from its nodes, so who did it is recorded)."""
+
+    list_display = ("name", "node_count")
+    search_fields = ("name",)
+
+    def get_queryset(self, request):
+        # Annotated so the changelist counts nodes without a query per role.
+        return super().get_queryset(request).annotate(node_count=Count("nodes"))
+
+    @admin.display(description="nodes", ordering="node_count")
+    def node_count(self, obj: Role) -> int:
+        return obj.node_count
+
+    def save_model(self, request, obj: Role, form, change: bool) -> None:
+        """Saved with its links by the action, in ``save_related``."""
+
+    def save_related(self, request, form, formsets, change: bool) -> None:
+        save_data(actor_for_request(request), form)
+
+    def delete_model(self, request, obj: Role) -> None:
+        delete_data(actor_for_request(request), [obj])
+
+    def delete_queryset(self, request, queryset) -> None:
+        delete_data(actor_for_request(request), list(queryset))

@@ -12,6 +12,7 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.core.exceptions import PermissionDenied
 from django.core.management import call_command
 from django.core.management.base import CommandError
 from django.urls import reverse
@@ -20,8 +21,8 @@ from django.utils import timezone
 from nodes.choices import Transport
 from nodes.models import Node, Role
 from sync import engine
-from sync.actions import Act
-from sync.actor import ActorKind
+from sync.actions import Act, change_roles
+from sync.actor import Actor, ActorKind
 from sync.engine import claim_node, register_desync
 from sync.models import AuditEntry, Node2Sync, Outcome, SyncAction, SyncRun
 from sync.synchronizers.files import ManagedFile
@@ -55,6 +56,31 @@ def bulk(client, action: str, nodes: list[Node], **data) -> None:
         reverse("nodes:bulk"), {"action": action, "ids": [n.pk for n in nodes], **data}
     )
     assert response.status_code == 302, response.content.decode()[:500]
+
+
+def admin_list_action(client, action: str, nodes: list[Node], **data) -> None:
+    response = client.post(
+        reverse("admin:nodes_node_changelist"),
+        {"action": action, "_selected_action": [n.pk for n in nodes], **data},
+    )
+    assert response.status_code == 302, response.content.decode()[:500]
+
+
+def admin_post(client, url: str, data: dict) -> None:
+    response = client.post(url, data)
+    assert response.status_code == 302, response.content.decode()[:2000]
+
+
+def admin_skip(client, node: Node) -> None:
+    row = Node2Sync.objects.get(node=node)
+    admin_post(client, reverse("admin:sync_node2sync_delete", args=[row.pk]), {"post": "yes"})
+
+
+def admin_roles(client, node: Node) -> None:
+    role = Role.objects.create(name="web")
+    data = {"name": node.name, "roles": [role.pk], "transport": node.transport}
+    data.update(host=node.host, port=node.port, username=node.username)
+    admin_post(client, reverse("admin:nodes_node_change", args=[node.pk]), data)
 
 
 def force_by_command(node: Node) -> None:
@@ -95,6 +121,27 @@ PATHS = [
         lambda c, a, b: bulk(c, "delete", [a, b], confirm="on"),
         ("a", "b"),
     ),
+    Path(Act.SKIP, "admin", lambda c, a, b: admin_skip(c, a)),
+    Path(Act.NODE_ROLES, "admin", lambda c, a, b: admin_roles(c, a)),
+    Path(
+        Act.MAINTENANCE_ON,
+        "admin",
+        lambda c, a, b: admin_list_action(c, "maintenance_on", [a, b]),
+        ("a", "b"),
+    ),
+    Path(
+        Act.NODE_DELETE,
+        "admin",
+        lambda c, a, b: admin_post(
+            c, reverse("admin:nodes_node_delete", args=[a.pk]), {"post": "yes"}
+        ),
+    ),
+    Path(
+        Act.NODE_DELETE,
+        "admin bulk",
+        lambda c, a, b: admin_list_action(c, "delete_selected", [a, b], post="yes"),
+        ("a", "b"),
+    ),
 ]
 
 
@@ -108,9 +155,10 @@ def two_nodes(make_node, make_type) -> tuple[Node, Node]:
 
 
 @pytest.mark.parametrize("path", PATHS, ids=lambda p: f"{p.act}-{p.via}")
-def test_each_path_leaves_one_entry_naming_who_and_what(path, operator, two_nodes):
+def test_each_path_leaves_one_entry_naming_who_and_what(path, operator, admin_client, two_nodes):
     a, b = two_nodes
-    path.run(operator, a, b)
+    by_admin = path.via.startswith("admin")
+    path.run(admin_client if by_admin else operator, a, b)
     [entry] = AuditEntry.objects.all()
     assert entry.action == path.act
     node_targets = sorted(t.name for t in entry.targets.filter(kind="node"))
@@ -118,9 +166,10 @@ def test_each_path_leaves_one_entry_naming_who_and_what(path, operator, two_node
     assert [t.object_id for t in entry.targets.filter(kind="node").order_by("name")] == [
         {"a": a.pk, "b": b.pk}[name] for name in sorted(path.targets)
     ]
-    if path.via.startswith("page") or path.via == "admin":
-        assert (entry.actor_kind, entry.actor_name) == (ActorKind.USER, "op")
-        assert entry.user.username == "op"
+    if path.via.startswith(("page", "admin")):
+        who = "admin" if by_admin else "op"
+        assert (entry.actor_kind, entry.actor_name) == (ActorKind.USER, who)
+        assert entry.user.username == who
         assert entry.address == "127.0.0.1"
     else:
         assert entry.actor_kind == ActorKind.COMMAND and entry.user is None
@@ -172,9 +221,7 @@ def test_audit_lists_page_actions_with_filters(operator, two_nodes):
     assert rows[1]["before"] == {"maintenance": {"a": False}}
     assert rows[1]["after"] == {"maintenance": {"a": True}}
     assert [r["action"] for r in audit_json("--node", "b")] == [Act.NODE_DELETE]
-    assert [r["action"] for r in audit_json("--action", Act.MAINTENANCE_ON)] == [
-        Act.MAINTENANCE_ON
-    ]
+    assert [r["action"] for r in audit_json("--action", Act.MAINTENANCE_ON)] == [Act.MAINTENANCE_ON]
     assert audit_json("--since", "1h") == rows
     assert audit_json("--since", "2999-01-01") == []
 
@@ -209,9 +256,7 @@ def test_read_only_users_browse_and_filter_the_audit_page(operator, reader, nobo
     html = reader.get(reverse("audit")).content.decode()
     assert shown(html) == [Act.NODE_DELETE, Act.MAINTENANCE_ON] and "127.0.0.1" in html
     assert 'href="/audit/"' in reader.get(reverse("nodes:list")).content.decode()
-    assert shown(reader.get(reverse("audit"), {"node": "b"}).content.decode()) == [
-        Act.NODE_DELETE
-    ]
+    assert shown(reader.get(reverse("audit"), {"node": "b"}).content.decode()) == [Act.NODE_DELETE]
     response = reader.get(reverse("audit"), {"since": "soon", "action": "nope"})
     assert response.status_code == 200
     html = response.content.decode()
@@ -278,3 +323,36 @@ def test_the_admins_bulk_delete_of_data_is_one_entry(admin_client):
     [entry] = AuditEntry.objects.all()
     assert entry.action == Act.DATA_DELETE and not Package.objects.exists()
     assert sorted(t.name for t in entry.targets.all()) == ["pt-a", "pt-b"]
+
+
+def test_data_changes_show_before_and_after_only_to_who_may_view_that_data(admin_client, reader):
+    role = Role.objects.create(name="web")
+    admin_client.post(reverse("admin:sync_managedfile_add"), file_form(role, "one\n"))
+    checksum = f"sha256:{sha256_text('one' + chr(10))}"
+    assert checksum in admin_client.get(reverse("audit")).content.decode()
+    html = reader.get(reverse("audit")).content.decode()
+    assert shown(html) == [Act.DATA_ADD] and checksum not in html
+
+
+def test_giving_and_taking_roles_is_one_entry_with_each_roles_nodes(two_nodes, django_user_model):
+    a, b = two_nodes
+    web, db = Role.objects.create(name="web"), Role.objects.create(name="db")
+    a.roles.add(db)
+    op = django_user_model.objects.get_or_create(username="op2", is_superuser=True)[0]
+    result = change_roles(Actor.for_user(op), [a, b], give=[web], take=[db])
+    entry = AuditEntry.objects.get(pk=result.entry_id)
+    assert entry.before == {"role_nodes": {"web": [], "db": ["a"]}}
+    assert entry.after == {"role_nodes": {"web": ["a", "b"], "db": []}}
+    assert sorted(t.name for t in entry.targets.all()) == ["a", "b", "db", "web"]
+
+
+def test_giving_a_role_of_secret_files_is_refused_and_writes_nothing(
+    operator, two_nodes, django_user_model
+):
+    a, _ = two_nodes
+    secret = Role.objects.create(name="vault")
+    ManagedFile.objects.create(path="/etc/s.env", content="k\n", secret=True).roles.add(secret)
+    actor = Actor.for_user(django_user_model.objects.get(username="op"))
+    with pytest.raises(PermissionDenied):
+        change_roles(actor, [a], give=[secret])
+    assert not a.roles.exists() and not AuditEntry.objects.exists()

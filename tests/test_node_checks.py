@@ -25,8 +25,8 @@ from django.urls import reverse
 from nodes.access import OPERATORS, ensure_groups
 from nodes.models import Node
 from nodes.transports import TransportError
+from sync.actions import accept_host_key
 from sync.actor import Actor
-from sync.inventory import accept_host_key
 
 BOUND = 2  # seconds: NODE_CHECK_SECONDS in these tests
 MARGIN = 3  # what the page itself may add (a scan, a render) on a busy 2-core machine
@@ -183,7 +183,7 @@ def test_the_proof_of_a_key_holds_no_transaction_while_the_node_stalls(silent, b
 
     def accept() -> None:
         try:
-            accept_host_key(node, key, by=Actor.command("acceptkey"))
+            accept_host_key(Actor.command("acceptkey"), node, key)
         except TransportError as e:
             failure.append(e)
         finally:

@@ -308,10 +308,20 @@ def test_the_commands_pass_the_rules_with_full_rights(panel_host, secret_role):
 # --- Data a user may deliver: pages -----------------------------------------------------------
 
 
-def test_it_refuses_an_operator_to_add_a_node_with_a_role_of_files(operator, files_role):
+def test_it_refuses_a_user_to_add_a_node_with_a_role_of_files_they_may_not_view(
+    django_user_model, files_role
+):
+    """Node rights alone (no Operators group, so no view right on files) deliver no files."""
+    user = django_user_model.objects.create_user("nodes-only")
+    user.user_permissions.add(
+        *Permission.objects.filter(
+            content_type__app_label="nodes",
+            codename__in=["view_node", "add_node", "change_node", "view_role"],
+        )
+    )
     data = {"name": "mine", "transport": "ssh", "host": "192.0.2.30", "roles": ["web"]}
 
-    response = operator.post(ADD, data)
+    response = logged_in(user).post(ADD, data)
 
     assert response.status_code == 200
     errors = response.context["form"].errors["roles"]
@@ -344,6 +354,19 @@ def test_it_lets_an_operator_give_a_role_whose_data_they_may_view(data_operator,
 
     assert response.status_code == 302
     assert [r.name for r in ssh_node.roles.all()] == ["tools"]
+
+
+def test_the_operators_group_may_view_role_data_but_not_secret_content(operator, ssh_node):
+    user = django_user_model_of(operator)
+    for codename in DATA_VIEW_PERMS:
+        assert user.has_perm(f"sync.{codename}"), codename
+    assert not user.has_perm("sync.view_secret_managedfile")
+
+
+def django_user_model_of(client: Client):
+    from django.contrib.auth import get_user_model
+
+    return get_user_model().objects.get(pk=client.session["_auth_user_id"])
 
 
 def test_it_lets_an_operator_give_a_role_that_carries_nothing(operator, ssh_node):
@@ -411,15 +434,15 @@ def test_a_user_with_view_secret_may_deliver_secret_files(django_user_model, sec
 # --- Data a user may deliver: the admin -------------------------------------------------------
 
 
-def test_the_admin_refuses_staff_a_role_whose_files_they_may_not_view(
-    staff_operator, ssh_node, files_role
+def test_the_admin_refuses_staff_a_role_whose_secret_files_they_may_not_view(
+    staff_operator, ssh_node, secret_role
 ):
-    data = {"name": "other", "transport": "ssh", "roles": [files_role.pk], "maintenance": ""}
+    data = {"name": "other", "transport": "ssh", "roles": [secret_role.pk], "maintenance": ""}
 
     response = staff_operator.post(admin_change_url(ssh_node), data)
 
     assert response.status_code == 200
-    assert "managed files that you may not view" in response.content.decode()
+    assert "secret managed files whose content you may not view" in response.content.decode()
     assert not ssh_node.roles.exists()
 
 

@@ -8,6 +8,7 @@ operating-system user, or the cluster), checks rights (``sync.actions.rules``, w
 node it touched with how that ended. Callers format the result; they never write the tables.
 """
 
+from sync.actions.inventory import accept_host_key, add_node, change_roles, edit_node
 from sync.actions.nodes import delete_nodes, set_maintenance
 from sync.actions.results import Act, ActionResult, NodeOutcome
 from sync.actions.work import cancel_work, force_work, register_work, retry_work, skip_work
@@ -16,6 +17,10 @@ __all__ = [
     "Act",
     "ActionResult",
     "NodeOutcome",
+    "accept_host_key",
+    "add_node",
+    "change_roles",
+    "edit_node",
     "cancel_work",
     "delete_nodes",
     "force_work",

@@ -26,7 +26,6 @@ from nodes.keys import fingerprint, safe_fingerprint
 from nodes.models import Node
 from nodes.transports import TransportError
 from sync import actions
-from sync.inventory import accept_host_key
 from sync.models import with_running_title
 from sync.rights import NodeChange, node_change_refusals
 from web.forms import AcceptKeyForm, BulkActionForm, MaintenanceForm, ResyncForm
@@ -212,14 +211,14 @@ def node_accept_key(request: HttpRequest, pk: int) -> HttpResponse:
             ):
                 return refused_page(request, node, refusals[0].message)
             try:
-                change = accept_host_key(node, key, by=acting_user(request))
+                accepted = actions.accept_host_key(acting_user(request), node, key)
             except HostKeyMismatch as e:
                 error = f"{e} Check the fingerprint the node presents now before you accept it."
             except TransportError as e:
                 messages.error(request, f"Cannot accept the host key of {node.name}: {e}")
                 return redirect(node_url(node))
             else:
-                _say_accepted(request, node, change)
+                _say_accepted(request, node, accepted.extra["change"])
                 return redirect(node_url(node))
         else:
             error = f"{form_error_text(form)} Nothing was pinned."

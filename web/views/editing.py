@@ -2,8 +2,8 @@
 
 An SSH node is saved only once its host key was shown, confirmed, scanned again unchanged,
 and the panel logged in with only that key trusted: a node that is not the one confirmed is
-refused before anything is written. Adding goes through ``sync.inventory.add_node``, as the
-``addnode`` command does.
+refused before anything is written. Adding and saving go through the actions
+(``sync.actions.add_node``, ``edit_node``), as the ``addnode`` command does.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from dataclasses import replace
 
 from django.contrib import messages
 from django.core.exceptions import ValidationError
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods
@@ -23,9 +23,7 @@ from nodes.hostkeys import check_login, scan_host_key
 from nodes.keys import fingerprint, panel_public_key, safe_fingerprint
 from nodes.models import Node
 from nodes.transports import TransportError
-from sync.engine import retry_now, set_maintenance
-from sync.inventory import add_node
-from sync.panelhost import flag_if_panel_host
+from sync import actions
 from sync.rights import NodeChange, node_change_refusals
 from web.forms import HostKeyStepMixin, NodeAddForm, NodeEditForm, RightsMixin
 from web.views.shortcuts import acting_user, node_or_404, node_url, refused_page
@@ -125,7 +123,7 @@ def node_add(request: HttpRequest) -> HttpResponse:
                     key_step = _key_step(node.host_key, node.host, node.port)
         if ready:
             try:
-                count = add_node(node, form.cleaned_data["roles"], by=acting_user(request))
+                added = actions.add_node(acting_user(request), node, form.cleaned_data["roles"])
             except ValidationError as e:
                 form.add_error(None, " ".join(e.messages))
             except IntegrityError:
@@ -134,7 +132,7 @@ def node_add(request: HttpRequest) -> HttpResponse:
             else:
                 messages.success(
                     request,
-                    f"Added the node {node.name} ({node.address}); registered {count} "
+                    f"Added the node {node.name} ({node.address}); registered {added.count} "
                     "synchronizer types, the cluster runs them now.",
                 )
                 return redirect(node_url(node))
@@ -171,8 +169,7 @@ def node_edit(request: HttpRequest, pk: int) -> HttpResponse:
                 change = NodeChange(roles=tuple(form.cleaned_data["roles"]), address=True)
                 if _key_refused(form, node, replace(change, host_key=node.host_key), key_step):
                     node.host_key, key_step = "", None
-                fields += ["host_key", "is_panel_host"]
-                flag_if_panel_host(node)
+                fields.append("host_key")  # the action flags the panel's own server
                 ready = bool(node.host_key)
             if ready and (form.address_changed or form.username_changed):
                 try:
@@ -182,24 +179,23 @@ def node_edit(request: HttpRequest, pk: int) -> HttpResponse:
                     ready = False
                     if form.address_changed:
                         key_step = _key_step(node.host_key, node.host, node.port)
-        if ready and _save_edit(form, node, fields):
+        if ready and _save_edit(request, form, node, fields):
             messages.success(request, f"Saved the node {node.name}.")
             return redirect(node_url(node))
     return _form_page(request, form, key_step, adding=False, node=node, title=title)
 
 
-def _save_edit(form: NodeEditForm, node: Node, fields: list[str]) -> bool:
-    """Write the edited columns, roles and maintenance together; False (a form error) when
-    another admin took the name meanwhile."""
+def _save_edit(request: HttpRequest, form: NodeEditForm, node: Node, fields: list[str]) -> bool:
+    """Write the edited columns, roles and maintenance together (the edit action); False (a
+    form error) when another admin took the name meanwhile."""
     try:
-        with transaction.atomic():
-            node.save(update_fields=fields)
-            # A change of roles registers its types (sync.watching, m2m_changed).
-            node.roles.set(form.cleaned_data["roles"])
-            if form.maintenance_changed:
-                set_maintenance([node], form.cleaned_data["maintenance"])
-            if form.address_changed or form.username_changed:
-                retry_now([node])  # what failed on the old address may work now
+        actions.edit_node(
+            acting_user(request),
+            node,
+            fields,
+            roles=form.cleaned_data["roles"],
+            maintenance=form.cleaned_data["maintenance"],
+        )
     except IntegrityError:
         # Another admin took the name between the form's check and the save.
         form.add_error("name", "A node with this name was just saved.")

@@ -4,11 +4,9 @@ from nodes.choices import Transport
 from nodes.hostkeys import scan_host_key
 from nodes.keys import fingerprint as key_fingerprint
 from nodes.transports import TransportError
+from sync import actions
 from sync.actor import Actor
-from sync.cli import bad_arguments, nodes_by_name
-from sync.inventory import accept_host_key
-
-FINGERPRINT_PREFIX = "SHA256:"
+from sync.cli import bad_arguments, expected_fingerprint, fingerprint_mismatch, nodes_by_name
 
 
 class Command(BaseCommand):
@@ -29,12 +27,7 @@ class Command(BaseCommand):
         # Without --fingerprint the key scanned here is pinned as it is (what the command has
         # always done, and what scripts after a planned reinstall rely on); it is still the
         # one key scanned, proved and printed, never a later scan.
-        expected = fingerprint.strip() if fingerprint is not None else None
-        if expected is not None and not expected.startswith(FINGERPRINT_PREFIX):
-            raise bad_arguments(
-                f"--fingerprint must be a SHA256 fingerprint as ssh-keygen -l prints it "
-                f"({FINGERPRINT_PREFIX}...), not {expected!r}"
-            )
+        expected = expected_fingerprint(fingerprint)
         [node] = nodes_by_name([name])
         if node.transport != Transport.SSH:
             raise bad_arguments(f"{name} is a {node.transport} node: it has no host key")
@@ -44,16 +37,12 @@ class Command(BaseCommand):
             raise CommandError(f"cannot read the key of {name}: {e}", returncode=1) from None
         presented_fingerprint = key_fingerprint(presented)
         if expected is not None and presented_fingerprint != expected:
-            raise CommandError(
-                f"{name} presents the host key {presented_fingerprint}, not the expected "
-                f"{expected}: nothing was pinned. Check the fingerprint on the node itself; "
-                "if it is not the one presented, someone may be intercepting the connection.",
-                returncode=1,
-            )
+            raise fingerprint_mismatch(name, presented_fingerprint, expected)
         try:
-            change = accept_host_key(node, presented, by=Actor.command("acceptkey"))
+            accepted = actions.accept_host_key(Actor.command("acceptkey"), node, presented)
         except TransportError as e:
             raise CommandError(f"cannot accept the key of {name}: {e}", returncode=1) from None
+        change = accepted.extra["change"]
         if change.changed:
             self.stdout.write(
                 f"{name}: host key changed from {change.old_fingerprint} to "

@@ -2,12 +2,13 @@ from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from nodes.choices import Transport
-from nodes.keys import fingerprint, panel_public_key
+from nodes.keys import fingerprint as key_fingerprint
+from nodes.keys import panel_public_key
 from nodes.models import Node
 from nodes.transports import TransportError
+from sync import actions
 from sync.actor import Actor
-from sync.cli import bad_arguments
-from sync.inventory import add_node
+from sync.cli import bad_arguments, expected_fingerprint, fingerprint_mismatch, roles_by_name
 
 
 class Command(BaseCommand):
@@ -23,10 +24,35 @@ class Command(BaseCommand):
         where.add_argument("--host", help="Host name or address of an SSH node.")
         parser.add_argument("--port", type=int, default=22, help="SSH port (default 22).")
         parser.add_argument("--user", default="root", help="SSH user (default root).")
+        parser.add_argument(
+            "--fingerprint",
+            help="The SHA256:... fingerprint the node's host key must have (ssh-keygen -lf "
+            "/etc/ssh/ssh_host_*_key.pub on the node); any other key is refused, nothing added.",
+        )
+        parser.add_argument(
+            "--role",
+            action="append",
+            default=[],
+            metavar="NAME",
+            help="Give the node this role (repeatable).",
+        )
 
     def handle(
-        self, *args, name: str, local: bool, host: str | None, port: int, user: str, **options
+        self,
+        *args,
+        name: str,
+        local: bool,
+        host: str | None,
+        port: int,
+        user: str,
+        fingerprint: str | None = None,
+        role: list[str] | None = None,
+        **options,
     ):
+        expected = expected_fingerprint(fingerprint)
+        if local and expected is not None:
+            raise bad_arguments("--fingerprint is for SSH nodes: a local node has no host key")
+        roles = roles_by_name(role or [])
         if not local and not (host or "").strip():
             raise bad_arguments(f"cannot add node {name!r}: --host is empty")
         if local:
@@ -41,23 +67,26 @@ class Command(BaseCommand):
             )
             raise bad_arguments(f"cannot add node {name!r}: {messages}") from None
         if not local:
-            self._pin_and_check(node)
-        count = add_node(node, by=Actor.command("addnode"))
+            self._pin_and_check(node, expected)
+        added = actions.add_node(Actor.command("addnode"), node, roles)
         self.stdout.write(
-            f"Added {node.transport} node {node.name} ({node.address}); registered {count} "
+            f"Added {node.transport} node {node.name} ({node.address}); registered {added.count} "
             "synchronizer types. The django-q cluster runs them; `manage.py nodesync` runs "
             "them now."
         )
 
-    def _pin_and_check(self, node: Node) -> None:
+    def _pin_and_check(self, node: Node, expected: str | None) -> None:
         from nodes.hostkeys import check_login, scan_host_key
 
         try:
             node.host_key = scan_host_key(node.host, node.port)
         except TransportError as e:
             raise CommandError(f"cannot add node {node.name!r}: {e}", returncode=1) from None
+        presented = key_fingerprint(node.host_key)
+        if expected is not None and presented != expected:
+            raise fingerprint_mismatch(f"{node.host}:{node.port}", presented, expected)
         self.stdout.write(
-            f"Host key of {node.host}:{node.port}: {fingerprint(node.host_key)} "
+            f"Host key of {node.host}:{node.port}: {presented} "
             f"({node.host_key.split()[0]}), pinned."
         )
         try:

@@ -1,0 +1,192 @@
+"""Actions that change what a node is: add, edit (name, address, roles, maintenance), give and
+take roles, accept a host key.
+
+Each asks ``sync.rights`` (through ``sync.inventory`` where the rule lives with the change),
+does its network steps first (scanning and proving a key, logging in: outside any
+transaction, so a stalling node holds no database lock), then writes the node, its links,
+the engine's registrations and its audit entry in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from django.db import transaction
+
+from nodes.hostkeys import parse_host_key, pin_proved_key, prove_host_key
+from nodes.keys import safe_fingerprint
+from nodes.models import Node, Role
+from sync import engine, inventory
+from sync.actions.results import Act, ActionResult, NodeOutcome
+from sync.actor import Actor
+from sync.audit import Target, node_targets, record
+from sync.conditions import host_key_accepted
+from sync.panelhost import flag_if_panel_host
+from sync.rights import NodeChange, check_node_change
+
+# What an entry shows of a node's columns: the key as its fingerprint, never the whole line.
+SHOWN_FIELDS = ("name", "transport", "host", "port", "username", "is_panel_host")
+
+
+def _state(node: Node, roles: Sequence[Role] | None = None) -> dict[str, Any]:
+    state = {f: getattr(node, f) for f in SHOWN_FIELDS}
+    state["host_key"] = safe_fingerprint(node.host_key) if node.host_key else ""
+    state["maintenance"] = node.maintenance
+    if roles is not None:
+        state["roles"] = sorted(r.name for r in roles)
+    elif node.pk:
+        state["roles"] = sorted(node.roles.values_list("name", flat=True))
+    return state
+
+
+def _role_targets(roles: Sequence[Role]) -> list[Target]:
+    return [Target("role", r.pk, r.name) for r in roles]
+
+
+def add_node(actor: Actor, node: Node, roles: Sequence[Role] = ()) -> ActionResult:
+    """Save a new node (an SSH node with the key already shown, confirmed and logged in with),
+    give it ``roles`` and register every type for it. ``count`` is the pairs registered.
+
+    Raises ValidationError (nothing saved) or PermissionDenied (``sync.rights``).
+    """
+    roles = list(roles)
+    with transaction.atomic():
+        count = inventory.add_node(node, roles, by=actor)
+        entry = record(
+            actor,
+            Act.NODE_ADD,
+            node_targets([node]) + _role_targets(roles),
+            summary=f"Added {node.transport} node {node.name} ({node.address}).",
+            after=_state(node, roles),
+        )
+    return ActionResult(
+        Act.NODE_ADD, entry.pk, (NodeOutcome(node.pk, node.name, "added"),), count=count
+    )
+
+
+def edit_node(
+    actor: Actor,
+    node: Node,
+    fields: Sequence[str],
+    roles: Sequence[Role] | None = None,
+    maintenance: bool | None = None,
+) -> ActionResult:
+    """Write the edited columns ``fields`` of ``node`` (which carries the new values), its
+    roles when given and maintenance when given, together.
+
+    A new address or user makes the node's waiting work due now (what failed at the old one
+    may work); a new host key must have been confirmed and logged in with by the caller.
+    Raises PermissionDenied (``sync.rights``) or IntegrityError (a name taken meanwhile).
+    """
+    stored = Node.objects.get(pk=node.pk)
+    moved = any(getattr(stored, f) != getattr(node, f) for f in ("host", "port", "username"))
+    new_key = "host_key" in fields and node.host_key != stored.host_key
+    change = NodeChange(
+        roles=tuple(roles) if roles is not None else None,
+        address=moved,
+        host_key=node.host_key if new_key else "",
+    )
+    check_node_change(actor.subject, node, change)
+    fields = list(fields)
+    if new_key or moved:
+        flag_if_panel_host(node)
+        fields.append("is_panel_host")
+    with transaction.atomic():
+        before = _state(stored)
+        node.save(update_fields=sorted(set(fields)))
+        if roles is not None:
+            node.roles.set(roles)  # a change of roles registers its types (sync.watching)
+        if maintenance is not None and maintenance != stored.maintenance:
+            engine.set_maintenance([node], maintenance)
+            node.maintenance = maintenance
+        if moved or new_key:
+            engine.retry_now([node])
+        after = _state(node)
+        changed = sorted(k for k in after if before.get(k) != after[k])
+        act = Act.NODE_ROLES if changed == ["roles"] else Act.NODE_EDIT
+        entry = record(
+            actor,
+            act,
+            node_targets([node]) + _role_targets(list(node.roles.all())),
+            summary=f"Changed {', '.join(changed) or 'nothing'}.",
+            before={k: before[k] for k in changed},
+            after={k: after[k] for k in changed},
+        )
+    return ActionResult(
+        act, entry.pk, (NodeOutcome(node.pk, node.name, "saved"),), extra={"changed": changed}
+    )
+
+
+def change_roles(
+    actor: Actor, nodes: Sequence[Node], give: Sequence[Role] = (), take: Sequence[Role] = ()
+) -> ActionResult:
+    """Give ``give`` to and take ``take`` from each of ``nodes``; one entry with each role's
+    nodes before and after. Giving a role is refused (nothing changes) where ``sync.rights``
+    says the user may not send its data to that node."""
+    give, take = list(give), list(take)
+    for node in nodes:
+        now = {r.pk: r for r in node.roles.all()}
+        after = [r for pk, r in now.items() if pk not in {t.pk for t in take}]
+        after += [r for r in give if r.pk not in now]
+        check_node_change(actor.subject, node, NodeChange(roles=tuple(after)))
+    roles = give + take
+    with transaction.atomic():
+        before = {r.name: sorted(r.nodes.values_list("name", flat=True)) for r in roles}
+        for role in give:
+            role.nodes.add(*nodes)  # registers the types (sync.watching)
+        for role in take:
+            role.nodes.remove(*nodes)
+        after = {r.name: sorted(r.nodes.values_list("name", flat=True)) for r in roles}
+        entry = record(
+            actor,
+            Act.NODE_ROLES,
+            node_targets(nodes) + _role_targets(roles),
+            summary=(
+                f"Gave {', '.join(r.name for r in give) or 'no role'}; "
+                f"took {', '.join(r.name for r in take) or 'no role'}."
+            ),
+            before={"role_nodes": before},
+            after={"role_nodes": after},
+        )
+    return ActionResult(
+        Act.NODE_ROLES, entry.pk, tuple(NodeOutcome(n.pk, n.name, "roles changed") for n in nodes)
+    )
+
+
+def accept_host_key(actor: Actor, node: Node, key: str) -> ActionResult:
+    """Pin ``key`` once the node proved it holds it, then run its waiting synchronizers.
+
+    ``sync.rights`` first (the panel's own server, the data the node's roles carry, a key that
+    is this machine's own). The proof talks to the node and happens outside any transaction:
+    a node that stalls holds no database lock (SQLite's is the whole database). Then, in one
+    transaction: the key is pinned if the node still has the address it was proved at, the
+    desynchronizations that failed on the old key are due now, the ``host-key-changed``
+    condition clears, and the entry records the old and new fingerprints. Raises ValueError
+    (no key), PermissionDenied, HostKeyMismatch or TransportError; nothing changes then.
+    ``extra["change"]`` is the ``HostKeyChange``.
+    """
+    new_key = parse_host_key(key)
+    check_node_change(actor.subject, node, NodeChange(accepting_key=True, host_key=new_key))
+    prove_host_key(node, new_key)
+    with transaction.atomic():
+        change = pin_proved_key(node, new_key)
+        if flag_if_panel_host(node):
+            Node.objects.filter(pk=node.pk).update(is_panel_host=True)
+        host_key_accepted(node.pk)
+        engine.retry_now([node])
+        entry = record(
+            actor,
+            Act.ACCEPT_KEY,
+            node_targets([node]),
+            summary="Accepted a new host key." if change.changed else "The key was already pinned.",
+            before={"host_key": change.old_fingerprint},
+            after={"host_key": change.new_fingerprint},
+        )
+    outcome = "changed" if change.changed else "unchanged"
+    return ActionResult(
+        Act.ACCEPT_KEY,
+        entry.pk,
+        (NodeOutcome(node.pk, node.name, outcome),),
+        extra={"change": change},
+    )
