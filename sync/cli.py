@@ -54,16 +54,6 @@ def expected_fingerprint(value: str | None) -> str | None:
     return value
 
 
-def fingerprint_mismatch(name: str, presented: str, expected: str) -> CommandError:
-    """The key presented is not the one the admin checked: nothing is pinned (exit 1)."""
-    return CommandError(
-        f"{name} presents the host key {presented}, not the expected {expected}: nothing was "
-        "pinned. Check the fingerprint on the node itself; if it is not the one presented, "
-        "someone may be intercepting the connection.",
-        returncode=1,
-    )
-
-
 def roles_by_name(names: Sequence[str]) -> list[Role]:
     found = {r.name: r for r in Role.objects.filter(name__in=names)}
     unknown = [n for n in names if n not in found]

@@ -356,3 +356,9 @@ def test_giving_a_role_of_secret_files_is_refused_and_writes_nothing(
     with pytest.raises(PermissionDenied):
         change_roles(actor, [a], give=[secret])
     assert not a.roles.exists() and not AuditEntry.objects.exists()
+
+
+def test_the_node_page_links_to_its_audit_trail(reader, two_nodes):
+    a, _ = two_nodes
+    html = reader.get(reverse("nodes:detail", args=[a.pk])).content.decode()
+    assert 'href="/audit/?node=a"' in html

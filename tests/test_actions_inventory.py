@@ -12,6 +12,7 @@ from io import StringIO
 import asyncssh
 import pytest
 from django.core.management import call_command
+from django.core.management.base import CommandError
 from django.urls import reverse
 
 from nodes.keys import fingerprint
@@ -258,3 +259,36 @@ def test_audit_json_lists_key_maintenance_and_edits_from_the_pages_and_the_admin
     ]
     assert rows[-1]["after"] == {"host_key": fingerprint(server.host_key)}
     assert rows[0]["after"] == {"roles": ["web"]}
+
+
+def addnode_exit(*args: str) -> tuple[int, str]:
+    try:
+        call_command("addnode", *args, stdout=StringIO(), stderr=StringIO())
+    except CommandError as e:
+        return e.returncode, str(e)
+    return 0, ""
+
+
+def test_addnode_refuses_another_fingerprint_and_adds_nothing(sshd):
+    server = sshd()
+    wrong = "SHA256:" + "A" * 43
+    code, message = addnode_exit(
+        "s1", "--host", "127.0.0.1", "--port", str(server.port), "--fingerprint", wrong
+    )
+    assert code == 1 and wrong in message and fingerprint(server.host_key) in message
+    assert "nothing was pinned" in message
+    assert not Node.objects.exists() and not AuditEntry.objects.exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("s1", "--host", "127.0.0.1", "--role", "nosuch"),
+        ("s1", "--host", "127.0.0.1", "--fingerprint", "MD5:aa"),
+        ("s1", "--local", "--fingerprint", "SHA256:" + "A" * 43),
+    ],
+)
+def test_addnode_refuses_bad_roles_and_fingerprints_with_exit_2(args):
+    code, message = addnode_exit(*args)
+    assert code == 2 and "\n" not in message
+    assert not Node.objects.exists()

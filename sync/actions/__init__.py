@@ -8,13 +8,21 @@ operating-system user, or the cluster), checks rights (``sync.actions.rules``, w
 node it touched with how that ended. Callers format the result; they never write the tables.
 """
 
-from sync.actions.inventory import accept_host_key, add_node, change_roles, edit_node
+from sync.actions.inventory import (
+    KeyNotConfirmed,
+    accept_host_key,
+    add_node,
+    change_roles,
+    edit_node,
+    scan_confirmed_key,
+)
 from sync.actions.nodes import delete_nodes, set_maintenance
 from sync.actions.results import Act, ActionResult, NodeOutcome
 from sync.actions.work import cancel_work, force_work, register_work, retry_work, skip_work
 
 __all__ = [
     "Act",
+    "KeyNotConfirmed",
     "ActionResult",
     "NodeOutcome",
     "accept_host_key",
@@ -26,6 +34,7 @@ __all__ = [
     "force_work",
     "register_work",
     "retry_work",
+    "scan_confirmed_key",
     "set_maintenance",
     "skip_work",
 ]

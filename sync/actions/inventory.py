@@ -14,8 +14,8 @@ from typing import Any
 
 from django.db import transaction
 
-from nodes.hostkeys import parse_host_key, pin_proved_key, prove_host_key
-from nodes.keys import safe_fingerprint
+from nodes.hostkeys import parse_host_key, pin_proved_key, prove_host_key, scan_host_key
+from nodes.keys import fingerprint, safe_fingerprint
 from nodes.models import Node, Role
 from sync import engine, inventory
 from sync.actions.results import Act, ActionResult, NodeOutcome
@@ -38,6 +38,41 @@ def _state(node: Node, roles: Sequence[Role] | None = None) -> dict[str, Any]:
     elif node.pk:
         state["roles"] = sorted(node.roles.values_list("name", flat=True))
     return state
+
+
+class KeyNotConfirmed(Exception):
+    """The node presents another key than the one confirmed: nothing was pinned.
+
+    ``presented`` is the key presented now, for the page to show for a new confirmation.
+    """
+
+    def __init__(self, host: str, port: int, presented: str, confirmed_fingerprint: str) -> None:
+        self.presented = presented
+        self.confirmed_fingerprint = confirmed_fingerprint
+        super().__init__(
+            f"{host}:{port} presents the host key {fingerprint(presented)}, not the confirmed "
+            f"{confirmed_fingerprint}: nothing was pinned. Check the fingerprint on the node "
+            "itself; if it is not the one presented, someone may be intercepting the connection."
+        )
+
+
+def scan_confirmed_key(host: str, port: int, *, key: str = "", fingerprint_: str = "") -> str:
+    """The first network step of adding, moving or re-keying a node, the same for the pages
+    and the commands: the key ``host:port`` presents now, if it is the one confirmed.
+
+    Confirmed means the whole ``key`` shown on the page, or a ``fingerprint_`` the admin
+    checked on the node itself (``--fingerprint``); with neither, the key presented is
+    returned to be shown (the page's first step) or pinned as seen (a command without
+    ``--fingerprint``, which prints it). Raises TransportError (unreachable) or
+    KeyNotConfirmed. The login with that key pinned (``nodes.hostkeys.check_login``) comes
+    next, before anything is saved.
+    """
+    presented = scan_host_key(host, port)
+    if key and presented != key:
+        raise KeyNotConfirmed(host, port, presented, safe_fingerprint(key))
+    if fingerprint_ and fingerprint(presented) != fingerprint_:
+        raise KeyNotConfirmed(host, port, presented, fingerprint_)
+    return presented
 
 
 def _role_targets(roles: Sequence[Role]) -> list[Target]:

@@ -19,7 +19,7 @@ from django.views.decorators.http import require_http_methods
 
 from nodes.access import ADD, CHANGE, require_perms
 from nodes.choices import Transport
-from nodes.hostkeys import check_login, scan_host_key
+from nodes.hostkeys import check_login
 from nodes.keys import fingerprint, panel_public_key, safe_fingerprint
 from nodes.models import Node
 from nodes.transports import TransportError
@@ -55,24 +55,25 @@ def _check_host_key(form: HostKeyStepMixin, host: str, port: int) -> tuple[str, 
     reported and shown for a new confirmation, the same one means the confirmed key is
     returned for pinning. The caller then logs in with only that key trusted
     (``check_login``), so a server that does not hold it is refused before anything is
-    saved. Unreachable hosts are form errors.
+    saved. Unreachable hosts are form errors. The scan and the comparison are
+    ``sync.actions.scan_confirmed_key``, which ``addnode`` and ``acceptkey`` use too.
     """
+    confirmed = form.confirmed_for(host, port)
     try:
-        presented = scan_host_key(host, port)
+        presented = actions.scan_confirmed_key(host, port, key=confirmed)
     except TransportError as e:
         form.add_error("host", f"Cannot reach {host}:{port}: {e}")
         return "", None
-    confirmed = form.confirmed_for(host, port)
-    if not confirmed:
-        return "", _key_step(presented, host, port)
-    if confirmed != presented:
+    except actions.KeyNotConfirmed as e:
         form.add_error(
             None,
             f"The host key of {host}:{port} changed since it was shown: it was "
-            f"{safe_fingerprint(confirmed)}, the node now presents {fingerprint(presented)}. "
+            f"{e.confirmed_fingerprint}, the node now presents {fingerprint(e.presented)}. "
             "Check the new fingerprint and confirm again.",
         )
-        return "", _key_step(presented, host, port, previous=confirmed)
+        return "", _key_step(e.presented, host, port, previous=confirmed)
+    if not confirmed:
+        return "", _key_step(presented, host, port)
     return confirmed, None
 
 

@@ -1,12 +1,10 @@
 from django.core.management.base import BaseCommand, CommandError
 
 from nodes.choices import Transport
-from nodes.hostkeys import scan_host_key
-from nodes.keys import fingerprint as key_fingerprint
 from nodes.transports import TransportError
 from sync import actions
 from sync.actor import Actor
-from sync.cli import bad_arguments, expected_fingerprint, fingerprint_mismatch, nodes_by_name
+from sync.cli import bad_arguments, expected_fingerprint, nodes_by_name
 
 
 class Command(BaseCommand):
@@ -32,12 +30,13 @@ class Command(BaseCommand):
         if node.transport != Transport.SSH:
             raise bad_arguments(f"{name} is a {node.transport} node: it has no host key")
         try:
-            presented = scan_host_key(node.host, node.port)
+            presented = actions.scan_confirmed_key(
+                node.host, node.port, fingerprint_=expected or ""
+            )
         except TransportError as e:
             raise CommandError(f"cannot read the key of {name}: {e}", returncode=1) from None
-        presented_fingerprint = key_fingerprint(presented)
-        if expected is not None and presented_fingerprint != expected:
-            raise fingerprint_mismatch(name, presented_fingerprint, expected)
+        except actions.KeyNotConfirmed as e:
+            raise CommandError(f"{name}: {e}", returncode=1) from None
         try:
             accepted = actions.accept_host_key(Actor.command("acceptkey"), node, presented)
         except TransportError as e:

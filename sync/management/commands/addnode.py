@@ -8,7 +8,7 @@ from nodes.models import Node
 from nodes.transports import TransportError
 from sync import actions
 from sync.actor import Actor
-from sync.cli import bad_arguments, expected_fingerprint, fingerprint_mismatch, roles_by_name
+from sync.cli import bad_arguments, expected_fingerprint, roles_by_name
 
 
 class Command(BaseCommand):
@@ -76,15 +76,15 @@ class Command(BaseCommand):
         )
 
     def _pin_and_check(self, node: Node, expected: str | None) -> None:
-        from nodes.hostkeys import check_login, scan_host_key
+        from nodes.hostkeys import check_login
 
         try:
-            node.host_key = scan_host_key(node.host, node.port)
-        except TransportError as e:
+            node.host_key = actions.scan_confirmed_key(
+                node.host, node.port, fingerprint_=expected or ""
+            )
+        except (TransportError, actions.KeyNotConfirmed) as e:
             raise CommandError(f"cannot add node {node.name!r}: {e}", returncode=1) from None
         presented = key_fingerprint(node.host_key)
-        if expected is not None and presented != expected:
-            raise fingerprint_mismatch(f"{node.host}:{node.port}", presented, expected)
         self.stdout.write(
             f"Host key of {node.host}:{node.port}: {presented} "
             f"({node.host_key.split()[0]}), pinned."
