@@ -28,5 +28,18 @@ async def do_nothing(ctx) -> None:
     pass
 
 
+# The dispatch benchmark's six types per node: five more no-ops after ``bench-noop``, one of
+# them not Ready-state (the node's status changes while it waits, as with real types).
+DISPATCH_TYPES = ["bench-noop"] + [f"bench-noop-{i}" for i in range(2, 7)]
+for _i, _name in enumerate(DISPATCH_TYPES[1:], start=2):
+    synchronizer(
+        name=_name,
+        title=f"Benchmark no-op {_i}",
+        priority=1000 + _i,
+        node_status=NodeStatus.SYNCHRONIZING if _i == 2 else NodeStatus.READY,
+        timeout=30,
+    )(do_nothing)
+
+
 def noop_task() -> None:
     """A raw django-q task that does nothing: the dispatch benchmark's yardstick."""

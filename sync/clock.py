@@ -8,34 +8,16 @@ database's own clock, never ``timezone.now()`` of the process that happens to ru
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
-from django.db import connection
-from django.db.models import BooleanField, DateTimeField, ExpressionWrapper, Func, Q
+from django.db.models import BooleanField, DateTimeField, ExpressionWrapper, Q
 from django.db.models.expressions import Combinable
-from django.utils import timezone
 
+# The clock itself lives at the bottom of the apps (``nodes`` needs it too); its users import
+# it from here.
+from nodes.clock import DatabaseNow, read_db_now
 
-class DatabaseNow(Func):
-    """The database server's current time in UTC, as Django stores datetimes.
-
-    Django's own ``Now()`` is ``CURRENT_TIMESTAMP`` on MySQL/MariaDB, which is in the server's
-    session time zone; the stored values are UTC, so this uses ``UTC_TIMESTAMP`` there.
-    """
-
-    template = "CURRENT_TIMESTAMP"
-    output_field = DateTimeField()
-
-    def as_mysql(self, compiler, connection, **extra_context):
-        return self.as_sql(compiler, connection, template="UTC_TIMESTAMP(6)", **extra_context)
-
-    def as_sqlite(self, compiler, connection, **extra_context):
-        return self.as_sql(
-            compiler,
-            connection,
-            template="STRFTIME('%%%%Y-%%%%m-%%%%d %%%%H:%%%%M:%%%%f', 'NOW')",
-            **extra_context,
-        )
+__all__ = ["DatabaseNow", "db_bool", "db_now", "db_now_plus", "read_db_now"]
 
 
 def db_now() -> DatabaseNow:
@@ -57,16 +39,3 @@ def db_bool(condition: Q) -> ExpressionWrapper:
     the times, so the answer is selected from the database rather than compared in Python.
     """
     return ExpressionWrapper(condition, output_field=BooleanField())
-
-
-def read_db_now() -> datetime:
-    """The database server's time, read with one query: for rows created in bulk."""
-    with connection.cursor() as cursor:
-        if connection.vendor == "mysql":
-            cursor.execute("SELECT UTC_TIMESTAMP(6)")
-        else:
-            cursor.execute("SELECT STRFTIME('%Y-%m-%d %H:%M:%f', 'NOW')")
-        value = cursor.fetchone()[0]
-    if isinstance(value, str):
-        value = datetime.fromisoformat(value)
-    return timezone.make_aware(value, UTC) if timezone.is_naive(value) else value

@@ -16,7 +16,7 @@ import pytest
 import time_machine
 
 from nodes.transports import TransportError
-from sync.clock import read_db_now
+from sync.clock import db_now_plus, read_db_now
 from sync.engine import (
     claim_node,
     due_node_ids,
@@ -99,3 +99,27 @@ def test_it_backs_off_from_the_database_clock(make_node, make_type, skew):
 
 def test_it_reads_the_database_clock_in_utc():
     assert abs((read_db_now() - datetime.now(UTC)).total_seconds()) < 5
+
+
+@pytest.mark.parametrize("skew", [SKEW, -SKEW])
+def test_processing_is_decided_on_the_database_clock(make_node, make_type, skew):
+    """A web server whose clock is off still shows a running node as running, and a node
+    whose worker died (its lease expired on the database's clock) as not running."""
+    from nodes.models import Node
+
+    action = make_type("t-a")
+    running, dead = make_node("running"), make_node("dead")
+    register_desync([running, dead], [action])
+    for node, seconds in ((running, SKEW / 3), (dead, -SKEW / 3)):
+        Node.objects.filter(pk=node.pk).update(
+            current_action_id=action.pk, lease_owner="w", lease_until=db_now_plus(seconds)
+        )
+    with worker_clock_off_by(skew):
+        assert list(Node.objects.processing().values_list("name", flat=True)) == ["running"]
+        assert {n.name: n.is_processing for n in Node.objects.all()} == {
+            "running": True,
+            "dead": False,
+        }
+        running.refresh_from_db()  # loaded without the annotation: the database is asked
+        dead.refresh_from_db()
+        assert running.is_processing and not dead.is_processing

@@ -236,3 +236,19 @@ def test_it_cancels_for_a_user_with_a_long_name(make_node, make_type):
     assert take_over_node(node, by[:150])
 
     assert SyncRun.objects.get(pk=ticket.run_id).outcome == Outcome.CANCELLED
+
+
+def test_a_cancelled_type_registered_again_while_it_ran_runs_again_at_once(make_node, make_type):
+    """Cancel fails its type through the one failure path: newer data registered while it ran
+    may be the fix, so it is due now, as after any failed run (not held for a backoff)."""
+    node = make_node()
+    action = make_type("t-hang")
+    start_and_hang(node, action)
+    register_desync([node], [action])  # new data while it runs: the generation moves on
+
+    assert cancel_node(node, "alice") == ["T-Hang"]
+
+    row = Node2Sync.objects.get()
+    assert row.state == DesyncState.PENDING and row.attempts == 1
+    assert row.last_error == "cancelled by alice"
+    assert due_node_ids() == [node.pk]

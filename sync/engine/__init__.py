@@ -65,7 +65,14 @@ from sync.engine.periodic import (
     sweep,
 )
 from sync.engine.registration import kick, register_desync, retry_now, set_maintenance
-from sync.engine.runs import RunTicket, finish_run, has_due_work, save_progress, start_next_run
+from sync.engine.runs import (
+    RunTicket,
+    finish_run,
+    finish_run_and_start_next,
+    has_due_work,
+    save_progress,
+    start_next_run,
+)
 from sync.engine.sessions import (
     ProgressCallback,
     RunReport,
@@ -93,6 +100,7 @@ __all__ = [
     "claim_node",
     "due_node_ids",
     "finish_run",
+    "finish_run_and_start_next",
     "has_due_work",
     "holds_lease",
     "kick",

@@ -1,7 +1,7 @@
 """How long a failed type waits before its next attempt.
 
-A module of its own because a failed run (``runs``) and a cancelled one (``leases``) both
-wait by it.
+A module of its own: the one failure path (``failures``) waits by it, and tests and the
+docs name it.
 """
 
 from __future__ import annotations

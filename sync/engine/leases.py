@@ -21,9 +21,8 @@ from django.db.models.expressions import Combinable
 from django.db.models.functions import Concat
 
 from nodes.models import Node
-from sync import conditions
-from sync.clock import db_bool, db_now, db_now_plus, read_db_now
-from sync.engine.backoff import backoff_seconds
+from sync.clock import db_bool, db_now, db_now_plus
+from sync.engine.failures import fail_desync
 from sync.engine.transient import retry_on_transient_errors
 from sync.errors import FailureKind
 from sync.models import DesyncState, Node2Sync, Outcome, SyncRun
@@ -150,7 +149,9 @@ def recover_interrupted_runs(
         if not Node.objects.filter(pk=node_id, lease_owner=worker).exists():
             return 0
         interrupted = list(
-            runs.select_related("action").values_list("pk", "action__name", "action__title")
+            runs.select_related("action").values_list(
+                "pk", "action__name", "action_id", "generation"
+            )
         )
         if not interrupted:
             # Rows can be left processing without a run only by a crash between two writes.
@@ -166,13 +167,16 @@ def recover_interrupted_runs(
         )
         processing = Node2Sync.objects.filter(node_id=node_id, state=DesyncState.PROCESSING)
         if cancel:
-            _fail_cancelled(node_id, processing, f"cancelled by {acted_by or 'an admin'}")
+            generations = {action_id: gen for _, _, action_id, gen in interrupted}
+            _fail_cancelled(
+                node_id, processing, f"cancelled by {acted_by or 'an admin'}", generations
+            )
         else:
             processing.update(
                 state=DesyncState.PENDING, next_attempt_at=db_now(), started_at=None, worker=""
             )
     node_name = Node.objects.filter(pk=node_id).values_list("name", flat=True).first()
-    for _, action_name, _ in interrupted:
+    for _, action_name, _, _ in interrupted:
         log.warning(
             "sync %s node=%s type=%s worker=%s %s",
             outcome,
@@ -184,24 +188,17 @@ def recover_interrupted_runs(
     return len(interrupted)
 
 
-def _fail_cancelled(node_id: int, rows, error: str) -> None:
-    """Cancelled rows fail like a failed run: attempts + 1, backoff, the reason kept."""
-    now = read_db_now()
-    for row_id, attempts, title, name in rows.values_list(
-        "pk", "attempts", "action__title", "action__name"
+def _fail_cancelled(node_id: int, rows, error: str, generations: dict[int, int]) -> None:
+    """Cancelled rows fail like a failed run (``failures``): the same rule, the same words.
+
+    ``generations`` maps each type to the generation its cancelled run started with: a type
+    registered again since then runs again at once, as after any failure.
+    """
+    for row_id, action_id, generation, title, name in rows.values_list(
+        "pk", "action_id", "generation", "action__title", "action__name"
     ):
-        Node2Sync.objects.filter(pk=row_id).update(
-            state=DesyncState.FAILED,
-            attempts=attempts + 1,
-            next_attempt_at=db_now_plus(backoff_seconds(attempts + 1)),
-            last_error=error,
-            started_at=None,
-            worker="",
-        )
-        Node.objects.filter(pk=node_id).update(
-            current_action_id=None, last_error=f"{title}: {error}"
-        )
-        conditions.after_failure(node_id, name, title, FailureKind.FAILED, error, now)
+        started = generations.get(action_id, generation)
+        fail_desync(node_id, row_id, started, name, title, error, FailureKind.FAILED)
 
 
 def _fmt(when: datetime | None) -> str:

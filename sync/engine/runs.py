@@ -16,9 +16,9 @@ from django.db import transaction
 from nodes.models import Node
 from nodes.transports.limits import printable
 from sync import conditions
-from sync.clock import db_now, db_now_plus, read_db_now
-from sync.engine.backoff import backoff_seconds
+from sync.clock import db_now, read_db_now
 from sync.engine.eligibility import Hold, startable, with_hold
+from sync.engine.failures import fail_desync
 from sync.engine.leases import renew_lease
 from sync.engine.transient import retry_on_transient_errors
 from sync.errors import FailureKind, short
@@ -53,27 +53,53 @@ def start_next_run(
     after it depend on it); a node put in maintenance meanwhile runs nothing more (the admin's
     switch takes effect before the next type, not after the session).
     """
-    ignore = [Hold.MAINTENANCE] * ignore_maintenance + [Hold.BACKOFF] * ignore_backoff
     with transaction.atomic():
         if not renew_lease(node_id, worker):
             return None
-        nodes = with_hold(Node.objects.filter(pk=node_id), action_ids=action_ids, ignore=ignore)
-        hold, desync_id = nodes.values_list("hold", "next_desync_id").first() or (Hold.NOTHING, 0)
-        if hold:
-            return None
-        row = Node2Sync.objects.select_related("action").get(pk=desync_id)
-        Node2Sync.objects.filter(pk=row.pk).update(
-            state=DesyncState.PROCESSING, started_at=db_now(), worker=worker
-        )
-        Node.objects.filter(pk=node_id).update(current_action_id=row.action_id)
-        run = SyncRun.objects.create(
-            node_id=node_id,
-            action=row.action,
-            worker=worker,
-            started_at=db_now(),
-            generation=row.generation,
-        )
+        return _start_next(node_id, worker, action_ids, ignore_backoff, ignore_maintenance)
+
+
+def _start_next(
+    node_id: int,
+    worker: str,
+    action_ids: list[int] | None,
+    ignore_backoff: bool,
+    ignore_maintenance: bool,
+) -> RunTicket | None:
+    """``start_next_run`` inside the caller's transaction, the lease renewed there."""
+    ignore = [Hold.MAINTENANCE] * ignore_maintenance + [Hold.BACKOFF] * ignore_backoff
+    nodes = with_hold(Node.objects.filter(pk=node_id), action_ids=action_ids, ignore=ignore)
+    hold, desync_id = nodes.values_list("hold", "next_desync_id").first() or (Hold.NOTHING, 0)
+    if hold:
+        return None
+    row = Node2Sync.objects.select_related("action").get(pk=desync_id)
+    Node2Sync.objects.filter(pk=row.pk).update(
+        state=DesyncState.PROCESSING, started_at=db_now(), worker=worker
+    )
+    Node.objects.filter(pk=node_id).update(current_action_id=row.action_id)
+    run = SyncRun.objects.create(
+        node_id=node_id,
+        action=row.action,
+        worker=worker,
+        started_at=db_now(),
+        generation=row.generation,
+    )
     return RunTicket(row.pk, run.pk, node_id, row.action, row.generation)
+
+
+def _run_log(log_text: str, error: str, detail: str) -> str:
+    """The run's log as kept: the error and its detail at the end, the whole capped."""
+    cap = settings.SYNC["log_cap_chars"]
+    if error or detail:
+        shown = f"ERROR: {error}"
+        if detail and detail.strip() != error:
+            if len(detail) > cap:
+                detail = detail[: cap // 2] + "\n[... error cut ...]\n" + detail[-cap // 2 :]
+            shown += f"\n{printable(detail)}"
+        log_text = f"{log_text}\n{shown}" if log_text else shown
+    if len(log_text) > cap:
+        log_text = log_text[: cap // 2] + "\n[... log cut ...]\n" + log_text[-cap // 2 :]
+    return log_text
 
 
 @retry_on_transient_errors
@@ -95,76 +121,104 @@ def finish_run(
     may touch them.
     """
     error = short(error) if error else ""
-    cap = settings.SYNC["log_cap_chars"]
-    if error or detail:
-        shown = f"ERROR: {error}"
-        if detail and detail.strip() != error:
-            if len(detail) > cap:
-                detail = detail[: cap // 2] + "\n[... error cut ...]\n" + detail[-cap // 2 :]
-            shown += f"\n{printable(detail)}"
-        log_text = f"{log_text}\n{shown}" if log_text else shown
-    if len(log_text) > cap:
-        log_text = log_text[: cap // 2] + "\n[... log cut ...]\n" + log_text[-cap // 2 :]
+    log_text = _run_log(log_text, error, detail)
     with transaction.atomic():
         if not renew_lease(ticket.node_id, worker):
             return False
-        SyncRun.objects.filter(pk=ticket.run_id).update(
-            finished_at=db_now(),
-            outcome=outcome,
-            log=log_text,
-            current_command="",
-            current_output="",
-        )
-        row = Node2Sync.objects.filter(pk=ticket.desync_id)
-        node = Node.objects.filter(pk=ticket.node_id)
-        if outcome == Outcome.SUCCESS:
-            if not row.filter(generation=ticket.generation).delete()[0]:
-                # Registered again while it ran: newer data waits, run it again.
-                row.update(
-                    state=DesyncState.PENDING,
-                    attempts=0,
-                    next_attempt_at=db_now(),
-                    started_at=None,
-                    worker="",
-                    last_error="",
-                )
-            still_failing = (
-                Node2Sync.objects.filter(node_id=ticket.node_id, state=DesyncState.FAILED)
-                .order_by("action__priority", "action_id")
-                .values_list("action__name", "action__title", "last_error")
-                .first()
-            )
-            cleared = {} if still_failing else {"last_error": ""}
-            done = dict(current_action_id=None, last_sync_at=db_now(), **cleared)
-            # The common case, a node with nothing wrong, in one UPDATE; conditions to clear
-            # (or a type still failing to name) take the conditions' read and write.
-            fine = node.filter(condition="", contact_failed_since__isnull=True).update(
-                last_contact_at=db_now(), **done
-            )
-            if not fine or still_failing:
-                node.update(**done)
-                conditions.after_success(
-                    ticket.node_id,
-                    read_db_now(),
-                    still_failing
-                    and (still_failing[0], conditions.failing_message(*still_failing[1:])),
-                )
-        else:
-            attempts = (row.values_list("attempts", flat=True).first() or 0) + 1
-            failed = dict(attempts=attempts, last_error=error, started_at=None, worker="")
-            if not row.filter(generation=ticket.generation).update(
-                state=DesyncState.FAILED,
-                next_attempt_at=db_now_plus(backoff_seconds(attempts)),
-                **failed,
-            ):
-                # Registered again while it failed: the newer data may be the fix, run it now.
-                row.update(state=DesyncState.PENDING, next_attempt_at=db_now(), **failed)
-            node.update(current_action_id=None, last_error=f"{ticket.action.title}: {error}")
-            conditions.after_failure(
-                ticket.node_id, ticket.action.name, ticket.action.title, kind, error, read_db_now()
-            )
-        recompute_status(node)
+        _record_end(ticket, outcome, log_text, error, kind)
     return True
+
+
+@retry_on_transient_errors
+def finish_run_and_start_next(
+    ticket: RunTicket,
+    worker: str,
+    outcome: Outcome,
+    log_text: str,
+    error: str,
+    *,
+    kind: FailureKind = FailureKind.FAILED,
+    detail: str = "",
+    action_ids: list[int] | None = None,
+    ignore_backoff: bool = False,
+    ignore_maintenance: bool = False,
+    start_next: bool = True,
+) -> tuple[bool, RunTicket | None]:
+    """``finish_run``, and after a success ``start_next_run``, in one transaction: a session's
+    types follow one another with one commit between two runs, not two.
+
+    Returns (whether the lease was still held, the next run's ticket or None); with
+    ``start_next`` False it only finishes (the session's budget is spent).
+    """
+    error = short(error) if error else ""
+    log_text = _run_log(log_text, error, detail)
+    with transaction.atomic():
+        if not renew_lease(ticket.node_id, worker):
+            return False, None
+        _record_end(ticket, outcome, log_text, error, kind)
+        if outcome != Outcome.SUCCESS or not start_next:
+            return True, None  # the first failure ends the session
+        return True, _start_next(
+            ticket.node_id, worker, action_ids, ignore_backoff, ignore_maintenance
+        )
+
+
+def _record_end(
+    ticket: RunTicket, outcome: Outcome, log_text: str, error: str, kind: FailureKind
+) -> None:
+    """The run's end, on the run, the row and the node, inside the caller's transaction."""
+    SyncRun.objects.filter(pk=ticket.run_id).update(
+        finished_at=db_now(),
+        outcome=outcome,
+        log=log_text,
+        current_command="",
+        current_output="",
+    )
+    row = Node2Sync.objects.filter(pk=ticket.desync_id)
+    node = Node.objects.filter(pk=ticket.node_id)
+    if outcome == Outcome.SUCCESS:
+        if not row.filter(generation=ticket.generation).delete()[0]:
+            # Registered again while it ran: newer data waits, run it again.
+            row.update(
+                state=DesyncState.PENDING,
+                attempts=0,
+                next_attempt_at=db_now(),
+                started_at=None,
+                worker="",
+                last_error="",
+            )
+        still_failing = (
+            Node2Sync.objects.filter(node_id=ticket.node_id, state=DesyncState.FAILED)
+            .order_by("action__priority", "action_id")
+            .values_list("action__name", "action__title", "last_error")
+            .first()
+        )
+        cleared = {} if still_failing else {"last_error": ""}
+        done = dict(current_action_id=None, last_sync_at=db_now(), **cleared)
+        # The common case, a node with nothing wrong, in one UPDATE; conditions to clear
+        # (or a type still failing to name) take the conditions' read and write.
+        fine = node.filter(condition="", contact_failed_since__isnull=True).update(
+            last_contact_at=db_now(), **done
+        )
+        if not fine or still_failing:
+            node.update(**done)
+            conditions.after_success(
+                ticket.node_id,
+                read_db_now(),
+                still_failing
+                and (still_failing[0], conditions.failing_message(*still_failing[1:])),
+            )
+    else:
+        fail_desync(
+            ticket.node_id,
+            ticket.desync_id,
+            ticket.generation,
+            ticket.action.name,
+            ticket.action.title,
+            error,
+            kind,
+        )
+    recompute_status(node)
 
 
 @retry_on_transient_errors

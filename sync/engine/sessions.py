@@ -31,7 +31,12 @@ from sync.engine.leases import (
     renew_lease,
 )
 from sync.engine.registration import kick
-from sync.engine.runs import finish_run, has_due_work, save_progress, start_next_run
+from sync.engine.runs import (
+    finish_run_and_start_next,
+    has_due_work,
+    save_progress,
+    start_next_run,
+)
 from sync.engine.transient import retry_on_transient_errors
 from sync.models import Outcome
 from sync.watch import RunWatch, publish
@@ -106,17 +111,15 @@ async def _run_claimed(
     conn = NodeConnection(node)
     budget_end = time.monotonic() + settings.SYNC["session_budget_seconds"]
     deadline = budget_end if deadline is None else min(deadline, budget_end)
+    starting = dict(
+        action_ids=action_ids, ignore_backoff=ignore_backoff, ignore_maintenance=ignore_maintenance
+    )
     try:
-        while time.monotonic() < deadline:
-            ticket = await _db(start_next_run)(
-                node.pk,
-                worker,
-                action_ids=action_ids,
-                ignore_backoff=ignore_backoff,
-                ignore_maintenance=ignore_maintenance,
-            )
-            if ticket is None:
-                return
+        if time.monotonic() >= deadline:
+            result.budget_spent = True
+            return
+        ticket = await _db(start_next_run)(node.pk, worker, **starting)
+        while ticket is not None:
             log.info("sync start node=%s type=%s worker=%s", node.name, ticket.action.name, worker)
             started = time.monotonic()
             watch = RunWatch([])
@@ -147,7 +150,10 @@ async def _run_claimed(
             execution: Execution = run.result()
             outcome, error = execution.outcome, execution.error
             seconds = time.monotonic() - started
-            if not await _db(finish_run)(
+            # The next type starts in the transaction that records this one's end, unless the
+            # session's budget is spent (the rest goes to a fresh task).
+            go_on = outcome == Outcome.SUCCESS and time.monotonic() < deadline
+            held, next_ticket = await _db(finish_run_and_start_next)(
                 ticket,
                 worker,
                 outcome,
@@ -155,7 +161,10 @@ async def _run_claimed(
                 error,
                 kind=execution.kind,
                 detail=execution.detail,
-            ):
+                start_next=go_on,
+                **starting,
+            )
+            if not held:
                 result.lease_lost = True
                 return
             if outcome == Outcome.SUCCESS:
@@ -180,7 +189,10 @@ async def _run_claimed(
                 progress(RunReport(node.name, ticket.action.name, outcome, seconds, error))
             if result.failed:
                 return
-        result.budget_spent = True
+            if not go_on:
+                result.budget_spent = True
+                return
+            ticket = next_ticket
     finally:
         heartbeat.cancel()
         await asyncio.gather(heartbeat, return_exceptions=True)
