@@ -152,7 +152,6 @@ class Record:
             )
         raise ValueError(f"the node's users manifest has an entry for {name!r} of an unknown form")
 
-
     def dump(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None and v is not False}
 
@@ -373,6 +372,7 @@ async def _each(ctx: RunContext, failed: dict[str, str], name: str, step: Awaita
     node_status=NodeStatus.READY,
     timeout=300,
     watches=[USERS],
+    needs=("nodeinfo",),
 )
 async def sync_users(ctx: RunContext) -> None:
     users = await ctx.db(_users_for, ctx.node.pk)
