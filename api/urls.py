@@ -23,4 +23,4 @@ def no_such_path(request: HttpRequest, rest: str = "") -> JsonResponse:
 for pattern in patterns:
     pattern.callback = login_not_required(pattern.callback)
 
-urlpatterns = [*patterns, re_path(r"^(?P<rest>.*)$", no_such_path, name="no-such-path")]
+urlpatterns = [*patterns, re_path(r"^(?P<rest>[\s\S]*)\Z", no_such_path, name="no-such-path")]
