@@ -362,3 +362,24 @@ def test_the_node_page_links_to_its_audit_trail(reader, two_nodes):
     a, _ = two_nodes
     html = reader.get(reverse("nodes:detail", args=[a.pk])).content.decode()
     assert 'href="/audit/?node=a"' in html
+
+
+def test_the_audit_page_costs_the_same_queries_for_3_and_30_entries(reader, two_nodes):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    from sync.actions import set_maintenance
+
+    a, b = two_nodes
+    actor = Actor.command("test")
+
+    def queries_for(count: int) -> int:
+        AuditEntry.objects.all().delete()
+        for i in range(count):
+            set_maintenance(actor, [a, b], bool(i % 2))
+        with CaptureQueriesContext(connection) as seen:
+            assert reader.get(reverse("audit")).status_code == 200
+        return len(seen.captured_queries)
+
+    queries_for(3)  # warm up (sessions, permissions)
+    assert queries_for(3) == queries_for(30)

@@ -27,6 +27,9 @@ class Act:
     DATA_ADD = "data.add"
     DATA_CHANGE = "data.change"
     DATA_DELETE = "data.delete"
+    ROTATE_KEY = "panel.rotate-key"
+    TOKEN_CREATE = "token.create"
+    TOKEN_REVOKE = "token.revoke"
 
     @classmethod
     def all(cls) -> list[str]:

@@ -301,3 +301,24 @@ def test_a_node_whose_sshd_reads_another_file_is_left_untouched_until_that_file_
 
     assert status == 0, out + err
     assert not logs_in(node, old) and logs_in(node, load_panel_key())
+
+
+def test_a_rotation_is_one_audit_entry_naming_each_node_and_both_keys(sshd):
+    from sync.actions import Act
+    from sync.models import AuditEntry
+
+    up, down = sshd(keys_in_home=True), sshd(keys_in_home=True)
+    add_node("k-up", up)
+    add_node("k-down", down)
+    old = key_fingerprint(load_panel_key())
+    down.stop()
+
+    status, out, err = panelkey("--rotate")
+
+    assert status == 1, out + err
+    [entry] = AuditEntry.objects.filter(action=Act.ROTATE_KEY)
+    assert entry.actor_kind == "command" and entry.actor_name.endswith("(panelkey)")
+    assert entry.before == {"panel_key": old}
+    assert entry.after["panel_key"] == key_fingerprint(load_panel_key()) != old
+    assert entry.after["nodes"] == {"k-up": "rotated", "k-down": "unreachable"}
+    assert sorted(t.name for t in entry.targets.all()) == ["k-down", "k-up"]

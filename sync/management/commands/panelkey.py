@@ -9,8 +9,9 @@ from nodes.keyrotation import (
     check_template,
     parse_from,
 )
-from nodes.keyrotation import rotate as rotate_fleet
 from nodes.keys import panel_public_key
+from sync.actions.panelkey import rotate_panel_key
+from sync.actor import Actor
 
 BAD_ARGUMENTS = 2
 
@@ -61,7 +62,8 @@ class Command(BaseCommand):
             self.stdout.write(panel_public_key())
             return
         try:
-            result = rotate_fleet(
+            rotation = rotate_panel_key(
+                Actor.command("panelkey"),
                 from_addresses=parse_from(from_addresses),
                 template=check_template(authorized_keys),
                 parallel=parallel,
@@ -71,6 +73,7 @@ class Command(BaseCommand):
             raise CommandError(str(e), returncode=BAD_ARGUMENTS) from None
         except RotationBusy as e:
             raise CommandError(str(e), returncode=1) from None
+        result = rotation.extra["rotation"]
         rotated = len(result.nodes) - len(result.left)
         self.stdout.write(
             f"Panel key {result.new_fingerprint} (was {result.old_fingerprint}): "
