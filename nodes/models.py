@@ -44,6 +44,28 @@ def validate_host(value: str) -> None:
         )
 
 
+def node_at_address(node: "Node") -> "Node | None":
+    """Another SSH node the panel reaches at ``node``'s host and port, if any (host names
+    compared without case, as DNS does). Two rows for one sshd would run every type twice
+    there, each with its own manifests."""
+    if node.transport != Transport.SSH or not node.host or node.port is None:
+        return None
+    others = Node.objects.filter(transport=Transport.SSH, host__iexact=node.host, port=node.port)
+    if node.pk is not None:
+        others = others.exclude(pk=node.pk)
+    return others.only("name").first()
+
+
+def validate_address_free(node: "Node") -> None:
+    """Refuse a host:port another SSH node already has, naming that node."""
+    other = node_at_address(node)
+    if other is not None:
+        raise ValidationError(
+            {"host": f"{node.host}:{node.port} is already the node {other.name}."},
+            code="address_taken",
+        )
+
+
 username_validator = RegexValidator(
     r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\Z",
     "Enter a user name: letters, digits, '_', '.', '-', starting with a letter or '_'.",
@@ -149,6 +171,9 @@ class Node(models.Model):
         if self.transport == Transport.LOCAL:
             return "local"
         return f"{self.username}@{self.host}:{self.port}"
+
+    def clean(self) -> None:
+        validate_address_free(self)
 
     @property
     def status_choice(self) -> NodeStatus:
