@@ -37,6 +37,13 @@ def validate_host(value: str) -> None:
             code="invalid_host",
         )
     labels = value.split(".")
+    if labels[-1].isdigit():
+        # 256.1.1.1 or 10.1: no top-level domain is all digits (RFC 3696), so no resolver
+        # would ever find it; it is a mistyped IP address.
+        raise ValidationError(
+            f"{value} is not an IP address or a resolvable name (IPv4 is four numbers 0-255).",
+            code="invalid_host",
+        )
     if len(value) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
         raise ValidationError(
             "Enter a host name (letters, digits, hyphens and dots) or an IP address.",
