@@ -86,7 +86,7 @@ def validate_special_bits(mode: int, allowed: bool) -> None:
     bits = special_mode_bits(mode)
     if bits and not allowed:
         raise ValidationError(
-            f"The mode {mode:04o} is {', '.join(bits)}: tick \"Allow special bits\" if the "
+            f'The mode {mode:04o} is {", ".join(bits)}: tick "Allow special bits" if the '
             "file really needs it, or use a mode such as 0644 or 0755.",
             code="special_bits",
         )
@@ -139,7 +139,7 @@ def validate_authorized_keys(text: str) -> None:
         raise ValidationError(
             f"Line{'s' if len(bad) > 1 else ''} {lines} {'are' if len(bad) > 1 else 'is'} not "
             "an OpenSSH public key (such as ssh-ed25519 AAAA... comment, optionally after "
-            "options like from=\"...\").",
+            'options like from="...").',
             code="authorized_keys",
         )
 

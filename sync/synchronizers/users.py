@@ -66,7 +66,7 @@ class ManagedUser(RoleData):
     authorized_keys = models.TextField(
         blank=True,
         validators=[validate_authorized_keys],
-        help_text="One OpenSSH public key per line, options such as from=\"...\" allowed.",
+        help_text='One OpenSSH public key per line, options such as from="..." allowed.',
     )
     state = models.CharField(max_length=10, choices=UserState, default=UserState.PRESENT)
     adopt_existing = models.BooleanField(
@@ -159,7 +159,6 @@ class Record:
                 value.get("password_was_locked") is True,
             )
         raise ValueError(f"the node's users manifest has an entry for {name!r} of an unknown form")
-
 
     def dump(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None and v is not False}

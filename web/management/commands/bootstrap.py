@@ -19,10 +19,10 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from nodes.models import Node, node_name_validator
+from panel.bind import bind_address, panel_url
 from panel.instance import private_dir
 
 ADMIN_USERNAME = "admin"
-LOGIN_URL = "http://127.0.0.1:8000/"
 PASSWORD_FILE_NAME = "admin-password.txt"
 
 
@@ -74,7 +74,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         self.ensure_superuser()
         self.ensure_local_node()
-        self.stdout.write(f"Open {LOGIN_URL} to log in.")
+        # Where `runpanel` (or `make run PORT=...`) will listen: both read PANEL_BIND.
+        self.stdout.write(f"Open {panel_url(*bind_address())} to log in.")
 
     def ensure_superuser(self) -> None:
         User = get_user_model()
