@@ -19,8 +19,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
 from nodes.models import Node, node_name_validator
-from panel.bind import bind_address, panel_url
 from panel.instance import private_dir
+from web.serving import bind_address, panel_url
 
 ADMIN_USERNAME = "admin"
 PASSWORD_FILE_NAME = "admin-password.txt"
@@ -75,7 +75,11 @@ class Command(BaseCommand):
         self.ensure_superuser()
         self.ensure_local_node()
         # Where `runpanel` (or `make run PORT=...`) will listen: both read PANEL_BIND.
-        self.stdout.write(f"Open {panel_url(*bind_address())} to log in.")
+        try:
+            url = panel_url(*bind_address())
+        except ValueError as e:
+            raise CommandError(str(e), returncode=2) from None
+        self.stdout.write(f"Open {url} to log in.")
 
     def ensure_superuser(self) -> None:
         User = get_user_model()

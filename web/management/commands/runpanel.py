@@ -23,7 +23,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from panel.bind import bind_address, host_for_url, panel_url, port_problem
+from web.serving import bind_address, host_for_url, panel_url, port_problem
 
 # The port is checked before anything starts: a busy one is one line and this exit code.
 PORT_BUSY = 2
@@ -74,7 +74,10 @@ class Command(BaseCommand):
     requires_system_checks = []
 
     def add_arguments(self, parser):
-        addr, port = bind_address()  # PANEL_BIND, as gunicorn's settings read it
+        try:
+            addr, port = bind_address()  # PANEL_BIND, as gunicorn's settings read it
+        except ValueError:
+            addr, port = None, None  # said by handle() when --addr or --port is not given
         parser.add_argument(
             "--addr", default=addr, help=f"Address to listen on (default {addr}, PANEL_BIND's)."
         )
@@ -82,7 +85,13 @@ class Command(BaseCommand):
             "--port", type=int, default=port, help=f"Port to listen on (default {port})."
         )
 
-    def handle(self, *args, addr: str, port: int, **options):
+    def handle(self, *args, addr: str | None, port: int | None, **options):
+        if addr is None or port is None:
+            try:
+                bind_addr, bind_port = bind_address()
+            except ValueError as e:
+                raise CommandError(str(e), returncode=2) from None
+            addr, port = addr or bind_addr, bind_port if port is None else port
         if not 1 <= port <= 65535:
             raise CommandError(f"--port must be between 1 and 65535, not {port}.", returncode=2)
         # Before anything starts: a busy port must not start a second cluster beside the

@@ -1,4 +1,4 @@
-"""Where the panel's web server listens and the address it answers on, from one place.
+"""Where the panel's web server listens and the address it answers on.
 
 ``PANEL_BIND`` (``127.0.0.1:8000`` unless set; ``make run PORT=8080`` sets it) is read by
 gunicorn's settings, ``runpanel`` (whose ``--addr``/``--port`` override it) and ``bootstrap``
@@ -10,18 +10,16 @@ from __future__ import annotations
 import errno
 import socket
 
-from panel.env import BadSetting, env_str
-
-DEFAULT_BIND = "127.0.0.1:8000"
+from django.conf import settings
 
 
 def bind_address() -> tuple[str, int]:
-    """``PANEL_BIND`` as (address, port); BadSetting when it is not ``ADDRESS:PORT``."""
-    value = env_str("PANEL_BIND", DEFAULT_BIND)
+    """``PANEL_BIND`` as (address, port); ValueError when it is not ``ADDRESS:PORT``."""
+    value = settings.PANEL_BIND
     addr, sep, port = value.rpartition(":")
     addr = addr.removeprefix("[").removesuffix("]")
     if not sep or not addr or not port.isdigit() or not 1 <= int(port) <= 65535:
-        raise BadSetting(
+        raise ValueError(
             f"PANEL_BIND must be ADDRESS:PORT such as 127.0.0.1:8000 (port 1-65535), not {value!r}"
         )
     return addr, int(port)
