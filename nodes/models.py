@@ -195,6 +195,21 @@ class Node(models.Model):
     def condition_message(self) -> str:
         return self.conditions[0]["message"] if self.conditions else ""
 
+    @property
+    def condition_line(self) -> str:
+        """The most severe condition as one line for people: ``Label: message``, or the
+        message alone when it already starts by naming the condition (the transports' texts
+        begin "host key changed: ...", "unreachable: ..."; a failing type's "Units failing:
+        ..."), so no page reads "Unreachable: unreachable: ..."."""
+        condition = self.condition_choice
+        if condition is None:
+            return ""
+        message = self.condition_message.strip()
+        head, sep, _ = message.partition(": ")
+        if sep and head.lower().endswith(str(condition.label).lower()):
+            return message[:1].upper() + message[1:]
+        return f"{condition.label}: {message}" if message else str(condition.label)
+
     def has_condition(self, condition: NodeCondition) -> bool:
         return any(c["type"] == condition for c in self.conditions)
 

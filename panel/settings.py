@@ -65,6 +65,9 @@ INSTALLED_APPS = [
     "nodes",
     "sync",
     "web",
+    # The JSON API, and django-ninja for its docs page's assets (served here, not a CDN).
+    "ninja",
+    "api",
 ]
 
 MIDDLEWARE = [

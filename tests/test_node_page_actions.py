@@ -60,8 +60,10 @@ def test_it_shows_no_fix_for_a_fine_node(operator, make_node):
     assert 'id="fix-first"' not in page(operator, make_node("n1"))
 
 
-def test_it_says_what_cancel_and_skip_will_do_before_they_do_it(operator, make_node):
-    html = page(operator, make_node("n1"))
+def test_it_says_what_cancel_and_skip_will_do_before_they_do_it(operator, make_node, make_type):
+    node = make_node("n1")
+    start_and_hang(node, make_type("t-hang"))
+    html = page(operator, node)
     assert "What will happen: the run on n1 is ended now" in html
     assert "What will happen: the chosen desynchronization is dropped without running" in html
 

@@ -135,8 +135,8 @@ class SSHTransport(Transport):
     ) -> SSHTransport:
         if not node.host_key:
             raise HostKeyChanged(
-                f"no host key is pinned for {node.name}: accept the node's key with "
-                f"`manage.py acceptkey {node.name}`"
+                f"no host key is pinned for {node.name}: the node's key must be checked and "
+                "accepted first"
             )
         try:
             conn = await connect_pinned(
@@ -151,9 +151,8 @@ class SSHTransport(Transport):
         except OtherHostKey as e:
             raise HostKeyChanged(
                 f"host key changed: {node.host}:{node.port} presented {e.presented}, the panel "
-                f"pinned {fingerprint(node.host_key)}. If the node was reinstalled, accept the "
-                f"new key with `manage.py acceptkey {node.name}`; otherwise someone may be "
-                "intercepting the connection."
+                f"pinned {fingerprint(node.host_key)}. Accept the new key only if the node was "
+                "reinstalled; otherwise someone may be intercepting the connection."
             ) from None
         except asyncssh.PermissionDenied:
             raise TransportError(

@@ -93,7 +93,15 @@
         detail.shouldSwap = false;
         return;
       }
-      /* Keep the run logs the user opened open. */
+      /* Keep the choice made in a list (the type to skip) while the card is redrawn. */
+      detail.target.querySelectorAll("select[id]").forEach(function (select) {
+        var again = incoming && incoming.querySelector ? incoming.querySelector("#" + CSS.escape(select.id)) : null;
+        if (again && again.querySelector('option[value="' + CSS.escape(select.value) + '"]')) {
+          again.value = select.value;
+          again.querySelectorAll("option").forEach(function (o) { o.selected = o.value === select.value; });
+        }
+      });
+      /* Keep the run logs and disclosures the user opened open. */
       var open = [];
       detail.target.querySelectorAll("details[open][id]").forEach(function (d) { open.push(d.id); });
       if (open.length && incoming && incoming.querySelectorAll) {
