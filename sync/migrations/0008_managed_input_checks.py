@@ -20,7 +20,7 @@ def keep_existing_special_modes(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('sync', '0006_managedfile_secret'),
+        ('sync', '0007_api_tokens'),
     ]
 
     operations = [
