@@ -234,6 +234,40 @@ class AuditTarget(models.Model):
         return f"{self.kind} {self.name}"
 
 
+class ApiToken(models.Model):
+    """A user's key to the JSON API (``/api/v1/``), shown once when made, stored as a digest.
+
+    The token is ``panel_<prefix>_<secret>``: the prefix finds the row, the SHA-256 of the
+    whole token is compared in constant time (the secret has 256 bits, so a plain hash is
+    enough: nothing to stretch). ``read_only`` narrows the user's rights to looking; a token
+    never has more than its user (``sync.tokens.TokenRights``). Revoking keeps the row, so
+    the audit trail's "by alice (token ci)" still names a token that existed.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=50)
+    prefix = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64)
+    read_only = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "apitoken"
+        ordering = ["-created_at", "-id"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix})"
+
+    @property
+    def scope(self) -> str:
+        return "read-only" if self.read_only else "read-write"
+
+
 # The types' own models live with each type (sync/synchronizers/): load them with the app's.
 from sync.synchronizers import load_builtin_types  # noqa: E402
 

@@ -38,8 +38,9 @@ def fail_with(make_node, make_type, error: BaseException) -> Node:
 
 
 def fix_first(html: str) -> str:
+    """The fix-first block: from its start to the card's other actions after it."""
     start = html.index('id="fix-first"')
-    return html[start : html.index("</div>", start)]
+    return html[start : html.index('id="node-actions"', start)]
 
 
 def test_it_puts_accepting_the_key_first_when_the_host_key_changed(operator, make_node, make_type):
@@ -60,8 +61,10 @@ def test_it_shows_no_fix_for_a_fine_node(operator, make_node):
     assert 'id="fix-first"' not in page(operator, make_node("n1"))
 
 
-def test_it_says_what_cancel_and_skip_will_do_before_they_do_it(operator, make_node):
-    html = page(operator, make_node("n1"))
+def test_it_says_what_cancel_and_skip_will_do_before_they_do_it(operator, make_node, make_type):
+    node = make_node("n1")
+    start_and_hang(node, make_type("t-hang"))
+    html = page(operator, node)
     assert "What will happen: the run on n1 is ended now" in html
     assert "What will happen: the chosen desynchronization is dropped without running" in html
 

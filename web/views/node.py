@@ -30,6 +30,7 @@ from sync.engine.eligibility import desync_holds, why_waiting
 from sync.models import DesyncState, Node2Sync, Outcome, SyncRun, with_running_title
 from sync.rights import is_panel_host, may_manage_panel_host
 from web.forms import ResyncForm
+from web.offers import offers
 from web.polling import LivePoll, fingerprint
 from web.views.shortcuts import node_or_404
 
@@ -132,6 +133,7 @@ def _page_context(request: HttpRequest, snapshot: NodeSnapshot) -> dict:
         (key, value if isinstance(value, str | int | float) else json.dumps(value))
         for key, value in sorted((node.facts or {}).items())
     ]
+    locked = is_panel_host(node) and not may_manage_panel_host(request.user)
     return {
         "node": node,
         "desyncs": snapshot.desyncs,
@@ -142,7 +144,8 @@ def _page_context(request: HttpRequest, snapshot: NodeSnapshot) -> dict:
         "resync_form": ResyncForm(auto_id="resync_%s"),
         # Edit, delete and accepting a key are for superusers on the panel's own server:
         # hidden here, refused by the views whatever is posted (sync.rights).
-        "panel_host_locked": is_panel_host(node) and not may_manage_panel_host(request.user),
+        "panel_host_locked": locked,
+        "offers": offers(node, snapshot.desyncs, locked),
     }
 
 
