@@ -37,6 +37,7 @@ from sync.validators import (
     validate_absolute_path,
     validate_mode,
     validate_posix_name,
+    validate_special_bits,
 )
 from sync.watching import Watch
 
@@ -58,6 +59,11 @@ class ManagedFile(RoleData):
         ),
     )
     mode = models.PositiveIntegerField(default=0o644, validators=[validate_mode])
+    special_bits = models.BooleanField(
+        "Allow special bits",
+        default=False,
+        help_text="Allow a setuid, setgid or world-writable mode (e.g. 4755 or 0666).",
+    )
     owner = models.CharField(max_length=32, default="root", validators=[validate_posix_name])
     group = models.CharField(max_length=32, default="root", validators=[validate_posix_name])
     roles = models.ManyToManyField(
@@ -75,6 +81,11 @@ class ManagedFile(RoleData):
 
     def clean(self) -> None:
         self.content = unix_newlines(self.content)
+        if isinstance(self.mode, int):
+            try:
+                validate_special_bits(self.mode, self.special_bits)
+            except ValidationError as e:
+                raise ValidationError({"mode": e.messages}) from None
 
     @property
     def sha256(self) -> str:
@@ -108,7 +119,7 @@ class ManagedFileForm(forms.ModelForm):
 
     class Meta:
         model = ManagedFile
-        fields = ("path", "content", "secret", "mode", "owner", "group", "roles")
+        fields = ("path", "content", "secret", "mode", "special_bits", "owner", "group", "roles")
 
 
 @admin.register(ManagedFile)
@@ -140,7 +151,8 @@ class ManagedFileAdmin(RoleDataAdmin):
         if not may_view_secrets(request.user, ManagedFile):
             fields.append("secret")
         if self._hides_content(request, obj):
-            fields += ["content", "content_hidden", "octal_mode"]  # "content" leaves the form
+            # "content" leaves the form; the mode and its special bits stay as they are.
+            fields += ["content", "content_hidden", "octal_mode", "special_bits"]
         return fields
 
     def get_search_fields(self, request):

@@ -40,6 +40,8 @@ from sync.validators import (
     check_shell,
     sha256_text,
     unix_newlines,
+    validate_authorized_keys,
+    validate_not_system_account,
     validate_posix_name,
     validate_shell,
 )
@@ -57,9 +59,15 @@ class UserState(models.TextChoices):
 class ManagedUser(RoleData):
     """A login account on the nodes of its roles, with its SSH keys."""
 
-    name = models.CharField(max_length=32, unique=True, validators=[validate_posix_name])
+    name = models.CharField(
+        max_length=32, unique=True, validators=[validate_posix_name, validate_not_system_account]
+    )
     shell = models.CharField(max_length=255, default="/bin/bash", validators=[validate_shell])
-    authorized_keys = models.TextField(blank=True, help_text="One public key per line.")
+    authorized_keys = models.TextField(
+        blank=True,
+        validators=[validate_authorized_keys],
+        help_text='One OpenSSH public key per line, options such as from="..." allowed.',
+    )
     state = models.CharField(max_length=10, choices=UserState, default=UserState.PRESENT)
     adopt_existing = models.BooleanField(
         "Take over an account that already exists on the node",
