@@ -38,8 +38,9 @@ def fail_with(make_node, make_type, error: BaseException) -> Node:
 
 
 def fix_first(html: str) -> str:
+    """The fix-first block: from its start to the card's other actions after it."""
     start = html.index('id="fix-first"')
-    return html[start : html.index("</div>", start)]
+    return html[start : html.index('id="node-actions"', start)]
 
 
 def test_it_puts_accepting_the_key_first_when_the_host_key_changed(operator, make_node, make_type):

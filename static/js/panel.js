@@ -141,7 +141,19 @@
     window.setInterval(tick, 1000);
   }
 
+  /* --- Folded on a phone: the list's counters and filters ------------------------------- */
+
+  /* Open in the HTML (a page without scripts shows everything); closed on a narrow screen so
+     the first node is on the first screen. The CSS hides the toggle on wider screens. */
+  function setUpFolds() {
+    if (!window.matchMedia("(max-width: 767.98px)").matches) return;
+    document.querySelectorAll("details[data-fold-on-phone]").forEach(function (d) {
+      d.removeAttribute("open");
+    });
+  }
+
   function start() {
+    setUpFolds();
     setUpBulk();
     setUpCopy();
     setUpTransport();
