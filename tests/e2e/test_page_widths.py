@@ -14,6 +14,8 @@ import pytest
 from django.utils import timezone
 
 from nodes.models import Node
+from sync.actions.nodes import set_maintenance
+from sync.actor import Actor
 from sync.engine import claim_node, register_desync, start_next_run
 from sync.models import DesyncState, Node2Sync, Outcome, SyncRun
 from tests.e2e.conftest import login
@@ -87,6 +89,10 @@ def fleet(make_node, make_type, sshd):
         host_key=other.host_key,
     )
     nodes["ssh"] = ssh
+    # Entries on the audit trail that name the long names.
+    set_maintenance(Actor.command("maintenance"), list(nodes.values()), True)
+    set_maintenance(Actor.command("maintenance"), list(nodes.values()), False)
+    with_condition(nodes["maintenance"], "maintenance")
     return nodes
 
 
@@ -118,6 +124,10 @@ def test_no_page_is_wider_than_the_window(page, superuser, fleet, size):
         pages[f"node-{condition}"] = f"/nodes/{node.pk}/"
     pages["accept-key"] = f"/nodes/{fleet['ssh'].pk}/accept-key/"
     pages["delete"] = f"/nodes/{fleet['failing'].pk}/delete/"
+    pages["edit"] = f"/nodes/{fleet['ssh'].pk}/edit/"
+    pages["add"] = "/nodes/add/"
+    pages["audit"] = "/audit/"
+    pages["tokens"] = "/account/tokens/"
     too_wide = {}
     for name, url in pages.items():
         page.goto(url)
