@@ -15,7 +15,44 @@ from api import editing, errors, history, nodes, work
 from api.auth import TokenAuth
 from api.common import router
 
-api = NinjaAPI(
+# Where a node's id and a run's id come from in the answers, for the OpenAPI links that let a
+# client (and schemathesis's stateful phase) follow one operation with the next.
+NODE_ID_SOURCES = {
+    ("/nodes", "get", "200"): "$response.body#/items/0/id",
+    ("/nodes", "post", "201"): "$response.body#/id",
+    ("/nodes/{node_id}", "get", "200"): "$response.body#/id",
+}
+RUN_ID_SOURCES = {
+    ("/nodes/{node_id}/runs", "get", "200"): "$response.body#/items/0/id",
+    ("/nodes/{node_id}", "get", "200"): "$response.body#/recent_runs/0/id",
+}
+
+
+def add_links(schema: dict) -> dict:
+    """Link the operations that make or list nodes and runs to those that take their ids."""
+    paths = schema["paths"]
+    prefix = next(p for p in paths if p.endswith("/nodes")).removesuffix("/nodes")
+    for sources, param in ((NODE_ID_SOURCES, "node_id"), (RUN_ID_SOURCES, "run_id")):
+        targets = [
+            (path, method, op["operationId"])
+            for path, ops in paths.items()
+            if "{" + param + "}" in path
+            for method, op in ops.items()
+        ]
+        for (path, method, status), expression in sources.items():
+            response = paths[prefix + path][method]["responses"][int(status)]
+            links = response.setdefault("links", {})
+            for _target_path, _target_method, op_id in targets:
+                links[op_id] = {"operationId": op_id, "parameters": {param: expression}}
+    return schema
+
+
+class PanelAPI(NinjaAPI):
+    def get_openapi_schema(self, *args, **kwargs) -> dict:
+        return add_links(super().get_openapi_schema(*args, **kwargs))
+
+
+api = PanelAPI(
     title="Cluster panel API",
     version="1",
     description=(

@@ -10,7 +10,7 @@ from django.http import Http404, HttpRequest
 from ninja import Router
 
 from api.errors import ApiError
-from api.schemas import Error, ValidationErrorOut
+from api.schemas import Error
 from nodes.access import check_perms
 from nodes.models import Node
 from sync.actor import Actor
@@ -18,11 +18,12 @@ from sync.actor import Actor
 # The refusals every operation may answer, declared so the schema tells clients (and
 # schemathesis checks) what each looks like.
 REFUSALS = {
+    400: Error,
     401: Error,
     403: Error,
     404: Error,
     409: Error,
-    422: ValidationErrorOut,
+    422: Error,
     429: Error,
 }
 

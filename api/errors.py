@@ -7,7 +7,7 @@ from django.core.exceptions import PermissionDenied, ValidationError
 from django.db import IntegrityError
 from django.http import Http404, HttpRequest, HttpResponse
 from ninja import NinjaAPI
-from ninja.errors import AuthenticationError
+from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
 from api.auth import TooManyGuesses
@@ -28,7 +28,9 @@ def _field_of(loc: list) -> str:
 
 
 def _refusal(api: NinjaAPI, request: HttpRequest, status: int, detail: str) -> HttpResponse:
-    return api.create_response(request, {"detail": detail, "field": None}, status=status)
+    return api.create_response(
+        request, {"detail": detail, "field": None, "errors": []}, status=status
+    )
 
 
 def _errors(api: NinjaAPI, request: HttpRequest, status: int, errors: list[dict]) -> HttpResponse:
@@ -55,9 +57,15 @@ def install(api: NinjaAPI) -> None:
             errors = [{"field": "body", "message": " ".join(exc.messages)}]
         return _errors(api, request, 422, errors)
 
+    @api.exception_handler(HttpError)
+    def http_error(request, exc: HttpError):
+        """ninja's own refusals (a body that is not JSON: 400) in the same shape."""
+        return _refusal(api, request, exc.status_code, f"{exc.message}.".replace("..", "."))
+
     @api.exception_handler(ApiError)
     def stated(request, exc: ApiError):
-        body = {"detail": exc.detail, "field": exc.field}
+        errors = [{"field": exc.field, "message": exc.detail}] if exc.field else []
+        body = {"detail": exc.detail, "field": exc.field, "errors": errors}
         return api.create_response(request, body, status=exc.status)
 
     @api.exception_handler(AuthenticationError)
@@ -92,5 +100,6 @@ def install(api: NinjaAPI) -> None:
 
     @api.exception_handler(IntegrityError)
     def conflict(request, exc):
-        body = {"detail": "Another change took this name or row meanwhile.", "field": "name"}
+        detail = "Another change took this name or row meanwhile."
+        body = {"detail": detail, "field": "name", "errors": [{"field": "name", "message": detail}]}
         return api.create_response(request, body, status=409)

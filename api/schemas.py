@@ -16,22 +16,18 @@ RoleName = Annotated[str, Field(min_length=1, max_length=50)]
 Host = Annotated[str, Field(min_length=1, max_length=255)]
 
 
-class Error(Schema):
-    """Every refusal: what went wrong, and the input field it concerns when there is one."""
-
-    detail: str
-    field: str | None = None
-
-
 class FieldError(Schema):
     field: str
     message: str
 
 
-class ValidationErrorOut(Schema):
+class Error(Schema):
+    """Every refusal: what went wrong, the input field it concerns when there is one (the
+    first), and each field's error for bad input (422)."""
+
     detail: str
     field: str | None = None
-    errors: list[FieldError]
+    errors: list[FieldError] = []
 
 
 class Condition(Schema):

@@ -212,3 +212,10 @@ def test_adding_a_node_in_two_steps_registering_and_seeing_it_done(op_token, ssh
     [run] = [r for r in seen["recent_runs"] if r["type"] == "noop"]
     assert run["outcome"] == "success"
     assert "nothing to do" in api.get(f"/runs/{run['id']}").json()["log"]
+
+
+def test_a_path_that_names_no_operation_is_a_json_404(op_token):
+    for path in ("/nodes/abc", "/nodes/1%0A/roles", "/nothing"):
+        answer = Api(op_token).send("post", path, {})
+        assert answer.status_code == 404, path
+        assert answer.json()["detail"] == "No such API path."
