@@ -586,3 +586,27 @@ def test_a_task_takes_no_node_after_its_budget(make_node, make_type, settings):
     results = engine.run_task_batch([given.pk])
     assert [r.node.name for r in results] == ["given"] and results[0].budget_spent
     assert not SyncRun.objects.filter(node=other).exists()
+
+
+def test_one_heartbeat_checks_every_lease_of_an_event_loop_at_once(make_node, make_type, settings):
+    """The sessions of one task check and renew their leases together: one query per check
+    for all of them, not one per busy node every ``cancel_check_seconds``."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.SYNC = {**settings.SYNC, "cancel_check_seconds": 0.1}
+
+    async def slow(ctx):
+        await asyncio.sleep(0.6)
+
+    nodes = [make_node(f"n{i}") for i in range(5)]
+    register_desync(nodes, [make_type("t-slow", run=slow)])
+    with CaptureQueriesContext(connection) as queries:
+        results = run_nodes([n.pk for n in nodes])
+    assert [r.completed for r in results] == [1] * 5
+    reads = [q["sql"] for q in queries if q["sql"].startswith("SELECT")]
+    one_node = [sql for sql in reads if "lease_owner" in sql.split("WHERE", 1)[-1]]
+    together = [sql for sql in reads if "lease_owner" in sql and " IN (" in sql]
+    assert one_node == []  # each check used to be a read per node
+    # While the five ran, a check asked for the five nodes at once.
+    assert max(sql.split(" IN (", 1)[1].split(")")[0].count(",") + 1 for sql in together) == 5

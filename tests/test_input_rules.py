@@ -20,12 +20,14 @@ from django.urls import reverse
 
 from nodes.choices import Transport
 from nodes.hostkeys import scan_host_key
-from nodes.models import Node, validate_host
+from nodes.models import Node, Role, validate_host
 from nodes.transports import TransportError
 from nodes.transports.local import LocalTransport
 from nodes.transports.ssh import _socket_reason
 from sync.actions.inventory import edit_node
 from sync.actor import Actor
+from sync.engine import retry_now, run_nodes
+from sync.models import Outcome, SyncRun
 from sync.synchronizers.files import ManagedFile
 from sync.synchronizers.users import ManagedUser
 from sync.validators import SYSTEM_ACCOUNT_NAMES
@@ -298,3 +300,27 @@ def test_a_missing_mariadb_database_is_one_line_with_the_fix():
         f"error: the database '{name}' does not exist on 127.0.0.1:3306: create it with: "
         f"CREATE DATABASE {name} CHARACTER SET utf8mb4;\n"
     )
+
+
+def test_a_special_mode_written_past_the_validators_fails_its_run(make_node, tmp_path, settings):
+    """update() skips clean(): the run checks again and writes nothing with setuid."""
+    settings.SYNC_NODE_STATE_DIR = str(tmp_path / "state")
+    role = Role.objects.create(name="web")
+    node = make_node()
+    node.roles.add(role)
+    target = tmp_path / "tool"
+    managed = ManagedFile.objects.create(path=str(target), content="#!/bin/sh\n", mode=0o755)
+    managed.roles.add(role)
+    ManagedFile.objects.filter(pk=managed.pk).update(mode=0o4755)
+    run_nodes([node.pk])
+    run = SyncRun.objects.filter(node=node, action__name="files").latest("id")
+    assert run.outcome == Outcome.FAILED
+    assert "refusing mode 4755" in run.log and "setuid" in run.log
+    assert not target.exists()
+
+    ManagedFile.objects.filter(pk=managed.pk).update(special_bits=True)
+    retry_now([node])
+    run_nodes([node.pk])
+    run = SyncRun.objects.filter(node=node, action__name="files").latest("id")
+    assert run.outcome == Outcome.SUCCESS, run.log
+    assert target.stat().st_mode & 0o7777 == 0o4755

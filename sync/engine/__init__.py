@@ -26,8 +26,8 @@ How the pieces fit, from the data change to the node and back:
 - ``sessions``: a django-q task (``sync.tasks``) calls ``run_task_batch``: the nodes it was
   given, then further due nodes while its batch has room; each node session
   claims the node (``leases``), then takes its rows one by one (``runs``: ``start_next_run``,
-  ``finish_run``), running each type with ``execution`` over one connection, while a heartbeat
-  renews the lease.
+  ``finish_run_and_start_next``), running each type with ``execution`` over one connection,
+  while one heartbeat per event loop renews the leases of all its sessions.
 - ``leases``: claim, renew, release; whoever takes a lease next recovers what the previous
   owner left running (``lost``, ``forced``, ``cancelled``).
 - ``runs``: one run's bookkeeping, always under the lease; ``backoff`` says how long a failed

@@ -33,6 +33,7 @@ from sync.validators import (
     check_path,
     check_posix_name,
     sha256_text,
+    special_mode_bits,
     unix_newlines,
     validate_absolute_path,
     validate_mode,
@@ -181,7 +182,10 @@ FILES = Watch(ManagedFile, fields=FILE_FIELDS)
 
 def _files_for(node_id: int) -> list[dict]:
     """The node's files (path, content, mode, owner, group), one query, no duplicates."""
-    return list(FILES.rows_for(node_id).order_by("path").values(*FILE_FIELDS))
+    # With special_bits, which the run checks again (a row written by update() skips clean()),
+    # but is not watched: ticking the box changes nothing on the nodes.
+    rows = FILES.rows_for(node_id).order_by("path")
+    return list(rows.values(*FILE_FIELDS, "special_bits"))
 
 
 def desired_files(node_id: int) -> dict[str, str]:
@@ -210,6 +214,12 @@ def _check_file(f: dict) -> None:
     check_posix_name(f["group"])
     if not 0 <= f["mode"] <= 0o7777:
         raise ValueError(f"invalid mode {f['mode']:o} for {f['path']}")
+    bits = special_mode_bits(f["mode"])
+    if bits and not f.get("special_bits"):
+        raise ValueError(
+            f"refusing mode {f['mode']:04o} for {f['path']}: it is {', '.join(bits)} and the "
+            "file does not allow special bits"
+        )
 
 
 def _same_content(have: NodeFile | None, sha: str) -> bool:

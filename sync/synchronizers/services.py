@@ -53,6 +53,8 @@ class Service(RoleData):
     def __str__(self) -> str:
         return self.name
 
+    removal_short = "left as they are (not stopped, not disabled)"
+
     @classmethod
     def removal_effect(cls, rows: Sequence[RoleData], nodes: int) -> str:
         """A service dropped from the panel is left as it is (this module's docstring)."""

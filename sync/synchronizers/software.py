@@ -55,6 +55,8 @@ class Package(RoleData):
     def __str__(self) -> str:
         return self.name
 
+    removal_short = "left installed (the panel never removes a package)"
+
     @classmethod
     def removal_effect(cls, rows: Sequence[RoleData], nodes: int) -> str:
         """Packages are never removed (this module's docstring says why)."""
