@@ -43,7 +43,14 @@ Callers outside the engine import from ``sync.engine`` only; the modules are its
 """
 
 from sync.engine.backoff import backoff_seconds
-from sync.engine.eligibility import Hold, startable, why_not_running, with_hold
+from sync.engine.eligibility import (
+    Hold,
+    desync_holds,
+    startable,
+    why_not_running,
+    with_hold,
+    with_row_hold,
+)
 from sync.engine.execution import EXPECTED_FAILURES, Execution
 from sync.engine.leases import (
     claim_node,
@@ -128,5 +135,7 @@ __all__ = [
     "sweep",
     "take_over_node",
     "why_not_running",
+    "desync_holds",
+    "with_row_hold",
     "with_hold",
 ]

@@ -40,10 +40,14 @@ from sync.engine.runs import (
     start_next_run,
 )
 from sync.engine.transient import retry_on_transient_errors
+from sync.errors import FailureKind
 from sync.models import Outcome
 from sync.watch import RunWatch, publish
 
 log = logging.getLogger("sync")
+
+# Failures of the connection, not of a type: the session's other types would fail the same way.
+CONNECTION_FAILURES = (FailureKind.UNREACHABLE, FailureKind.HOST_KEY)
 
 
 @dataclass
@@ -154,6 +158,7 @@ async def _run_claimed(
     starting = dict(
         action_ids=action_ids, ignore_backoff=ignore_backoff, ignore_maintenance=ignore_maintenance
     )
+    failed_here: list[int] = []
     try:
         if time.monotonic() >= deadline:
             result.budget_spent = True
@@ -191,8 +196,14 @@ async def _run_claimed(
             outcome, error = execution.outcome, execution.error
             seconds = time.monotonic() - started
             # The next type starts in the transaction that records this one's end, unless the
-            # session's budget is spent (the rest goes to a fresh task).
-            go_on = outcome == Outcome.SUCCESS and time.monotonic() < deadline
+            # session's budget is spent (the rest goes to a fresh task) or the node cannot be
+            # reached (every type would fail the same way). After a type's own failure the
+            # types that do not need it go on (``eligibility``).
+            unreachable = outcome != Outcome.SUCCESS and execution.kind in CONNECTION_FAILURES
+            in_time = time.monotonic() < deadline
+            go_on = not unreachable and in_time
+            if outcome != Outcome.SUCCESS:
+                failed_here.append(ticket.desync_id)  # not again in this session, even forced
             held, next_ticket = await _db(finish_run_and_start_next)(
                 ticket,
                 worker,
@@ -202,6 +213,7 @@ async def _run_claimed(
                 kind=execution.kind,
                 detail=execution.detail,
                 start_next=go_on,
+                skip=failed_here,
                 **starting,
             )
             if not held:
@@ -227,9 +239,9 @@ async def _run_claimed(
                 )
             if progress:
                 progress(RunReport(node.name, ticket.action.name, outcome, seconds, error))
-            if result.failed:
+            if unreachable:
                 return
-            if not go_on:
+            if not in_time:
                 result.budget_spent = True
                 return
             ticket = next_ticket
@@ -249,7 +261,8 @@ async def run_node_session(
     role: str = "worker",
     deadline: float | None = None,
 ) -> SessionResult:
-    """Claim the node and run its due desynchronizations in order, until done or a failure.
+    """Claim the node and run its due desynchronizations in order, until none may start (a
+    failure holds back only the types that need the failed one) or the node cannot be reached.
 
     If work arrived after the last check but before the lease was released (its kick found
     the node busy), the session claims the node again rather than leave it to the sweep.
@@ -279,8 +292,8 @@ async def run_node_session(
             # Leave the rest to a fresh task so one busy node cannot hold a worker for ever.
             await _db(kick)([node.pk])
             return result
-        # After a failure the failed row comes first and waits for its retry, so this is
-        # only true when it was registered again meanwhile.
+        # What could run ran (a failed row waits for its retry), so this is only true when
+        # work was registered meanwhile.
         if not await _db(has_due_work)(node.pk):
             return result
         force = False

@@ -160,6 +160,7 @@ async def service_manager(ctx: RunContext) -> Systemd | SysV:
     node_status=NodeStatus.READY,
     timeout=300,
     watches=[SERVICES, RELOAD_FILES],
+    needs=("software", "files"),
 )
 async def sync_services(ctx: RunContext) -> None:
     services = await ctx.db(_services_for, ctx.node.pk)

@@ -241,6 +241,7 @@ async def _install_dnf(ctx: RunContext, names: list[str]) -> None:
     node_status=NodeStatus.INSTALLING,
     timeout=900,
     watches=[PACKAGES],
+    needs=("nodeinfo",),
 )
 async def install_software(ctx: RunContext) -> None:
     names, facts = await ctx.db(_software_for, ctx.node.pk)

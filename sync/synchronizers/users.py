@@ -401,6 +401,7 @@ async def _each(ctx: RunContext, failed: dict[str, str], name: str, step: Awaita
     node_status=NodeStatus.READY,
     timeout=300,
     watches=[USERS],
+    needs=("nodeinfo",),
 )
 async def sync_users(ctx: RunContext) -> None:
     users = await ctx.db(_users_for, ctx.node.pk)
