@@ -28,6 +28,15 @@ class SyncAction(models.Model):
     priority = models.IntegerField(help_text="Lower runs first.")
     node_status = models.CharField(max_length=20, choices=NodeStatus)
     timeout = models.PositiveIntegerField(help_text="Seconds a run may take.")
+    # What it waits for (``@synchronizer(needs=...)``): a type that did not declare its needs
+    # needs every type before it in priority order (the seed's rule); one that did needs the
+    # types listed in ``needs`` only. A needed type that is not done holds it back.
+    needs_before = models.BooleanField(
+        default=True, help_text="Needs every type before it in priority order."
+    )
+    needs = models.ManyToManyField(
+        "self", symmetrical=False, related_name="needed_by", blank=True, db_table="syncaction_needs"
+    )
 
     class Meta:
         db_table = "syncactions"
@@ -42,12 +51,15 @@ class DesyncState(LookChoices):
     PENDING = "pending", "Pending"
     PROCESSING = "processing", "Processing"
     FAILED = "failed", "Failed"
+    # Cancelled by someone: it waits for a person (retry, force) or new data, not a backoff.
+    HELD = "held", "Held"
 
     # Icon (static/icons.svg) and CSS class of each value, as in nodes.choices.
     __looks__ = {
         "pending": ("hourglass", "text-secondary-emphasis"),
         "processing": ("spinner", "text-primary-emphasis"),
         "failed": ("x-circle", "text-danger-emphasis"),
+        "held": ("x-circle", "text-warning-emphasis"),
     }
 
 

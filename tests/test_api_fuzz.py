@@ -20,7 +20,7 @@ from django.contrib.auth.models import Group
 from django.core.handlers.wsgi import WSGIHandler
 from django.core.management import call_command
 from django.core.signals import request_finished, request_started
-from django.db import close_old_connections
+from django.db import close_old_connections, transaction
 from hypothesis import HealthCheck, settings
 
 from nodes.access import OPERATORS, ensure_groups
@@ -109,6 +109,17 @@ def test_stateful_sequences_answer_within_the_schema(api_schema, fleet, scope):
     header = {"Authorization": f"Bearer {fleet[scope]}"}
 
     class Workflow(api_schema.as_state_machine()):
+        """Each scenario starts from the same fleet: its changes (a deleted node, say) are
+        rolled back, or hypothesis would replay a scenario against another state."""
+
+        def setup(self):
+            self.scenario = transaction.atomic()
+            self.scenario.__enter__()
+
+        def teardown(self):
+            transaction.set_rollback(True)
+            self.scenario.__exit__(None, None, None)
+
         def get_call_kwargs(self, case):
             return {"headers": header}
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from html import unescape
 
 import pytest
 from django.urls import reverse
@@ -41,7 +42,7 @@ def with_condition(node: Node, condition: str, message: str) -> Node:
 
 def text(html: str) -> str:
     """The page's words, tags dropped and blanks folded, as a reader sees them."""
-    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+    return re.sub(r"\s+", " ", unescape(re.sub(r"<[^>]+>", " ", html)))
 
 
 def buttons(html: str, name: str) -> int:
@@ -229,3 +230,18 @@ def test_the_admin_says_what_deleting_files_packages_services_does(
     row.roles.add(role)
     assert said in admin_delete_page(admin_client, row)
     assert said in admin_bulk_delete_page(admin_client, [row])
+
+
+def test_the_admin_says_what_deleting_a_role_takes_from_its_nodes(admin_client, make_node):
+    role = ten_nodes_with_a_role(make_node)
+    ManagedUser.objects.create(name="alice").roles.add(role)
+    ManagedFile.objects.create(path="/etc/x.conf", content="x").roles.add(role)
+    Package.objects.create(name="nginx").roles.add(role)
+    for words in (
+        admin_delete_page(admin_client, role),
+        admin_bulk_delete_page(admin_client, [role]),
+    ):
+        assert "On 10 nodes, unless another of a node's roles carries them too" in words
+        assert "managed users alice: an account the panel created is deleted with userdel" in words
+        assert "/etc/x.conf: removed" in words
+        assert "nginx: left installed" in words

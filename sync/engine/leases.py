@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Collection
 from datetime import datetime
 
 from django.conf import settings
@@ -96,6 +97,31 @@ def renew_lease(node_id: int, worker: str) -> bool:
     return (
         Node.objects.filter(pk=node_id, lease_owner=worker).update(lease_until=_lease_until()) == 1
     )
+
+
+@retry_on_transient_errors
+def renew_leases(held: Collection[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Extend each (node, worker) lease the worker still holds, in one UPDATE; return the pairs
+    still held (read after the UPDATE: a lease an admin took meanwhile is not ours any more)."""
+    if not held:
+        return set()
+    mine = Q()
+    for node_id, worker in held:
+        mine |= Q(pk=node_id, lease_owner=worker)
+    Node.objects.filter(mine).update(lease_until=_lease_until())
+    return held_leases(held)
+
+
+@retry_on_transient_errors
+def held_leases(held: Collection[tuple[int, str]]) -> set[tuple[int, str]]:
+    """The (node, worker) pairs whose worker still holds the node's lease: one read for many
+    sessions, cheap enough to notice a cancel or a takeover within seconds."""
+    owners = dict(
+        Node.objects.filter(pk__in={node_id for node_id, _ in held}).values_list(
+            "pk", "lease_owner"
+        )
+    )
+    return {(node_id, worker) for node_id, worker in held if owners.get(node_id) == worker}
 
 
 @retry_on_transient_errors

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from django.apps import apps
 from django.contrib import admin
 from django.contrib.admin.actions import delete_selected
 from django.db import models
@@ -23,6 +24,10 @@ class RoleData(models.Model):
     """Data carried to the nodes of its roles; ``update()`` on it registers like a save."""
 
     objects = WatchedQuerySet.as_manager()
+
+    #: What leaving a node does to a row of this type, in a few words: a deleted role's
+    #: confirmation lists it for each type it carries.
+    removal_short = "removed"
 
     class Meta:
         abstract = True
@@ -60,27 +65,46 @@ def removal_notice(rows: Sequence[RoleData]) -> str:
     return type(rows[0]).removal_effect(rows, nodes_of(rows))
 
 
+def role_removal_notice(roles: Sequence[models.Model]) -> str:
+    """What deleting ``roles`` does on their nodes: each node loses the data they carry,
+    unless another of its roles carries it too. Empty when they carry nothing."""
+    role_ids = [r.pk for r in roles]
+    parts = []
+    for model in apps.get_models():
+        if not issubclass(model, RoleData):
+            continue
+        names = [str(row) for row in model.objects.filter(roles__in=role_ids).distinct()]
+        if names:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            parts.append(f"{model._meta.verbose_name_plural} {shown}: {model.removal_short}")
+    if not parts:
+        return ""
+    nodes = Node.objects.filter(roles__in=role_ids).distinct().count()
+    return (
+        f"On {count_nodes(nodes)}, unless another of a node's roles carries them too: "
+        + "; ".join(parts)
+        + "."
+    )
+
+
 def _delete_selected(modeladmin, request: HttpRequest, queryset):
     """The admin's "delete selected" action, its confirmation saying what happens on the
     nodes (``removal_notice``)."""
     response = delete_selected(modeladmin, request, queryset)
     if isinstance(response, TemplateResponse):
-        response.context_data["on_nodes"] = removal_notice(list(queryset))
+        response.context_data["on_nodes"] = modeladmin.removal_notice(list(queryset))
     return response
 
 
-class RoleDataAdmin(admin.ModelAdmin):
-    """The admin of role-carried data: every save and delete goes through the data actions
-    (``sync.actions.data``), which record who changed what."""
+class SaysWhatDeletionDoes:
+    """An admin whose delete confirmations (one row, and selected rows) say first what the
+    deletion does on the nodes (``removal_notice``)."""
 
-    list_display = ("__str__", "role_names")
-    list_filter = ("roles",)
-    filter_horizontal = ("roles",)
     delete_confirmation_template = "admin/role_data_delete_confirmation.html"
     delete_selected_confirmation_template = "admin/role_data_delete_selected_confirmation.html"
 
     def render_delete_form(self, request, context):
-        context["on_nodes"] = removal_notice([context["object"]])
+        context["on_nodes"] = self.removal_notice([context["object"]])
         return super().render_delete_form(request, context)
 
     def get_actions(self, request):
@@ -89,6 +113,18 @@ class RoleDataAdmin(admin.ModelAdmin):
             _, name, description = actions["delete_selected"]
             actions["delete_selected"] = (_delete_selected, name, description)
         return actions
+
+    def removal_notice(self, rows: Sequence[models.Model]) -> str:
+        return removal_notice(rows)
+
+
+class RoleDataAdmin(SaysWhatDeletionDoes, admin.ModelAdmin):
+    """The admin of role-carried data: every save and delete goes through the data actions
+    (``sync.actions.data``), which record who changed what."""
+
+    list_display = ("__str__", "role_names")
+    list_filter = ("roles",)
+    filter_horizontal = ("roles",)
 
     def save_model(self, request, obj, form, change) -> None:
         """Nothing yet: the row and its links are saved together by the action, in

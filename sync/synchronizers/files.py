@@ -314,6 +314,7 @@ async def _check_written(ctx: RunContext, files: list[dict], shas: dict[str, str
     node_status=NodeStatus.SYNCHRONIZING,
     timeout=300,
     watches=[FILES],
+    needs=("software",),
 )
 async def sync_files(ctx: RunContext) -> None:
     files = await ctx.db(_files_for, ctx.node.pk)

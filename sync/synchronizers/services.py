@@ -53,6 +53,8 @@ class Service(RoleData):
     def __str__(self) -> str:
         return self.name
 
+    removal_short = "left as they are (not stopped, not disabled)"
+
     @classmethod
     def removal_effect(cls, rows: Sequence[RoleData], nodes: int) -> str:
         """A service dropped from the panel is left as it is (this module's docstring)."""
@@ -158,6 +160,7 @@ async def service_manager(ctx: RunContext) -> Systemd | SysV:
     node_status=NodeStatus.READY,
     timeout=300,
     watches=[SERVICES, RELOAD_FILES],
+    needs=("software", "files"),
 )
 async def sync_services(ctx: RunContext) -> None:
     services = await ctx.db(_services_for, ctx.node.pk)

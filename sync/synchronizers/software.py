@@ -55,6 +55,8 @@ class Package(RoleData):
     def __str__(self) -> str:
         return self.name
 
+    removal_short = "left installed (the panel never removes a package)"
+
     @classmethod
     def removal_effect(cls, rows: Sequence[RoleData], nodes: int) -> str:
         """Packages are never removed (this module's docstring says why)."""
@@ -239,6 +241,7 @@ async def _install_dnf(ctx: RunContext, names: list[str]) -> None:
     node_status=NodeStatus.INSTALLING,
     timeout=900,
     watches=[PACKAGES],
+    needs=("nodeinfo",),
 )
 async def install_software(ctx: RunContext) -> None:
     names, facts = await ctx.db(_software_for, ctx.node.pk)

@@ -93,6 +93,11 @@ class ManagedUser(RoleData):
     def clean(self) -> None:
         self.authorized_keys = unix_newlines(self.authorized_keys)
 
+    removal_short = (
+        "an account the panel created is deleted with userdel --remove, its home folder too; "
+        "one it took over is locked, the account and its home kept"
+    )
+
     @classmethod
     def removal_effect(cls, rows: Sequence[RoleData], nodes: int) -> str:
         """What ``_revoke`` does: it deletes only accounts the panel created, and locks the
@@ -396,6 +401,7 @@ async def _each(ctx: RunContext, failed: dict[str, str], name: str, step: Awaita
     node_status=NodeStatus.READY,
     timeout=300,
     watches=[USERS],
+    needs=("nodeinfo",),
 )
 async def sync_users(ctx: RunContext) -> None:
     users = await ctx.db(_users_for, ctx.node.pk)
