@@ -324,3 +324,20 @@ def test_a_special_mode_written_past_the_validators_fails_its_run(make_node, tmp
     run = SyncRun.objects.filter(node=node, action__name="files").latest("id")
     assert run.outcome == Outcome.SUCCESS, run.log
     assert target.stat().st_mode & 0o7777 == 0o4755
+
+
+@pytest.mark.django_db(transaction=True)
+def test_addnode_says_pinned_only_once_the_node_is_saved(sshd, manage):
+    server = sshd()
+    server.authorized_keys.write_text("")  # the panel's key does not log in yet
+    refused = manage("addnode", "s1", "--host", "127.0.0.1", "--port", str(server.port))
+    assert refused.returncode == 1
+    assert "authentication refused" in refused.stderr
+    assert "pinned" not in refused.stdout + refused.stderr
+    assert not Node.objects.exists()
+
+    server = sshd()
+    added = manage("addnode", "s1", "--host", "127.0.0.1", "--port", str(server.port))
+    assert added.returncode == 0, added.stderr
+    assert f"127.0.0.1:{server.port}: " in added.stdout and "pinned." in added.stdout
+    assert Node.objects.get(name="s1").host_key == server.host_key

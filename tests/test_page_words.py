@@ -245,3 +245,17 @@ def test_the_admin_says_what_deleting_a_role_takes_from_its_nodes(admin_client, 
         assert "managed users alice: an account the panel created is deleted with userdel" in words
         assert "/etc/x.conf: removed" in words
         assert "nginx: left installed" in words
+
+
+def test_the_commands_name_the_command_that_accepts_a_changed_key(make_node):
+    """The node's error names no command (the page has its button); `nodes` adds it."""
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    with_condition(make_node("s1"), "host-key-changed", "host key changed: 127.0.0.1:22")
+    make_node("fine")
+    out = StringIO()
+    call_command("nodes", stdout=out)
+    hints = [line for line in out.getvalue().splitlines() if "acceptkey" in line]
+    assert hints == ["s1: if its new key is right, accept it with `manage.py acceptkey s1`"]
