@@ -84,8 +84,10 @@ def test_it_cancels_from_the_page_and_names_who(operator, make_node, make_type):
     assert response.status_code == 302
     run = SyncRun.objects.get(pk=ticket.run_id)
     assert run.outcome == Outcome.CANCELLED and run.acted_by == "op"
-    assert Node2Sync.objects.get().state == DesyncState.FAILED
-    assert "By op." in page(operator, node)
+    assert Node2Sync.objects.get().state == DesyncState.HELD
+    shown = page(operator, node)
+    assert "By op." in shown
+    assert "Cancelled by op at " in shown and "Retry now" in shown
 
 
 def test_it_skips_one_type_from_the_page(operator, make_node, make_type):

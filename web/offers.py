@@ -48,7 +48,7 @@ def _fix(node: Node) -> str:
 def offers(node: Node, desyncs: list[Node2Sync], panel_host_locked: bool) -> Offers:
     """What the node page offers for ``node`` with its desynchronizations ``desyncs``."""
     fix = _fix(node)
-    waiting_retry = any(d.state == DesyncState.FAILED for d in desyncs)
+    waiting_retry = any(d.state in (DesyncState.FAILED, DesyncState.HELD) for d in desyncs)
     key_changed = node.has_condition(NodeCondition.HOST_KEY_CHANGED)
     return Offers(
         fix=fix,

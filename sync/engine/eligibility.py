@@ -33,6 +33,7 @@ from collections.abc import Collection
 from django.db import models
 from django.db.models import Case, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.lookups import Exact
+from django.utils import timezone
 
 from nodes.choices import NodeCondition
 from nodes.models import Node
@@ -180,6 +181,10 @@ def why_waiting(row: Node2Sync) -> str:
     if hold == Hold.NEEDS:
         failing = f" (failing: {row.needed_error})" if row.needed_error else ""
         return f"Waiting for {row.needed_title}{failing}"
+    if hold == Hold.CANCELLED:
+        at = timezone.localtime(row.next_attempt_at).strftime("%H:%M")  # held since then
+        who = row.last_error[:1].upper() + row.last_error[1:] if row.last_error else "Cancelled"
+        return f"{who} at {at}"
     if hold in ("", Hold.RUNNING, Hold.BACKOFF):
         return ""  # the state and next attempt already say it
     return Hold(hold).label

@@ -148,15 +148,16 @@ def recover_interrupted_runs(
 
     Called only by the new lease owner, so every run still marked running on this node is
     someone else's. Each one is closed with a sentence saying what happened and who acted.
-    A cancelled run's type fails instead and waits for its backoff: running it again at once
-    would hang again.
+    A cancelled run's type is held instead (``DesyncState.HELD``): cancel means stop, and
+    running it again by itself would hang again.
     """
     runs = SyncRun.objects.filter(node_id=node_id, outcome=Outcome.RUNNING)
     if cancel:
         outcome = Outcome.CANCELLED
         why = (
             f"Cancelled by {acted_by or 'an admin'}: the run of {previous_owner or 'a worker'} "
-            "was ended; the type waits for its retry and is not started again at once."
+            "was ended; the type is held until someone retries or forces it, or its data "
+            "changes: it does not start again by itself."
         )
     elif forced:
         outcome = Outcome.FORCED
@@ -215,7 +216,7 @@ def recover_interrupted_runs(
 
 
 def _fail_cancelled(node_id: int, rows, error: str, generations: dict[int, int]) -> None:
-    """Cancelled rows fail like a failed run (``failures``): the same rule, the same words.
+    """Cancelled rows fail like a failed run (``failures``), held rather than backed off.
 
     ``generations`` maps each type to the generation its cancelled run started with: a type
     registered again since then runs again at once, as after any failure.
@@ -224,7 +225,7 @@ def _fail_cancelled(node_id: int, rows, error: str, generations: dict[int, int])
         "pk", "action_id", "generation", "action__title", "action__name"
     ):
         started = generations.get(action_id, generation)
-        fail_desync(node_id, row_id, started, name, title, error, FailureKind.FAILED)
+        fail_desync(node_id, row_id, started, name, title, error, FailureKind.FAILED, held=True)
 
 
 def _fmt(when: datetime | None) -> str:
