@@ -14,9 +14,9 @@ from api.schemas import Id, NodeDetail, NodePage, TypeOut
 from nodes.access import VIEW
 from nodes.keys import safe_fingerprint
 from nodes.models import Node
-from sync.engine.eligibility import Hold, with_hold
+from sync.engine.eligibility import Hold, desync_holds, why_waiting, with_hold
 from sync.fleet import NodeFilter, table_queryset
-from sync.models import DesyncState, Node2Sync, SyncAction, SyncRun, with_running_title
+from sync.models import DesyncState, SyncAction, SyncRun, with_running_title
 
 TAGS = ["nodes"]
 
@@ -82,26 +82,12 @@ def run_summary(run: SyncRun) -> dict:
     }
 
 
-HELD_WORDS = {h.value: h.label for h in Hold}
-
-
-def desyncs_of(node: Node, hold: str) -> list[dict]:
-    """The node's desynchronizations in the order they run, each with why it is not running:
-    the first one carries the node's hold; the ones after it wait for it (order is a
-    dependency), or for the end of maintenance."""
-    rows = list(
-        Node2Sync.objects.filter(node=node)
-        .select_related("action")
-        .order_by("action__priority", "action_id")
-    )
+def desyncs_of(node: Node) -> list[dict]:
+    """The node's desynchronizations in priority order, each with why it does not run now,
+    by the engine's own rule (``sync.engine.eligibility``: what the node page lists)."""
     out = []
-    for i, d in enumerate(rows):
-        if i == 0:
-            held = hold or None
-        elif node.maintenance:
-            held = Hold.MAINTENANCE.value
-        else:
-            held = "order"
+    for d in desync_holds(node):
+        hold = d.hold or None
         out.append(
             {
                 "type": d.action.name,
@@ -110,12 +96,9 @@ def desyncs_of(node: Node, hold: str) -> list[dict]:
                 "attempts": d.attempts,
                 "next_attempt_at": d.next_attempt_at,
                 "last_error": d.last_error,
-                "held": held,
-                "why": (
-                    HELD_WORDS.get(held, f"Waits for {rows[0].action.title} before it")
-                    if held
-                    else ("Due now" if d.state == DesyncState.PENDING else "")
-                ),
+                "held": hold,
+                "why": why_waiting(d) or (Hold(hold).label if hold else ""),
+                "waits_for": d.needed_title if hold == Hold.NEEDS else None,
             }
         )
     return out
@@ -132,7 +115,7 @@ def detail(pk: int) -> dict:
         .defer("log", "current_output")
         .order_by("-started_at", "-id")[:RECENT_RUNS]
     )
-    desyncs = desyncs_of(node, node.hold)
+    desyncs = desyncs_of(node)
     counts = {"pending_count": len(desyncs)}
     counts["failed_count"] = sum(d["state"] == DesyncState.FAILED for d in desyncs)
     for k, v in counts.items():

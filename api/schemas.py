@@ -62,10 +62,12 @@ class Desync(Schema):
     attempts: int
     next_attempt_at: datetime
     last_error: str
-    # Why it does not run now: the node's hold (sync.engine.eligibility) for its first
-    # desynchronization, "waits for <type>" for the ones after it; null when it may start.
+    # Why it does not run now (sync.engine.eligibility.Hold: maintenance, host-key, running,
+    # busy, cancelled, unreachable, backoff, needs); null when it may start now. ``why`` in
+    # the page's words; ``waits_for`` the title of the type it needs, for ``needs``.
     held: str | None
     why: str
+    waits_for: str | None
 
 
 class RunSummary(Schema):

@@ -205,13 +205,30 @@ def test_adding_a_node_in_two_steps_registering_and_seeing_it_done(op_token, ssh
     registered = api.send("post", f"/nodes/{node_id}/register", {"types": ["noop"]})
     assert registered.status_code == 200 and registered.json()["count"] >= 1
     seen = api.get(f"/nodes/{node_id}").json()
-    assert any(d["type"] == "noop" for d in seen["desyncs"])
+    [desync] = [d for d in seen["desyncs"] if d["type"] == "noop"]
+    assert desync["state"] == "pending" and desync["held"] in (None, "needs")
     run_nodes([node_id])  # what the cluster does, synchronously
     seen = api.get(f"/nodes/{node_id}").json()
     assert seen["desyncs"] == [] and seen["status"] == "ready"
     [run] = [r for r in seen["recent_runs"] if r["type"] == "noop"]
     assert run["outcome"] == "success"
     assert "nothing to do" in api.get(f"/runs/{run['id']}").json()["log"]
+
+
+def test_a_node_says_why_each_desynchronization_is_not_running(op_token, make_node, make_type):
+    first, second = make_type("first", priority=1), make_type("second", priority=2)
+    node = make_node("n1")
+    api = Api(op_token)
+    api.send("post", f"/nodes/{node.pk}/register", {"types": ["first", "second"]})
+    desyncs = api.get(f"/nodes/{node.pk}").json()["desyncs"]
+    assert [d["type"] for d in desyncs] == [first.name, second.name]
+    assert desyncs[0]["held"] is None
+    assert (desyncs[1]["held"], desyncs[1]["waits_for"]) == ("needs", "First")
+    assert desyncs[1]["why"].startswith("Waiting for First")
+    api.send("post", f"/nodes/{node.pk}/maintenance", {"on": True})
+    desyncs = api.get(f"/nodes/{node.pk}").json()["desyncs"]
+    assert {d["held"] for d in desyncs} == {"maintenance"}
+    assert api.get(f"/nodes/{node.pk}").json()["hold"] == "maintenance"
 
 
 def test_a_path_that_names_no_operation_is_a_json_404(op_token):
