@@ -281,3 +281,15 @@ def test_edit_roles_skip_and_delete_go_through_the_actions(op_token, make_node, 
     assert api.get(f"/nodes/{node.pk}").status_code == 404
     actions = [e["action"] for e in api.get("/audit").json()["items"]]
     assert actions[:3] == ["node.delete", "work.skip", "work.register"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("nobody",), ("op", "--revoke", "never-made"), ("op", "--name", " "), ("op", "--name", "ci")],
+)
+def test_apitoken_refuses_bad_arguments_with_exit_2(op_token, args):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError) as refused:
+        apitoken(*args)
+    assert refused.value.returncode == 2 and str(refused.value)
