@@ -236,3 +236,60 @@ def test_a_path_that_names_no_operation_is_a_json_404(op_token):
         answer = Api(op_token).send("post", path, {})
         assert answer.status_code == 404, path
         assert answer.json()["detail"] == "No such API path."
+
+
+def test_the_node_list_runs_the_same_queries_for_few_and_many_nodes(op_token, make_node):
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    api = Api(op_token)
+    api.get("/nodes")  # the token's last use is written once, not on every request
+    counts = []
+    for total in (2, 40):
+        for i in range(Node.objects.count(), total):
+            make_node(f"n{i:02}")
+        with CaptureQueriesContext(connection) as queries:
+            assert api.get("/nodes", page_size=100).json()["count"] == total
+        counts.append(len(queries))
+    assert counts[0] == counts[1]
+
+
+def test_edit_roles_skip_and_delete_go_through_the_actions(op_token, make_node, make_type):
+    from nodes.models import Role
+
+    make_type("noop")
+    Role.objects.create(name="web")
+    node = make_node("n1", transport="ssh", host="127.0.0.1", port=1)
+    local = make_node("here")  # the panel's own server: superusers only
+    api = Api(op_token)
+    refused = api.send("patch", f"/nodes/{local.pk}", {"name": "there"})
+    assert refused.status_code == 403 and "superuser" in refused.json()["detail"]
+    edited = api.send("patch", f"/nodes/{node.pk}", {"name": "n2", "maintenance": True})
+    assert edited.status_code == 200, edited.content
+    assert (edited.json()["name"], edited.json()["maintenance"]) == ("n2", True)
+    taken = api.send("patch", f"/nodes/{node.pk}", {"name": "n2", "roles": ["nope"]})
+    assert taken.status_code == 422 and taken.json()["field"] == "roles"
+    given = api.send("post", f"/nodes/{node.pk}/roles", {"give": ["web"]})
+    assert given.status_code == 200 and api.get(f"/nodes/{node.pk}").json()["roles"] == ["web"]
+    api.send("post", f"/nodes/{node.pk}/register", {"types": ["noop"]})
+    skipped = api.send("post", f"/nodes/{node.pk}/skip", {})
+    assert skipped.json()["nodes"][0]["outcome"] == "skipped"
+    moved = api.send("patch", f"/nodes/{node.pk}", {"port": 2222})
+    assert moved.status_code == 422 and moved.json()["field"] == "fingerprint"
+    deleted = api.send("delete", f"/nodes/{node.pk}")
+    assert deleted.status_code == 200 and not Node.objects.filter(pk=node.pk).exists()
+    assert api.get(f"/nodes/{node.pk}").status_code == 404
+    actions = [e["action"] for e in api.get("/audit").json()["items"]]
+    assert actions[:3] == ["node.delete", "work.skip", "work.register"]
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("nobody",), ("op", "--revoke", "never-made"), ("op", "--name", " "), ("op", "--name", "ci")],
+)
+def test_apitoken_refuses_bad_arguments_with_exit_2(op_token, args):
+    from django.core.management.base import CommandError
+
+    with pytest.raises(CommandError) as refused:
+        apitoken(*args)
+    assert refused.value.returncode == 2 and str(refused.value)
