@@ -153,8 +153,8 @@ def test_maintenance_offers_to_stop_the_running_type_and_does(operator, make_nod
     node = make_node("n1")
     ticket = start_and_hang(node, make_type("t-hang"))
     html = page(operator, node)
-    assert "Maintenance on, let “T-Hang” finish" in html
-    assert "Maintenance on, stop “T-Hang” now" in html
+    assert "Maintenance, letting “T-Hang” finish" in html
+    assert "Maintenance, stopping “T-Hang” now" in html
 
     response = operator.post(reverse("nodes:maintenance", args=[node.pk]), {"on": "1", "stop": "1"})
 

@@ -272,7 +272,7 @@ class BulkActionForm(forms.Form):
     ACTIONS = [
         (RESYNC, "Synchronize again"),
         (MAINTENANCE_ON, "Maintenance on"),
-        (MAINTENANCE_STOP, "Maintenance on, stop running types now"),
+        (MAINTENANCE_STOP, "Maintenance, stopping runs now"),
         (MAINTENANCE_OFF, "Maintenance off"),
         (DELETE, "Delete"),
     ]
