@@ -222,6 +222,29 @@ class AuditTarget(models.Model):
         return f"{self.kind} {self.name}"
 
 
+class ClusterHeartbeat(models.Model):
+    """The last sign of life of one django-q cluster: one row per cluster name and machine.
+
+    Written by ``sync.heartbeat`` from the cluster's main process every third of
+    ``PANEL_CLUSTER_LATE_SECONDS``, on the database's clock; the pages and ``/healthz`` say
+    the cluster is late when no row is younger than that.
+    """
+
+    name = models.CharField(max_length=100)
+    host = models.CharField(max_length=255)
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "clusterheartbeat"
+        constraints = [
+            models.UniqueConstraint(fields=["name", "host"], name="clusterheartbeat_name_host")
+        ]
+        indexes = [models.Index(fields=["seen_at"], name="clusterheartbeat_seen_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} on {self.host}"
+
+
 # The types' own models live with each type (sync/synchronizers/): load them with the app's.
 from sync.synchronizers import load_builtin_types  # noqa: E402
 
