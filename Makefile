@@ -2,6 +2,7 @@
 # themselves on a fresh machine: the virtualenv, the install, the system packages they need.
 #
 #   make run     set up, migrate, bootstrap, then serve http://127.0.0.1:8000 with the cluster
+#                (PORT=8080 or ADDR=0.0.0.0 to listen elsewhere; they set PANEL_BIND)
 #   make demo    like make run, with a few real sshd nodes on loopback added (Ctrl-C removes them)
 #   make test    set up and run the whole test suite (DATABASE_URL=mysql://... for MariaDB)
 #   make test-distributed  only the Redis broker and several-machines tests (root, MariaDB)
@@ -17,6 +18,13 @@ VENV := .venv
 PIP := $(VENV)/bin/pip
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
+
+# Where `make run` and `make demo` listen: PORT=8080 (and ADDR=...) set PANEL_BIND, which
+# bootstrap (the address it prints), runpanel and gunicorn all read. Without them, PANEL_BIND
+# from the environment, else 127.0.0.1:8000.
+ifneq ($(PORT)$(ADDR),)
+export PANEL_BIND := $(or $(ADDR),127.0.0.1):$(or $(PORT),8000)
+endif
 
 # DATABASE_URL selects the database (SQLite under var/ when unset); MariaDB needs the
 # `mysql` extra (mysqlclient), which is built against libmariadb.
@@ -53,7 +61,7 @@ endef
 
 help:
 	@echo "make run      set up (venv, install, migrate, bootstrap) and start the panel"
-	@echo "              with its django-q cluster on http://127.0.0.1:8000"
+	@echo "              with its django-q cluster on http://127.0.0.1:8000 (PORT=8080 ADDR=...)"
 	@echo "make demo     like make run, plus a few real sshd nodes on loopback (as root)"
 	@echo "make test     set up and run the whole test suite (PYTEST_ARGS=... to pass options)"
 	@echo "              DATABASE_URL=mysql://root@127.0.0.1:3306/panel make test: on MariaDB"

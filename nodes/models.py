@@ -37,10 +37,39 @@ def validate_host(value: str) -> None:
             code="invalid_host",
         )
     labels = value.split(".")
+    if labels[-1].isdigit():
+        # 256.1.1.1 or 10.1: no top-level domain is all digits (RFC 3696), so no resolver
+        # would ever find it; it is a mistyped IP address.
+        raise ValidationError(
+            f"{value} is not an IP address or a resolvable name (IPv4 is four numbers 0-255).",
+            code="invalid_host",
+        )
     if len(value) > 253 or not all(_HOST_LABEL.match(label) for label in labels):
         raise ValidationError(
             "Enter a host name (letters, digits, hyphens and dots) or an IP address.",
             code="invalid_host",
+        )
+
+
+def node_at_address(node: "Node") -> "Node | None":
+    """Another SSH node the panel reaches at ``node``'s host and port, if any (host names
+    compared without case, as DNS does). Two rows for one sshd would run every type twice
+    there, each with its own manifests."""
+    if node.transport != Transport.SSH or not node.host or node.port is None:
+        return None
+    others = Node.objects.filter(transport=Transport.SSH, host__iexact=node.host, port=node.port)
+    if node.pk is not None:
+        others = others.exclude(pk=node.pk)
+    return others.only("name").first()
+
+
+def validate_address_free(node: "Node") -> None:
+    """Refuse a host:port another SSH node already has, naming that node."""
+    other = node_at_address(node)
+    if other is not None:
+        raise ValidationError(
+            {"host": f"{node.host}:{node.port} is already the node {other.name}."},
+            code="address_taken",
         )
 
 
@@ -150,6 +179,9 @@ class Node(models.Model):
             return "local"
         return f"{self.username}@{self.host}:{self.port}"
 
+    def clean(self) -> None:
+        validate_address_free(self)
+
     @property
     def status_choice(self) -> NodeStatus:
         return NodeStatus(self.status)
@@ -162,6 +194,21 @@ class Node(models.Model):
     @property
     def condition_message(self) -> str:
         return self.conditions[0]["message"] if self.conditions else ""
+
+    @property
+    def condition_line(self) -> str:
+        """The most severe condition as one line for people: ``Label: message``, or the
+        message alone when it already starts by naming the condition (the transports' texts
+        begin "host key changed: ...", "unreachable: ..."; a failing type's "Units failing:
+        ..."), so no page reads "Unreachable: unreachable: ..."."""
+        condition = self.condition_choice
+        if condition is None:
+            return ""
+        message = self.condition_message.strip()
+        head, sep, _ = message.partition(": ")
+        if sep and head.lower().endswith(str(condition.label).lower()):
+            return message[:1].upper() + message[1:]
+        return f"{condition.label}: {message}" if message else str(condition.label)
 
     def has_condition(self, condition: NodeCondition) -> bool:
         return any(c["type"] == condition for c in self.conditions)

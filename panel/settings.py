@@ -65,6 +65,9 @@ INSTALLED_APPS = [
     "nodes",
     "sync",
     "web",
+    # The JSON API, and django-ninja for its docs page's assets (served here, not a CDN).
+    "ninja",
+    "api",
 ]
 
 MIDDLEWARE = [
@@ -213,6 +216,10 @@ Q_WORKERS = env_int("PANEL_Q_WORKERS", 2, minimum=1, maximum=64)
 # The queue's name is the instance's own (panel/env.py: every machine of one panel derives the
 # same one from the shared database), so panels that share a Redis never take each other's
 # tasks; it also salts the tasks' signatures.
+# Where the web server listens when started by hand (runpanel, gunicorn's settings): the
+# address `bootstrap` prints. `make run PORT=8080` sets it. Parsed by web.serving.
+PANEL_BIND = env_str("PANEL_BIND", "127.0.0.1:8000")
+
 PANEL_INSTANCE_NAME = env_instance_name("PANEL_INSTANCE_NAME", DATABASES["default"])
 Q_CLUSTER = {
     "name": PANEL_INSTANCE_NAME,

@@ -5,7 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from panel.health import healthz
-from web.views import audit, cluster
+from web.views import account, audit, cluster
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -16,4 +16,6 @@ urlpatterns = [
     path("nodes/", include("web.urls")),
     path("audit/", audit.audit_list, name="audit"),
     path("cluster/banner/", cluster.cluster_banner, name="cluster_banner"),
+    path("account/tokens/", account.tokens, name="account_tokens"),
+    path("api/v1/", include("api.urls")),
 ]

@@ -58,11 +58,30 @@ class Actor:
     name: str
     user: object | None = field(default=None, compare=False)
     address: str = ""
-    via: str = ""  # the command's name, for the history's label
+    via: str = ""  # the command's name, or "token NAME", for the history's label
+    # What the rights rules ask instead of ``user`` (an API token's narrower rights).
+    rights: object | None = field(default=None, compare=False)
 
     @classmethod
     def for_user(cls, user, address: str = "") -> Actor:
         return cls(ActorKind.USER, user.get_username(), user=user, address=address)
+
+    @classmethod
+    def for_token(cls, token, address: str = "") -> Actor:
+        """A user acting through an API token (``sync.models.ApiToken``): the audit entry
+        names the user and the token ("alice (token ci)"), the rules ask the token's rights,
+        never more than the user's (``sync.tokens.TokenRights``)."""
+        from sync.tokens import TokenRights  # sync.tokens imports the models, which import us
+
+        user = token.user
+        return cls(
+            ActorKind.USER,
+            user.get_username(),
+            user=user,
+            address=address,
+            via=f"token {token.name}",
+            rights=TokenRights(user, read_only=token.read_only),
+        )
 
     @classmethod
     def command(cls, command: str) -> Actor:
@@ -77,13 +96,14 @@ class Actor:
     def subject(self):
         """Whom the rights rules ask: the user, or every right for a command or the cluster."""
         if self.kind == ActorKind.USER:
-            return self.user
+            return self.rights if self.rights is not None else self.user
         return _Everything(self.label)
 
     @property
     def label(self) -> str:
-        """How the run history names who acted: the user name, or "root (nodesync)"."""
-        if self.kind == ActorKind.COMMAND and self.via:
+        """How the run history names who acted: the user name, "root (nodesync)", or
+        "alice (token ci)"."""
+        if self.via:
             return f"{self.name} ({self.via})"
         return self.name
 

@@ -26,8 +26,9 @@ class SyncConfig(AppConfig):
 
     def ready(self) -> None:
         # The types were loaded with the models (sync/models.py); their data is now watched.
-        from sync.synchronizers import REGISTRY
+        from sync.synchronizers import REGISTRY, check_needs
         from sync.watching import connect
 
+        check_needs(REGISTRY)
         connect(REGISTRY.values())
         post_migrate.connect(_after_migrate, sender=self)

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from django.core.management.base import CommandError
 
+from nodes.choices import NodeCondition
 from nodes.models import Node, Role
 from sync.models import SyncAction
 
@@ -61,3 +62,14 @@ def roles_by_name(names: Sequence[str]) -> list[Role]:
         known = ", ".join(Role.objects.order_by("name").values_list("name", flat=True))
         raise bad_arguments(f"unknown role: {_names(unknown)} (known roles: {known or 'none'})")
     return [found[n] for n in dict.fromkeys(names)]
+
+
+def what_to_do(node: Node) -> str:
+    """The command that fixes ``node``'s condition, for a terminal's reader.
+
+    The node's error names no command (its page offers a button for the same step); a
+    command's output adds the command that does it.
+    """
+    if node.has_condition(NodeCondition.HOST_KEY_CHANGED):
+        return f"if its new key is right, accept it with `manage.py acceptkey {node.name}`"
+    return ""

@@ -28,6 +28,15 @@ class SyncAction(models.Model):
     priority = models.IntegerField(help_text="Lower runs first.")
     node_status = models.CharField(max_length=20, choices=NodeStatus)
     timeout = models.PositiveIntegerField(help_text="Seconds a run may take.")
+    # What it waits for (``@synchronizer(needs=...)``): a type that did not declare its needs
+    # needs every type before it in priority order (the seed's rule); one that did needs the
+    # types listed in ``needs`` only. A needed type that is not done holds it back.
+    needs_before = models.BooleanField(
+        default=True, help_text="Needs every type before it in priority order."
+    )
+    needs = models.ManyToManyField(
+        "self", symmetrical=False, related_name="needed_by", blank=True, db_table="syncaction_needs"
+    )
 
     class Meta:
         db_table = "syncactions"
@@ -42,12 +51,15 @@ class DesyncState(LookChoices):
     PENDING = "pending", "Pending"
     PROCESSING = "processing", "Processing"
     FAILED = "failed", "Failed"
+    # Cancelled by someone: it waits for a person (retry, force) or new data, not a backoff.
+    HELD = "held", "Held"
 
     # Icon (static/icons.svg) and CSS class of each value, as in nodes.choices.
     __looks__ = {
         "pending": ("hourglass", "text-secondary-emphasis"),
         "processing": ("spinner", "text-primary-emphasis"),
         "failed": ("x-circle", "text-danger-emphasis"),
+        "held": ("x-circle", "text-warning-emphasis"),
     }
 
 
@@ -243,6 +255,38 @@ class ClusterHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} on {self.host}"
+class ApiToken(models.Model):
+    """A user's key to the JSON API (``/api/v1/``), shown once when made, stored as a digest.
+
+    The token is ``panel_<prefix>_<secret>``: the prefix finds the row, the SHA-256 of the
+    whole token is compared in constant time (the secret has 256 bits, so a plain hash is
+    enough: nothing to stretch). ``read_only`` narrows the user's rights to looking; a token
+    never has more than its user (``sync.tokens.TokenRights``). Revoking keeps the row, so
+    the audit trail's "by alice (token ci)" still names a token that existed.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=50)
+    prefix = models.CharField(max_length=16, unique=True)
+    digest = models.CharField(max_length=64)
+    read_only = models.BooleanField(default=False)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+    revoked_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "apitoken"
+        ordering = ["-created_at", "-id"]
+        verbose_name = "API token"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix})"
+
+    @property
+    def scope(self) -> str:
+        return "read-only" if self.read_only else "read-write"
 
 
 # The types' own models live with each type (sync/synchronizers/): load them with the app's.

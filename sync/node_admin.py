@@ -33,6 +33,7 @@ from sync.rights import (
     may_manage_panel_host,
     node_change_refusals,
 )
+from sync.synchronizers._roles import SaysWhatDeletionDoes, role_removal_notice
 
 # Moving a node sends its roles' data elsewhere: changed through the pages' checked steps.
 ADDRESS_FIELDS = ("host", "port", "username")
@@ -184,7 +185,7 @@ admin.site.register(Node, NodeAdmin)
 
 
 @admin.register(Role)
-class RoleAdmin(admin.ModelAdmin):
+class RoleAdmin(SaysWhatDeletionDoes, admin.ModelAdmin):
     """Roles: added, renamed and deleted through the data actions (a deleted role takes its
     data away from its nodes, so who did it is recorded)."""
 
@@ -204,6 +205,9 @@ class RoleAdmin(admin.ModelAdmin):
 
     def save_related(self, request, form, formsets, change: bool) -> None:
         save_data(actor_for_request(request), form)
+
+    def removal_notice(self, rows) -> str:
+        return role_removal_notice(rows)
 
     def delete_model(self, request, obj: Role) -> None:
         delete_data(actor_for_request(request), [obj])

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import posixpath
 
+import asyncssh
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 
@@ -67,6 +68,80 @@ def validate_shell(shell: str) -> None:
 def validate_mode(mode: int) -> None:
     if not 0 <= mode <= 0o7777:
         raise ValidationError("The mode must be between 0000 and 7777 (octal).")
+
+
+# Mode bits that give more than the owner's rights to someone else: setuid and setgid (a
+# program that runs as its owner or group) and write for everyone. A file the panel writes
+# with them is a way to root on every node of its roles, so it takes a deliberate yes.
+SPECIAL_MODE_BITS = {0o4000: "setuid", 0o2000: "setgid", 0o0002: "world-writable"}
+
+
+def special_mode_bits(mode: int) -> list[str]:
+    """The names of the special bits ``mode`` has (setuid, setgid, world-writable)."""
+    return [name for bit, name in SPECIAL_MODE_BITS.items() if mode & bit]
+
+
+def validate_special_bits(mode: int, allowed: bool) -> None:
+    """Refuse setuid, setgid and world-write unless the "special bits" box says so."""
+    bits = special_mode_bits(mode)
+    if bits and not allowed:
+        raise ValidationError(
+            f'The mode {mode:04o} is {", ".join(bits)}: tick "Allow special bits" if the '
+            "file really needs it, or use a mode such as 0644 or 0755.",
+            code="special_bits",
+        )
+
+
+# Accounts the systems themselves have: Debian's base-passwd (/usr/share/base-passwd/passwd.master)
+# and RHEL's setup package (/etc/passwd), plus a few every distribution's packages add. A
+# managed user of one of these names would take over, lock or delete a system account on every
+# node of its roles (the run refuses uid < 1000 and then fails there for ever).
+SYSTEM_ACCOUNT_NAMES = frozenset(
+    {
+        # Debian base-passwd
+        "root", "daemon", "bin", "sys", "sync", "games", "man", "lp", "mail", "news", "uucp",
+        "proxy", "www-data", "backup", "list", "irc", "gnats", "nobody", "_apt",
+        # RHEL setup
+        "adm", "halt", "shutdown", "operator", "ftp", "tss",
+        # added by the base system's packages on both
+        "sshd", "messagebus", "dbus", "polkitd", "syslog", "uuidd", "ntp", "chrony",
+        "postfix", "mysql", "postgres", "nginx", "apache", "nscd", "rpc", "rpcuser",
+    }
+)  # fmt: skip
+SYSTEM_ACCOUNT_PREFIXES = ("systemd-",)
+
+
+def validate_not_system_account(name: str) -> None:
+    """Refuse a managed user named like an account the system itself has."""
+    if name in SYSTEM_ACCOUNT_NAMES or name.startswith(SYSTEM_ACCOUNT_PREFIXES):
+        raise ValidationError(
+            f"{name} is a system account on Debian or RHEL nodes: the panel manages login "
+            "accounts only. Choose another name.",
+            code="system_account",
+        )
+
+
+def validate_authorized_keys(text: str) -> None:
+    """Every line an OpenSSH public key as ``authorized_keys`` takes it: options such as
+    ``from=`` or ``command=`` and ``cert-authority`` lines are fine; blank lines and ``#``
+    comments too. The error names each line that is not a key, by number."""
+    bad = []
+    for number, line in enumerate(unix_newlines(text).split("\n"), start=1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        try:
+            asyncssh.import_authorized_keys(line)
+        except Exception:  # noqa: BLE001 - asyncssh raises several kinds for bad input
+            bad.append(number)
+    if bad:
+        lines = ", ".join(str(n) for n in bad[:10]) + (" ..." if len(bad) > 10 else "")
+        raise ValidationError(
+            f"Line{'s' if len(bad) > 1 else ''} {lines} {'are' if len(bad) > 1 else 'is'} not "
+            "an OpenSSH public key (such as ssh-ed25519 AAAA... comment, optionally after "
+            'options like from="...").',
+            code="authorized_keys",
+        )
 
 
 def _check(validator, value: str, what: str) -> str:

@@ -35,9 +35,12 @@ def make_type(db):
         node_status: str = NodeStatus.SYNCHRONIZING,
         run: Callable[..., Awaitable[None]] = _noop,
         timeout: int = 30,
+        needs: tuple[str, ...] | None = None,
     ) -> SyncAction:
         register_type(
-            SynchronizerType(name, name.title(), priority, NodeStatus(node_status), timeout, run)
+            SynchronizerType(
+                name, name.title(), priority, NodeStatus(node_status), timeout, run, (), needs
+            )
         )
         made.append(name)
         action, _ = SyncAction.objects.update_or_create(
@@ -47,8 +50,10 @@ def make_type(db):
                 "priority": priority,
                 "node_status": node_status,
                 "timeout": timeout,
+                "needs_before": needs is None,
             },
         )
+        action.needs.set(SyncAction.objects.filter(name__in=needs or ()))
         return action
 
     yield make

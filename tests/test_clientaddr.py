@@ -30,9 +30,7 @@ def test_it_ignores_the_header_of_a_client_that_is_no_trusted_proxy():
 
 def test_it_takes_the_rightmost_entry_that_is_no_trusted_proxy():
     # The client wrote the two on the left; 10.1.2.3 is a trusted load balancer.
-    assert address("127.0.0.1", "127.0.0.3, 192.0.2.66, 198.51.100.7, 10.1.2.3") == (
-        "198.51.100.7"
-    )
+    assert address("127.0.0.1", "127.0.0.3, 192.0.2.66, 198.51.100.7, 10.1.2.3") == ("198.51.100.7")
 
 
 def test_it_trusts_the_unix_socket_only_when_told():

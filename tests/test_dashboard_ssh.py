@@ -116,12 +116,15 @@ def test_it_reports_a_refused_key_as_a_form_error(operator, sshd):
 
 
 def test_it_reports_an_unreachable_host_as_a_form_error(operator):
+    port = free_port()
     response = operator.post(
-        ADD, {"name": "s1", "transport": "ssh", "host": "127.0.0.1", "port": free_port()}
+        ADD, {"name": "s1", "transport": "ssh", "host": "127.0.0.1", "port": port}
     )
 
     assert response.status_code == 200
-    assert "Cannot reach 127.0.0.1" in " ".join(response.context["form"].errors["host"])
+    error = " ".join(response.context["form"].errors["host"])
+    assert error.startswith(f"Cannot reach 127.0.0.1:{port} refused the connection")
+    assert error.count(f"127.0.0.1:{port}") == 1 and "unreachable:" not in error
     assert not Node.objects.exists()
 
 

@@ -10,7 +10,7 @@ from django_q.models import OrmQ
 
 from nodes.choices import NodeStatus
 from nodes.models import Node
-from nodes.transports import TransportError
+from nodes.transports import CommandFailed, TransportError
 from sync import engine
 from sync.engine import (
     backoff_seconds,
@@ -151,7 +151,9 @@ async def _fail(ctx):
     raise TransportError("node said no")
 
 
-def test_it_stops_the_session_at_the_first_failure(make_node, make_type):
+def test_a_type_without_declared_needs_waits_for_every_type_before_it(make_node, make_type):
+    """The seed's rule, kept for types that declare no ``needs`` (the README's example, a
+    site's types): a failure holds back every type after it, in this session and the next."""
     node = make_node()
     ran: list[str] = []
 
@@ -535,15 +537,25 @@ def test_it_sweeps_no_node_whose_next_type_waits_for_its_retry(make_node, make_t
         ("nothing", engine.Hold.NOTHING),
         ("running", engine.Hold.RUNNING),
         ("backoff", engine.Hold.BACKOFF),
+        ("unreachable", engine.Hold.UNREACHABLE),
+        ("cancelled", engine.Hold.CANCELLED),
+        ("host-key", engine.Hold.HOST_KEY),
     ],
 )
 def test_why_not_running_and_the_sweep_are_one_rule(make_node, make_type, case, hold):
     node = make_node(maintenance=case == "maintenance")
+    if case == "unreachable":
+        Node.objects.filter(pk=node.pk).update(contact_failed_since=timezone.now())
+    if case == "host-key":
+        Node.objects.filter(pk=node.pk).update(condition="host-key-changed")
+
     if case != "nothing":
         register_desync([node], [make_type("t-a")])
     if case == "running":
         Node2Sync.objects.filter(node=node).update(state=DesyncState.PROCESSING)
-    if case == "backoff":
+    if case == "cancelled":
+        Node2Sync.objects.filter(node=node).update(state=DesyncState.HELD)
+    if case in ("backoff", "unreachable"):
         Node2Sync.objects.filter(node=node).update(
             state=DesyncState.FAILED, next_attempt_at=timezone.now() + timedelta(minutes=5)
         )
@@ -586,3 +598,152 @@ def test_a_task_takes_no_node_after_its_budget(make_node, make_type, settings):
     results = engine.run_task_batch([given.pk])
     assert [r.node.name for r in results] == ["given"] and results[0].budget_spent
     assert not SyncRun.objects.filter(node=other).exists()
+
+
+def test_one_heartbeat_checks_every_lease_of_an_event_loop_at_once(make_node, make_type, settings):
+    """The sessions of one task check and renew their leases together: one query per check
+    for all of them, not one per busy node every ``cancel_check_seconds``."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    settings.SYNC = {**settings.SYNC, "cancel_check_seconds": 0.1}
+
+    async def slow(ctx):
+        await asyncio.sleep(0.6)
+
+    nodes = [make_node(f"n{i}") for i in range(5)]
+    register_desync(nodes, [make_type("t-slow", run=slow)])
+    with CaptureQueriesContext(connection) as queries:
+        results = run_nodes([n.pk for n in nodes])
+    assert [r.completed for r in results] == [1] * 5
+    reads = [q["sql"] for q in queries if q["sql"].startswith("SELECT")]
+    one_node = [sql for sql in reads if "lease_owner" in sql.split("WHERE", 1)[-1]]
+    together = [sql for sql in reads if "lease_owner" in sql and " IN (" in sql]
+    assert one_node == []  # each check used to be a read per node
+    # While the five ran, a check asked for the five nodes at once.
+    assert max(sql.split(" IN (", 1)[1].split(")")[0].count(",") + 1 for sql in together) == 5
+
+
+# --- a failure holds back only what needs it --------------------------------------------------
+
+
+async def _no_package(ctx):
+    raise CommandFailed(["apt-get", "install", "nope"], 100, "E: Unable to locate package nope")
+
+
+def _four_types(make_type, ran: list[str]):
+    """The built-ins' shape: software and users need node information, files need software."""
+
+    def recorder(name):
+        async def run(ctx):
+            ran.append(name)
+
+        return run
+
+    return [
+        make_type("t-info", priority=10, run=recorder("t-info"), needs=()),
+        make_type("t-soft", priority=20, run=_no_package, needs=("t-info",)),
+        make_type("t-files", priority=30, run=recorder("t-files"), needs=("t-soft",)),
+        make_type("t-users", priority=40, run=recorder("t-users"), needs=("t-info",)),
+    ]
+
+
+def test_a_failing_type_holds_back_only_the_types_that_need_it(make_node, make_type):
+    """Software fails: users (which need node information only) still run in the same
+    session, files (which need software) wait, and say for what."""
+    node = make_node()
+    ran: list[str] = []
+    types = _four_types(make_type, ran)
+    register_desync([node], types)
+    [result] = run_nodes([node.pk])
+    assert ran == ["t-info", "t-users"]
+    assert result.failed and result.completed == 2
+    assert SyncRun.objects.filter(node=node).count() == 3  # one session, one run each
+    waiting = {r.action.name: r for r in engine.desync_holds(node)}
+    assert set(waiting) == {"t-soft", "t-files"}
+    assert waiting["t-soft"].hold == engine.Hold.BACKOFF
+    files = waiting["t-files"]
+    assert files.hold == engine.Hold.NEEDS
+    assert files.needed_title == "T-Soft"
+    assert "Unable to locate package nope" in files.needed_error
+    # The node's work is held back by its first type's retry; the sweep leaves it alone.
+    assert engine.why_not_running(node.pk) == engine.Hold.BACKOFF
+    assert engine.due_node_ids() == []
+    # Users registered again run at once, files still wait.
+    register_desync([node], [types[3]])
+    assert engine.due_node_ids() == [node.pk]
+    run_nodes([node.pk])
+    assert ran == ["t-info", "t-users", "t-users"]
+
+
+def test_a_type_that_needs_nothing_runs_before_a_failing_one_is_retried(make_node, make_type):
+    node = make_node()
+    ran: list[str] = []
+
+    async def later(ctx):
+        ran.append("later")
+
+    first = make_type("t-first", priority=1, run=_no_package)
+    second = make_type("t-second", priority=2, run=later, needs=())
+    register_desync([node], [first, second])
+    run_nodes([node.pk])
+    assert ran == ["later"]
+
+
+def test_a_forced_session_runs_a_failing_type_once(make_node, make_type):
+    """``nodesync --force`` ignores the retry's wait, but a type that failed in the session
+    is not started again in it (else it would loop)."""
+    node = make_node()
+    ran: list[str] = []
+    types = _four_types(make_type, ran)
+    register_desync([node], types)
+    [result] = run_nodes([node.pk], ignore_backoff=True)
+    assert SyncRun.objects.filter(node=node, action__name="t-soft").count() == 1
+    assert result.failed
+
+
+@pytest.mark.parametrize(
+    "needs, message",
+    [
+        (("t-nowhere",), "needs 't-nowhere', which is not a synchronizer type"),
+        (("t-late",), "a type may only need types that run before it"),
+    ],
+)
+def test_a_type_may_only_need_known_types_that_run_before_it(make_type, needs, message):
+    from django.core.exceptions import ImproperlyConfigured
+
+    from sync.synchronizers import REGISTRY, check_needs
+
+    make_type("t-late", priority=50)
+    make_type("t-early", priority=10)
+    registry = dict(REGISTRY)
+    early = registry["t-early"]
+    registry["t-early"] = type(early)(**{**early.__dict__, "needs": needs})
+    with pytest.raises(ImproperlyConfigured, match=message.replace("(", r"\(")):
+        check_needs(registry)
+
+
+def test_the_builtin_types_declare_what_they_need():
+    """Stored with the types (``update_syncactions``), so the SQL rule reads them."""
+    from sync.models import SyncAction
+
+    needs = {
+        a.name: (a.needs_before, sorted(a.needs.values_list("name", flat=True)))
+        for a in SyncAction.objects.all()
+    }
+    assert needs["probe"] == (False, [])
+    assert needs["nodeinfo"] == (False, [])
+    assert needs["software"] == (False, ["nodeinfo"])
+    assert needs["files"] == (False, ["software"])
+    assert needs["users"] == (False, ["nodeinfo"])
+    assert needs["services"] == (False, ["files", "software"])
+
+
+def test_the_node_page_says_what_each_held_type_waits_for(make_node, make_type, operator):
+    from django.urls import reverse
+
+    node = make_node()
+    register_desync([node], _four_types(make_type, []))
+    run_nodes([node.pk])
+    page = operator.get(reverse("nodes:detail", args=[node.pk])).content.decode()
+    assert "Waiting for T-Soft (failing: E: Unable to locate package nope" in page

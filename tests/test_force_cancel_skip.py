@@ -16,6 +16,7 @@ from django.core.management.base import CommandError
 from django.db import connection
 
 from nodes.choices import NodeStatus
+from nodes.models import Node
 from sync import engine
 from sync.engine import (
     cancel_node,
@@ -40,7 +41,7 @@ def start_and_hang(node, action, worker: str = "hanging-worker"):
     return start_next_run(node.pk, worker)
 
 
-def test_it_cancels_a_run_which_then_waits_for_its_backoff(make_node, make_type):
+def test_it_cancels_a_run_which_is_then_held(make_node, make_type):
     node = make_node()
     ticket = start_and_hang(node, make_type("t-hang"))
 
@@ -50,9 +51,10 @@ def test_it_cancels_a_run_which_then_waits_for_its_backoff(make_node, make_type)
     assert run.outcome == Outcome.CANCELLED and run.acted_by == "alice"
     assert "Cancelled by alice" in run.log and "hanging-worker" in run.log
     row = Node2Sync.objects.get()
-    assert row.state == DesyncState.FAILED and row.attempts == 1
+    assert row.state == DesyncState.HELD and row.attempts == 1
     assert row.last_error == "cancelled by alice"
     assert due_node_ids() == []  # not started again at once: it would hang again
+    assert engine.why_not_running(node.pk) == engine.Hold.CANCELLED
     node.refresh_from_db()
     assert node.lease_owner == "" and node.condition == "failing"
     assert "cancelled by alice" in node.condition_message
@@ -136,7 +138,7 @@ def test_it_ends_a_live_hanging_run_within_seconds_of_a_cancel(make_node, make_t
     assert time.monotonic() - cancelled_at < 5
     assert results[0].lease_lost
     assert SyncRun.objects.get().outcome == Outcome.CANCELLED
-    assert Node2Sync.objects.get().state == DesyncState.FAILED
+    assert Node2Sync.objects.get().state == DesyncState.HELD
 
 
 def run(*args: str) -> str:
@@ -251,4 +253,47 @@ def test_a_cancelled_type_registered_again_while_it_ran_runs_again_at_once(make_
     row = Node2Sync.objects.get()
     assert row.state == DesyncState.PENDING and row.attempts == 1
     assert row.last_error == "cancelled by alice"
+    assert due_node_ids() == [node.pk]
+
+
+def test_a_cancelled_type_does_not_come_back_by_itself(make_node, make_type, settings, operator):
+    """Cancel means stop: no backoff brings it back, however long ago it was cancelled (the
+    clock moved two hours on), the sweep leaves it, ``stuck`` does not count it, and the page
+    says who cancelled it; a retry, or new data, brings it back."""
+    from datetime import timedelta
+
+    from django.urls import reverse
+    from django.utils import timezone
+
+    node = make_node()
+    action = make_type("t-hang")
+    start_and_hang(node, action)
+    cancel_node(node, "alice")
+    cancelled_at = timezone.localtime(Node2Sync.objects.get().next_attempt_at)
+    page = operator.get(reverse("nodes:detail", args=[node.pk])).content.decode()
+    assert f"Cancelled by alice at {cancelled_at:%H:%M}" in page
+
+    long_ago = timezone.now() - timedelta(hours=2)
+    Node2Sync.objects.update(next_attempt_at=long_ago, registered_at=long_ago)
+    Node.objects.filter(pk=node.pk).update(last_sync_at=long_ago)
+    assert due_node_ids() == []
+    assert engine.sweep()["enqueued"] == 0
+    [result] = run_nodes([node.pk])
+    assert result.completed == 0 and not SyncRun.objects.filter(outcome=Outcome.RUNNING).exists()
+    settings.SYNC = {**settings.SYNC, "stuck_seconds": 60}
+    engine.refresh_stuck()
+    assert not Node.objects.get(pk=node.pk).has_condition("stuck")
+
+    engine.retry_now([node])
+    assert Node2Sync.objects.get().state == DesyncState.PENDING
+    assert due_node_ids() == [node.pk]
+
+
+def test_new_data_releases_a_cancelled_type(make_node, make_type):
+    node = make_node()
+    action = make_type("t-hang")
+    start_and_hang(node, action)
+    cancel_node(node, "alice")
+    register_desync([node], [action])  # what a change of its watched data does
+    assert Node2Sync.objects.get().state == DesyncState.PENDING
     assert due_node_ids() == [node.pk]

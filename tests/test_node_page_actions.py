@@ -38,8 +38,9 @@ def fail_with(make_node, make_type, error: BaseException) -> Node:
 
 
 def fix_first(html: str) -> str:
+    """The fix-first block: from its start to the card's other actions after it."""
     start = html.index('id="fix-first"')
-    return html[start : html.index("</div>", start)]
+    return html[start : html.index('id="node-actions"', start)]
 
 
 def test_it_puts_accepting_the_key_first_when_the_host_key_changed(operator, make_node, make_type):
@@ -60,8 +61,10 @@ def test_it_shows_no_fix_for_a_fine_node(operator, make_node):
     assert 'id="fix-first"' not in page(operator, make_node("n1"))
 
 
-def test_it_says_what_cancel_and_skip_will_do_before_they_do_it(operator, make_node):
-    html = page(operator, make_node("n1"))
+def test_it_says_what_cancel_and_skip_will_do_before_they_do_it(operator, make_node, make_type):
+    node = make_node("n1")
+    start_and_hang(node, make_type("t-hang"))
+    html = page(operator, node)
     assert "What will happen: the run on n1 is ended now" in html
     assert "What will happen: the chosen desynchronization is dropped without running" in html
 
@@ -81,8 +84,10 @@ def test_it_cancels_from_the_page_and_names_who(operator, make_node, make_type):
     assert response.status_code == 302
     run = SyncRun.objects.get(pk=ticket.run_id)
     assert run.outcome == Outcome.CANCELLED and run.acted_by == "op"
-    assert Node2Sync.objects.get().state == DesyncState.FAILED
-    assert "By op." in page(operator, node)
+    assert Node2Sync.objects.get().state == DesyncState.HELD
+    shown = page(operator, node)
+    assert "By op." in shown
+    assert "Cancelled by op at " in shown and "Retry now" in shown
 
 
 def test_it_skips_one_type_from_the_page(operator, make_node, make_type):
@@ -134,6 +139,28 @@ def test_it_says_a_run_is_still_finishing_after_maintenance_went_on(operator, ma
 
     assert response.status_code == 302
     assert "still finishing" in page(operator, node)
+
+
+def test_maintenance_offers_to_stop_the_running_type_and_does(operator, make_node, make_type):
+    """Maintenance during a run: the page offers both choices; "stop it now" cancels the run
+    (held, named) in the same action, so "the panel runs nothing here" is true at once."""
+    node = make_node("n1")
+    ticket = start_and_hang(node, make_type("t-hang"))
+    html = page(operator, node)
+    assert "Maintenance on, let “T-Hang” finish" in html
+    assert "Maintenance on, stop “T-Hang” now" in html
+
+    response = operator.post(reverse("nodes:maintenance", args=[node.pk]), {"on": "1", "stop": "1"})
+
+    assert response.status_code == 302
+    run = SyncRun.objects.get(pk=ticket.run_id)
+    assert run.outcome == Outcome.CANCELLED and run.acted_by == "op"
+    assert Node2Sync.objects.get().state == DesyncState.HELD
+    html = page(operator, node)
+    assert "still finishing" not in html and "was stopped" in html
+    from sync.models import AuditEntry
+
+    assert "Stopped the running type on 1 node(s)." in AuditEntry.objects.latest("pk").summary
 
 
 @pytest.mark.django_db(transaction=True)
@@ -199,3 +226,16 @@ def test_it_puts_maintenance_off_first_for_a_node_in_maintenance(operator, make_
     operator.post(reverse("nodes:maintenance", args=[node.pk]), {"on": "1"})
     block = fix_first(page(operator, node))
     assert "Maintenance off" in block
+
+
+def test_bulk_maintenance_can_stop_the_running_types(operator, make_node, make_type):
+    busy, idle = make_node("n1"), make_node("n2")
+    ticket = start_and_hang(busy, make_type("t-hang"))
+
+    response = operator.post(
+        reverse("nodes:bulk"), {"action": "maintenance_stop", "ids": [busy.pk, idle.pk]}
+    )
+
+    assert response.status_code == 302
+    assert SyncRun.objects.get(pk=ticket.run_id).outcome == Outcome.CANCELLED
+    assert set(Node.objects.values_list("maintenance", flat=True)) == {True}

@@ -23,8 +23,10 @@ from django.contrib.messages import get_messages
 from django.core.management import call_command
 from django.test import Client
 from django.urls import reverse
+from django.utils import timezone
 
 from nodes.access import OPERATORS, ensure_groups
+from nodes.choices import NodeCondition
 from nodes.models import Node, Role
 from sync.actor import Actor
 from sync.rights import (
@@ -546,6 +548,17 @@ def test_the_admin_shows_plain_content_and_does_not_let_staff_mark_secrets(file_
 def test_the_node_page_offers_an_operator_no_change_of_the_panels_node(
     operator, superuser, panel_host
 ):
+    # A changed key, so that accepting one applies (the page offers it only then).
+    Node.objects.filter(pk=panel_host.pk).update(
+        condition=NodeCondition.HOST_KEY_CHANGED,
+        conditions=[
+            {
+                "type": NodeCondition.HOST_KEY_CHANGED,
+                "since": timezone.now().isoformat(),
+                "message": "host key changed",
+            }
+        ],
+    )
     links = [
         reverse(name, args=[panel_host.pk])
         for name in ("nodes:edit", "nodes:delete", "nodes:accept_key")

@@ -80,7 +80,8 @@ def test_it_trusts_a_users_folder_only_for_that_users_files(root_dir):
         remove(home / "theirs")
     assert (home / "theirs").exists()
     assert remove(home / "theirs", trusting="nobody") is True
-    with pytest.raises(TransportError, match="cannot remove .*: unknown user no-such-user"):
+    unknown = "cannot remove .*: the file's owner no-such-user is not a user on this node"
+    with pytest.raises(TransportError, match=unknown):
         remove(home / "theirs", trusting="no-such-user")
 
 

@@ -153,7 +153,9 @@ def test_it_rewrites_a_file_whose_content_or_mode_changed_on_the_node(node, role
 
 def test_it_sets_a_changed_mode_or_owner_on_the_file_itself(node, role, tmp_path):
     path = tmp_path / "tool"
-    f = ManagedFile.objects.create(path=str(path), content="#!/bin/sh\n", mode=0o4750)
+    f = ManagedFile.objects.create(
+        path=str(path), content="#!/bin/sh\n", mode=0o4750, special_bits=True
+    )
     f.roles.add(role)
     synced(node, "files")
     inode = path.stat().st_ino
@@ -182,7 +184,9 @@ def test_it_replaces_a_fifo_or_link_at_a_managed_path_without_reading_it(node, r
 
 def test_it_keeps_setuid_bits(node, role, tmp_path):
     path = tmp_path / "tool"
-    f = ManagedFile.objects.create(path=str(path), content="#!/bin/sh\n", mode=0o4750)
+    f = ManagedFile.objects.create(
+        path=str(path), content="#!/bin/sh\n", mode=0o4750, special_bits=True
+    )
     f.roles.add(role)
     synced(node, "files")
     assert path.stat().st_mode & 0o7777 == 0o4750

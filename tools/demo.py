@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -28,7 +29,9 @@ DEMO_FILE = "/tmp/cluster-panel-demo/motd"
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="make demo", description=__doc__.splitlines()[0])
     parser.add_argument("--nodes", type=int, default=4, help="how many nodes (1-20, default 4)")
-    parser.add_argument("--port", type=int, default=8000, help="the panel's port (default 8000)")
+    parser.add_argument(
+        "--port", type=int, help="the panel's port (default: PANEL_BIND's, else 8000)"
+    )
     args = parser.parse_args(argv)
     if not 1 <= args.nodes <= 20:
         parser.error(f"--nodes must be from 1 to 20, not {args.nodes}")
@@ -60,9 +63,9 @@ def main(argv: list[str] | None = None) -> int:
             server.start()
         names = add_demo_nodes(servers)
         print(f"Added {len(names)} demo nodes ({', '.join(names)}), each a real sshd on 127.0.0.1.")
+        port = [] if args.port is None else ["--port", str(args.port)]
         panel = subprocess.Popen(
-            [sys.executable, str(ROOT / "manage.py"), "runpanel", "--port", str(args.port)],
-            cwd=ROOT,
+            [sys.executable, str(ROOT / "manage.py"), "runpanel", *port], cwd=ROOT
         )
         print("Log in as printed above; Ctrl-C stops the panel and removes the demo nodes.")
         panel.wait()
@@ -78,7 +81,12 @@ def main(argv: list[str] | None = None) -> int:
         remove_demo_nodes(names)
         for server in servers:
             server.stop()
-        print(f"Removed the demo nodes ({len(names)}) and stopped their servers.")
+        # The servers' folders hold their private host keys: nothing of them stays behind.
+        shutil.rmtree(workdir, ignore_errors=True)
+        shutil.rmtree(Path(DEMO_FILE).parent, ignore_errors=True)
+        print(
+            f"Removed the demo nodes ({len(names)}), stopped their servers and removed {workdir}."
+        )
     return 0
 
 

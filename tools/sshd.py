@@ -105,18 +105,39 @@ class SSHServer:
         return argv
 
     def start(self) -> SSHServer:
+        """Start sshd and return once *this* sshd listens.
+
+        A connection alone does not prove it: between a stop and a start another process (a
+        test run beside this one) may have taken the port, and our sshd then fails to bind
+        while the other one answers. sshd logs "Server listening on ..." once its own bind
+        succeeded, so the log written since this start is the proof.
+        """
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
+        log = self.dir / "sshd.log"
+        offset = log.stat().st_size if log.exists() else 0
         self.proc = subprocess.Popen(self.command(), start_new_session=True)
+        listening = f"Server listening on 127.0.0.1 port {self.port}."
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
-                return self
-            except OSError:
-                if self.proc.poll() is not None:
-                    break
-                time.sleep(0.05)
-        raise RuntimeError(f"sshd did not start: {(self.dir / 'sshd.log').read_text()[-2000:]}")
+            if self.proc.poll() is not None:
+                break
+            if listening in self._log_since(offset):
+                try:
+                    socket.create_connection(("127.0.0.1", self.port), timeout=0.5).close()
+                    return self
+                except OSError:
+                    pass
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"sshd did not start: {self._log_since(offset)[-2000:]}")
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.dir / "sshd.log", "rb") as f:
+                f.seek(offset)
+                return f.read().decode(errors="replace")
+        except FileNotFoundError:
+            return ""
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:

@@ -260,11 +260,13 @@ class IdListField(forms.Field):
 class BulkActionForm(forms.Form):
     RESYNC = "resync"
     MAINTENANCE_ON = "maintenance_on"
+    MAINTENANCE_STOP = "maintenance_stop"
     MAINTENANCE_OFF = "maintenance_off"
     DELETE = "delete"
     ACTIONS = [
         (RESYNC, "Synchronize again"),
         (MAINTENANCE_ON, "Maintenance on"),
+        (MAINTENANCE_STOP, "Maintenance on, stop running types now"),
         (MAINTENANCE_OFF, "Maintenance off"),
         (DELETE, "Delete"),
     ]
@@ -293,6 +295,8 @@ class MaintenanceForm(forms.Form):
     on = forms.TypedChoiceField(
         choices=[("1", "on"), ("0", "off")], coerce=lambda value: value == "1"
     )
+    # Turning it on while a type runs: stop that run now rather than let it finish.
+    stop = forms.BooleanField(required=False)
 
 
 class AcceptKeyForm(forms.Form):

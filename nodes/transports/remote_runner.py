@@ -287,15 +287,17 @@ def split_path(path, what):
     return parts
 
 
-def _ids(owner, group, what):
+def _ids(owner, group, what, whose="the owner"):
+    """The uid and gid of ``owner`` and ``group`` (-1 for none); Refused names the one this
+    node does not have, as ``whose`` it is (the owner, or the owner of the file to come)."""
     try:
         uid = pwd.getpwnam(owner).pw_uid if owner else -1
     except KeyError:
-        raise Refused(f"cannot {what}: unknown user {owner}") from None
+        raise Refused(f"cannot {what}: {whose} {owner} is not a user on this node") from None
     try:
         gid = grp.getgrnam(group).gr_gid if group else -1
     except KeyError:
-        raise Refused(f"cannot {what}: unknown group {group}") from None
+        raise Refused(f"cannot {what}: the group {group} is not a group on this node") from None
     return uid, gid
 
 
@@ -424,7 +426,7 @@ def make_dir(path, mode=None, owner=None, group=None, trusting=None):
     what = f"make the folder {path}"
     parts = split_path(path, what)
     uid, gid = _ids(owner, group, what)
-    trusted = _trusted(uid) | _trusted(_ids(trusting, None, what)[0])
+    trusted = _trusted(uid) | _trusted(_ids(trusting, None, what, "the file's owner")[0])
     if not parts:
         return
     parent_fd = _walk(parts[:-1], what, trusted, create=True)
@@ -650,7 +652,7 @@ def remove_file(path, trusting=None):
     parts = split_path(path, what)
     if not parts:
         raise Refused(f"cannot {what}: it is the root folder")
-    trusted = _trusted(_ids(trusting, None, what)[0])
+    trusted = _trusted(_ids(trusting, None, what, "the file's owner")[0])
     dir_fd = _walk(parts[:-1], what, trusted, missing_ok=True)
     if dir_fd is None:
         return False

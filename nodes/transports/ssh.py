@@ -12,7 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import errno
+import os
+import re
 import shlex
+import socket
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -131,8 +135,8 @@ class SSHTransport(Transport):
     ) -> SSHTransport:
         if not node.host_key:
             raise HostKeyChanged(
-                f"no host key is pinned for {node.name}: accept the node's key with "
-                f"`manage.py acceptkey {node.name}`"
+                f"no host key is pinned for {node.name}: the node's key must be checked and "
+                "accepted first"
             )
         try:
             conn = await connect_pinned(
@@ -147,9 +151,8 @@ class SSHTransport(Transport):
         except OtherHostKey as e:
             raise HostKeyChanged(
                 f"host key changed: {node.host}:{node.port} presented {e.presented}, the panel "
-                f"pinned {fingerprint(node.host_key)}. If the node was reinstalled, accept the "
-                f"new key with `manage.py acceptkey {node.name}`; otherwise someone may be "
-                "intercepting the connection."
+                f"pinned {fingerprint(node.host_key)}. Accept the new key only if the node was "
+                "reinstalled; otherwise someone may be intercepting the connection."
             ) from None
         except asyncssh.PermissionDenied:
             raise TransportError(
@@ -262,14 +265,38 @@ class _translate_errors:
 
 
 def _connection_error(error: Exception, host: str, port: int, timeout: float) -> TransportError:
-    """The admin's words for a connection that failed before any host key question."""
+    """The admin's words for a connection that failed before any host key question: what
+    is wrong with the address, never Python's text (a tuple of the socket address, a class
+    name)."""
     if isinstance(error, TimeoutError):
         return Unreachable(f"unreachable: connecting to {host}:{port} timed out after {timeout} s")
     if isinstance(error, OSError):
-        return Unreachable(
-            f"unreachable: cannot connect to {host}:{port}: {error.strerror or error}"
-        )
+        return Unreachable(f"unreachable: {host}:{port} {_socket_reason(error, host, port)}")
     return TransportError(f"ssh error with {host}:{port}: {_said(getattr(error, 'reason', error))}")
+
+
+# asyncio's text for one refused address, and for several ("Multiple exceptions: [Errno 111]
+# Connect call failed ('::1', 22), [Errno 111] ..."), which holds no errno of its own.
+_ERRNO_IN_TEXT = re.compile(r"\[Errno (-?\d+)\]")
+
+
+def _socket_reason(error: OSError, host: str, port: int) -> str:
+    """Why a connection to ``host:port`` failed, as a sentence after the address."""
+    if isinstance(error, socket.gaierror):
+        if error.errno == socket.EAI_AGAIN:
+            return (
+                f"cannot be reached: {host} is not an IP address or a resolvable name (or the "
+                "name server did not answer)"
+            )
+        return f"cannot be reached: {host} is not an IP address or a resolvable name"
+    codes = [error.errno] if error.errno is not None else []
+    codes = codes or [int(c) for c in _ERRNO_IN_TEXT.findall(str(error))]
+    if codes and all(c == errno.ECONNREFUSED for c in codes):
+        return f"refused the connection: nothing listens on {port}?"
+    for code in codes:
+        if code != errno.ECONNREFUSED:
+            return f"cannot be reached: {os.strerror(code)}"
+    return "cannot be reached: the connection failed"
 
 
 def _said(reason: object) -> str:

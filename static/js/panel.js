@@ -93,7 +93,15 @@
         detail.shouldSwap = false;
         return;
       }
-      /* Keep the run logs the user opened open. */
+      /* Keep the choice made in a list (the type to skip) while the card is redrawn. */
+      detail.target.querySelectorAll("select[id]").forEach(function (select) {
+        var again = incoming && incoming.querySelector ? incoming.querySelector("#" + CSS.escape(select.id)) : null;
+        if (again && again.querySelector('option[value="' + CSS.escape(select.value) + '"]')) {
+          again.value = select.value;
+          again.querySelectorAll("option").forEach(function (o) { o.selected = o.value === select.value; });
+        }
+      });
+      /* Keep the run logs and disclosures the user opened open. */
       var open = [];
       detail.target.querySelectorAll("details[open][id]").forEach(function (d) { open.push(d.id); });
       if (open.length && incoming && incoming.querySelectorAll) {
@@ -133,7 +141,19 @@
     window.setInterval(tick, 1000);
   }
 
+  /* --- Folded on a phone: the list's counters and filters ------------------------------- */
+
+  /* Open in the HTML (a page without scripts shows everything); closed on a narrow screen so
+     the first node is on the first screen. The CSS hides the toggle on wider screens. */
+  function setUpFolds() {
+    if (!window.matchMedia("(max-width: 767.98px)").matches) return;
+    document.querySelectorAll("details[data-fold-on-phone]").forEach(function (d) {
+      d.removeAttribute("open");
+    });
+  }
+
   function start() {
+    setUpFolds();
     setUpBulk();
     setUpCopy();
     setUpTransport();

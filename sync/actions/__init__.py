@@ -18,6 +18,7 @@ from sync.actions.inventory import (
 )
 from sync.actions.nodes import delete_nodes, set_maintenance
 from sync.actions.results import Act, ActionResult, NodeOutcome
+from sync.actions.tokens import create_token, revoke_token
 from sync.actions.work import cancel_work, force_work, register_work, retry_work, skip_work
 
 __all__ = [
@@ -28,6 +29,8 @@ __all__ = [
     "accept_host_key",
     "add_node",
     "change_roles",
+    "create_token",
+    "revoke_token",
     "edit_node",
     "cancel_work",
     "delete_nodes",

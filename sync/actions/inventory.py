@@ -16,7 +16,7 @@ from django.db import transaction
 
 from nodes.hostkeys import parse_host_key, pin_proved_key, prove_host_key, scan_host_key
 from nodes.keys import fingerprint, safe_fingerprint
-from nodes.models import Node, Role
+from nodes.models import Node, Role, validate_address_free
 from sync import engine, inventory
 from sync.actions.results import Act, ActionResult, NodeOutcome
 from sync.actor import Actor
@@ -112,10 +112,13 @@ def edit_node(
 
     A new address or user makes the node's waiting work due now (what failed at the old one
     may work); a new host key must have been confirmed and logged in with by the caller.
-    Raises PermissionDenied (``sync.rights``) or IntegrityError (a name taken meanwhile).
+    Raises ValidationError (a host:port another SSH node has: nothing changes),
+    PermissionDenied (``sync.rights``) or IntegrityError (a name taken meanwhile).
     """
     stored = Node.objects.get(pk=node.pk)
     moved = any(getattr(stored, f) != getattr(node, f) for f in ("host", "port", "username"))
+    if moved:
+        validate_address_free(node)
     new_key = "host_key" in fields and node.host_key != stored.host_key
     change = NodeChange(
         roles=tuple(roles) if roles is not None else None,

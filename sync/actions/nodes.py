@@ -22,11 +22,16 @@ from sync.models import SyncRun, with_running_title
 
 
 @retry_on_transient_errors
-def set_maintenance(actor: Actor, nodes: Sequence[Node], on: bool) -> ActionResult:
-    """Maintenance on (no new sessions; a run going on finishes) or off (waiting work runs).
+def set_maintenance(
+    actor: Actor, nodes: Sequence[Node], on: bool, *, stop_running: bool = False
+) -> ActionResult:
+    """Maintenance on (no new sessions) or off (waiting work runs).
 
-    Each node's outcome says what it was and is: ``on``, ``off``, ``already on``/``already
-    off``; ``titles`` names the run still finishing on a node put in maintenance.
+    Turning it on, the caller chooses what happens to a run going on: it finishes (the
+    default), or with ``stop_running`` it is cancelled now (held, like any cancel), so that
+    "the panel runs nothing here" is true at once. Each node's outcome says what it was and
+    is: ``on``, ``on, run stopped``, ``off``, ``already on``/``already off``; ``titles`` names
+    the run still finishing (or stopped) on a node put in maintenance.
     """
     check_work(actor, nodes)
     act = Act.MAINTENANCE_ON if on else Act.MAINTENANCE_OFF
@@ -35,12 +40,16 @@ def set_maintenance(actor: Actor, nodes: Sequence[Node], on: bool) -> ActionResu
         rows = list(with_running_title(Node.objects.filter(pk__in=ids)).order_by("pk"))
         before = {r.name: r.maintenance for r in rows}
         engine.set_maintenance(rows, on)
+        stopped = set()
+        if on and stop_running:
+            stopped = {r.pk for r in rows if r.running_title and engine.cancel_node(r, actor.label)}
         state = "on" if on else "off"
         outcomes = tuple(
             NodeOutcome(
                 r.pk,
                 r.name,
-                state if r.maintenance != on else f"already {state}",
+                (state if r.maintenance != on else f"already {state}")
+                + (", run stopped" if r.pk in stopped else ""),
                 (r.running_title,) if on and r.running_title else (),
             )
             for r in rows
@@ -49,7 +58,8 @@ def set_maintenance(actor: Actor, nodes: Sequence[Node], on: bool) -> ActionResu
             actor,
             act,
             node_targets(rows),
-            summary=f"Maintenance {state}.",
+            summary=f"Maintenance {state}."
+            + (f" Stopped the running type on {len(stopped)} node(s)." if stopped else ""),
             before={"maintenance": before},
             after={"maintenance": {name: on for name in before}},
         )

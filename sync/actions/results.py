@@ -28,6 +28,8 @@ class Act:
     DATA_CHANGE = "data.change"
     DATA_DELETE = "data.delete"
     ROTATE_KEY = "panel.rotate-key"
+    TOKEN_CREATE = "token.create"
+    TOKEN_REVOKE = "token.revoke"
 
     @classmethod
     def all(cls) -> list[str]:

@@ -26,8 +26,8 @@ How the pieces fit, from the data change to the node and back:
 - ``sessions``: a django-q task (``sync.tasks``) calls ``run_task_batch``: the nodes it was
   given, then further due nodes while its batch has room; each node session
   claims the node (``leases``), then takes its rows one by one (``runs``: ``start_next_run``,
-  ``finish_run``), running each type with ``execution`` over one connection, while a heartbeat
-  renews the lease.
+  ``finish_run_and_start_next``), running each type with ``execution`` over one connection,
+  while one heartbeat per event loop renews the leases of all its sessions.
 - ``leases``: claim, renew, release; whoever takes a lease next recovers what the previous
   owner left running (``lost``, ``forced``, ``cancelled``).
 - ``runs``: one run's bookkeeping, always under the lease; ``backoff`` says how long a failed
@@ -43,7 +43,14 @@ Callers outside the engine import from ``sync.engine`` only; the modules are its
 """
 
 from sync.engine.backoff import backoff_seconds
-from sync.engine.eligibility import Hold, startable, why_not_running, with_hold
+from sync.engine.eligibility import (
+    Hold,
+    desync_holds,
+    startable,
+    why_not_running,
+    with_hold,
+    with_row_hold,
+)
 from sync.engine.execution import EXPECTED_FAILURES, Execution
 from sync.engine.leases import (
     claim_node,
@@ -128,5 +135,7 @@ __all__ = [
     "sweep",
     "take_over_node",
     "why_not_running",
+    "desync_holds",
+    "with_row_hold",
     "with_hold",
 ]

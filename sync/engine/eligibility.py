@@ -1,20 +1,26 @@
-"""Why a node's work is not running now: one rule, written once in SQL, used everywhere.
+"""Why work is not running now: one rule, written once in SQL, used everywhere.
 
 Every path that starts work asks this module: the session's start of its next type
 (``runs.start_next_run``), the session's look for work registered meanwhile
 (``runs.has_due_work``), the sweep's choice of due nodes, and a task that takes further due
-nodes while it has room (``sessions``). One definition, so the sweep never enqueues a node
-that a session would then refuse to run, and a task never takes a node that the sweep would
-leave alone.
+nodes while it has room (``sessions``); the pages ask it why each desynchronization waits. One
+definition, so the sweep never enqueues a node that a session would then refuse to run, a task
+never takes a node that the sweep would leave alone, and the page says what the engine does.
 
-A node's next desynchronization is its first in priority order (order is a dependency: the
-types after it wait for it). The node's work is held back, for the first of these reasons:
+A type needs other types (``@synchronizer(needs=...)``; by default every type before it in
+priority order). A desynchronization does not start now, for the first of these reasons:
 
 - ``maintenance``: an admin took the node out of the panel's hands;
-- ``nothing``: nothing is registered;
-- ``running``: the next type runs now;
-- ``backoff``: the next type failed (or was cancelled) and waits for its retry, on the
-  database's clock.
+- ``host-key``: the node presented another host key; nothing can run until it is accepted;
+- ``running``: it runs now; ``busy``: another type of the node runs now (one at a time);
+- ``cancelled``: someone cancelled it; it waits for a person (retry, force) or new data;
+- ``unreachable``: it failed because the node did not answer, and waits for its retry;
+- ``backoff``: it failed and waits for its retry, on the database's clock;
+- ``needs``: a type it needs is registered on the node and not done yet (failing, cancelled,
+  held, or simply before it): it waits for that one, and only what needs it waits.
+
+The node's next desynchronization is the first in priority order that nothing holds back; the
+node is held back (``with_hold``) when there is none, for the reason of its first one.
 
 Whether someone holds the node's lease is the claim's business (``leases.free_lease``), not a
 reason here: a session asks this while it holds the lease itself.
@@ -25,20 +31,80 @@ from __future__ import annotations
 from collections.abc import Collection
 
 from django.db import models
-from django.db.models import Case, OuterRef, QuerySet, Subquery, Value, When
+from django.db.models import Case, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models.lookups import Exact
+from django.utils import timezone
 
+from nodes.choices import NodeCondition
 from nodes.models import Node
 from sync.clock import db_now
 from sync.models import DesyncState, Node2Sync
 
 
 class Hold(models.TextChoices):
-    """Why a node's next desynchronization does not start now (none: it may)."""
+    """Why a desynchronization (or a node's work) does not start now (none: it may)."""
 
     MAINTENANCE = "maintenance", "In maintenance"
+    HOST_KEY = "host-key", "Host key changed"
     NOTHING = "nothing", "Nothing registered"
     RUNNING = "running", "Running now"
+    BUSY = "busy", "Another type runs now"
+    CANCELLED = "cancelled", "Cancelled"
+    UNREACHABLE = "unreachable", "Unreachable: waiting for its retry"
     BACKOFF = "backoff", "Waiting for its retry"
+    NEEDS = "needs", "Waiting for a type it needs"
+
+
+# What an admin's "run it now" (``nodesync --force``, retry) overrides: the retry's wait and
+# a cancellation, never a host key or a type that runs.
+RETRY_HOLDS = (Hold.BACKOFF, Hold.UNREACHABLE, Hold.CANCELLED)
+
+
+def _needed_rows(action_ids: Collection[int] | None) -> QuerySet[Node2Sync]:
+    """The rows of the same node that the outer row's type needs (registered, so not done),
+    first in priority order. Outer: a ``Node2Sync`` row."""
+    before = Q(action__priority__lt=OuterRef("action__priority")) | Q(
+        action__priority=OuterRef("action__priority"), action_id__lt=OuterRef("action_id")
+    )
+    needs_before = Exact(OuterRef("action__needs_before"), True)
+    rows = Node2Sync.objects.filter(node_id=OuterRef("node_id")).filter(
+        Q(action__needed_by=OuterRef("action_id")) | (Q(needs_before) & before)
+    )
+    if action_ids is not None:
+        rows = rows.filter(action_id__in=list(action_ids))
+    return rows.order_by("action__priority", "action_id")
+
+
+def with_row_hold(
+    rows: QuerySet[Node2Sync],
+    *,
+    action_ids: Collection[int] | None = None,
+    ignore: Collection[Hold] = (),
+) -> QuerySet[Node2Sync]:
+    """``rows`` annotated with ``hold`` (a ``Hold`` value, "" when it may start now) and, for
+    ``needs``, ``needed_title`` and ``needed_error``: the first type it waits for and why that
+    one is not done (its error when it fails)."""
+    needed = _needed_rows(action_ids)
+    other_running = Node2Sync.objects.filter(
+        node_id=OuterRef("node_id"), state=DesyncState.PROCESSING
+    ).exclude(pk=OuterRef("pk"))
+    waiting = Q(next_attempt_at__gt=db_now()) & ~Q(state=DesyncState.HELD)
+    reasons = [
+        (Hold.MAINTENANCE, Q(node__maintenance=True)),
+        (Hold.HOST_KEY, Q(node__condition=NodeCondition.HOST_KEY_CHANGED)),
+        (Hold.RUNNING, Q(state=DesyncState.PROCESSING)),
+        (Hold.BUSY, Exists(other_running)),
+        (Hold.CANCELLED, Q(state=DesyncState.HELD)),
+        (Hold.UNREACHABLE, waiting & Q(node__contact_failed_since__isnull=False)),
+        (Hold.BACKOFF, waiting),
+        (Hold.NEEDS, Exists(needed)),
+    ]
+    whens = [When(q, then=Value(r.value)) for r, q in reasons if r not in ignore]
+    return rows.annotate(
+        hold=Case(*whens, default=Value(""), output_field=models.CharField()),
+        needed_title=Subquery(needed.values("action__title")[:1]),
+        needed_error=Subquery(needed.values("last_error")[:1]),
+    )
 
 
 def with_hold(
@@ -46,31 +112,44 @@ def with_hold(
     *,
     action_ids: Collection[int] | None = None,
     ignore: Collection[Hold] = (),
+    skip: Collection[int] = (),
 ) -> QuerySet[Node]:
-    """``nodes`` annotated with ``hold`` (a ``Hold`` value, "" when the work may start now)
-    and ``next_desync_id`` (the desynchronization that would start).
+    """``nodes`` annotated with ``hold`` (a ``Hold`` value, "" when work may start now),
+    ``next_desync_id`` (the desynchronization that would start: the first in priority order
+    that nothing holds back) and ``next_at`` (since when it is due).
 
     ``action_ids`` limits the work to those types (``nodesync --action``); ``ignore`` drops
-    reasons an admin overrides (``nodesync --force`` ignores maintenance and backoff).
+    reasons an admin overrides (``nodesync --force`` ignores maintenance and the retry's wait);
+    ``skip`` names desynchronizations not to start again (those that failed in this session:
+    a forced session runs each type once), though they still hold back what needs them.
     """
-    first = Node2Sync.objects.filter(node=OuterRef("pk"))
-    if action_ids is not None:
-        first = first.filter(action_id__in=list(action_ids))
-    first = first.order_by("action__priority", "action_id")
-    reasons = [
-        (Hold.MAINTENANCE, When(maintenance=True, then=Value(Hold.MAINTENANCE.value))),
-        (Hold.NOTHING, When(next_state__isnull=True, then=Value(Hold.NOTHING.value))),
-        (Hold.RUNNING, When(next_state=DesyncState.PROCESSING, then=Value(Hold.RUNNING.value))),
-        (Hold.BACKOFF, When(next_at__gt=db_now(), then=Value(Hold.BACKOFF.value))),
-    ]
-    if Hold.NOTHING in ignore or Hold.RUNNING in ignore:
+    if Hold.NOTHING in ignore or Hold.RUNNING in ignore or Hold.BUSY in ignore:
         raise ValueError("nothing registered, or running now, is never started")
-    whens = [when for reason, when in reasons if reason not in ignore]
+    rows = Node2Sync.objects.filter(node=OuterRef("pk"))
+    if action_ids is not None:
+        rows = rows.filter(action_id__in=list(action_ids))
+    rows = rows.exclude(pk__in=list(skip)).order_by("action__priority", "action_id")
+    held = with_row_hold(rows, action_ids=action_ids, ignore=ignore)
+    may_start = held.filter(hold="")
+    running = Node2Sync.objects.filter(node=OuterRef("pk"), state=DesyncState.PROCESSING)
+    node_reasons = [
+        (Hold.MAINTENANCE, Q(maintenance=True)),
+        (Hold.HOST_KEY, Q(condition=NodeCondition.HOST_KEY_CHANGED)),
+        (Hold.NOTHING, ~Exists(rows)),
+        (Hold.RUNNING, Exists(running)),
+    ]
+    whens = [When(q, then=Value(r.value)) for r, q in node_reasons if r not in ignore]
     return nodes.annotate(
-        next_desync_id=Subquery(first.values("pk")[:1]),
-        next_state=Subquery(first.values("state")[:1]),
-        next_at=Subquery(first.values("next_attempt_at")[:1]),
-    ).annotate(hold=Case(*whens, default=Value(""), output_field=models.CharField()))
+        next_desync_id=Subquery(may_start.values("pk")[:1]),
+        next_at=Subquery(may_start.values("next_attempt_at")[:1]),
+    ).annotate(
+        hold=Case(
+            *whens,
+            When(next_desync_id__isnull=False, then=Value("")),
+            default=Subquery(held.values("hold")[:1]),
+            output_field=models.CharField(),
+        )
+    )
 
 
 def startable(nodes: QuerySet[Node] | None = None) -> QuerySet[Node]:
@@ -85,3 +164,27 @@ def why_not_running(node_id: int) -> Hold | None:
     if hold is None:
         return Hold.NOTHING  # the node is gone
     return Hold(hold) if hold else None
+
+
+def desync_holds(node: Node) -> QuerySet[Node2Sync]:
+    """The node's desynchronizations in priority order, each with why it does not run now
+    (``hold``, ``needed_title``, ``needed_error``): what the node page lists."""
+    rows = Node2Sync.objects.filter(node=node).select_related("action")
+    return with_row_hold(rows).order_by("action__priority", "action_id")
+
+
+def why_waiting(row: Node2Sync) -> str:
+    """The reason a row of ``with_row_hold`` does not run now, in the page's words; "" when it
+    runs or may start. A type held back by another names it and why that one is not done:
+    "Waiting for Software packages (failing: E: Unable to locate package nope)"."""
+    hold = getattr(row, "hold", "")
+    if hold == Hold.NEEDS:
+        failing = f" (failing: {row.needed_error})" if row.needed_error else ""
+        return f"Waiting for {row.needed_title}{failing}"
+    if hold == Hold.CANCELLED:
+        at = timezone.localtime(row.next_attempt_at).strftime("%H:%M")  # held since then
+        who = row.last_error[:1].upper() + row.last_error[1:] if row.last_error else "Cancelled"
+        return f"{who} at {at}"
+    if hold in ("", Hold.RUNNING, Hold.BACKOFF):
+        return ""  # the state and next attempt already say it
+    return Hold(hold).label

@@ -25,19 +25,25 @@ def fail_desync(
     action_title: str,
     error: str,
     kind: FailureKind = FailureKind.FAILED,
+    held: bool = False,
 ) -> None:
     """Record that the run of ``generation`` of this desynchronization failed with ``error``.
 
-    Called inside the caller's transaction, under the node's lease.
+    ``held`` (a cancelled run): the row does not come back by itself after a backoff; it is
+    held until someone retries or forces it, or its data changes (a new registration). Its
+    ``next_attempt_at`` then says when it was held. Called inside the caller's transaction,
+    under the node's lease.
     """
     row = Node2Sync.objects.filter(pk=desync_id)
     attempts = (row.values_list("attempts", flat=True).first() or 0) + 1
     failed = dict(attempts=attempts, last_error=error, started_at=None, worker="")
-    if not row.filter(generation=generation).update(
-        state=DesyncState.FAILED,
-        next_attempt_at=db_now_plus(backoff_seconds(attempts)),
-        **failed,
-    ):
+    if held:
+        ended = dict(state=DesyncState.HELD, next_attempt_at=db_now())
+    else:
+        ended = dict(
+            state=DesyncState.FAILED, next_attempt_at=db_now_plus(backoff_seconds(attempts))
+        )
+    if not row.filter(generation=generation).update(**ended, **failed):
         # Registered again while it ran: the newer data may be the fix, run it now.
         row.update(state=DesyncState.PENDING, next_attempt_at=db_now(), **failed)
     Node.objects.filter(pk=node_id).update(

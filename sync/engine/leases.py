@@ -12,6 +12,7 @@ import logging
 import os
 import secrets
 import socket
+from collections.abc import Collection
 from datetime import datetime
 
 from django.conf import settings
@@ -99,6 +100,31 @@ def renew_lease(node_id: int, worker: str) -> bool:
 
 
 @retry_on_transient_errors
+def renew_leases(held: Collection[tuple[int, str]]) -> set[tuple[int, str]]:
+    """Extend each (node, worker) lease the worker still holds, in one UPDATE; return the pairs
+    still held (read after the UPDATE: a lease an admin took meanwhile is not ours any more)."""
+    if not held:
+        return set()
+    mine = Q()
+    for node_id, worker in held:
+        mine |= Q(pk=node_id, lease_owner=worker)
+    Node.objects.filter(mine).update(lease_until=_lease_until())
+    return held_leases(held)
+
+
+@retry_on_transient_errors
+def held_leases(held: Collection[tuple[int, str]]) -> set[tuple[int, str]]:
+    """The (node, worker) pairs whose worker still holds the node's lease: one read for many
+    sessions, cheap enough to notice a cancel or a takeover within seconds."""
+    owners = dict(
+        Node.objects.filter(pk__in={node_id for node_id, _ in held}).values_list(
+            "pk", "lease_owner"
+        )
+    )
+    return {(node_id, worker) for node_id, worker in held if owners.get(node_id) == worker}
+
+
+@retry_on_transient_errors
 def release_node(node_id: int, worker: str) -> None:
     """Let the node go, only if this worker still holds it: a worker that was taken over must
     not free its successor's lease."""
@@ -122,15 +148,16 @@ def recover_interrupted_runs(
 
     Called only by the new lease owner, so every run still marked running on this node is
     someone else's. Each one is closed with a sentence saying what happened and who acted.
-    A cancelled run's type fails instead and waits for its backoff: running it again at once
-    would hang again.
+    A cancelled run's type is held instead (``DesyncState.HELD``): cancel means stop, and
+    running it again by itself would hang again.
     """
     runs = SyncRun.objects.filter(node_id=node_id, outcome=Outcome.RUNNING)
     if cancel:
         outcome = Outcome.CANCELLED
         why = (
             f"Cancelled by {acted_by or 'an admin'}: the run of {previous_owner or 'a worker'} "
-            "was ended; the type waits for its retry and is not started again at once."
+            "was ended; the type is held until someone retries or forces it, or its data "
+            "changes: it does not start again by itself."
         )
     elif forced:
         outcome = Outcome.FORCED
@@ -189,7 +216,7 @@ def recover_interrupted_runs(
 
 
 def _fail_cancelled(node_id: int, rows, error: str, generations: dict[int, int]) -> None:
-    """Cancelled rows fail like a failed run (``failures``): the same rule, the same words.
+    """Cancelled rows fail like a failed run (``failures``), held rather than backed off.
 
     ``generations`` maps each type to the generation its cancelled run started with: a type
     registered again since then runs again at once, as after any failure.
@@ -198,7 +225,7 @@ def _fail_cancelled(node_id: int, rows, error: str, generations: dict[int, int])
         "pk", "action_id", "generation", "action__title", "action__name"
     ):
         started = generations.get(action_id, generation)
-        fail_desync(node_id, row_id, started, name, title, error, FailureKind.FAILED)
+        fail_desync(node_id, row_id, started, name, title, error, FailureKind.FAILED, held=True)
 
 
 def _fmt(when: datetime | None) -> str:

@@ -36,13 +36,15 @@ def due_node_ids() -> list[int]:
 def refresh_stuck() -> int:
     """Mark ``stuck`` the nodes whose work has waited past the limit with no progress.
 
-    Progress is any successful run since the work was registered; a node in maintenance is
-    held on purpose and is not stuck. Returns how many nodes changed.
+    Progress is any successful run since the work was registered; a node in maintenance, and
+    a type someone cancelled (held until a person acts), are held on purpose and not stuck.
+    Returns how many nodes changed.
     """
     limit = conditions.stuck_after()
     cutoff = db_now_plus(-limit.total_seconds())
     waiting = (
         Node2Sync.objects.filter(registered_at__lt=cutoff, node__maintenance=False)
+        .exclude(state=DesyncState.HELD)
         .filter(Q(node__last_sync_at__isnull=True) | Q(node__last_sync_at__lt=cutoff))
         .order_by("node_id", "action__priority", "action_id")
         .values_list("node_id", "action__title", "state")

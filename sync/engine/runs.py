@@ -8,6 +8,7 @@ its generation while it ran.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 
 from django.conf import settings
@@ -17,7 +18,7 @@ from nodes.models import Node
 from nodes.transports.limits import printable
 from sync import conditions
 from sync.clock import db_now, read_db_now
-from sync.engine.eligibility import Hold, startable, with_hold
+from sync.engine.eligibility import RETRY_HOLDS, Hold, startable, with_hold
 from sync.engine.failures import fail_desync
 from sync.engine.leases import renew_lease
 from sync.engine.transient import retry_on_transient_errors
@@ -45,18 +46,19 @@ def start_next_run(
     action_ids: list[int] | None = None,
     ignore_backoff: bool = False,
     ignore_maintenance: bool = False,
+    skip: Collection[int] = (),
 ) -> RunTicket | None:
     """Mark the node's next desynchronization processing and open its run; None when done.
 
-    The next one is the first in priority order, and it starts only when the engine's one rule
-    (``eligibility``) holds nothing back: if it waits for a retry, nothing runs (the types
-    after it depend on it); a node put in maintenance meanwhile runs nothing more (the admin's
-    switch takes effect before the next type, not after the session).
+    The next one is the first in priority order that the engine's one rule (``eligibility``)
+    holds nothing back: a type that waits for its retry, or was cancelled, holds back the
+    types that need it and no other; a node put in maintenance meanwhile runs nothing more (the
+    admin's switch takes effect before the next type, not after the session).
     """
     with transaction.atomic():
         if not renew_lease(node_id, worker):
             return None
-        return _start_next(node_id, worker, action_ids, ignore_backoff, ignore_maintenance)
+        return _start_next(node_id, worker, action_ids, ignore_backoff, ignore_maintenance, skip)
 
 
 def _start_next(
@@ -65,10 +67,13 @@ def _start_next(
     action_ids: list[int] | None,
     ignore_backoff: bool,
     ignore_maintenance: bool,
+    skip: Collection[int] = (),
 ) -> RunTicket | None:
     """``start_next_run`` inside the caller's transaction, the lease renewed there."""
-    ignore = [Hold.MAINTENANCE] * ignore_maintenance + [Hold.BACKOFF] * ignore_backoff
-    nodes = with_hold(Node.objects.filter(pk=node_id), action_ids=action_ids, ignore=ignore)
+    ignore = [Hold.MAINTENANCE] * ignore_maintenance + list(RETRY_HOLDS) * ignore_backoff
+    nodes = with_hold(
+        Node.objects.filter(pk=node_id), action_ids=action_ids, ignore=ignore, skip=skip
+    )
     hold, desync_id = nodes.values_list("hold", "next_desync_id").first() or (Hold.NOTHING, 0)
     if hold:
         return None
@@ -143,12 +148,15 @@ def finish_run_and_start_next(
     ignore_backoff: bool = False,
     ignore_maintenance: bool = False,
     start_next: bool = True,
+    skip: Collection[int] = (),
 ) -> tuple[bool, RunTicket | None]:
-    """``finish_run``, and after a success ``start_next_run``, in one transaction: a session's
-    types follow one another with one commit between two runs, not two.
+    """``finish_run``, then ``start_next_run``, in one transaction: a session's types follow
+    one another with one commit between two runs, not two. After a failure the next type is
+    one that does not need the failed one (``eligibility``).
 
     Returns (whether the lease was still held, the next run's ticket or None); with
-    ``start_next`` False it only finishes (the session's budget is spent).
+    ``start_next`` False it only finishes (the session's budget is spent, or the node cannot
+    be reached).
     """
     error = short(error) if error else ""
     log_text = _run_log(log_text, error, detail)
@@ -156,10 +164,10 @@ def finish_run_and_start_next(
         if not renew_lease(ticket.node_id, worker):
             return False, None
         _record_end(ticket, outcome, log_text, error, kind)
-        if outcome != Outcome.SUCCESS or not start_next:
-            return True, None  # the first failure ends the session
+        if not start_next:
+            return True, None
         return True, _start_next(
-            ticket.node_id, worker, action_ids, ignore_backoff, ignore_maintenance
+            ticket.node_id, worker, action_ids, ignore_backoff, ignore_maintenance, skip
         )
 
 

@@ -2,8 +2,9 @@
 
 The database bookkeeping is synchronous and runs on the one database thread; the conversation
 with the nodes is coroutines, so one django-q task drives a whole batch of node sessions on
-one event loop while they wait on the network. A heartbeat keeps the lease and notices within
-seconds when an admin took the node (cancel, force), which ends the run at once.
+one event loop while they wait on the network. One heartbeat per event loop keeps all its
+sessions' leases and notices within seconds when an admin took a node (cancel, force), which
+ends that run at once.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import functools
 import logging
 import time
+import weakref
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
@@ -25,10 +27,10 @@ from sync.engine.execution import Execution, NodeConnection, execute
 from sync.engine.leases import (
     claim_node,
     free_lease,
-    holds_lease,
+    held_leases,
     new_worker_id,
     release_node,
-    renew_lease,
+    renew_leases,
 )
 from sync.engine.registration import kick
 from sync.engine.runs import (
@@ -38,10 +40,14 @@ from sync.engine.runs import (
     start_next_run,
 )
 from sync.engine.transient import retry_on_transient_errors
+from sync.errors import FailureKind
 from sync.models import Outcome
 from sync.watch import RunWatch, publish
 
 log = logging.getLogger("sync")
+
+# Failures of the connection, not of a type: the session's other types would fail the same way.
+CONNECTION_FAILURES = (FailureKind.UNREACHABLE, FailureKind.HOST_KEY)
 
 
 @dataclass
@@ -74,25 +80,63 @@ def _db(fn: Callable) -> Callable:
     return sync_to_async(fn, thread_sensitive=True)
 
 
-async def _keep_lease(node_id: int, worker: str, lost: asyncio.Event) -> None:
-    """Renew the lease, and notice soon when an admin took it (cancel, force).
+class LeaseKeeper:
+    """The leases of every node session on one event loop, renewed and checked together.
 
-    Renewing is a write, so it happens every third of the lease; checking who holds it is a
-    cheap read, every ``cancel_check_seconds``, so a cancelled run ends within seconds.
+    Renewing is a write, so it happens every third of the lease; checking who holds them is a
+    read, every ``cancel_check_seconds``, so a cancelled run ends within seconds. One query
+    does it for all the loop's sessions (up to a batch of 25), not one per busy node.
     """
-    renew_every = max(settings.SYNC["lease_seconds"] / 3, 0.2)
-    check_every = min(renew_every, float(settings.SYNC.get("cancel_check_seconds", 2)))
-    renewed = time.monotonic()
-    while True:
-        await asyncio.sleep(check_every)
-        if time.monotonic() - renewed >= renew_every:
-            held = await _db(renew_lease)(node_id, worker)
-            renewed = time.monotonic()
-        else:
-            held = await _db(holds_lease)(node_id, worker)
-        if not held:
-            lost.set()
-            return
+
+    def __init__(self) -> None:
+        self.renew_every = max(settings.SYNC["lease_seconds"] / 3, 0.2)
+        self.check_every = min(
+            self.renew_every, float(settings.SYNC.get("cancel_check_seconds", 2))
+        )
+        self.held: dict[tuple[int, str], asyncio.Event] = {}
+        self.task: asyncio.Task | None = None
+
+    def keep(self, node_id: int, worker: str) -> asyncio.Event:
+        """Keep this session's lease; the event is set when another worker took the node."""
+        lost = asyncio.Event()
+        self.held[(node_id, worker)] = lost
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._run())
+        return lost
+
+    def drop(self, node_id: int, worker: str) -> None:
+        self.held.pop((node_id, worker), None)
+        if not self.held and self.task is not None:
+            self.task.cancel()  # nothing left to keep: no task outlives the loop's sessions
+            self.task = None
+
+    async def _run(self) -> None:
+        renewed = time.monotonic()
+        while self.held:
+            await asyncio.sleep(self.check_every)
+            pairs = list(self.held)
+            if time.monotonic() - renewed >= self.renew_every:
+                still = await _db(renew_leases)(pairs)
+                renewed = time.monotonic()
+            else:
+                still = await _db(held_leases)(pairs)
+            for pair in pairs:
+                if pair not in still and pair in self.held:
+                    self.held.pop(pair).set()
+
+
+_KEEPERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, LeaseKeeper] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _lease_keeper() -> LeaseKeeper:
+    """This event loop's ``LeaseKeeper``."""
+    loop = asyncio.get_running_loop()
+    keeper = _KEEPERS.get(loop)
+    if keeper is None:
+        keeper = _KEEPERS[loop] = LeaseKeeper()
+    return keeper
 
 
 async def _run_claimed(
@@ -106,14 +150,15 @@ async def _run_claimed(
     progress: ProgressCallback | None,
     deadline: float | None,
 ) -> None:
-    lost = asyncio.Event()
-    heartbeat = asyncio.create_task(_keep_lease(node.pk, worker, lost))
+    keeper = _lease_keeper()
+    lost = keeper.keep(node.pk, worker)
     conn = NodeConnection(node)
     budget_end = time.monotonic() + settings.SYNC["session_budget_seconds"]
     deadline = budget_end if deadline is None else min(deadline, budget_end)
     starting = dict(
         action_ids=action_ids, ignore_backoff=ignore_backoff, ignore_maintenance=ignore_maintenance
     )
+    failed_here: list[int] = []
     try:
         if time.monotonic() >= deadline:
             result.budget_spent = True
@@ -151,8 +196,14 @@ async def _run_claimed(
             outcome, error = execution.outcome, execution.error
             seconds = time.monotonic() - started
             # The next type starts in the transaction that records this one's end, unless the
-            # session's budget is spent (the rest goes to a fresh task).
-            go_on = outcome == Outcome.SUCCESS and time.monotonic() < deadline
+            # session's budget is spent (the rest goes to a fresh task) or the node cannot be
+            # reached (every type would fail the same way). After a type's own failure the
+            # types that do not need it go on (``eligibility``).
+            unreachable = outcome != Outcome.SUCCESS and execution.kind in CONNECTION_FAILURES
+            in_time = time.monotonic() < deadline
+            go_on = not unreachable and in_time
+            if outcome != Outcome.SUCCESS:
+                failed_here.append(ticket.desync_id)  # not again in this session, even forced
             held, next_ticket = await _db(finish_run_and_start_next)(
                 ticket,
                 worker,
@@ -162,6 +213,7 @@ async def _run_claimed(
                 kind=execution.kind,
                 detail=execution.detail,
                 start_next=go_on,
+                skip=failed_here,
                 **starting,
             )
             if not held:
@@ -187,15 +239,14 @@ async def _run_claimed(
                 )
             if progress:
                 progress(RunReport(node.name, ticket.action.name, outcome, seconds, error))
-            if result.failed:
+            if unreachable:
                 return
-            if not go_on:
+            if not in_time:
                 result.budget_spent = True
                 return
             ticket = next_ticket
     finally:
-        heartbeat.cancel()
-        await asyncio.gather(heartbeat, return_exceptions=True)
+        keeper.drop(node.pk, worker)
         await conn.close()
         await _db(release_node)(node.pk, worker)
 
@@ -210,7 +261,8 @@ async def run_node_session(
     role: str = "worker",
     deadline: float | None = None,
 ) -> SessionResult:
-    """Claim the node and run its due desynchronizations in order, until done or a failure.
+    """Claim the node and run its due desynchronizations in order, until none may start (a
+    failure holds back only the types that need the failed one) or the node cannot be reached.
 
     If work arrived after the last check but before the lease was released (its kick found
     the node busy), the session claims the node again rather than leave it to the sweep.
@@ -240,8 +292,8 @@ async def run_node_session(
             # Leave the rest to a fresh task so one busy node cannot hold a worker for ever.
             await _db(kick)([node.pk])
             return result
-        # After a failure the failed row comes first and waits for its retry, so this is
-        # only true when it was registered again meanwhile.
+        # What could run ran (a failed row waits for its retry), so this is only true when
+        # work was registered meanwhile.
         if not await _db(has_due_work)(node.pk):
             return result
         force = False

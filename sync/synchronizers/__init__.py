@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from django.apps import apps
+from django.core.exceptions import ImproperlyConfigured
 
 from nodes.choices import NodeStatus
 from sync.watching import Watch, connect
@@ -40,6 +41,8 @@ class SynchronizerType:
     timeout: int
     run: RunFunction
     watches: tuple[Watch, ...] = ()
+    # The types it needs (names); None: every type before it in priority order.
+    needs: tuple[str, ...] | None = None
 
 
 REGISTRY: dict[str, SynchronizerType] = {}
@@ -48,8 +51,29 @@ REGISTRY: dict[str, SynchronizerType] = {}
 def register_type(sync_type: SynchronizerType) -> SynchronizerType:
     REGISTRY[sync_type.name] = sync_type
     if apps.ready:  # a type added later (a test, a site module): watch its data too
+        check_needs(REGISTRY)
         connect(REGISTRY.values())
     return sync_type
+
+
+def check_needs(registry: dict[str, SynchronizerType]) -> None:
+    """Refuse, at start, a type that needs an unknown type or one that is not before it.
+
+    A type runs after what it needs, in priority order: a need of a later (or equal) priority
+    could never be met, and a misspelt name would silently need nothing.
+    """
+    for t in registry.values():
+        for name in t.needs or ():
+            needed = registry.get(name)
+            if needed is None:
+                raise ImproperlyConfigured(
+                    f"synchronizer type {t.name} needs {name!r}, which is not a synchronizer type"
+                )
+            if needed.priority >= t.priority:
+                raise ImproperlyConfigured(
+                    f"synchronizer type {t.name} (priority {t.priority}) needs {name} "
+                    f"(priority {needed.priority}): a type may only need types that run before it"
+                )
 
 
 def unregister_type(name: str) -> None:
@@ -66,17 +90,27 @@ def synchronizer(
     node_status: NodeStatus,
     timeout: int = 300,
     watches: Iterable[Watch] = (),
+    needs: Iterable[str] | None = None,
 ) -> Callable[[RunFunction], RunFunction]:
     """Declare the decorated coroutine as the ``run`` of a synchronizer type.
 
     ``watches`` names the data its nodes receive: a change of it registers the type for the
-    nodes concerned (``sync.watching``).
+    nodes concerned (``sync.watching``). ``needs`` names the types that must be done on a node
+    before it runs there (a failing one holds it back, and only it); left out, the type needs
+    every type before it in priority order; ``needs=()`` needs none.
     """
 
     def decorate(run: RunFunction) -> RunFunction:
         register_type(
             SynchronizerType(
-                name, title, priority, NodeStatus(node_status), timeout, run, tuple(watches)
+                name,
+                title,
+                priority,
+                NodeStatus(node_status),
+                timeout,
+                run,
+                tuple(watches),
+                None if needs is None else tuple(needs),
             )
         )
         return run
@@ -102,16 +136,20 @@ def update_syncactions(using: str = "default") -> None:
     """
     from sync.models import SyncAction
 
+    rows = {}
     for t in REGISTRY.values():
-        SyncAction.objects.using(using).update_or_create(
+        rows[t.name], _ = SyncAction.objects.using(using).update_or_create(
             name=t.name,
             defaults={
                 "title": t.title,
                 "priority": t.priority,
                 "node_status": t.node_status,
                 "timeout": t.timeout,
+                "needs_before": t.needs is None,
             },
         )
+    for t in REGISTRY.values():
+        rows[t.name].needs.set([rows[n] for n in t.needs or ()])
     stale = SyncAction.objects.using(using).exclude(name__in=REGISTRY)
     for name in stale.values_list("name", flat=True):
         log.warning("synchronizer type %s is no longer in the code: removed", name)

@@ -5,9 +5,16 @@ This module declares no synchronizer type; the loader imports it like any other 
 
 from __future__ import annotations
 
-from django.contrib import admin
-from django.db import models
+from collections.abc import Sequence
 
+from django.apps import apps
+from django.contrib import admin
+from django.contrib.admin.actions import delete_selected
+from django.db import models
+from django.http import HttpRequest
+from django.template.response import TemplateResponse
+
+from nodes.models import Node
 from sync.actions.data import delete_data, save_data
 from sync.actor import actor_for_request
 from sync.watching import WatchedQuerySet
@@ -18,11 +25,100 @@ class RoleData(models.Model):
 
     objects = WatchedQuerySet.as_manager()
 
+    #: What leaving a node does to a row of this type, in a few words: a deleted role's
+    #: confirmation lists it for each type it carries.
+    removal_short = "removed"
+
     class Meta:
         abstract = True
 
+    @classmethod
+    def removal_effect(cls, rows: Sequence[RoleData], nodes: int) -> str:
+        """What deleting ``rows`` does on the ``nodes`` nodes of their roles, in the admin's
+        words: every confirmation of a deletion says it before anything happens. A type
+        whose removal does something else (or nothing) says so in its own override."""
+        return f"Removed from {count_nodes(nodes)} (the nodes of {its_or_their(rows)} roles)."
 
-class RoleDataAdmin(admin.ModelAdmin):
+
+def count_nodes(count: int) -> str:
+    return f"{count} node{'' if count == 1 else 's'}"
+
+
+def its_or_their(rows: Sequence[models.Model]) -> str:
+    return "its" if len(rows) == 1 else "their"
+
+
+def nodes_of(rows: Sequence[models.Model]) -> int:
+    """How many nodes have at least one role of ``rows``: the nodes a deletion reaches."""
+    return (
+        Node.objects.filter(roles__in=[r.pk for row in rows for r in row.roles.all()])
+        .distinct()
+        .count()
+    )
+
+
+def removal_notice(rows: Sequence[RoleData]) -> str:
+    """The sentence a deletion's confirmation shows for ``rows`` (of one model)."""
+    rows = list(rows)
+    if not rows:
+        return ""
+    return type(rows[0]).removal_effect(rows, nodes_of(rows))
+
+
+def role_removal_notice(roles: Sequence[models.Model]) -> str:
+    """What deleting ``roles`` does on their nodes: each node loses the data they carry,
+    unless another of its roles carries it too. Empty when they carry nothing."""
+    role_ids = [r.pk for r in roles]
+    parts = []
+    for model in apps.get_models():
+        if not issubclass(model, RoleData):
+            continue
+        names = [str(row) for row in model.objects.filter(roles__in=role_ids).distinct()]
+        if names:
+            shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+            parts.append(f"{model._meta.verbose_name_plural} {shown}: {model.removal_short}")
+    if not parts:
+        return ""
+    nodes = Node.objects.filter(roles__in=role_ids).distinct().count()
+    return (
+        f"On {count_nodes(nodes)}, unless another of a node's roles carries them too: "
+        + "; ".join(parts)
+        + "."
+    )
+
+
+def _delete_selected(modeladmin, request: HttpRequest, queryset):
+    """The admin's "delete selected" action, its confirmation saying what happens on the
+    nodes (``removal_notice``)."""
+    response = delete_selected(modeladmin, request, queryset)
+    if isinstance(response, TemplateResponse):
+        response.context_data["on_nodes"] = modeladmin.removal_notice(list(queryset))
+    return response
+
+
+class SaysWhatDeletionDoes:
+    """An admin whose delete confirmations (one row, and selected rows) say first what the
+    deletion does on the nodes (``removal_notice``)."""
+
+    delete_confirmation_template = "admin/role_data_delete_confirmation.html"
+    delete_selected_confirmation_template = "admin/role_data_delete_selected_confirmation.html"
+
+    def render_delete_form(self, request, context):
+        context["on_nodes"] = self.removal_notice([context["object"]])
+        return super().render_delete_form(request, context)
+
+    def get_actions(self, request):
+        actions = super().get_actions(request)
+        if "delete_selected" in actions:
+            _, name, description = actions["delete_selected"]
+            actions["delete_selected"] = (_delete_selected, name, description)
+        return actions
+
+    def removal_notice(self, rows: Sequence[models.Model]) -> str:
+        return removal_notice(rows)
+
+
+class RoleDataAdmin(SaysWhatDeletionDoes, admin.ModelAdmin):
     """The admin of role-carried data: every save and delete goes through the data actions
     (``sync.actions.data``), which record who changed what."""
 

@@ -86,6 +86,7 @@ def _mb(kb: int | str | None) -> int | None:
     priority=10,
     node_status=NodeStatus.SYNCHRONIZING,
     timeout=60,
+    needs=(),
 )
 async def collect_node_information(ctx: RunContext) -> None:
     result = await ctx.transport.run(["sh", "-c", FACTS_SCRIPT])

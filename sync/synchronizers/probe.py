@@ -19,6 +19,7 @@ from sync.synchronizers import synchronizer
     priority=1,
     node_status=NodeStatus.READY,
     timeout=30,
+    needs=(),
 )
 async def probe_node(ctx: RunContext) -> None:
     await ctx.transport.run(["true"])

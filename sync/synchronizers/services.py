@@ -13,6 +13,7 @@ stopping something is a decision the panel cannot take from a missing row.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 from django.contrib import admin
 from django.db import models
@@ -22,7 +23,7 @@ from nodes.choices import NodeStatus
 from sync.context import RunContext
 from sync.synchronizers import synchronizer
 from sync.synchronizers._manifest import read_manifest, write_manifest
-from sync.synchronizers._roles import RoleData, RoleDataAdmin
+from sync.synchronizers._roles import RoleData, RoleDataAdmin, count_nodes, its_or_their
 from sync.synchronizers.files import FILE_FIELDS, ManagedFile, desired_files
 from sync.validators import check_service_name, validate_service_name
 from sync.watching import Watch
@@ -51,6 +52,17 @@ class Service(RoleData):
 
     def __str__(self) -> str:
         return self.name
+
+    removal_short = "left as they are (not stopped, not disabled)"
+
+    @classmethod
+    def removal_effect(cls, rows: Sequence[RoleData], nodes: int) -> str:
+        """A service dropped from the panel is left as it is (this module's docstring)."""
+        where = f"the {count_nodes(nodes)} of {its_or_their(rows)} roles"
+        return (
+            f"Left as {'it is' if len(rows) == 1 else 'they are'} on {where}: the panel does not "
+            "stop or disable a service it no longer manages; it is no longer started or reloaded."
+        )
 
 
 @admin.register(Service)
@@ -148,6 +160,7 @@ async def service_manager(ctx: RunContext) -> Systemd | SysV:
     node_status=NodeStatus.READY,
     timeout=300,
     watches=[SERVICES, RELOAD_FILES],
+    needs=("software", "files"),
 )
 async def sync_services(ctx: RunContext) -> None:
     services = await ctx.db(_services_for, ctx.node.pk)

@@ -17,6 +17,7 @@ name (apt would pick one of its providers, or none) is refused too, its provider
 from __future__ import annotations
 
 import shlex
+from collections.abc import Sequence
 
 from django.contrib import admin
 from django.db import models
@@ -27,7 +28,7 @@ from nodes.transports import CommandFailed, TransportError
 from nodes.transports.limits import OUTPUT_LIMIT
 from sync.context import RunContext
 from sync.synchronizers import synchronizer
-from sync.synchronizers._roles import RoleData, RoleDataAdmin
+from sync.synchronizers._roles import RoleData, RoleDataAdmin, count_nodes, its_or_their
 from sync.validators import check_package_name, validate_package_name
 from sync.watching import Watch
 
@@ -53,6 +54,18 @@ class Package(RoleData):
 
     def __str__(self) -> str:
         return self.name
+
+    removal_short = "left installed (the panel never removes a package)"
+
+    @classmethod
+    def removal_effect(cls, rows: Sequence[RoleData], nodes: int) -> str:
+        """Packages are never removed (this module's docstring says why)."""
+        where = f"the {count_nodes(nodes)} of {its_or_their(rows)} roles"
+        return (
+            f"Nothing is uninstalled on {where}: the panel "
+            "never removes a package (something it does not know of may need it); remove it "
+            "there yourself if it must go."
+        )
 
 
 @admin.register(Package)
@@ -228,6 +241,7 @@ async def _install_dnf(ctx: RunContext, names: list[str]) -> None:
     node_status=NodeStatus.INSTALLING,
     timeout=900,
     watches=[PACKAGES],
+    needs=("nodeinfo",),
 )
 async def install_software(ctx: RunContext) -> None:
     names, facts = await ctx.db(_software_for, ctx.node.pk)

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import posixpath
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Sequence
 from dataclasses import asdict, dataclass, field
 
 from django.contrib import admin
@@ -34,12 +34,14 @@ from sync.context import RunContext
 from sync.synchronizers import synchronizer
 from sync.synchronizers._lockout import key_paths, lock_account, unlock_account
 from sync.synchronizers._manifest import read_manifest, write_manifest
-from sync.synchronizers._roles import RoleData, RoleDataAdmin
+from sync.synchronizers._roles import RoleData, RoleDataAdmin, count_nodes, its_or_their
 from sync.validators import (
     check_posix_name,
     check_shell,
     sha256_text,
     unix_newlines,
+    validate_authorized_keys,
+    validate_not_system_account,
     validate_posix_name,
     validate_shell,
 )
@@ -57,9 +59,15 @@ class UserState(models.TextChoices):
 class ManagedUser(RoleData):
     """A login account on the nodes of its roles, with its SSH keys."""
 
-    name = models.CharField(max_length=32, unique=True, validators=[validate_posix_name])
+    name = models.CharField(
+        max_length=32, unique=True, validators=[validate_posix_name, validate_not_system_account]
+    )
     shell = models.CharField(max_length=255, default="/bin/bash", validators=[validate_shell])
-    authorized_keys = models.TextField(blank=True, help_text="One public key per line.")
+    authorized_keys = models.TextField(
+        blank=True,
+        validators=[validate_authorized_keys],
+        help_text='One OpenSSH public key per line, options such as from="..." allowed.',
+    )
     state = models.CharField(max_length=10, choices=UserState, default=UserState.PRESENT)
     adopt_existing = models.BooleanField(
         "Take over an account that already exists on the node",
@@ -84,6 +92,27 @@ class ManagedUser(RoleData):
 
     def clean(self) -> None:
         self.authorized_keys = unix_newlines(self.authorized_keys)
+
+    removal_short = (
+        "an account the panel created is deleted with userdel --remove, its home folder too; "
+        "one it took over is locked, the account and its home kept"
+    )
+
+    @classmethod
+    def removal_effect(cls, rows: Sequence[RoleData], nodes: int) -> str:
+        """What ``_revoke`` does: it deletes only accounts the panel created, and locks the
+        ones it took over; a user already marked absent was removed before."""
+        present = [r.name for r in rows if r.state == UserState.PRESENT]
+        if not present:
+            where = f"the {count_nodes(nodes)} of {its_or_their(rows)} roles"
+            return f"Nothing more happens on {where}: already removed there."
+        return (
+            f"On {count_nodes(nodes)} (the nodes of {its_or_their(rows)} roles), for "
+            f"{', '.join(present)}: an account the panel created there is deleted with "
+            "userdel --remove, its home folder and everything in it deleted too; an account "
+            "that was there before and that the panel took over is locked and its keys "
+            "taken back, the account and its home kept."
+        )
 
 
 @admin.register(ManagedUser)
@@ -151,7 +180,6 @@ class Record:
                 value.get("password_was_locked") is True,
             )
         raise ValueError(f"the node's users manifest has an entry for {name!r} of an unknown form")
-
 
     def dump(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None and v is not False}
@@ -373,6 +401,7 @@ async def _each(ctx: RunContext, failed: dict[str, str], name: str, step: Awaita
     node_status=NodeStatus.READY,
     timeout=300,
     watches=[USERS],
+    needs=("nodeinfo",),
 )
 async def sync_users(ctx: RunContext) -> None:
     users = await ctx.db(_users_for, ctx.node.pk)

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 
 import pytest
 
@@ -15,6 +17,15 @@ from tests.conftest import ROOT, manage_ok
 from tests.integration.test_runpanel import free_port
 
 pytestmark = pytest.mark.cluster
+
+
+def login_page(port: int) -> bool:
+    """The panel answers on the port it was given."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/accounts/login/") as r:
+            return r.status == 200
+    except OSError:
+        return False
 
 
 def test_the_demo_fleet_converges_and_goes_away_on_ctrl_c(tmp_path):
@@ -26,8 +37,10 @@ def test_the_demo_fleet_converges_and_goes_away_on_ctrl_c(tmp_path):
 
     manage("migrate", "--no-input")
     manage("bootstrap")
+    port = free_port()
+    env["PANEL_BIND"] = f"127.0.0.1:{port}"  # as `make demo PORT=...` sets it
     demo = subprocess.Popen(
-        [sys.executable, "-m", "tools.demo", "--nodes", "3", "--port", str(free_port())],
+        [sys.executable, "-m", "tools.demo", "--nodes", "3"],
         cwd=ROOT,
         env=env,
         stdout=subprocess.PIPE,
@@ -41,7 +54,7 @@ def test_the_demo_fleet_converges_and_goes_away_on_ctrl_c(tmp_path):
             nodes = json.loads(manage("nodes", "--json"))
             demo_nodes = [n for n in nodes if n["name"].startswith("demo-")]
             ready = [n for n in demo_nodes if n["status"] == "ready" and n["pending"] == 0]
-            if len(ready) == 3:
+            if len(ready) == 3 and login_page(port):
                 break
             assert demo.poll() is None, demo.stdout.read()
             assert time.monotonic() < deadline, f"the demo fleet did not converge: {demo_nodes}"
@@ -54,6 +67,9 @@ def test_the_demo_fleet_converges_and_goes_away_on_ctrl_c(tmp_path):
             demo.wait()
     assert demo.returncode == 0, output
     assert "Removed the demo nodes (3)" in output
+    # Its folder held the sshd's private host keys: gone with it.
+    workdir = re.search(r"removed (/\S+)\.", output).group(1)
+    assert "panel-demo-" in workdir and not os.path.exists(workdir)
     names = [n["name"] for n in json.loads(manage("nodes", "--json"))]
     assert not [name for name in names if name.startswith("demo-")]
     leftover = subprocess.run(["pgrep", "-f", "panel-demo-"], capture_output=True, text=True)

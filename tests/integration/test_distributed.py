@@ -71,9 +71,7 @@ YOUNG_RUN = timedelta(seconds=WORK_SECONDS - 1.5)
 
 def _without_redis_url(**extra: str) -> dict[str, str]:
     env = {
-        k: v
-        for k, v in os.environ.items()
-        if k not in {"PANEL_REDIS_URL", "PANEL_REDIS_INSECURE"}
+        k: v for k, v in os.environ.items() if k not in {"PANEL_REDIS_URL", "PANEL_REDIS_INSECURE"}
     }
     env.update(extra)
     return env
@@ -167,9 +165,7 @@ def _sqlite_node_done(path: Path, name: str) -> bool:
     return bool(status) and status[0] == NodeStatus.READY and left == 0
 
 
-def test_two_panels_on_one_redis_never_take_each_others_tasks(
-    redis_db, start_qcluster, tmp_path
-):
+def test_two_panels_on_one_redis_never_take_each_others_tasks(redis_db, start_qcluster, tmp_path):
     """Two panels (two databases, two secret keys, default queue names) share one Redis
     database. The second panel's cluster runs alone while the first panel registers its node,
     so a shared queue would hand it the first panel's task, which it would drop as badly

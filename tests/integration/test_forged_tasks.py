@@ -146,9 +146,7 @@ def test_a_refused_configuration_never_starts_a_cluster_that_runs_a_forged_task(
     # The attacker knows (or guessed) the key this configuration uses.
     push_as_attacker(forged_task(key, marker))
 
-    cluster = QCluster(
-        tmp_path / "qcluster.log", cluster_env(url, DJANGO_SECRET_KEY=key, **extra)
-    )
+    cluster = QCluster(tmp_path / "qcluster.log", cluster_env(url, DJANGO_SECRET_KEY=key, **extra))
     try:
         wait_for(lambda: not cluster.alive or marker.exists(), timeout=60)
     finally:

@@ -97,9 +97,12 @@ def panel_behind_nginx(transactional_db, tmp_path) -> Iterator[int]:
     port = free_port()
     temp = tmp_path / "nginx"
     temp.mkdir()
-    paths = "\n".join(
-        f"    {kind}_temp_path {temp / kind};" for kind in ("client_body", "proxy", "fastcgi")
-    ) + f"\n    uwsgi_temp_path {temp / 'uwsgi'};\n    scgi_temp_path {temp / 'scgi'};"
+    paths = (
+        "\n".join(
+            f"    {kind}_temp_path {temp / kind};" for kind in ("client_body", "proxy", "fastcgi")
+        )
+        + f"\n    uwsgi_temp_path {temp / 'uwsgi'};\n    scgi_temp_path {temp / 'scgi'};"
+    )
     conf = tmp_path / "nginx.conf"
     conf.write_text(
         f"""daemon off;

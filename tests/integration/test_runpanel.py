@@ -70,20 +70,22 @@ def test_runserver_serves_the_static_files_too(tmp_path):
 
 
 def test_it_serves_the_login_page_and_brings_the_local_node_to_ready(transactional_db, tmp_path):
-    env = process_env(PANEL_DATA_DIR=str(tmp_path))
+    # The port as `make run PORT=...` gives it: PANEL_BIND, for bootstrap and runpanel alike.
+    port = free_port()
+    env = process_env(PANEL_DATA_DIR=str(tmp_path), PANEL_BIND=f"127.0.0.1:{port}")
     manage = [sys.executable, str(ROOT / "manage.py")]
     boot = subprocess.run(
         [*manage, "bootstrap"], env=env, capture_output=True, text=True, timeout=60
     )
     assert boot.returncode == 0, boot.stderr
     assert "password" in boot.stdout.lower()
+    assert f"Open http://127.0.0.1:{port}/ to log in." in boot.stdout
     collect = subprocess.run(
         [*manage, "collectstatic", "--noinput", "-v0"], env=env, capture_output=True, text=True
     )
     assert collect.returncode == 0, collect.stderr
-    port = free_port()
     panel = subprocess.Popen(
-        [*manage, "runpanel", "--port", str(port)],
+        [*manage, "runpanel"],
         env=env,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

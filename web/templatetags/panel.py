@@ -57,3 +57,26 @@ def bootstrap(field):
     if field.errors and "is-invalid" not in css:
         css += " is-invalid"
     return field.as_widget(attrs={"class": css})
+
+
+@register.filter
+def cut_at_word(value: object, limit: int) -> str:
+    """``value`` cut to at most ``limit`` characters at a word boundary, with "…" when cut.
+
+    Django's ``truncatechars`` cuts mid-word ("acceptk…"); a page that cuts a text must also
+    put the whole of it one click away (a ``<details>``, or a link to the node's page).
+    """
+    text = str(value or "")
+    if len(text) <= limit:
+        return text
+    cut = text[: max(limit - 1, 1)]
+    space = cut.rfind(" ")
+    if space > limit // 2:
+        cut = cut[:space]
+    return cut.rstrip(" ,;:.-") + "…"
+
+
+@register.filter
+def is_cut(value: object, limit: int) -> bool:
+    """Whether ``cut_at_word`` would cut ``value`` at ``limit`` (the page then offers all)."""
+    return len(str(value or "")) > limit

@@ -168,8 +168,14 @@ def node_maintenance(request: HttpRequest, node: Node) -> Said:
     form = MaintenanceForm(request.POST)
     if not form.is_valid():
         return messages.ERROR, "Say whether maintenance goes on or off."
-    on = form.cleaned_data["on"]
-    done = actions.set_maintenance(acting_user(request), [node], on).first
+    on, stop = form.cleaned_data["on"], form.cleaned_data["stop"]
+    done = actions.set_maintenance(acting_user(request), [node], on, stop_running=stop).first
+    if on and done.titles and stop:
+        return (
+            messages.SUCCESS,
+            f"{node.name} is in maintenance: the run of “{done.titles[0]}” was stopped, and "
+            "the panel runs nothing there.",
+        )
     if on and done.titles:
         return (
             messages.SUCCESS,
@@ -321,10 +327,19 @@ def node_bulk(request: HttpRequest) -> HttpResponse:
             request, f"Registered every synchronizer type for {len(nodes)} node(s): {names}."
         )
     else:
-        on = action == BulkActionForm.MAINTENANCE_ON
-        actions.set_maintenance(acting_user(request), nodes, on)
+        stop = action == BulkActionForm.MAINTENANCE_STOP
+        on = stop or action == BulkActionForm.MAINTENANCE_ON
+        done = actions.set_maintenance(acting_user(request), nodes, on, stop_running=stop)
         state = "on" if on else "off"
-        messages.success(request, f"Maintenance {state} for {len(nodes)} node(s): {names}.")
+        running = [o for o in done.nodes if o.titles]
+        ran = (
+            f" Stopped the running type on {len(running)} of them."
+            if stop and running
+            else f" A running type finishes on {len(running)} of them."
+            if running
+            else ""
+        )
+        messages.success(request, f"Maintenance {state} for {len(nodes)} node(s): {names}.{ran}")
     return go_back(request, list_url)
 
 

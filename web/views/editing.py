@@ -62,7 +62,12 @@ def _check_host_key(form: HostKeyStepMixin, host: str, port: int) -> tuple[str, 
     try:
         presented = actions.scan_confirmed_key(host, port, key=confirmed)
     except TransportError as e:
-        form.add_error("host", f"Cannot reach {host}:{port}: {e}")
+        # The transport's text already names the address ("unreachable: H:P refused ..."):
+        # lead with the page's words once, never "Cannot reach H:P: unreachable: H:P ...".
+        reason = str(e).removeprefix("unreachable: ")
+        if not reason.startswith(f"{host}:{port}"):
+            reason = f"{host}:{port}: {reason}"
+        form.add_error("host", f"Cannot reach {reason}")
         return "", None
     except actions.KeyNotConfirmed as e:
         form.add_error(

@@ -26,9 +26,11 @@ from django_htmx.http import HttpResponseStopPolling
 from nodes.access import VIEW, require_perms
 from nodes.keys import safe_fingerprint
 from nodes.models import Node
+from sync.engine.eligibility import desync_holds, why_waiting
 from sync.models import DesyncState, Node2Sync, Outcome, SyncRun, with_running_title
 from sync.rights import is_panel_host, may_manage_panel_host
 from web.forms import ResyncForm
+from web.offers import offers
 from web.polling import LivePoll, fingerprint
 from web.views.shortcuts import node_or_404
 
@@ -67,15 +69,12 @@ class NodeSnapshot:
     def read(cls, pk: int) -> NodeSnapshot:
         """Four small queries: the node (with its run counts), roles, desyncs, running runs."""
         node = node_or_404(pk, _node_queryset())
-        desyncs = list(
-            Node2Sync.objects.filter(node=node)
-            .select_related("action")
-            .order_by("action__priority", "action_id")
-        )
+        desyncs = list(desync_holds(node))
         now = timezone.now()
         for desync in desyncs:
             desync.is_due = desync.next_attempt_at <= now
             desync.state_choice = DesyncState(desync.state)
+            desync.why = why_waiting(desync)
         running = list(
             SyncRun.objects.filter(node=node, outcome=Outcome.RUNNING)
             .order_by("pk")
@@ -87,7 +86,9 @@ class NodeSnapshot:
     def active(self) -> bool:
         """A type runs on the node, or work waits for it: the page polls every second."""
         node = self.node
-        waiting = not node.maintenance and any(d.state != DesyncState.FAILED for d in self.desyncs)
+        waiting = not node.maintenance and any(
+            d.state not in (DesyncState.FAILED, DesyncState.HELD) for d in self.desyncs
+        )
         return node.is_processing or waiting
 
     @property
@@ -110,7 +111,7 @@ class NodeSnapshot:
             self.running,
             [
                 (d.pk, d.action_id, d.state, d.attempts, d.next_attempt_at, d.is_due)
-                + (d.last_error, d.generation, d.action.title, d.action.priority)
+                + (d.last_error, d.generation, d.action.title, d.action.priority, d.why)
                 for d in self.desyncs
             ],
         )
@@ -132,6 +133,7 @@ def _page_context(request: HttpRequest, snapshot: NodeSnapshot) -> dict:
         (key, value if isinstance(value, str | int | float) else json.dumps(value))
         for key, value in sorted((node.facts or {}).items())
     ]
+    locked = is_panel_host(node) and not may_manage_panel_host(request.user)
     return {
         "node": node,
         "desyncs": snapshot.desyncs,
@@ -142,7 +144,8 @@ def _page_context(request: HttpRequest, snapshot: NodeSnapshot) -> dict:
         "resync_form": ResyncForm(auto_id="resync_%s"),
         # Edit, delete and accepting a key are for superusers on the panel's own server:
         # hidden here, refused by the views whatever is posted (sync.rights).
-        "panel_host_locked": is_panel_host(node) and not may_manage_panel_host(request.user),
+        "panel_host_locked": locked,
+        "offers": offers(node, snapshot.desyncs, locked),
     }
 
 

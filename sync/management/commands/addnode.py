@@ -62,20 +62,27 @@ class Command(BaseCommand):
         try:
             node.full_clean()
         except ValidationError as e:
-            messages = "; ".join(
-                f"{field}: {' '.join(errs)}" for field, errs in e.message_dict.items()
-            )
-            raise bad_arguments(f"cannot add node {name!r}: {messages}") from None
+            raise bad_arguments(f"cannot add node {name!r}: {_said(e)}") from None
         if not local:
-            self._pin_and_check(node, expected)
-        added = actions.add_node(Actor.command("addnode"), node, roles)
+            self._scan_and_check(node, expected)
+        try:
+            added = actions.add_node(Actor.command("addnode"), node, roles)
+        except ValidationError as e:  # e.g. the same host:port added meanwhile
+            raise bad_arguments(f"cannot add node {name!r}: {_said(e)}") from None
+        if not local:
+            # Only now: the key is pinned once the node is saved, not when it was scanned.
+            self.stdout.write(
+                f"Host key of {node.host}:{node.port}: {key_fingerprint(node.host_key)} "
+                f"({node.host_key.split()[0]}), pinned."
+            )
         self.stdout.write(
             f"Added {node.transport} node {node.name} ({node.address}); registered {added.count} "
             "synchronizer types. The django-q cluster runs them; `manage.py nodesync` runs "
             "them now."
         )
 
-    def _pin_and_check(self, node: Node, expected: str | None) -> None:
+    def _scan_and_check(self, node: Node, expected: str | None) -> None:
+        """Scan the key (the one ``--fingerprint`` names, if given) and log in with it."""
         from nodes.hostkeys import check_login
 
         try:
@@ -84,13 +91,18 @@ class Command(BaseCommand):
             )
         except (TransportError, actions.KeyNotConfirmed) as e:
             raise CommandError(f"cannot add node {node.name!r}: {e}", returncode=1) from None
-        presented = key_fingerprint(node.host_key)
-        self.stdout.write(
-            f"Host key of {node.host}:{node.port}: {presented} "
-            f"({node.host_key.split()[0]}), pinned."
-        )
         try:
             check_login(node)
         except TransportError as e:
-            self.stderr.write(f"The panel's public key:\n{panel_public_key()}")
+            self.stderr.write(
+                f"Host key of {node.host}:{node.port}: {key_fingerprint(node.host_key)}; "
+                f"the panel's public key:\n{panel_public_key()}"
+            )
             raise CommandError(f"cannot add node {node.name!r}: {e}", returncode=1) from None
+
+
+def _said(error: ValidationError) -> str:
+    """A model's validation errors in one line: ``field: message; ...``."""
+    if not hasattr(error, "error_dict"):
+        return " ".join(error.messages)
+    return "; ".join(f"{field}: {' '.join(errs)}" for field, errs in error.message_dict.items())

@@ -4,6 +4,7 @@ from django.core.management.base import BaseCommand
 from django.db.models import Count
 
 from nodes.models import Node
+from sync.cli import what_to_do
 
 
 class Command(BaseCommand):
@@ -16,6 +17,7 @@ class Command(BaseCommand):
         parser.add_argument("--json", action="store_true", dest="as_json", help="Print JSON.")
 
     def handle(self, *args, as_json: bool = False, **options):
+        nodes = list(Node.objects.annotate(pending=Count("desyncs")).order_by("name"))
         rows = [
             {
                 "name": n.name,
@@ -30,7 +32,7 @@ class Command(BaseCommand):
                 ],
                 "usable": n.usable,
             }
-            for n in Node.objects.annotate(pending=Count("desyncs")).order_by("name")
+            for n in nodes
         ]
         if as_json:
             self.stdout.write(json.dumps(rows, indent=2))
@@ -53,3 +55,6 @@ class Command(BaseCommand):
                     r["conditions"][0]["message"][:80] if r["conditions"] else "",
                 )
             )
+        for node in nodes:
+            if hint := what_to_do(node):
+                self.stdout.write(f"{node.name}: {hint}")

@@ -5,7 +5,7 @@ from django.core.management.base import BaseCommand, CommandError
 from nodes.models import Node
 from sync import actions, engine
 from sync.actor import Actor
-from sync.cli import actions_by_name, bad_arguments, nodes_by_name
+from sync.cli import actions_by_name, bad_arguments, nodes_by_name, what_to_do
 from sync.models import Node2Sync, Outcome, SyncAction
 
 
@@ -104,7 +104,9 @@ class Command(BaseCommand):
             for r in results:
                 completed += r.completed
                 if r.failed:
-                    failed[r.node.name] = Node.objects.get(pk=r.node.pk).last_error
+                    node = Node.objects.get(pk=r.node.pk)
+                    hint = what_to_do(node)
+                    failed[r.node.name] = node.last_error + (f" ({hint})" if hint else "")
                 elif not r.claimed and r.node.name not in waiting_shown:
                     waiting_shown.add(r.node.name)
                     owner = (

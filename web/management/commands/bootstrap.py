@@ -20,9 +20,9 @@ from django.db import transaction
 
 from nodes.models import Node, node_name_validator
 from panel.instance import private_dir
+from web.serving import bind_address, panel_url
 
 ADMIN_USERNAME = "admin"
-LOGIN_URL = "http://127.0.0.1:8000/"
 PASSWORD_FILE_NAME = "admin-password.txt"
 
 
@@ -74,7 +74,12 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         self.ensure_superuser()
         self.ensure_local_node()
-        self.stdout.write(f"Open {LOGIN_URL} to log in.")
+        # Where `runpanel` (or `make run PORT=...`) will listen: both read PANEL_BIND.
+        try:
+            url = panel_url(*bind_address())
+        except ValueError as e:
+            raise CommandError(str(e), returncode=2) from None
+        self.stdout.write(f"Open {url} to log in.")
 
     def ensure_superuser(self) -> None:
         User = get_user_model()

@@ -23,6 +23,11 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from web.serving import bind_address, host_for_url, panel_url, port_problem
+
+# The port is checked before anything starts: a busy one is one line and this exit code.
+PORT_BUSY = 2
+
 STOP_TIMEOUT_SECONDS = 10.0
 POLL_SECONDS = 0.2
 HANDLED_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
@@ -60,10 +65,6 @@ def stop_children(
         child.wait()
 
 
-def host_for_url(addr: str) -> str:
-    return f"[{addr}]" if ":" in addr and not addr.startswith("[") else addr
-
-
 class Command(BaseCommand):
     help = (
         "Run the panel: the web server (gunicorn) and the django-q cluster (qcluster) beside "
@@ -73,21 +74,40 @@ class Command(BaseCommand):
     requires_system_checks = []
 
     def add_arguments(self, parser):
+        try:
+            addr, port = bind_address()  # PANEL_BIND, as gunicorn's settings read it
+        except ValueError:
+            addr, port = None, None  # said by handle() when --addr or --port is not given
         parser.add_argument(
-            "--addr", default="127.0.0.1", help="Address to listen on (default 127.0.0.1)."
+            "--addr", default=addr, help=f"Address to listen on (default {addr}, PANEL_BIND's)."
         )
         parser.add_argument(
-            "--port", type=int, default=8000, help="Port to listen on (default 8000)."
+            "--port", type=int, default=port, help=f"Port to listen on (default {port})."
         )
 
-    def handle(self, *args, addr: str, port: int, **options):
+    def handle(self, *args, addr: str | None, port: int | None, **options):
+        if addr is None or port is None:
+            try:
+                bind_addr, bind_port = bind_address()
+            except ValueError as e:
+                raise CommandError(str(e), returncode=2) from None
+            addr, port = addr or bind_addr, bind_port if port is None else port
         if not 1 <= port <= 65535:
-            raise CommandError(f"--port must be between 1 and 65535, not {port}.")
+            raise CommandError(f"--port must be between 1 and 65535, not {port}.", returncode=2)
+        # Before anything starts: a busy port must not start a second cluster beside the
+        # first one's, even for the seconds gunicorn takes to give up.
+        problem = port_problem(addr, port)
+        if problem:
+            raise CommandError(
+                f"the panel cannot start: {problem} (choose another with --port, or "
+                "PORT=... for make run)",
+                returncode=PORT_BUSY,
+            )
         # The web server's settings are checked here, where a bad one is one line (manage.py).
         gunicorn_conf = Path(settings.BASE_DIR) / "panel" / "gunicorn.conf.py"
         runpy.run_path(str(gunicorn_conf))
         host = host_for_url(addr)
-        url = f"http://{host}:{port}/"
+        url = panel_url(addr, port)
         manage = [sys.executable, str(Path(settings.BASE_DIR) / "manage.py")]
         commands = {
             "django-q cluster": [*manage, "qcluster"],

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('sync', '0006_managedfile_secret'),
+        ('sync', '0009_syncaction_needs'),
     ]
 
     operations = [
