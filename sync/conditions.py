@@ -144,6 +144,17 @@ def after_failure(
     conditions.save()
 
 
+def retrying(node_id: int, action_name: str, action_title: str) -> None:
+    """A failing (or cancelled) type runs again: ``failing`` says so while it runs, rather
+    than keep the old failure's words as if they were about this run."""
+    conditions = NodeConditions.locked(node_id)
+    for item in conditions.items:
+        if item["type"] == NodeCondition.FAILING and item.get("action") == action_name:
+            item["message"] = f"{action_title}: retrying (the last attempt failed)"
+            conditions.save()
+            return
+
+
 def failing_message(action_title: str, message: str) -> str:
     return f"{action_title} failing: {message}"
 

@@ -292,3 +292,24 @@ def test_addnode_refuses_bad_roles_and_fingerprints_with_exit_2(args):
     code, message = addnode_exit(*args)
     assert code == 2 and "\n" not in message
     assert not Node.objects.exists()
+
+
+def test_the_edit_form_can_stop_the_running_type_with_maintenance(
+    operator, make_ssh_node, make_type
+):
+    """Maintenance from the edit form takes the same choice as the node page's button."""
+    from sync.engine import claim_node, register_desync, start_next_run
+    from sync.models import DesyncState, Node2Sync, Outcome, SyncRun
+
+    node, _ = make_ssh_node("s1")
+    register_desync([node], [make_type("t-hang")])
+    assert claim_node(node.pk, "hanging-worker")
+    ticket = start_next_run(node.pk, "hanging-worker")
+    edit = {"name": "s1", "host": node.host, "port": node.port, "username": node.username}
+    response = operator.post(
+        reverse("nodes:edit", args=[node.pk]), {**edit, "maintenance": "on", "stop_running": "on"}
+    )
+    assert response.status_code == 302, response.content.decode()[:1000]
+    assert SyncRun.objects.get(pk=ticket.run_id).outcome == Outcome.CANCELLED
+    assert Node2Sync.objects.get(node=node).state == DesyncState.HELD
+    assert Node.objects.get(pk=node.pk).maintenance

@@ -297,3 +297,16 @@ def test_new_data_releases_a_cancelled_type(make_node, make_type):
     register_desync([node], [action])  # what a change of its watched data does
     assert Node2Sync.objects.get().state == DesyncState.PENDING
     assert due_node_ids() == [node.pk]
+
+
+def test_a_retried_type_says_retrying_instead_of_its_old_failure(make_node, make_type):
+    node = make_node()
+    action = make_type("t-hang")
+    start_and_hang(node, action)
+    cancel_node(node, "alice")
+    assert "cancelled by alice" in Node.objects.get(pk=node.pk).condition_message
+    Node2Sync.objects.update(state=DesyncState.FAILED)  # due for its retry now
+    assert claim_node(node.pk, "retrying-worker")
+    assert start_next_run(node.pk, "retrying-worker", ignore_backoff=True)
+    message = Node.objects.get(pk=node.pk).condition_message
+    assert message == "T-Hang: retrying (the last attempt failed)"

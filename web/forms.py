@@ -188,6 +188,12 @@ class NodeEditForm(BootstrapMixin, HostKeyStepMixin, RightsMixin, forms.ModelFor
         required=False,
         help_text="The panel runs nothing on a node in maintenance; waiting work stays queued.",
     )
+    stop_running = forms.BooleanField(
+        required=False,
+        label="Stop a type running now",
+        help_text="Turning maintenance on: end the running type now (it is held until retried) "
+        "instead of letting it finish.",
+    )
 
     class Meta:
         model = Node

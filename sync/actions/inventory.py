@@ -106,9 +106,11 @@ def edit_node(
     fields: Sequence[str],
     roles: Sequence[Role] | None = None,
     maintenance: bool | None = None,
+    stop_running: bool = False,
 ) -> ActionResult:
     """Write the edited columns ``fields`` of ``node`` (which carries the new values), its
-    roles when given and maintenance when given, together.
+    roles when given and maintenance when given, together. Maintenance turned on with
+    ``stop_running`` also cancels the type running there now (else it finishes).
 
     A new address or user makes the node's waiting work due now (what failed at the old one
     may work); a new host key must have been confirmed and logged in with by the caller.
@@ -138,6 +140,8 @@ def edit_node(
         if maintenance is not None and maintenance != stored.maintenance:
             engine.set_maintenance([node], maintenance)
             node.maintenance = maintenance
+            if maintenance and stop_running:
+                engine.cancel_node(node, actor.label)
         if moved or new_key:
             engine.retry_now([node])
         after = _state(node)

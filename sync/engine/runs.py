@@ -81,6 +81,8 @@ def _start_next(
     Node2Sync.objects.filter(pk=row.pk).update(
         state=DesyncState.PROCESSING, started_at=db_now(), worker=worker
     )
+    if row.state in (DesyncState.FAILED, DesyncState.HELD):
+        conditions.retrying(node_id, row.action.name, row.action.title)
     Node.objects.filter(pk=node_id).update(current_action_id=row.action_id)
     run = SyncRun.objects.create(
         node_id=node_id,

@@ -201,6 +201,7 @@ def _save_edit(request: HttpRequest, form: NodeEditForm, node: Node, fields: lis
             fields,
             roles=form.cleaned_data["roles"],
             maintenance=form.cleaned_data["maintenance"],
+            stop_running=form.cleaned_data.get("stop_running", False),
         )
     except IntegrityError:
         # Another admin took the name between the form's check and the save.
