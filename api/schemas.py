@@ -165,6 +165,8 @@ class TypesIn(Schema):
 
 class MaintenanceIn(Schema):
     on: bool
+    # Turning it on while a type runs: stop that run now (held) instead of letting it finish.
+    stop_running: bool = False
 
 
 class KeyIn(Schema):

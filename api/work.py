@@ -91,9 +91,13 @@ def skip(request: HttpRequest, node_id: Id, payload: TypesIn):
 
 @router.post("/nodes/{int:node_id}/maintenance", response=ACTION, tags=TAGS)
 def maintenance(request: HttpRequest, node_id: Id, payload: MaintenanceIn):
-    """Maintenance on (no new sessions) or off (waiting work runs)."""
+    """Maintenance on (no new sessions) or off (waiting work runs); with ``stop_running`` a
+    type running now is cancelled (held), else it finishes."""
     acting = actor(request, CHANGE)
-    return result(actions.set_maintenance(acting, [node_or_404(node_id)], payload.on))
+    node = node_or_404(node_id)
+    return result(
+        actions.set_maintenance(acting, [node], payload.on, stop_running=payload.stop_running)
+    )
 
 
 @router.post("/nodes/{int:node_id}/accept-key", response=ACTION, tags=TAGS)

@@ -293,3 +293,19 @@ def test_apitoken_refuses_bad_arguments_with_exit_2(op_token, args):
     with pytest.raises(CommandError) as refused:
         apitoken(*args)
     assert refused.value.returncode == 2 and str(refused.value)
+
+
+def test_maintenance_through_the_api_can_stop_the_running_type(op_token, make_node, make_type):
+    from sync.engine import claim_node, register_desync, start_next_run
+    from sync.models import DesyncState, Node2Sync, Outcome, SyncRun
+
+    node = make_node("n1")
+    register_desync([node], [make_type("t-hang")])
+    assert claim_node(node.pk, "hanging-worker")
+    ticket = start_next_run(node.pk, "hanging-worker")
+    answer = Api(op_token).send(
+        "post", f"/nodes/{node.pk}/maintenance", {"on": True, "stop_running": True}
+    )
+    assert answer.status_code == 200, answer.content
+    assert SyncRun.objects.get(pk=ticket.run_id).outcome == Outcome.CANCELLED
+    assert Node2Sync.objects.get(node=node).state == DesyncState.HELD

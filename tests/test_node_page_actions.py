@@ -4,8 +4,10 @@ cancel and skip work from the page; a running run shows its command, time and ou
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 import time
+from datetime import datetime, timedelta
 
 import pytest
 from django.db import connection
@@ -138,7 +140,11 @@ def test_it_says_a_run_is_still_finishing_after_maintenance_went_on(operator, ma
     response = operator.post(reverse("nodes:maintenance", args=[node.pk]), {"on": "1"})
 
     assert response.status_code == 302
-    assert "still finishing" in page(operator, node)
+    html = page(operator, node)
+    assert "still finishing" in html
+    started = SyncRun.objects.get(outcome=Outcome.RUNNING).started_at
+    shown = re.search(r'at the latest until <time datetime="([^"]+)">', html).group(1)
+    assert datetime.fromisoformat(shown) == started + timedelta(seconds=30)  # its timeout
 
 
 def test_maintenance_offers_to_stop_the_running_type_and_does(operator, make_node, make_type):

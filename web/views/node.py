@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 from django.core.paginator import Paginator
 from django.db.models import Count, IntegerField, Max, OuterRef, QuerySet, Subquery
@@ -27,7 +28,14 @@ from nodes.access import VIEW, require_perms
 from nodes.keys import safe_fingerprint
 from nodes.models import Node
 from sync.engine.eligibility import desync_holds, why_waiting
-from sync.models import DesyncState, Node2Sync, Outcome, SyncRun, with_running_title
+from sync.models import (
+    DesyncState,
+    Node2Sync,
+    Outcome,
+    SyncAction,
+    SyncRun,
+    with_running_title,
+)
 from sync.rights import is_panel_host, may_manage_panel_host
 from web.forms import ResyncForm
 from web.offers import offers
@@ -52,6 +60,16 @@ def _node_queryset() -> QuerySet[Node]:
                 runs.annotate(n=Count("pk")).values("n"), output_field=IntegerField()
             ),
             runs_newest=Subquery(runs.annotate(m=Max("pk")).values("m")),
+            # When the running type's timeout ends it at the latest (what maintenance's box
+            # says a run "still finishing" may take).
+            running_started=Subquery(
+                SyncRun.objects.filter(node=OuterRef("pk"), outcome=Outcome.RUNNING)
+                .order_by("-pk")
+                .values("started_at")[:1]
+            ),
+            running_timeout=Subquery(
+                SyncAction.objects.filter(pk=OuterRef("current_action_id")).values("timeout")[:1]
+            ),
         )
     )
 
@@ -70,6 +88,11 @@ class NodeSnapshot:
         """Four small queries: the node (with its run counts), roles, desyncs, running runs."""
         node = node_or_404(pk, _node_queryset())
         desyncs = list(desync_holds(node))
+        node.running_until = (
+            node.running_started + timedelta(seconds=node.running_timeout)
+            if node.running_started and node.running_timeout
+            else None
+        )
         now = timezone.now()
         for desync in desyncs:
             desync.is_due = desync.next_attempt_at <= now
