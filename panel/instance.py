@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from contextlib import suppress
 from logging.handlers import RotatingFileHandler
 from pathlib import Path
 
@@ -82,8 +83,15 @@ def private_sqlite_file(path: str | os.PathLike) -> None:
     Nothing is created when the folder is missing: SQLite then reports its own error.
     """
     path = Path(path)
-    if path.parent.is_dir():
-        os.close(private_opener(path, os.O_RDWR | os.O_CREAT))
+    if path.exists():
+        # Never open (and close) a database this process may already have open: closing any
+        # descriptor of the file drops every POSIX lock the process holds on it, SQLite's
+        # included, and another process then checkpoints and removes the WAL under this
+        # one's connections, which go on reading a stale copy (or corrupt the database).
+        tighten(path, PRIVATE_FILE_MODE)
+    elif path.parent.is_dir():
+        with suppress(FileExistsError):  # made by another process meanwhile
+            os.close(private_opener(path, os.O_RDWR | os.O_CREAT | os.O_EXCL))
     for suffix in SQLITE_SIDE_FILES:
         tighten(path.with_name(path.name + suffix), PRIVATE_FILE_MODE)
 

@@ -101,6 +101,7 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "web.context_processors.cluster",
             ],
         },
     },
@@ -235,6 +236,10 @@ Q_CLUSTER = {
     "label": "Tasks",
 }
 
+
+# A cluster not heard from for this long counts as not running: every page says so and
+# /healthz answers 503. Each cluster writes its heartbeat every third of it (sync/heartbeat.py).
+PANEL_CLUSTER_LATE_SECONDS = env_int("PANEL_CLUSTER_LATE_SECONDS", 90, minimum=3, maximum=3600)
 
 # PANEL_REDIS_URL switches the queue from the database (ORM broker) to Redis. django-q picks
 # the ORM broker whenever "orm" is set, so the key goes.

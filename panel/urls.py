@@ -5,7 +5,7 @@ from django.urls import include, path
 from django.views.generic import RedirectView
 
 from panel.health import healthz
-from web.views import account, audit
+from web.views import account, audit, cluster
 
 urlpatterns = [
     path("healthz", healthz, name="healthz"),
@@ -15,6 +15,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("nodes/", include("web.urls")),
     path("audit/", audit.audit_list, name="audit"),
+    path("cluster/banner/", cluster.cluster_banner, name="cluster_banner"),
     path("account/tokens/", account.tokens, name="account_tokens"),
     path("api/v1/", include("api.urls")),
 ]

@@ -234,6 +234,27 @@ class AuditTarget(models.Model):
         return f"{self.kind} {self.name}"
 
 
+class ClusterHeartbeat(models.Model):
+    """The last sign of life of one django-q cluster: one row per cluster name and machine.
+
+    Written by ``sync.heartbeat`` from the cluster's main process every third of
+    ``PANEL_CLUSTER_LATE_SECONDS``, on the database's clock; the pages and ``/healthz`` say
+    the cluster is late when no row is younger than that.
+    """
+
+    name = models.CharField(max_length=100)
+    host = models.CharField(max_length=255)
+    seen_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "clusterheartbeat"
+        constraints = [
+            models.UniqueConstraint(fields=["name", "host"], name="clusterheartbeat_name_host")
+        ]
+        indexes = [models.Index(fields=["seen_at"], name="clusterheartbeat_seen_idx")]
+
+    def __str__(self) -> str:
+        return f"{self.name} on {self.host}"
 class ApiToken(models.Model):
     """A user's key to the JSON API (``/api/v1/``), shown once when made, stored as a digest.
 

@@ -26,6 +26,9 @@ from sync.inventory import add_node
 from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun
 from web.views.fleet import fleet_counts
 
+# The page's live poller (not the cluster banner's, which also polls).
+LIVE_POLL_URL = r'id="live-poll"[^>]*hx-get="([^"]+)"'
+
 pytestmark = pytest.mark.django_db
 
 HTMX = {"HX-Request": "true"}
@@ -342,7 +345,7 @@ def test_it_tells_the_live_page_when_its_nodes_changed(operator, make_node, type
     make_node("a")
     register_desync([Node.objects.get(name="a")])
     html = operator.get(reverse("nodes:list")).content.decode()
-    poll_url = re.search(r'hx-get="([^"]+)"', html).group(1).replace("&amp;", "&")
+    poll_url = re.search(LIVE_POLL_URL, html).group(1).replace("&amp;", "&")
 
     make_node("b")
     response = operator.get(poll_url, headers=HTMX)
@@ -356,7 +359,7 @@ def test_it_restarts_fast_polling_when_the_watcher_sees_work(operator, make_node
     node = make_node("a")
     assert operator.get(reverse("nodes:live"), {"mode": "watch"}).status_code == 200
     html = operator.get(reverse("nodes:list")).content.decode()
-    watch_url = re.search(r'hx-get="([^"]+)"', html).group(1).replace("&amp;", "&")
+    watch_url = re.search(LIVE_POLL_URL, html).group(1).replace("&amp;", "&")
     assert "mode=watch" in watch_url
     assert operator.get(watch_url, headers=HTMX).status_code == 204
 
@@ -437,7 +440,7 @@ def test_it_polls_the_node_page_and_stops_when_idle(operator, node, types):
 def test_it_answers_204_to_the_node_pages_first_poll_when_nothing_changed(operator, node, types):
     register_desync([node])
     html = operator.get(detail(node)).content.decode()
-    poll_url = re.search(r'hx-get="([^"]+)"', html).group(1).replace("&amp;", "&")
+    poll_url = re.search(LIVE_POLL_URL, html).group(1).replace("&amp;", "&")
 
     assert "mode=fast" in poll_url
     assert operator.get(poll_url, headers=HTMX).status_code == 204

@@ -8,23 +8,28 @@ import sys
 from datetime import timedelta
 
 import pytest
+from django.conf import settings
 from django.test import Client
 from django.utils import timezone
 from django_q.models import Schedule
 
 from panel.secretkey import new_secret_key, secret_key_problem
+from sync.clock import db_now_plus
+from sync.heartbeat import beat
+from sync.models import ClusterHeartbeat
 from sync.schedule import SWEEP_SCHEDULE_NAME, ensure_sweep_schedule
 from tests.conftest import ROOT, process_env, run_manage
 
 
-def _sweep_due(at) -> None:
-    ensure_sweep_schedule()
-    Schedule.objects.filter(name=SWEEP_SCHEDULE_NAME).update(next_run=at)
+def _cluster_beat(seconds_ago: float) -> None:
+    """A cluster's heartbeat written ``seconds_ago`` on the database's clock."""
+    beat()
+    ClusterHeartbeat.objects.update(seen_at=db_now_plus(-seconds_ago))
 
 
 @pytest.mark.django_db
-def test_healthz_is_ok_without_login_while_a_cluster_runs_the_schedule():
-    _sweep_due(timezone.now() + timedelta(seconds=40))
+def test_healthz_is_ok_without_login_while_a_cluster_beats():
+    _cluster_beat(settings.PANEL_CLUSTER_LATE_SECONDS - 5)
     answer = Client().get("/healthz")
     assert answer.status_code == 200
     assert answer.json() == {"database": "ok", "cluster": "ok"}
@@ -32,11 +37,24 @@ def test_healthz_is_ok_without_login_while_a_cluster_runs_the_schedule():
 
 
 @pytest.mark.django_db
-def test_healthz_is_503_when_no_cluster_ran_the_schedule_lately():
-    _sweep_due(timezone.now() - timedelta(minutes=10))
+def test_healthz_is_503_once_no_cluster_beat_within_the_threshold():
+    """Late at PANEL_CLUSTER_LATE_SECONDS, not at the sweep's one-minute schedule plus slack:
+    the sweep's Schedule, still due in the future, no longer vouches for a silent cluster."""
+    ensure_sweep_schedule()
+    Schedule.objects.filter(name=SWEEP_SCHEDULE_NAME).update(
+        next_run=timezone.now() + timedelta(seconds=40)
+    )
+    _cluster_beat(settings.PANEL_CLUSTER_LATE_SECONDS + 1)
     answer = Client().get("/healthz")
     assert answer.status_code == 503
     assert answer.json() == {"database": "ok", "cluster": "late"}  # and nothing more
+
+
+@pytest.mark.django_db
+def test_healthz_is_503_when_no_cluster_ever_ran():
+    answer = Client().get("/healthz")
+    assert answer.status_code == 503
+    assert answer.json() == {"database": "ok", "cluster": "late"}
 
 
 def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
@@ -58,6 +76,11 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
         ("PANEL_INSTANCE_NAME", "my panel", "PANEL_INSTANCE_NAME must be 1 to 60 letters"),
         ("PANEL_INSTANCE_NAME", "x" * 61, "PANEL_INSTANCE_NAME must be 1 to 60 letters"),
         ("PANEL_SESSION_HOURS", "0", "PANEL_SESSION_HOURS must be from 1 to 744, not 0."),
+        (
+            "PANEL_CLUSTER_LATE_SECONDS",
+            "2",
+            "PANEL_CLUSTER_LATE_SECONDS must be from 3 to 3600, not 2.",
+        ),
     ],
 )
 def test_a_bad_setting_is_one_line_naming_the_variable(variable, value, message, tmp_path):

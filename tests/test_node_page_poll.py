@@ -19,6 +19,9 @@ from nodes.models import Node
 from sync.engine import claim_node, register_desync, start_next_run
 from sync.models import Outcome, SyncRun
 
+# The page's live poller (not the cluster banner's, which also polls).
+LIVE_POLL_URL = r'id="live-poll"[^>]*hx-get="([^"]+)"'
+
 pytestmark = pytest.mark.django_db
 
 HTMX = {"HX-Request": "true"}
@@ -30,7 +33,7 @@ def template_names(response) -> list[str]:
 
 
 def poll_url_of(html: str) -> str:
-    return re.search(r'hx-get="([^"]+)"', html).group(1).replace("&amp;", "&")
+    return re.search(LIVE_POLL_URL, html).group(1).replace("&amp;", "&")
 
 
 @pytest.fixture

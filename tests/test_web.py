@@ -18,6 +18,9 @@ from nodes.choices import NodeStatus
 from nodes.models import Node, Role
 from sync.models import Node2Sync, SyncAction
 
+# The page's live poller (not the cluster banner's, which also polls).
+LIVE_POLL_URL = r'id="live-poll"[^>]*hx-get="([^"]+)"'
+
 pytestmark = pytest.mark.django_db
 
 URL = "/nodes/"
@@ -218,7 +221,7 @@ def test_it_answers_204_while_nothing_changed(user_client, action):
         lease_until=timezone.now() + timedelta(seconds=60),
     )
     html = user_client.get(URL).content.decode()
-    poll_url = re.search(r'hx-get="([^"]+)"', html).group(1).replace("&amp;", "&")
+    poll_url = re.search(LIVE_POLL_URL, html).group(1).replace("&amp;", "&")
 
     assert user_client.get(poll_url, headers=HTMX).status_code == 204
 

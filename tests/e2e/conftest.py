@@ -118,7 +118,8 @@ def login(page, user) -> None:
 
 
 class Engine:
-    """The cluster's work loop in a thread: ``run_nodes(due_node_ids())`` every 0.2 s."""
+    """The cluster's work loop in a thread: ``run_nodes(due_node_ids())`` and the cluster's
+    heartbeat every 0.2 s."""
 
     def __init__(self) -> None:
         self.stop = threading.Event()
@@ -132,10 +133,12 @@ class Engine:
 
     def _loop(self) -> None:
         from sync.engine import due_node_ids, run_nodes
+        from sync.heartbeat import beat
 
         try:
             while not self.stop.is_set():
                 try:
+                    beat()  # as a cluster does: the pages show no "cluster not running" banner
                     node_ids = due_node_ids()
                     if node_ids:
                         run_nodes(node_ids)

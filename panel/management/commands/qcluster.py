@@ -1,15 +1,33 @@
-"""``qcluster`` as django-q2 runs it, after the start-up work of the panel's own processes.
+"""``qcluster`` as django-q2 runs it, after the start-up work of the panel's own processes,
+and with the cluster's heartbeat.
 
 The ``panel`` app comes first in ``INSTALLED_APPS``, so this command stands in for
 django-q2's own; everything else is django-q2's.
+
+django-q2's ``handle`` returns once its sentinel (which runs the workers) has started; the
+main process then only waits for it. That wait is where the heartbeat is written
+(``sync.heartbeat``): in every cluster, whatever its workers and its scheduler do, for as
+long as the sentinel lives. A frozen (SIGSTOP) or killed cluster stops beating at once.
 """
+
+import multiprocessing
 
 from django_q.management.commands import qcluster
 
 from panel.startup import on_server_start
 
 
+def _sentinel_alive() -> bool:
+    """The cluster's sentinel is this process's one multiprocessing child; the call also
+    reaps it once it has ended."""
+    return bool(multiprocessing.active_children())
+
+
 class Command(qcluster.Command):
     def handle(self, *args, **options):
+        from sync.heartbeat import keep_beating
+
         on_server_start("cluster")
-        return super().handle(*args, **options)
+        result = super().handle(*args, **options)
+        keep_beating(_sentinel_alive)
+        return result
