@@ -122,7 +122,7 @@ def test_it_rotates_reachable_nodes_keeps_the_old_key_for_a_stopped_one_and_fini
     new = load_panel_key()
     assert key_fingerprint(new) != key_fingerprint(old)
     assert "k-root: rotated" in out and "k-user: rotated" in out
-    assert "k-stopped: unreachable: cannot connect" in out
+    assert "k-stopped: unreachable: 127.0.0.1:" in out and "refused the connection" in out
     assert "k-local" not in out  # the local node needs no SSH key
     assert "rotate again: k-stopped" in err
     assert "PRIVATE KEY" not in out + err

@@ -65,7 +65,7 @@ def test_it_turns_a_stopped_node_unreachable_and_back_without_any_registration(
     server.stop()
     took = wait_for(node, ["unreachable"], GRACE + INTERVAL + 10)
     assert took <= GRACE + INTERVAL + 5  # a pass with a node down costs a connection attempt
-    assert "cannot connect" in node.conditions[0]["message"]
+    assert "refused the connection" in node.conditions[0]["message"]
     assert not node.usable
     assert node.status == "ready"  # the status keeps its meaning: nothing is registered
 
