@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 # The limits go first: the runner caps its replies with the panel's own helper and numbers.
 RUNNER_SOURCE = "\n".join(Path(module.__file__).read_text() for module in (limits, remote_runner))
 RUNNER_START_TIMEOUT = 30
+# How many times a runner is started on a channel whose first frame was not a runner's.
+START_ATTEMPTS = 2
 
 # What a process that is not a runner does when asked for its first frame: no python3 on the
 # node (the shell says so and exits), or one too old to parse the runner.
@@ -134,13 +136,23 @@ class RunnerChannel:
         """Start the runner over SSH and take the node for this session; None when the node
         cannot run it (no python3 there)."""
         command = shlex.join(["python3", "-c", RUNNER_SOURCE])
-        try:
-            process = await conn.create_process(
-                command, encoding=None, term_type="dumb", term_modes=RAW_TERMINAL
-            )
-        except asyncssh.ChannelOpenError:  # the node refuses terminals (PermitTTY no)
-            process = await conn.create_process(command, encoding=None)
-        return await cls.open(process, session)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                process = await conn.create_process(
+                    command, encoding=None, term_type="dumb", term_modes=RAW_TERMINAL
+                )
+            except asyncssh.ChannelOpenError:  # the node refuses terminals (PermitTTY no)
+                process = await conn.create_process(command, encoding=None)
+            try:
+                return await cls.open(process, session)
+            except NotARunnerReply:
+                # Whatever else writes on a new terminal before the runner's first frame
+                # lands where that frame is awaited (seen: an "rm: ..." line, once in several
+                # hundred starts). Nothing was run and no lock was taken: start once more on
+                # a fresh channel. A node that answers garbage again is refused as before.
+                if attempt == START_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable")  # the loop returns or raises
 
     @classmethod
     async def open(cls, process: Any, session: NodeSession | None = None) -> RunnerChannel | None:

@@ -142,9 +142,13 @@ def test_it_recovers_runs_whose_worker_was_killed(cluster_types, start_qcluster)
         killed.add(pid)
 
         def recovered_and_done():
-            """the interrupted runs to be recovered by the sweep and completed"""
+            """the interrupted runs to be recovered by the sweep and completed, and their
+            sessions ended (a session lets its node go just after its last run ends)"""
             sweep()  # what the cluster's Schedule does every minute, called here at once
-            return not Node2Sync.objects.exists()
+            return (
+                not Node2Sync.objects.exists()
+                and not Node.objects.exclude(lease_owner="").exists()
+            )
 
         wait_for(recovered_and_done, timeout=60, interval=0.5)
 
