@@ -371,6 +371,15 @@ def _create_temp(dir_fd):
     raise FileExistsError(errno.EEXIST, "no free temporary name")
 
 
+def _set_owner_and_mode(fd, uid, gid, mode):
+    """Set owner (-1: keep) then mode (None: keep) on a descriptor, never by path: fchown
+    clears setuid and setgid bits, so the mode comes after it."""
+    if uid != -1 or gid != -1:
+        os.fchown(fd, uid, gid)
+    if mode is not None:
+        os.fchmod(fd, mode)
+
+
 def write_file(path, data, mode, owner=None, group=None):
     """Replace ``path`` with ``data`` atomically: a temporary file made in the folder's
     descriptor, chowned and chmodded through its own descriptor, renamed within the folder.
@@ -391,9 +400,7 @@ def write_file(path, data, mode, owner=None, group=None):
                 view = memoryview(data)
                 while view:
                     view = view[os.write(fd, view) :]
-                if uid != -1 or gid != -1:
-                    os.fchown(fd, uid, gid)
-                os.fchmod(fd, mode)  # after fchown, which clears setuid and setgid bits
+                _set_owner_and_mode(fd, uid, gid, mode)
                 os.fsync(fd)
                 os.rename(tmp, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             except BaseException:
@@ -437,10 +444,7 @@ def make_dir(path, mode=None, owner=None, group=None, trusting=None):
             pass
         fd = _open_folder(parent_fd, parts[-1], path, what, trusted)
         try:
-            if uid != -1 or gid != -1:
-                os.fchown(fd, uid, gid)
-            if mode is not None:
-                os.fchmod(fd, mode)
+            _set_owner_and_mode(fd, uid, gid, mode)
         finally:
             os.close(fd)
     except OSError as e:
@@ -626,10 +630,7 @@ def set_attrs(path, mode=None, owner=None, group=None, sha256=None):
                 )
             if sha256 is not None and _sha256(fd, path) != sha256:
                 raise Refused(f"refusing to {what}: it was changed since it was read")
-            if uid != -1 or gid != -1:
-                os.fchown(fd, uid, gid)
-            if mode is not None:
-                os.fchmod(fd, mode)
+            _set_owner_and_mode(fd, uid, gid, mode)
         finally:
             os.close(fd)
     except OSError as e:
