@@ -39,6 +39,12 @@ async def open_transport(node: Node) -> Transport:
         from nodes.transports.local import LocalTransport
 
         return LocalTransport(node_session(node))
+    from django.conf import settings
+
+    if settings.SIM_TRANSPORT:  # benchmarks and tests only (see ``sim``)
+        from nodes.transports.sim import SimSettings, SimTransport
+
+        return await SimTransport.connect(node, SimSettings.parse(settings.SIM_TRANSPORT))
     from nodes.transports.ssh import SSHTransport
 
     return await SSHTransport.connect(node, session=node_session(node))
