@@ -84,6 +84,11 @@ class NodeConditions:
             last_contact_at=self.last_contact_at,
             contact_failed_since=self.contact_failed_since,
         )
+        # The node's word and usability follow its conditions (the engine's rule: imported
+        # when it runs, the engine imports this module).
+        from sync.engine.eligibility import store_truth
+
+        store_truth(Node.objects.filter(pk=self.node_id))
 
 
 def after_success(node_id: int, now: datetime, still_failing: tuple[str, str] | None) -> None:
