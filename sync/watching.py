@@ -24,7 +24,9 @@ change and its desynchronizations commit together or not at all. Rows made with
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ImproperlyConfigured
@@ -215,11 +217,57 @@ def index_watches(types: Iterable) -> None:
     _INDEX = index
 
 
+@dataclass
+class _Notes:
+    concerned: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    dry: bool = False
+
+
+# The registrations being noted in this thread (or task), innermost last.
+_NOTING: ContextVar[tuple[_Notes, ...]] = ContextVar("sync_watch_noting", default=())
+
+
+@contextmanager
+def noting_registrations(*, dry: bool = False) -> Iterator[dict[str, set[int]]]:
+    """Collect, by type name, the nodes the watches register inside the block.
+
+    An action returns what it did: the types a change registered for each node are that,
+    read from the watches themselves. ``dry`` notes them without registering (see
+    ``would_register``).
+    """
+    notes = _Notes(dry=dry)
+    token = _NOTING.set((*_NOTING.get(), notes))
+    try:
+        yield notes.concerned
+    finally:
+        _NOTING.reset(token)
+
+
+def would_register(change: Callable[[], object]) -> dict[str, set[int]]:
+    """What ``change`` would register, by type name, without keeping anything of it.
+
+    The change runs for real in a savepoint that is rolled back, so its count comes from the
+    watch rules themselves (a node that keeps the data through another role is not counted),
+    never from a second copy of them: a confirmation page says what the action will do.
+    """
+    with transaction.atomic():
+        with noting_registrations(dry=True) as concerned:
+            change()
+        transaction.set_rollback(True)
+    return {name: nodes for name, nodes in concerned.items() if nodes}
+
+
 def register_concerned(concerned: dict[str, set[int]]) -> None:
     """Register each type for its nodes, one call per distinct set of nodes."""
     from sync.engine import register_desync
     from sync.models import SyncAction
 
+    noting = _NOTING.get()
+    for notes in noting:
+        for type_name, nodes in concerned.items():
+            notes.concerned[type_name] |= nodes
+    if any(notes.dry for notes in noting):
+        return
     by_nodes: dict[frozenset[int], list[str]] = defaultdict(list)
     for type_name, nodes in concerned.items():
         if nodes:

@@ -10,10 +10,13 @@ node it touched with how that ended. Callers format the result; they never write
 
 from sync.actions.inventory import (
     KeyNotConfirmed,
+    RolesPreview,
     accept_host_key,
     add_node,
+    add_nodes,
     change_roles,
     edit_node,
+    preview_roles,
     scan_confirmed_key,
 )
 from sync.actions.nodes import delete_nodes, set_maintenance
@@ -26,8 +29,10 @@ __all__ = [
     "KeyNotConfirmed",
     "ActionResult",
     "NodeOutcome",
+    "RolesPreview",
     "accept_host_key",
     "add_node",
+    "add_nodes",
     "change_roles",
     "create_token",
     "revoke_token",
@@ -35,6 +40,7 @@ __all__ = [
     "cancel_work",
     "delete_nodes",
     "force_work",
+    "preview_roles",
     "register_work",
     "retry_work",
     "scan_confirmed_key",

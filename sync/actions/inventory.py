@@ -9,21 +9,38 @@ the engine's registrations and its audit entry in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
-from django.db import transaction
+from asgiref.sync import async_to_sync
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
 
-from nodes.hostkeys import parse_host_key, pin_proved_key, prove_host_key, scan_host_key
+from nodes.access import ADD, CHANGE, check_perms
+from nodes.choices import Transport
+from nodes.hostkeys import (
+    check_seconds,
+    login_check,
+    parse_host_key,
+    pin_proved_key,
+    prove_host_key,
+    scan_host_key,
+)
 from nodes.keys import fingerprint, safe_fingerprint
 from nodes.models import Node, Role, validate_address_free
+from nodes.transports import TransportError
+from nodes.transports.ssh import fetch_host_key
 from sync import engine, inventory
 from sync.actions.results import Act, ActionResult, NodeOutcome
 from sync.actor import Actor
 from sync.audit import Target, node_targets, record
 from sync.conditions import host_key_accepted
+from sync.models import SyncAction
 from sync.panelhost import flag_if_panel_host
-from sync.rights import NodeChange, check_node_change
+from sync.rights import NodeChange, check_node_change, node_change_refusals
+from sync.watching import noting_registrations, would_register
 
 # What an entry shows of a node's columns: the key as its fingerprint, never the whole line.
 SHOWN_FIELDS = ("name", "transport", "host", "port", "username", "is_panel_host")
@@ -67,7 +84,10 @@ def scan_confirmed_key(host: str, port: int, *, key: str = "", fingerprint_: str
     KeyNotConfirmed. The login with that key pinned (``nodes.hostkeys.check_login``) comes
     next, before anything is saved.
     """
-    presented = scan_host_key(host, port)
+    return _confirmed(host, port, scan_host_key(host, port), key, fingerprint_)
+
+
+def _confirmed(host: str, port: int, presented: str, key: str, fingerprint_: str) -> str:
     if key and presented != key:
         raise KeyNotConfirmed(host, port, presented, safe_fingerprint(key))
     if fingerprint_ and fingerprint(presented) != fingerprint_:
@@ -97,6 +117,101 @@ def add_node(actor: Actor, node: Node, roles: Sequence[Role] = ()) -> ActionResu
         )
     return ActionResult(
         Act.NODE_ADD, entry.pk, (NodeOutcome(node.pk, node.name, "added"),), count=count
+    )
+
+
+# Outcomes of ``add_nodes`` for a node that was not added start with one of these words.
+NOT_ADDED = ("refused", "unreachable", "key changed", "login failed")
+
+
+async def _check_new_node(node: Node, key: str) -> str:
+    """The network steps of adding one SSH node, as the single add makes them: the key it
+    presents now must be ``key`` (the one shown and confirmed), then the panel logs in with
+    only that key trusted. "" when both pass, else why not."""
+    try:
+        presented = await fetch_host_key(node.host, node.port, timeout=check_seconds())
+        _confirmed(node.host, node.port, presented, key, "")
+        await login_check(node)
+    except KeyNotConfirmed as e:
+        return f"key changed since it was shown: {e}"
+    except TransportError as e:
+        text = str(e)
+        return text if text.startswith("unreachable") else f"login failed: {text}"
+    return ""
+
+
+def add_nodes(
+    actor: Actor,
+    nodes: Sequence[Node],
+    roles: Sequence[Role] = (),
+    *,
+    progress: Callable[[Node, str], None] | None = None,
+) -> ActionResult:
+    """Add many SSH nodes at once, each carrying in ``host_key`` the key that was shown and
+    confirmed for it (the add-many page, ``addnode --from-file``).
+
+    Per node, the single add's steps: the rights (``sync.rights``), the key presented now
+    compared with the confirmed one (a changed key is refused, nothing pinned) and the login
+    with only that key trusted; these network steps run for all nodes at once, outside any
+    transaction, and ``progress(node, outcome)`` hears each as it ends. Then one transaction
+    saves the nodes that passed (``sync.inventory.add_node``: their roles and every type
+    registered) and writes one entry. A node that fails is not added and the others are.
+
+    Each outcome is ``added`` or starts with one of ``NOT_ADDED`` and says why; a node not
+    added has no id (0). ``count`` is the (node, type) pairs registered.
+    """
+    check_perms(actor.subject, ADD)
+    roles, nodes = list(roles), list(nodes)
+    outcome: dict[int, str] = {}
+    for i, node in enumerate(nodes):
+        change = NodeChange(adding=True, roles=tuple(roles), host_key=node.host_key)
+        if refusals := node_change_refusals(actor.subject, node, change):
+            outcome[i] = "refused: " + " ".join(r.message for r in refusals)
+        elif node.transport != Transport.SSH or not node.host_key:
+            outcome[i] = "refused: only SSH nodes with a confirmed host key are added this way"
+
+    async def check_all() -> None:
+        async def check(i: int, node: Node) -> None:
+            outcome[i] = await _check_new_node(node, node.host_key) or "checked"
+            if progress is not None and outcome[i] != "checked":
+                progress(node, outcome[i])
+
+        await asyncio.gather(*(check(i, n) for i, n in enumerate(nodes) if i not in outcome))
+
+    async_to_sync(check_all)()
+    count = 0
+    with transaction.atomic():
+        for i, node in enumerate(nodes):
+            if outcome[i] != "checked":
+                continue
+            try:
+                with transaction.atomic():
+                    count += inventory.add_node(node, roles, by=actor)
+                outcome[i] = "added"
+            except (ValidationError, IntegrityError, PermissionDenied) as e:
+                node.pk = None
+                said = " ".join(getattr(e, "messages", [])) or str(e) or "not allowed"
+                outcome[i] = f"refused: {said}"
+            if progress is not None:
+                progress(node, outcome[i])
+        added = [n for i, n in enumerate(nodes) if outcome[i] == "added"]
+        entry = record(
+            actor,
+            Act.NODE_ADD,
+            node_targets(added) + _role_targets(roles),
+            summary=f"Added {len(added)} of {len(nodes)} SSH node(s) at once.",
+            after={
+                "nodes": {n.name: _state(n, roles) for n in added},
+                "not_added": {
+                    n.name: outcome[i] for i, n in enumerate(nodes) if outcome[i] != "added"
+                },
+            },
+        )
+    return ActionResult(
+        Act.NODE_ADD,
+        entry.pk,
+        tuple(NodeOutcome(n.pk or 0, n.name, outcome[i]) for i, n in enumerate(nodes)),
+        count=count,
     )
 
 
@@ -160,39 +275,119 @@ def edit_node(
     )
 
 
+def _set_roles(nodes: Sequence[Node], give: Sequence[Role], take: Sequence[Role]) -> None:
+    for role in give:
+        role.nodes.add(*nodes)  # registers the types (sync.watching)
+    for role in take:
+        role.nodes.remove(*nodes)
+
+
+def _per_type(concerned: dict[str, set[int]]) -> list[tuple[SyncAction, set[int]]]:
+    """The noted registrations as (type, nodes), in the types' priority order."""
+    types = SyncAction.objects.filter(name__in=concerned).order_by("priority", "id")
+    return [(t, concerned[t.name]) for t in types if concerned[t.name]]
+
+
+@dataclass(frozen=True)
+class RolesPreview:
+    """What giving and taking roles would do, for a confirmation to say before it is done.
+
+    ``changing``: the nodes whose roles change; ``unchanged``: the others (they have the role
+    given already, or not the one taken); ``types``: per synchronizer type, in priority order,
+    the nodes that will synchronize it, as the watches count them.
+    """
+
+    changing: tuple[Node, ...]
+    unchanged: tuple[Node, ...]
+    types: tuple[tuple[SyncAction, frozenset[int]], ...]
+
+    @property
+    def synchronizing(self) -> int:
+        """How many nodes will synchronize anything."""
+        return len(set().union(*(nodes for _, nodes in self.types)))
+
+
+def _roles_after(node: Node, give: Sequence[Role], take: Sequence[Role]) -> tuple[set, list[Role]]:
+    now = {r.pk: r for r in node.roles.all()}
+    taken = {t.pk for t in take}
+    after = [r for pk, r in now.items() if pk not in taken] + [r for r in give if r.pk not in now]
+    return set(now), after
+
+
+def preview_roles(
+    nodes: Sequence[Node], give: Sequence[Role] = (), take: Sequence[Role] = ()
+) -> RolesPreview:
+    """What ``change_roles`` would do with these arguments; nothing is kept.
+
+    The change is made in a savepoint rolled back at once (``sync.watching.would_register``),
+    so the counts are the watches' own: a node that keeps a file through another role is not
+    counted as synchronizing files.
+    """
+    changing, unchanged = [], []
+    for node in nodes:
+        before, after = _roles_after(node, give, take)
+        (changing if {r.pk for r in after} != before else unchanged).append(node)
+    concerned = would_register(lambda: _set_roles(nodes, give, take))
+    types = tuple((t, frozenset(ids)) for t, ids in _per_type(concerned))
+    return RolesPreview(tuple(changing), tuple(unchanged), types)
+
+
 def change_roles(
     actor: Actor, nodes: Sequence[Node], give: Sequence[Role] = (), take: Sequence[Role] = ()
 ) -> ActionResult:
     """Give ``give`` to and take ``take`` from each of ``nodes``; one entry with each role's
     nodes before and after. Giving a role is refused (nothing changes) where ``sync.rights``
-    says the user may not send its data to that node."""
+    says the user may not send its data to that node.
+
+    Each node's outcome says whether its roles changed and names the types that were
+    registered for it (its received data changed); ``count`` is the nodes that got work and
+    ``extra["types"]`` the number of nodes per type title.
+    """
+    check_perms(actor.subject, CHANGE)
     give, take = list(give), list(take)
+    changed: set[int] = set()
     for node in nodes:
-        now = {r.pk: r for r in node.roles.all()}
-        after = [r for pk, r in now.items() if pk not in {t.pk for t in take}]
-        after += [r for r in give if r.pk not in now]
+        before, after = _roles_after(node, give, take)
+        if {r.pk for r in after} != before:
+            changed.add(node.pk)
         check_node_change(actor.subject, node, NodeChange(roles=tuple(after)))
     roles = give + take
     with transaction.atomic():
         before = {r.name: sorted(r.nodes.values_list("name", flat=True)) for r in roles}
-        for role in give:
-            role.nodes.add(*nodes)  # registers the types (sync.watching)
-        for role in take:
-            role.nodes.remove(*nodes)
+        with noting_registrations() as concerned:
+            _set_roles(nodes, give, take)
         after = {r.name: sorted(r.nodes.values_list("name", flat=True)) for r in roles}
+        per_type = _per_type(concerned)
         entry = record(
             actor,
             Act.NODE_ROLES,
             node_targets(nodes) + _role_targets(roles),
             summary=(
                 f"Gave {', '.join(r.name for r in give) or 'no role'}; "
-                f"took {', '.join(r.name for r in take) or 'no role'}."
+                f"took {', '.join(r.name for r in take) or 'no role'}"
+                f" ({len(changed)} of {len(nodes)} node(s) changed"
+                + "".join(f"; {len(ids)} synchronize {t.name}" for t, ids in per_type)
+                + ")."
             ),
             before={"role_nodes": before},
             after={"role_nodes": after},
         )
+    outcomes = tuple(
+        NodeOutcome(
+            n.pk,
+            n.name,
+            "roles changed" if n.pk in changed else "unchanged",
+            tuple(t.title for t, ids in per_type if n.pk in ids),
+        )
+        for n in nodes
+    )
+    working = set().union(*(ids for _, ids in per_type))
     return ActionResult(
-        Act.NODE_ROLES, entry.pk, tuple(NodeOutcome(n.pk, n.name, "roles changed") for n in nodes)
+        Act.NODE_ROLES,
+        entry.pk,
+        outcomes,
+        count=len(working),
+        extra={"types": {t.title: len(ids) for t, ids in per_type}},
     )
 
 

@@ -321,6 +321,8 @@ def node_bulk(request: HttpRequest) -> HttpResponse:
         deleted = actions.delete_nodes(acting_user(request), nodes)
         names = _names([n.name for n in deleted.nodes])
         messages.success(request, f"Deleted {deleted.count} node(s): {names}.")
+    elif action in BulkActionForm.ROLE_ACTIONS:
+        return _bulk_roles(request, form, nodes, list_url)
     elif action == BulkActionForm.RESYNC:
         actions.register_work(acting_user(request), nodes)
         messages.success(
@@ -340,6 +342,52 @@ def node_bulk(request: HttpRequest) -> HttpResponse:
             else ""
         )
         messages.success(request, f"Maintenance {state} for {len(nodes)} node(s): {names}.{ran}")
+    return go_back(request, list_url)
+
+
+def _bulk_roles(
+    request: HttpRequest, form: BulkActionForm, nodes: list[Node], list_url: str
+) -> HttpResponse:
+    """Give or take one role for the selected nodes: first a confirmation that says what will
+    happen (how many nodes will synchronize what, as the watches count it), then the action."""
+    role = form.cleaned_data["role"]
+    giving = form.cleaned_data["action"] == BulkActionForm.GIVE_ROLE
+    give, take = ([role], []) if giving else ([], [role])
+    refused = []
+    for node in nodes:
+        after = [r for r in node.roles.all() if r.pk != role.pk] + ([role] if giving else [])
+        refused += node_change_refusals(request.user, node, NodeChange(roles=tuple(after)))
+    if refused:
+        messages.error(request, f"No role was changed: {refused[0].message}")
+        return go_back(request, list_url)
+    if not form.cleaned_data["confirm"]:
+        return render(
+            request,
+            "nodes/confirm_roles.html",
+            {
+                "nodes": nodes,
+                "role": role,
+                "giving": giving,
+                "preview": actions.preview_roles(nodes, give, take),
+                "next": request.POST.get("next", ""),
+            },
+        )
+    done = actions.change_roles(acting_user(request), nodes, give, take)
+    changed = [o.name for o in done.nodes if o.outcome == "roles changed"]
+    verb = f"Gave the role {role.name} to" if giving else f"Took the role {role.name} from"
+    if not changed:
+        messages.info(
+            request,
+            f"Nothing changed: no selected node {'lacked' if giving else 'had'} "
+            f"the role {role.name}.",
+        )
+        return go_back(request, list_url)
+    work = "; ".join(f"{n} node(s) synchronize {title}" for title, n in done.extra["types"].items())
+    messages.success(
+        request,
+        f"{verb} {len(changed)} node(s): {_names(changed)}. "
+        + (f"{work}." if work else "No node receives new or different data."),
+    )
     return go_back(request, list_url)
 
 
