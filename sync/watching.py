@@ -24,7 +24,7 @@ change and its desynchronizations commit together or not at all. Rows made with
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -218,43 +218,34 @@ def index_watches(types: Iterable) -> None:
 
 
 @dataclass
-class _Notes:
+class Noted:
+    """What the watches found a change concerns, per type name: the nodes (``noting``)."""
+
     concerned: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
-    dry: bool = False
+    rehearsal: bool = False
+
+    @property
+    def node_ids(self) -> set[int]:
+        return set().union(*self.concerned.values()) if self.concerned else set()
 
 
-# The registrations being noted in this thread (or task), innermost last.
-_NOTING: ContextVar[tuple[_Notes, ...]] = ContextVar("sync_watch_noting", default=())
+_NOTING: ContextVar[Noted | None] = ContextVar("sync_watch_noting", default=None)
 
 
 @contextmanager
-def noting_registrations(*, dry: bool = False) -> Iterator[dict[str, set[int]]]:
-    """Collect, by type name, the nodes the watches register inside the block.
+def noting(rehearsal: bool = False) -> Iterator[Noted]:
+    """Note, per type, the nodes the watches register in this block: what a change does, told
+    by the very rules that act on it, never by a second count that could drift from them.
 
-    An action returns what it did: the types a change registered for each node are that,
-    read from the watches themselves. ``dry`` notes them without registering (see
-    ``would_register``).
+    ``rehearsal``: note without registering (the caller rolls the change back), so a
+    confirmation can say what a change would do before it is made.
     """
-    notes = _Notes(dry=dry)
-    token = _NOTING.set((*_NOTING.get(), notes))
+    noted = Noted(rehearsal=rehearsal)
+    token = _NOTING.set(noted)
     try:
-        yield notes.concerned
+        yield noted
     finally:
         _NOTING.reset(token)
-
-
-def would_register(change: Callable[[], object]) -> dict[str, set[int]]:
-    """What ``change`` would register, by type name, without keeping anything of it.
-
-    The change runs for real in a savepoint that is rolled back, so its count comes from the
-    watch rules themselves (a node that keeps the data through another role is not counted),
-    never from a second copy of them: a confirmation page says what the action will do.
-    """
-    with transaction.atomic():
-        with noting_registrations(dry=True) as concerned:
-            change()
-        transaction.set_rollback(True)
-    return {name: nodes for name, nodes in concerned.items() if nodes}
 
 
 def register_concerned(concerned: dict[str, set[int]]) -> None:
@@ -262,12 +253,13 @@ def register_concerned(concerned: dict[str, set[int]]) -> None:
     from sync.engine import register_desync
     from sync.models import SyncAction
 
-    noting = _NOTING.get()
-    for notes in noting:
+    noted = _NOTING.get()
+    if noted is not None:
         for type_name, nodes in concerned.items():
-            notes.concerned[type_name] |= nodes
-    if any(notes.dry for notes in noting):
-        return
+            if nodes:
+                noted.concerned[type_name] |= nodes
+        if noted.rehearsal:
+            return
     by_nodes: dict[frozenset[int], list[str]] = defaultdict(list)
     for type_name, nodes in concerned.items():
         if nodes:

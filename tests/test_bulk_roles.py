@@ -8,7 +8,7 @@ from django.contrib.messages import get_messages
 from django.urls import reverse
 
 from nodes.models import Node, Role
-from sync.actions import change_roles, preview_roles
+from sync.actions import change_roles
 from sync.actor import Actor
 from sync.audit import AuditEntry
 from sync.models import Node2Sync
@@ -36,15 +36,17 @@ def registered(node: Node) -> set[str]:
     return set(Node2Sync.objects.filter(node=node).values_list("action__name", flat=True))
 
 
-def test_the_preview_counts_from_the_watches_and_keeps_nothing(fleet):
+def test_the_rehearsal_counts_from_the_watches_and_keeps_nothing(fleet, django_user_model):
     nodes, web = fleet
-    preview = preview_roles(nodes, give=[web])
-    counts = {t.name: len(ids) for t, ids in preview.types}
+    chief = Actor.for_user(django_user_model.objects.create_superuser("chief"))
+    rehearsed = change_roles(chief, nodes, give=[web], dry_run=True)
     # c keeps /etc/web.conf through "base": only a and b synchronize files; all three get
     # the user, which only "web" carries.
-    assert counts == {"files": 2, "users": 3}
-    assert preview.synchronizing == 3 and len(preview.changing) == 3
+    assert rehearsed.extra["effect"].by_type == (("Files", 2), ("Users", 3))
+    assert rehearsed.count == 3
+    assert {o.outcome for o in rehearsed.nodes} == {"roles changed"}
     assert not web.nodes.exists() and not Node2Sync.objects.exists()
+    assert not AuditEntry.objects.exists()
 
 
 def test_giving_a_role_says_per_node_what_it_registered(fleet, django_user_model):
@@ -54,9 +56,9 @@ def test_giving_a_role_says_per_node_what_it_registered(fleet, django_user_model
     titles = {o.name: set(o.titles) for o in done.nodes}
     assert titles == {"a": {"Files", "Users"}, "b": {"Files", "Users"}, "c": {"Users"}}
     assert registered(nodes[2]) == {"users"}
-    assert done.count == 3 and done.extra["types"] == {"Files": 2, "Users": 3}
+    assert done.count == 3
     entry = AuditEntry.objects.get(pk=done.entry_id)
-    assert "2 synchronize files" in entry.summary and "3 synchronize users" in entry.summary
+    assert "2 nodes will synchronize files; 3 nodes will synchronize users." in entry.summary
 
 
 def test_the_list_offers_roles_to_operators_only(operator, reader, fleet):
@@ -73,20 +75,22 @@ def test_the_confirmation_says_what_will_happen_then_the_action_does_it(operator
     page = operator.post(reverse("nodes:bulk"), form)
     text = page.content.decode()
     assert page.status_code == 200
-    assert "2 nodes will synchronize Files" in text and "3 nodes will synchronize Users" in text
+    assert "2 nodes will synchronize files; 3 nodes will synchronize users." in text
     assert not web.nodes.exists()
 
     done = operator.post(reverse("nodes:bulk"), {**form, "confirm": "1"})
     assert done.status_code == 302 and done["Location"] == "/nodes/"
     said = [str(m) for m in get_messages(done.wsgi_request)]
-    assert said == ["Gave the role web to 3 node(s): a, b, c. 2 node(s) synchronize Files; "
-                    "3 node(s) synchronize Users."]  # fmt: skip
+    assert said == [
+        "Gave the role web to 3 node(s): a, b, c. 2 nodes will synchronize files; "
+        "3 nodes will synchronize users."
+    ]
     assert set(web.nodes.values_list("name", flat=True)) == {"a", "b", "c"}
     assert AuditEntry.objects.filter(action="node.roles").count() == 1
 
     # Taken again: c keeps the file through "base", so only a and b lose it.
     text = operator.post(reverse("nodes:bulk"), {**form, "action": "take_role"}).content.decode()
-    assert "2 nodes will synchronize Files" in text
+    assert "2 nodes will synchronize files" in text
 
 
 def test_nodes_that_have_the_role_already_are_named_and_not_counted(operator, fleet):
@@ -96,7 +100,7 @@ def test_nodes_that_have_the_role_already_are_named_and_not_counted(operator, fl
     form = {"action": "give_role", "role": "web", "ids": [n.pk for n in nodes]}
     text = operator.post(reverse("nodes:bulk"), form).content.decode()
     assert "1 of the selected nodes already has it" in text
-    assert "1 node will synchronize Files" in text and "2 nodes will synchronize Users" in text
+    assert "1 node will synchronize files; 2 nodes will synchronize users." in text
 
 
 @pytest.mark.parametrize(

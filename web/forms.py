@@ -70,7 +70,7 @@ class RolesField(forms.ModelMultipleChoiceField):
             required=False,
             widget=forms.CheckboxSelectMultiple,
             error_messages={
-                "invalid_choice": "Unknown role %(value)s: roles are created in the admin.",
+                "invalid_choice": "Unknown role %(value)s: roles are created on the Roles page.",
             },
             **kwargs,
         )

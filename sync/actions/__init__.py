@@ -10,13 +10,11 @@ node it touched with how that ended. Callers format the result; they never write
 
 from sync.actions.inventory import (
     KeyNotConfirmed,
-    RolesPreview,
     accept_host_key,
     add_node,
     add_nodes,
     change_roles,
     edit_node,
-    preview_roles,
     scan_confirmed_key,
 )
 from sync.actions.nodes import delete_nodes, set_maintenance
@@ -29,7 +27,6 @@ __all__ = [
     "KeyNotConfirmed",
     "ActionResult",
     "NodeOutcome",
-    "RolesPreview",
     "accept_host_key",
     "add_node",
     "add_nodes",
@@ -40,7 +37,6 @@ __all__ = [
     "cancel_work",
     "delete_nodes",
     "force_work",
-    "preview_roles",
     "register_work",
     "retry_work",
     "scan_confirmed_key",

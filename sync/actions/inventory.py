@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 from asgiref.sync import async_to_sync
@@ -33,14 +32,15 @@ from nodes.models import Node, Role, validate_address_free
 from nodes.transports import TransportError
 from nodes.transports.ssh import fetch_host_key
 from sync import engine, inventory
+from sync.actions.data import DataEffect, made_in_one_transaction
 from sync.actions.results import Act, ActionResult, NodeOutcome
 from sync.actor import Actor
 from sync.audit import Target, node_targets, record
 from sync.conditions import host_key_accepted
-from sync.models import SyncAction
 from sync.panelhost import flag_if_panel_host
 from sync.rights import NodeChange, check_node_change, node_change_refusals
-from sync.watching import noting_registrations, would_register
+from sync.synchronizers import REGISTRY
+from sync.watching import Noted
 
 # What an entry shows of a node's columns: the key as its fingerprint, never the whole line.
 SHOWN_FIELDS = ("name", "transport", "host", "port", "username", "is_panel_host")
@@ -275,38 +275,6 @@ def edit_node(
     )
 
 
-def _set_roles(nodes: Sequence[Node], give: Sequence[Role], take: Sequence[Role]) -> None:
-    for role in give:
-        role.nodes.add(*nodes)  # registers the types (sync.watching)
-    for role in take:
-        role.nodes.remove(*nodes)
-
-
-def _per_type(concerned: dict[str, set[int]]) -> list[tuple[SyncAction, set[int]]]:
-    """The noted registrations as (type, nodes), in the types' priority order."""
-    types = SyncAction.objects.filter(name__in=concerned).order_by("priority", "id")
-    return [(t, concerned[t.name]) for t in types if concerned[t.name]]
-
-
-@dataclass(frozen=True)
-class RolesPreview:
-    """What giving and taking roles would do, for a confirmation to say before it is done.
-
-    ``changing``: the nodes whose roles change; ``unchanged``: the others (they have the role
-    given already, or not the one taken); ``types``: per synchronizer type, in priority order,
-    the nodes that will synchronize it, as the watches count them.
-    """
-
-    changing: tuple[Node, ...]
-    unchanged: tuple[Node, ...]
-    types: tuple[tuple[SyncAction, frozenset[int]], ...]
-
-    @property
-    def synchronizing(self) -> int:
-        """How many nodes will synchronize anything."""
-        return len(set().union(*(nodes for _, nodes in self.types)))
-
-
 def _roles_after(node: Node, give: Sequence[Role], take: Sequence[Role]) -> tuple[set, list[Role]]:
     now = {r.pk: r for r in node.roles.all()}
     taken = {t.pk for t in take}
@@ -314,34 +282,23 @@ def _roles_after(node: Node, give: Sequence[Role], take: Sequence[Role]) -> tupl
     return set(now), after
 
 
-def preview_roles(
-    nodes: Sequence[Node], give: Sequence[Role] = (), take: Sequence[Role] = ()
-) -> RolesPreview:
-    """What ``change_roles`` would do with these arguments; nothing is kept.
-
-    The change is made in a savepoint rolled back at once (``sync.watching.would_register``),
-    so the counts are the watches' own: a node that keeps a file through another role is not
-    counted as synchronizing files.
-    """
-    changing, unchanged = [], []
-    for node in nodes:
-        before, after = _roles_after(node, give, take)
-        (changing if {r.pk for r in after} != before else unchanged).append(node)
-    concerned = would_register(lambda: _set_roles(nodes, give, take))
-    types = tuple((t, frozenset(ids)) for t, ids in _per_type(concerned))
-    return RolesPreview(tuple(changing), tuple(unchanged), types)
-
-
 def change_roles(
-    actor: Actor, nodes: Sequence[Node], give: Sequence[Role] = (), take: Sequence[Role] = ()
+    actor: Actor,
+    nodes: Sequence[Node],
+    give: Sequence[Role] = (),
+    take: Sequence[Role] = (),
+    *,
+    dry_run: bool = False,
 ) -> ActionResult:
     """Give ``give`` to and take ``take`` from each of ``nodes``; one entry with each role's
     nodes before and after. Giving a role is refused (nothing changes) where ``sync.rights``
     says the user may not send its data to that node.
 
-    Each node's outcome says whether its roles changed and names the types that were
-    registered for it (its received data changed); ``count`` is the nodes that got work and
-    ``extra["types"]`` the number of nodes per type title.
+    Each node's outcome says whether its roles changed (``roles changed`` / ``unchanged``)
+    and names the types registered for it; ``extra["effect"]`` is what the watches
+    registered (``DataEffect``: "3 nodes will synchronize files", a node that keeps the data
+    through another role not counted) and ``count`` the nodes that got work. ``dry_run``:
+    only tell (and refuse) it, for a confirmation; nothing is kept.
     """
     check_perms(actor.subject, CHANGE)
     give, take = list(give), list(take)
@@ -352,43 +309,42 @@ def change_roles(
             changed.add(node.pk)
         check_node_change(actor.subject, node, NodeChange(roles=tuple(after)))
     roles = give + take
-    with transaction.atomic():
+
+    def change(noted: Noted) -> ActionResult:
         before = {r.name: sorted(r.nodes.values_list("name", flat=True)) for r in roles}
-        with noting_registrations() as concerned:
-            _set_roles(nodes, give, take)
+        for role in give:
+            role.nodes.add(*nodes)  # registers the types (sync.watching), and notes them
+        for role in take:
+            role.nodes.remove(*nodes)
         after = {r.name: sorted(r.nodes.values_list("name", flat=True)) for r in roles}
-        per_type = _per_type(concerned)
+        effect = DataEffect.of(noted)
         entry = record(
             actor,
             Act.NODE_ROLES,
             node_targets(nodes) + _role_targets(roles),
             summary=(
                 f"Gave {', '.join(r.name for r in give) or 'no role'}; "
-                f"took {', '.join(r.name for r in take) or 'no role'}"
-                f" ({len(changed)} of {len(nodes)} node(s) changed"
-                + "".join(f"; {len(ids)} synchronize {t.name}" for t, ids in per_type)
-                + ")."
+                f"took {', '.join(r.name for r in take) or 'no role'} "
+                f"({len(changed)} of {len(nodes)} node(s) changed). {effect.sentence()}"
             ),
             before={"role_nodes": before},
             after={"role_nodes": after},
         )
-    outcomes = tuple(
-        NodeOutcome(
-            n.pk,
-            n.name,
-            "roles changed" if n.pk in changed else "unchanged",
-            tuple(t.title for t, ids in per_type if n.pk in ids),
+        titles = {n: REGISTRY[n].title for n in noted.concerned if n in REGISTRY}
+        outcomes = tuple(
+            NodeOutcome(
+                n.pk,
+                n.name,
+                "roles changed" if n.pk in changed else "unchanged",
+                tuple(title for name, title in titles.items() if n.pk in noted.concerned[name]),
+            )
+            for n in nodes
         )
-        for n in nodes
-    )
-    working = set().union(*(ids for _, ids in per_type))
-    return ActionResult(
-        Act.NODE_ROLES,
-        entry.pk,
-        outcomes,
-        count=len(working),
-        extra={"types": {t.title: len(ids) for t, ids in per_type}},
-    )
+        return ActionResult(
+            Act.NODE_ROLES, entry.pk, outcomes, count=effect.nodes, extra={"effect": effect}
+        )
+
+    return made_in_one_transaction(change, dry_run=dry_run)
 
 
 def accept_host_key(actor: Actor, node: Node, key: str) -> ActionResult:

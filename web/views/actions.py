@@ -353,14 +353,15 @@ def _bulk_roles(
     role = form.cleaned_data["role"]
     giving = form.cleaned_data["action"] == BulkActionForm.GIVE_ROLE
     give, take = ([role], []) if giving else ([], [role])
-    refused = []
-    for node in nodes:
-        after = [r for r in node.roles.all() if r.pk != role.pk] + ([role] if giving else [])
-        refused += node_change_refusals(request.user, node, NodeChange(roles=tuple(after)))
-    if refused:
-        messages.error(request, f"No role was changed: {refused[0].message}")
+    acting = acting_user(request)
+    try:
+        # The rehearsal refuses as the action would (the rights to deliver a role's data).
+        rehearsed = actions.change_roles(acting, nodes, give, take, dry_run=True)
+    except PermissionDenied as e:
+        messages.error(request, f"No role was changed: {e}")
         return go_back(request, list_url)
     if not form.cleaned_data["confirm"]:
+        same = {o.node_id for o in rehearsed.nodes if o.outcome == "unchanged"}
         return render(
             request,
             "nodes/confirm_roles.html",
@@ -368,25 +369,22 @@ def _bulk_roles(
                 "nodes": nodes,
                 "role": role,
                 "giving": giving,
-                "preview": actions.preview_roles(nodes, give, take),
+                "changing": [n for n in nodes if n.pk not in same],
+                "unchanged": [n for n in nodes if n.pk in same],
+                "effect": rehearsed.extra["effect"],
                 "next": request.POST.get("next", ""),
             },
         )
-    done = actions.change_roles(acting_user(request), nodes, give, take)
-    changed = [o.name for o in done.nodes if o.outcome == "roles changed"]
+    done = actions.change_roles(acting, nodes, give, take)
+    changed = [o.name for o in done.nodes if o.outcome != "unchanged"]
     verb = f"Gave the role {role.name} to" if giving else f"Took the role {role.name} from"
     if not changed:
-        messages.info(
-            request,
-            f"Nothing changed: no selected node {'lacked' if giving else 'had'} "
-            f"the role {role.name}.",
-        )
+        had = "lacked" if giving else "had"
+        messages.info(request, f"Nothing changed: no selected node {had} the role {role.name}.")
         return go_back(request, list_url)
-    work = "; ".join(f"{n} node(s) synchronize {title}" for title, n in done.extra["types"].items())
     messages.success(
         request,
-        f"{verb} {len(changed)} node(s): {_names(changed)}. "
-        + (f"{work}." if work else "No node receives new or different data."),
+        f"{verb} {len(changed)} node(s): {_names(changed)}. {done.extra['effect'].sentence()}",
     )
     return go_back(request, list_url)
 
