@@ -86,7 +86,7 @@ class _Rehearsed(Exception):  # noqa: N818 - not an error: how a dry run leaves 
         self.result = result
 
 
-def _made(change: Callable[[Noted], Any], *, dry_run: bool) -> Any:
+def made_in_one_transaction(change: Callable[[Noted], Any], *, dry_run: bool) -> Any:
     """Run ``change`` (given what the watches note) in one transaction; a dry run rolls it
     back and returns what it returned all the same."""
     with noting(rehearsal=dry_run) as noted:
@@ -201,7 +201,7 @@ def save_data(actor: Actor, form: ModelForm, *, dry_run: bool = False) -> Action
         )
 
     try:
-        return _made(change, dry_run=dry_run)
+        return made_in_one_transaction(change, dry_run=dry_run)
     finally:
         if dry_run and adding:  # the rolled-back row has no id: the form may be shown again
             instance.pk = None
@@ -246,7 +246,7 @@ def delete_data(
             extra={"effect": effect},
         )
 
-    return _made(change, dry_run=dry_run)
+    return made_in_one_transaction(change, dry_run=dry_run)
 
 
 def deletion_effect(rows: Sequence[models.Model]) -> DataEffect:
@@ -263,4 +263,4 @@ def deletion_effect(rows: Sequence[models.Model]) -> DataEffect:
             r.delete()
         return DataEffect.of(noted)
 
-    return _made(change, dry_run=True)
+    return made_in_one_transaction(change, dry_run=True)
