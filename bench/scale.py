@@ -37,13 +37,6 @@ ROLES = {
     "mail": (["postfix", "dovecot-imapd"], "postfix"),
     "dns": (["bind9", "dnsutils"], "named"),
 }
-# An ed25519 key for the users' authorized_keys (a public key: nothing secret).
-KEY = (
-    "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJx4y1Jx2zC1b1W7h0y7m0Q3b4S0o6m0cY8yqk2M0Lq1 "
-    "bench@scale"
-)
-
-
 def wait_until(predicate, timeout: float, every: float = 0.5) -> None:
     deadline = time.monotonic() + timeout
     while not predicate():
@@ -54,12 +47,15 @@ def wait_until(predicate, timeout: float, every: float = 0.5) -> None:
 
 def role_data() -> None:
     """Each role's packages, files, user and service, as an admin would enter them."""
+    import asyncssh
+
     from nodes.models import Role
     from sync.synchronizers.files import ManagedFile
     from sync.synchronizers.services import Service
     from sync.synchronizers.software import Package
     from sync.synchronizers.users import ManagedUser
 
+    key = asyncssh.generate_private_key("ssh-ed25519").export_public_key().decode().strip()
     for name, (packages, service) in ROLES.items():
         role = Role.objects.create(name=name)
         for package in packages:
@@ -68,7 +64,7 @@ def role_data() -> None:
         motd = ManagedFile.objects.create(path=f"/etc/motd.d/{name}", content=f"a {name} node\n")
         for managed in (conf, motd):
             managed.roles.add(role)
-        ManagedUser.objects.create(name=f"{name}admin", authorized_keys=KEY).roles.add(role)
+        ManagedUser.objects.create(name=f"{name}admin", authorized_keys=key).roles.add(role)
         service_row = Service.objects.create(name=service)
         service_row.roles.add(role)
         service_row.files.add(conf)

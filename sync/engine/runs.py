@@ -21,7 +21,7 @@ from nodes.models import Node
 from nodes.transports.limits import printable
 from sync import conditions
 from sync.clock import db_now, read_db_now
-from sync.engine.eligibility import RETRY_HOLDS, Hold, node_hold, node_hold_sql
+from sync.engine.eligibility import RETRY_HOLDS, Hold, node_hold, node_hold_sql, store_truth
 from sync.engine.failures import fail_desync
 from sync.engine.leases import renew_lease
 from sync.engine.transient import retry_on_transient_errors
@@ -102,6 +102,10 @@ def _start_next(
         conditions.retrying(node_id, action.name, action.title)
     status = {"status": status_expression()} if recompute else {}
     Node.objects.filter(pk=node_id).update(current_action_id=action.pk, **status)
+    if recompute or state == DesyncState.HELD:
+        # The word and usability follow the status (``recompute_status`` does the same); a
+        # held type a person let go on is no longer Waiting.
+        store_truth(Node.objects.filter(pk=node_id))
     run = SyncRun.objects.create(
         node_id=node_id,
         action=action,
