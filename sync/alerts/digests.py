@@ -112,7 +112,11 @@ def compose(changes: Sequence[ConditionChange]) -> tuple[str, str]:
     lines += [_line(group) for group in groups[:MAX_LINES]]
     if len(groups) > MAX_LINES:
         lines.append(f"... and {len(groups) - MAX_LINES} more (the audit page lists them all)")
-    lines += ["", f"Cluster panel {settings.PANEL_INSTANCE_NAME}: node pages and the audit page."]
+    lines += [
+        "",
+        f"From the cluster panel {settings.PANEL_INSTANCE_NAME}: each node's page and the audit "
+        "page show its changes and what was sent.",
+    ]
     return f"Panel alert: {title}"[:200], "\n".join(lines)
 
 
