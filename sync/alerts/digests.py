@@ -103,9 +103,10 @@ def compose(changes: Sequence[ConditionChange]) -> tuple[str, str]:
     first = min(change.at for change in changes)
     last = max(change.at for change in changes)
     nodes = {change.node_name for change in changes if not change.is_cluster}
+    who = [f"{len(nodes)} node{'s'[: len(nodes) != 1]}"] if nodes else []
+    who += ["the cluster"] if any(change.is_cluster for change in changes) else []
     lines = [
-        f"{len(changes)} change{'s'[: len(changes) != 1]} on {len(nodes)} "
-        f"node{'s'[: len(nodes) != 1]}{' and the cluster' if len(nodes) < len(lasts) else ''}, "
+        f"{len(changes)} change{'s'[: len(changes) != 1]} of {' and '.join(who)}, "
         f"{first:%Y-%m-%d %H:%M:%S} to {last:%H:%M:%S} UTC:",
         "",
     ]
