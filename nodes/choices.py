@@ -61,6 +61,9 @@ class NodeCondition(LookChoices):
         "maintenance": ("wrench", "condition-maintenance"),
     }
     __blocks_use = ("host-key-changed", "unreachable", "maintenance")
+    # Maintenance is a person's deliberate act (the audit trail has it), not news: every other
+    # condition, and any added later, is alerted about when a node enters or leaves it.
+    __quiet = ("maintenance",)
 
     @property
     def severity(self) -> int:
@@ -70,3 +73,8 @@ class NodeCondition(LookChoices):
     @property
     def blocks_use(self) -> bool:
         return self.value in self.__blocks_use
+
+    @property
+    def alerts(self) -> bool:
+        """Entering or leaving it is a change that alert digests report (``sync.alerts``)."""
+        return self.value not in self.__quiet
