@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('nodes', '0010_node_is_panel_host'),
+        ('nodes', '0011_node_shown_usable'),
     ]
 
     operations = [
