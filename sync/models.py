@@ -159,7 +159,8 @@ class SyncRun(models.Model):
 
 
 def recompute_status(nodes: QuerySet[Node]) -> int:
-    """Set each node's status from its desynchronizations, in one UPDATE.
+    """Set each node's status from its desynchronizations, in one UPDATE (and its word and
+    usability in a second: ``nodes.truth``).
 
     The status is the node status of the registered type with the lowest priority number
     whose node status is not Ready; Ready when there is none. It is stored so that the
@@ -172,7 +173,13 @@ def recompute_status(nodes: QuerySet[Node]) -> int:
         .order_by("action__priority", "action_id")
         .values("action__node_status")[:1]
     )
-    return nodes.update(status=Coalesce(Subquery(blocking), Value(NodeStatus.READY)))
+    changed = nodes.update(status=Coalesce(Subquery(blocking), Value(NodeStatus.READY)))
+    # The node's word and usability follow its status and its work (the rule reads the
+    # desynchronizations, below this module: imported here, when it runs).
+    from sync.engine.eligibility import store_truth
+
+    store_truth(nodes)
+    return changed
 
 
 def with_running_title(nodes: QuerySet[Node]) -> QuerySet[Node]:
@@ -255,6 +262,8 @@ class ClusterHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} on {self.host}"
+
+
 class AlertState(models.Model):
     """The alert side's one row: whether the cluster counts as late now, and when the last
     digest was made. The alerts process locks it for each pass, so two of them (two machines)
@@ -334,7 +343,7 @@ class ConditionChange(models.Model):
 
     @property
     def condition_label(self) -> str:
-        """"unreachable", "host key changed"; a condition this code does not know by its name."""
+        """ "unreachable", "host key changed"; a condition this code does not know by its name."""
         if self.is_cluster:
             return "late"
         try:

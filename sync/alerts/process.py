@@ -35,30 +35,31 @@ PASS_SECONDS = 2.0
 PRUNE_EVERY_SECONDS = 3600.0
 
 
-def cluster_late_now(waited: float) -> tuple[bool, str]:
-    """Whether the cluster counts as late, and the words for it.
+def cluster_late_now(waited: float) -> tuple[bool | None, str]:
+    """Whether the cluster counts as late, and the words for it; None while undecided.
 
-    A panel whose cluster never ran is late once this process has waited the threshold
-    (``runpanel`` starts both together: the first beat is a moment away).
+    Late is judged only once this process has watched for the threshold itself: ``runpanel``
+    and systemd start the cluster and this process together, and a cluster that was stopped
+    with the panel beats again a moment after the restart (a "late" then would be noise).
     """
     state = cluster_state()
     if state.seen:
         return False, ""
+    if waited < late_seconds():
+        return None, ""
     if state.last_seen is not None:
         return True, (
             f"no cluster heartbeat since {state.last_seen:%Y-%m-%d %H:%M:%S} UTC "
             f"(late after {late_seconds()} s)"
         )
-    if waited >= late_seconds():
-        return True, "no cluster has run yet"
-    return False, ""
+    return True, "no cluster has run yet"
 
 
 def watch_cluster(waited: float) -> bool | None:
     """Write the cluster's change when it turned late or runs again; the new state, or None
     when nothing changed."""
     late, message = cluster_late_now(waited)
-    if AlertState.objects.filter(pk=1, cluster_late=late).exists():
+    if late is None or AlertState.objects.filter(pk=1, cluster_late=late).exists():
         return None
     if not late and not AlertState.objects.filter(pk=1).exists():
         return None  # a cluster running as ever: nothing to write, no state row needed
