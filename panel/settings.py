@@ -319,6 +319,14 @@ SYNC_NODE_STATE_DIR = env_str("PANEL_NODE_STATE_DIR", "/var/lib/cluster-panel")
 # Where each node keeps the lock of its one session at a time (emptied by a reboot).
 SYNC_NODE_RUN_DIR = env_str("PANEL_NODE_RUN_DIR", "/run/cluster-panel")
 
+# A worker keeps each SSH node's connection and runner open between sessions for this long
+# after its last session (0: every session connects anew), so a re-sync costs its commands,
+# not a handshake (nodes/transports/warm.py). The health probe does not trust a warm
+# connection older than PANEL_PROBE_FRESH_SECONDS: it connects anew, so a node whose sshd
+# died while a connection stayed open still turns unreachable.
+PANEL_SSH_IDLE_SECONDS = env_int("PANEL_SSH_IDLE_SECONDS", 300, minimum=0, maximum=86400)
+PANEL_PROBE_FRESH_SECONDS = env_int("PANEL_PROBE_FRESH_SECONDS", 300, minimum=0, maximum=86400)
+
 # The audit trail (who did what) keeps its entries this many days; the health pass prunes.
 PANEL_AUDIT_DAYS = env_int("PANEL_AUDIT_DAYS", 365, minimum=1)
 
