@@ -21,7 +21,7 @@ from nodes.models import Node
 from nodes.transports.limits import printable
 from sync import conditions
 from sync.clock import db_now, read_db_now
-from sync.engine.eligibility import RETRY_HOLDS, Hold, node_hold, node_hold_sql, store_truth
+from sync.engine.eligibility import RETRY_HOLDS, Hold, node_hold, node_hold_sql, store_truth_of
 from sync.engine.failures import fail_desync
 from sync.engine.leases import renew_lease
 from sync.engine.transient import retry_on_transient_errors
@@ -32,7 +32,6 @@ from sync.models import (
     Outcome,
     SyncAction,
     SyncRun,
-    recompute_status,
     status_expression,
 )
 
@@ -92,7 +91,7 @@ def _start_next(
     found = _next_desync(node_id, action_ids, ignore, skip)
     if found is None:
         if recompute:
-            recompute_status(Node.objects.filter(pk=node_id))
+            _recompute_status_of(node_id)
         return None
     desync_id, state, generation, action = found
     Node2Sync.objects.filter(pk=desync_id).update(
@@ -105,7 +104,7 @@ def _start_next(
     if recompute or state == DesyncState.HELD:
         # The word and usability follow the status (``recompute_status`` does the same); a
         # held type a person let go on is no longer Waiting.
-        store_truth(Node.objects.filter(pk=node_id))
+        store_truth_of(node_id)
     run = SyncRun.objects.create(
         node_id=node_id,
         action=action,
@@ -307,7 +306,13 @@ def _record_end(
             kind,
         )
     if recompute:
-        recompute_status(node)
+        _recompute_status_of(ticket.node_id)
+
+
+def _recompute_status_of(node_id: int) -> None:
+    """``recompute_status`` of one node, its word and usability through ``store_truth_of``."""
+    Node.objects.filter(pk=node_id).update(status=status_expression())
+    store_truth_of(node_id)
 
 
 def in_one_transaction(calls: Sequence[tuple[int, Callable[[], T]]]) -> list[T | Exception]:
