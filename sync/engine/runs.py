@@ -8,8 +8,9 @@ its generation while it ran.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Collection
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.db import transaction
@@ -21,6 +22,7 @@ from sync.clock import db_now, read_db_now
 from sync.engine.eligibility import RETRY_HOLDS, Hold, startable, with_hold
 from sync.engine.failures import fail_desync
 from sync.engine.leases import renew_lease
+from sync.engine.tally import count_runs
 from sync.engine.transient import retry_on_transient_errors
 from sync.errors import FailureKind, short
 from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun, recompute_status
@@ -36,6 +38,8 @@ class RunTicket:
     node_id: int
     action: SyncAction
     generation: int
+    # When it started on this worker's clock: its duration for the metrics, with no query.
+    started: float = field(default_factory=time.monotonic, compare=False)
 
 
 @retry_on_transient_errors
@@ -184,6 +188,7 @@ def _record_end(
         current_command="",
         current_output="",
     )
+    count_runs([(ticket.action.name, outcome, time.monotonic() - ticket.started)])
     row = Node2Sync.objects.filter(pk=ticket.desync_id)
     node = Node.objects.filter(pk=ticket.node_id)
     if outcome == Outcome.SUCCESS:
