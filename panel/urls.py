@@ -16,6 +16,7 @@ urlpatterns = [
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),
     path("nodes/", include("web.urls")),
+    path("", include("web.data.urls")),
     path("audit/", audit.audit_list, name="audit"),
     path("cluster/banner/", cluster.cluster_banner, name="cluster_banner"),
     path("account/tokens/", account.tokens, name="account_tokens"),

@@ -19,13 +19,13 @@ from django.views.decorators.http import require_http_methods
 
 from nodes.access import ADD, CHANGE, require_perms
 from nodes.choices import Transport
-from nodes.hostkeys import check_login
+from nodes.hostkeys import check_login, scan_host_keys
 from nodes.keys import fingerprint, panel_public_key, safe_fingerprint
 from nodes.models import Node
 from nodes.transports import TransportError
 from sync import actions
 from sync.rights import NodeChange, node_change_refusals
-from web.forms import HostKeyStepMixin, NodeAddForm, NodeEditForm, RightsMixin
+from web.forms import HostKeyStepMixin, NodeAddForm, NodeEditForm, NodeLinesForm, RightsMixin
 from web.views.shortcuts import acting_user, node_or_404, node_url, refused_page
 
 
@@ -208,3 +208,82 @@ def _save_edit(request: HttpRequest, form: NodeEditForm, node: Node, fields: lis
         form.add_error("name", "A node with this name was just saved.")
         return False
     return True
+
+
+# --- Many nodes at once ---------------------------------------------------------------------
+
+
+def _scan_rows(form: NodeLinesForm) -> list[dict]:
+    """Every line's key, scanned at once, as the confirmation page shows it: the fingerprint,
+    or why it cannot be read, or why this user may not add that node (the panel's own
+    server). Only keys that may be added are carried to the confirming POST."""
+    keys = scan_host_keys([e.address for e in form.entries])
+    roles = tuple(form.cleaned_data["roles"])
+    rows = []
+    for entry in form.entries:
+        answer = keys[entry.address]
+        row = {"entry": entry, "key": "", "fingerprint": "", "type": "", "problem": ""}
+        if isinstance(answer, TransportError):
+            row["problem"] = f"Cannot be reached: {answer}"
+        else:
+            node = _with_key(entry.node(), answer)
+            change = NodeChange(adding=True, roles=roles, host_key=answer)
+            if refusals := node_change_refusals(form.user, node, change):
+                row["problem"] = f"Refused: {refusals[0].message}"
+            else:
+                row.update(key=answer, fingerprint=fingerprint(answer), type=answer.split()[0])
+        rows.append(row)
+    return rows
+
+
+def _with_key(node: Node, key: str) -> Node:
+    node.host_key = key
+    return node
+
+
+@require_http_methods(["GET", "POST"])
+@require_perms(ADD)
+def node_add_many(request: HttpRequest) -> HttpResponse:
+    """Add many SSH nodes from lines of ``name host[:port] [user]``.
+
+    The first POST checks every line (a form error names each wrong line: nothing is scanned
+    then), scans every host key at once and shows them all on one page, with the hosts that
+    cannot be reached and why. The confirming POST adds the nodes whose keys were shown
+    (``sync.actions.add_nodes``: each key scanned again and refused if it changed, the login
+    checked, then one transaction); the others are listed as not added.
+    """
+    if request.method != "POST":
+        return render(request, "nodes/add_many.html", {"form": NodeLinesForm(user=request.user)})
+    form = NodeLinesForm(request.POST, user=request.user)
+    if not form.is_valid():
+        return render(request, "nodes/add_many.html", {"form": form})
+    if not form.confirming:
+        rows = _scan_rows(form)
+        return render(
+            request,
+            "nodes/add_many.html",
+            {
+                "form": form,
+                "rows": rows,
+                "scanned": form.cleaned_data["lines"],
+                "confirmable": sum(1 for r in rows if r["key"]),
+            },
+        )
+    keys = form.cleaned_data["confirmed"]
+    nodes = [_with_key(e.node(), keys[e.address]) for e in form.entries if e.address in keys]
+    skipped = [e for e in form.entries if e.address not in keys]
+    done = actions.add_nodes(acting_user(request), nodes, form.cleaned_data["roles"])
+    added = [o for o in done.nodes if o.outcome == "added"]
+    if added:
+        names = ", ".join(o.name for o in added)
+        messages.success(
+            request,
+            f"Added {len(added)} node(s): {names}; registered {done.count} synchronizer types, "
+            "the cluster runs them now.",
+        )
+    for outcome in [o for o in done.nodes if o.outcome != "added"][:20]:
+        messages.error(request, f"Not added: {outcome.name}: {outcome.outcome}")
+    if skipped:
+        names = ", ".join(e.name for e in skipped)
+        messages.warning(request, f"Not added (no key shown for them): {names}.")
+    return redirect("nodes:list")

@@ -1,7 +1,10 @@
+import sys
+
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 
 from nodes.choices import Transport
+from nodes.hostkeys import scan_host_keys
 from nodes.keys import fingerprint as key_fingerprint
 from nodes.keys import panel_public_key
 from nodes.models import Node
@@ -9,19 +12,31 @@ from nodes.transports import TransportError
 from sync import actions
 from sync.actor import Actor
 from sync.cli import bad_arguments, expected_fingerprint, roles_by_name
+from sync.inventory import LINE_FORMAT, parse_node_lines
 
 
 class Command(BaseCommand):
     help = (
         "Add a cluster node and register every synchronizer type for it. An SSH node's host "
-        "key is pinned (its fingerprint printed) and the panel's key must already log in."
+        "key is pinned (its fingerprint printed) and the panel's key must already log in. "
+        "With --from-file, add many SSH nodes: one 'name host[:port] [user]' per line."
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("name", help="Node name (lower-case letters, digits, dots, hyphens).")
-        where = parser.add_mutually_exclusive_group(required=True)
+        parser.add_argument(
+            "name", nargs="?", help="Node name (lower-case letters, digits, dots, hyphens)."
+        )
+        where = parser.add_mutually_exclusive_group()
         where.add_argument("--local", action="store_true", help="The panel's own server.")
         where.add_argument("--host", help="Host name or address of an SSH node.")
+        where.add_argument(
+            "--from-file",
+            metavar="FILE",
+            help=f"Add the SSH nodes of FILE ('-': standard input), one '{LINE_FORMAT}' per "
+            "line (port 22 and user root unless given; # starts a comment). Every line is "
+            "checked before any host is scanned; every key is scanned and printed, then the "
+            "nodes are added with those keys (a key that changed meanwhile is refused).",
+        )
         parser.add_argument("--port", type=int, default=22, help="SSH port (default 22).")
         parser.add_argument("--user", default="root", help="SSH user (default root).")
         parser.add_argument(
@@ -47,8 +62,19 @@ class Command(BaseCommand):
         user: str,
         fingerprint: str | None = None,
         role: list[str] | None = None,
+        from_file: str | None = None,
         **options,
     ):
+        if from_file is not None:
+            if name or fingerprint:
+                raise bad_arguments(
+                    "--from-file takes no NAME or --fingerprint: the file's lines name the nodes"
+                )
+            return self._add_from_file(from_file, roles_by_name(role or []))
+        if not name:
+            raise bad_arguments("give the node's NAME (or --from-file FILE)")
+        if not local and host is None:
+            raise bad_arguments("one of --local, --host or --from-file is required")
         expected = expected_fingerprint(fingerprint)
         if local and expected is not None:
             raise bad_arguments("--fingerprint is for SSH nodes: a local node has no host key")
@@ -99,6 +125,56 @@ class Command(BaseCommand):
                 f"the panel's public key:\n{panel_public_key()}"
             )
             raise CommandError(f"cannot add node {node.name!r}: {e}", returncode=1) from None
+
+    def _add_from_file(self, path: str, roles: list) -> None:
+        """Check every line, scan every key (printed), then add them all in one action."""
+        try:
+            if path == "-":
+                text = sys.stdin.read()
+            else:
+                with open(path, encoding="utf-8") as f:
+                    text = f.read()
+        except (OSError, UnicodeDecodeError) as e:
+            raise bad_arguments(f"cannot read {path}: {e}") from None
+        entries, errors = parse_node_lines(text)
+        for error in errors:
+            self.stderr.write(f"{path}:{error.line}: {error.reason}")
+        if errors:
+            raise bad_arguments(f"{len(errors)} bad line(s) in {path}: nothing was added")
+        if not entries:
+            raise bad_arguments(f"{path} names no node ({LINE_FORMAT} per line)")
+        self.stdout.write(f"Scanning the host keys of {len(entries)} node(s)...")
+        by_address = {e.address: e for e in entries}
+
+        def scanned(address, answer) -> None:
+            entry = by_address[address]
+            where = f"line {entry.line}: {entry.name} ({entry.username}@{address[0]}:{address[1]})"
+            if isinstance(answer, TransportError):
+                self.stdout.write(f"{where}: not added, {answer}")
+            else:
+                self.stdout.write(f"{where}: {key_fingerprint(answer)} ({answer.split()[0]})")
+
+        keys = scan_host_keys(list(by_address), progress=scanned)
+        nodes = []
+        for entry in entries:
+            if not isinstance(keys[entry.address], TransportError):
+                node = entry.node()
+                node.host_key = keys[entry.address]
+                nodes.append(node)
+        self.stdout.write(f"Logging in and adding {len(nodes)} node(s)...")
+
+        def added(node: Node, outcome: str) -> None:
+            self.stdout.write(f"{node.name}: {outcome}")
+
+        done = actions.add_nodes(Actor.command("addnode"), nodes, roles, progress=added)
+        count = sum(1 for o in done.nodes if o.outcome == "added")
+        summary = (
+            f"Added {count} of {len(entries)} node(s); registered {done.count} synchronizer "
+            "types. The django-q cluster runs them; `manage.py nodesync` runs them now."
+        )
+        if count < len(entries):
+            raise CommandError(summary, returncode=1)
+        self.stdout.write(summary)
 
 
 def _said(error: ValidationError) -> str:
