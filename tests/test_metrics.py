@@ -154,6 +154,23 @@ def test_it_moves_when_a_node_changes(make_node, make_type):
     assert value(later, "panel_desyncs", type="t-a", state="pending", hold="due") == 1
 
 
+def test_prometheus_asking_for_openmetrics_gets_it(make_node):
+    """Prometheus' scrapes ask for OpenMetrics first; the answer parses with its parser."""
+    from prometheus_client.openmetrics.parser import (
+        text_string_to_metric_families as openmetrics_families,
+    )
+
+    make_node("n1")
+    count_runs([("t-a", "success", 1.0)])
+    accept = "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"
+    answer = Client().get("/metrics", REMOTE_ADDR=PROMETHEUS_ADDRESS, headers={"Accept": accept})
+    assert answer["Content-Type"].startswith("application/openmetrics-text")
+    families = {f.name: f for f in openmetrics_families(answer.content.decode())}
+    assert families["panel_runs"].type == "counter"
+    assert families["panel_run_duration_seconds"].type == "histogram"
+    assert families["panel_nodes_usable"].samples[0].value == 1
+
+
 def test_every_status_shown_word_and_condition_reads_zero_rather_than_missing(db):
     """An empty fleet still has every series, so "no node is Ready" is a 0, not a gap."""
     found = scrape()
