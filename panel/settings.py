@@ -25,6 +25,7 @@ from panel.env import (
     env_redis_url,
     env_secret_key,
     env_str,
+    env_words,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -246,6 +247,20 @@ Q_CLUSTER = {
 # /healthz answers 503. Each cluster writes its heartbeat every third of it (sync/heartbeat.py).
 PANEL_CLUSTER_LATE_SECONDS = env_int("PANEL_CLUSTER_LATE_SECONDS", 90, minimum=3, maximum=3600)
 
+# --- Alerts (sync/alerts/, run by `manage.py alerts`) -------------------------------------------
+# Where digests of condition changes go: apprise URLs (mailto://, slack://, tgram://, matrix://,
+# discord://, json:// ...), separated by spaces. They hold passwords and tokens: the panel never
+# shows or logs one whole (docs/OPERATIONS.md, "Alerts").
+PANEL_ALERT_URLS = env_words("PANEL_ALERT_URLS")
+# At most one digest per channel this often, listing every change since the last one.
+PANEL_ALERT_DIGEST_SECONDS = env_int("PANEL_ALERT_DIGEST_SECONDS", 300, minimum=1, maximum=86400)
+# A digest waits this long after the first change it holds, so changes that come together
+# (a switch taking down a rack) go together rather than one node now and the rest later.
+PANEL_ALERT_GATHER_SECONDS = env_int("PANEL_ALERT_GATHER_SECONDS", 20, minimum=0, maximum=3600)
+# A receiver that is down is tried again after this long, then twice as long each time, up to
+# an hour, for as long as it takes: no digest is dropped.
+PANEL_ALERT_RETRY_SECONDS = env_int("PANEL_ALERT_RETRY_SECONDS", 30, minimum=1, maximum=3600)
+
 # PANEL_REDIS_URL switches the queue from the database (ORM broker) to Redis. django-q picks
 # the ORM broker whenever "orm" is set, so the key goes.
 # A password-less TCP address needs PANEL_REDIS_INSECURE=1 (panel/env.py says why).
@@ -297,6 +312,14 @@ SYNC_NODE_STATE_DIR = env_str("PANEL_NODE_STATE_DIR", "/var/lib/cluster-panel")
 # Where each node keeps the lock of its one session at a time (emptied by a reboot).
 SYNC_NODE_RUN_DIR = env_str("PANEL_NODE_RUN_DIR", "/run/cluster-panel")
 
+# A worker keeps each SSH node's connection and runner open between sessions for this long
+# after its last session (0: every session connects anew), so a re-sync costs its commands,
+# not a handshake (nodes/transports/warm.py). The health probe does not trust a warm
+# connection older than PANEL_PROBE_FRESH_SECONDS: it connects anew, so a node whose sshd
+# died while a connection stayed open still turns unreachable.
+PANEL_SSH_IDLE_SECONDS = env_int("PANEL_SSH_IDLE_SECONDS", 300, minimum=0, maximum=86400)
+PANEL_PROBE_FRESH_SECONDS = env_int("PANEL_PROBE_FRESH_SECONDS", 300, minimum=0, maximum=86400)
+
 # The audit trail (who did what) keeps its entries this many days; the health pass prunes.
 PANEL_AUDIT_DAYS = env_int("PANEL_AUDIT_DAYS", 365, minimum=1)
 
@@ -324,6 +347,9 @@ LOGGING = {
     "loggers": {
         "sync": {"handlers": ["console", "file"], "level": "INFO", "propagate": False},
         "nodes": {"handlers": ["console", "file"], "level": "INFO", "propagate": False},
+        # apprise's lines may quote a channel's URL (passwords, tokens): they go nowhere, the
+        # alerts process captures them and logs them masked (sync/alerts/channels.py).
+        "apprise": {"handlers": [], "level": "WARNING", "propagate": False},
         # django-q's logger is "django-q"; only its cluster's lifecycle at INFO.
         "django-q": {
             "handlers": ["console", "file"],

@@ -18,6 +18,7 @@ urlpatterns = [
     path("nodes/", include("web.urls")),
     path("", include("web.data.urls")),
     path("audit/", audit.audit_list, name="audit"),
+    path("audit/alerts/", audit.audit_alerts, name="audit_alerts"),
     path("cluster/banner/", cluster.cluster_banner, name="cluster_banner"),
     path("account/tokens/", account.tokens, name="account_tokens"),
     path("api/v1/", include("api.urls")),

@@ -9,10 +9,11 @@ written once and no door forgets it. Two rules:
   it, accept a key for it, or point a node at it (its host and port, or a key that proves to
   be this machine's own). Looking at it, synchronizing it again and its maintenance stay
   with operators: they change nothing that lands there.
-- **Data that lands on the panel's own server**: a change of managed data or of a role (its
-  rows, its links, a deletion) that the watches find concerns the panel's own server is made
-  by superusers only, for the same reason; ``data_panel_host_refusals`` asks it of the nodes
-  the change concerns, as ``sync.watching`` counts them.
+- **Data that lands on the panel's own server**: a row of managed data that the panel's own
+  server receives, and any change of data or of a role (its rows, its links, a deletion) that
+  the watches find concerns that server, is changed by superusers only, for the same reason;
+  ``stored_data_refusals`` asks it of the row, ``data_panel_host_refusals`` of the nodes a
+  change concerns, as ``sync.watching`` counts them.
 - **Data a user may deliver**: a node receives the data of its roles (files, users, packages,
   services: whatever the synchronizer types carry). Giving a node a role, adding a node with
   roles, moving an SSH node (host, port, user) or accepting a new key for it sends that data
@@ -116,6 +117,19 @@ def data_panel_host_refusals(user: Subject, node_ids: Iterable[int]) -> list[str
         f"Only a superuser may make this change: it reaches the panel's own server "
         f"({', '.join(names)}), where the panel and its keys live."
     ]
+
+
+def stored_data_refusals(user: Subject, row: models.Model) -> list[str]:
+    """Why ``user`` may not change or delete the stored ``row`` at all (empty: they may try;
+    the change itself is asked again): a secret file they may not view, or a row the panel's
+    own server receives. A role is judged by what its change does (its nodes' own rules and
+    the nodes the change concerns), not by whom it reaches: giving the panel's role to other
+    nodes leaves the panel's server as it is."""
+    refusals = data_change_refusals(user, row, row)
+    if not isinstance(row, Role):
+        nodes = receiving_nodes(row).values_list("pk", flat=True)
+        refusals += data_panel_host_refusals(user, nodes)
+    return refusals
 
 
 def receiving_nodes(row: models.Model) -> models.QuerySet:

@@ -375,3 +375,92 @@ def test_only_a_superuser_deletes_a_role_of_the_panels_server(operator, superuse
 def test_the_node_form_links_to_the_roles_page(operator):
     html = text(operator.get(reverse("nodes:add")))
     assert f'href="{url("roles", "list")}"' in html and "in the admin" not in html
+
+
+# --- Every page of every kind, for each kind of user ------------------------------------------
+
+
+def one_of(kind: str, role: Role):
+    """A row of ``kind`` on ``role`` (the role itself for roles)."""
+    if kind == "roles":
+        return role
+    model = {"packages": Package, "files": ManagedFile, "users": ManagedUser}.get(kind, Service)
+    row = model.objects.create(
+        **({"path": "/etc/one.conf"} if kind == "files" else {"name": "one"})
+    )
+    row.roles.add(role)
+    return row
+
+
+def pages_of(kind: str, row) -> list[str]:
+    return [url(kind, "add"), url(kind, "edit", row), url(kind, "delete", row)]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_lets_operators_act_and_read_only_users_look(
+    kind, operator, reader, nobody, fleet
+):
+    row = one_of(kind, fleet["web"])
+    for client, status in ((operator, 200), (reader, 200), (nobody, 403)):
+        assert client.get(url(kind, "list")).status_code == status, kind
+        assert client.get(url(kind, "detail", row)).status_code == status, kind
+    for address in pages_of(kind, row):
+        assert operator.get(address).status_code == 200, address
+        assert reader.get(address).status_code == 403, address
+        assert reader.post(address, {"name": "changed"}).status_code == 403, address
+    assert str(row) in text(reader.get(url(kind, "list")))
+    assert operator.post(url(kind, "delete", row)).status_code == 302
+    assert not type(row).objects.filter(pk=row.pk).exists()
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_on_the_panels_server_is_a_superusers(kind, operator, superuser, panel_host):
+    """A role is judged by what its change does (the next tests): its edit page is open."""
+    row = one_of(kind, panel_host.roles.get())
+    for address in pages_of(kind, row)[1 if kind != "roles" else 2 :]:
+        refused = operator.get(address)
+        assert refused.status_code == 403, address
+        assert "panel's own server" in text(refused)
+        assert superuser.get(address).status_code == 200, address
+    assert operator.post(url(kind, "delete", row)).status_code == 403
+    assert superuser.post(url(kind, "delete", row)).status_code == 302
+    assert not type(row).objects.filter(pk=row.pk).exists()
+
+
+def test_an_operator_gives_the_panels_role_to_other_nodes_but_not_renames_it_away(
+    operator, panel_host, fleet
+):
+    """Giving the panel's role to other nodes leaves the panel's server as it is."""
+    role = panel_host.roles.get()
+    motd = ManagedFile.objects.create(path="/etc/motd", content="hi\n")
+    motd.roles.add(role)
+    nodes = [panel_host.pk, fleet["b"].pk]
+    first, done = confirm(operator, url("roles", "edit", role), {"name": "panel", "nodes": nodes})
+    assert "1 node will synchronize files" in said(first) and done.status_code == 302
+    assert set(role.nodes.values_list("name", flat=True)) == {"panel", "b"}
+    taken = operator.post(url("roles", "edit", role), {"name": "panel", "nodes": [fleet["b"].pk]})
+    assert taken.status_code == 403 and role.nodes.filter(pk=panel_host.pk).exists()
+
+
+def test_the_action_refuses_an_operator_a_new_role_on_a_file_of_the_panels_server(
+    django_user_model, panel_host, fleet
+):
+    """The admin and the pages share the rule: it is the action's."""
+    from django.core.exceptions import PermissionDenied
+
+    from nodes.access import OPERATORS
+    from sync.actions.data import save_data
+    from sync.actor import Actor
+    from tests.conftest import client_for
+    from web.data.forms import FileForm
+
+    client_for(django_user_model, "op3", OPERATORS)
+    op = django_user_model.objects.get(username="op3")
+    motd = ManagedFile.objects.create(path="/etc/motd", content="hi\n")
+    motd.roles.add(panel_host.roles.get())
+    roles = [panel_host.roles.get().pk, fleet["web"].pk]
+    form = FileForm(file_data(motd, roles=roles), instance=motd, user=op)
+    assert form.is_valid(), form.errors
+    with pytest.raises(PermissionDenied, match="panel's own server"):
+        save_data(Actor.for_user(op), form)
+    assert list(motd.roles.values_list("name", flat=True)) == ["panel"]

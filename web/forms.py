@@ -15,7 +15,8 @@ from django.core.exceptions import ValidationError
 from nodes.choices import Transport
 from nodes.hostkeys import parse_host_key
 from nodes.keys import fingerprint
-from nodes.models import Node, Role
+from nodes.models import Node, Role, username_validator
+from nodes.onboarding import clean_from
 from sync.actions.results import Act
 from sync.audit import parse_since
 from sync.inventory import LINE_FORMAT, NodeLine, parse_node_lines
@@ -106,6 +107,43 @@ class HostKeyStepMixin(forms.Form):
         return self.cleaned_data.get("confirmed_key", "")
 
 
+class KeyInstallMixin(forms.Form):
+    """The add form's optional one-time password that installs the panel's key.
+
+    Used once, only once the host key shown was confirmed, then forgotten: the field never
+    renders its value back, and the view keeps it out of error reports.
+    """
+
+    install_login = forms.CharField(
+        label="Log in as",
+        required=False,
+        max_length=32,
+        validators=[username_validator],
+        help_text="root, the node's SSH user, or a user who may sudo (sudo -S).",
+    )
+    install_password = forms.CharField(
+        label="One-time password",
+        required=False,
+        strip=False,
+        max_length=1024,
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}, render_value=False),
+        help_text="Sent only to the server that holds the host key you confirm, used once to "
+        "install the panel's key, never stored.",
+    )
+    install_from = forms.CharField(
+        label="Only from (optional)",
+        required=False,
+        max_length=1000,
+        help_text='The panel\'s address(es): the key gets from="..." and works from there only.',
+    )
+
+    def clean_install_from(self) -> str:
+        try:
+            return clean_from(self.cleaned_data.get("install_from", ""))
+        except ValueError as e:
+            raise ValidationError(str(e)) from None
+
+
 class RightsMixin(forms.ModelForm):
     """Asks ``sync.rights`` whether the acting user may make the change this form describes.
 
@@ -137,7 +175,7 @@ class RightsMixin(forms.ModelForm):
         self.refuse(node_change_refusals(self.user, self.node_after(), change))
 
 
-class NodeAddForm(BootstrapMixin, HostKeyStepMixin, RightsMixin, forms.ModelForm):
+class NodeAddForm(BootstrapMixin, HostKeyStepMixin, KeyInstallMixin, RightsMixin, forms.ModelForm):
     roles = RolesField()
     port = forms.IntegerField(
         label="SSH port", min_value=1, max_value=65535, initial=22, required=False
@@ -184,6 +222,30 @@ class NodeAddForm(BootstrapMixin, HostKeyStepMixin, RightsMixin, forms.ModelForm
         if not self.errors:
             self.check_rights(NodeChange(adding=True, roles=tuple(data.get("roles") or ())))
         return data
+
+
+class KeyCommandForm(BootstrapMixin, forms.Form):
+    """Who the one-line command installs the panel's key for, and from where it may log in."""
+
+    user = forms.CharField(
+        label="For the user",
+        initial="root",
+        required=False,
+        max_length=32,
+        validators=[username_validator],
+    )
+    only_from = forms.CharField(
+        label="Only from (optional)",
+        required=False,
+        max_length=1000,
+        help_text="The panel's address as the node sees it, e.g. 10.0.0.5 or 10.0.0.0/24.",
+    )
+
+    def clean_only_from(self) -> str:
+        try:
+            return clean_from(self.cleaned_data.get("only_from", ""))
+        except ValueError as e:
+            raise ValidationError(str(e)) from None
 
 
 class NodeEditForm(BootstrapMixin, HostKeyStepMixin, RightsMixin, forms.ModelForm):

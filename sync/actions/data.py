@@ -35,6 +35,7 @@ from sync.rights import (
     check_node_change,
     data_change_refusals,
     data_panel_host_refusals,
+    stored_data_refusals,
 )
 from sync.synchronizers import REGISTRY
 from sync.validators import sha256_text
@@ -170,8 +171,11 @@ def save_data(actor: Actor, form: ModelForm, *, dry_run: bool = False) -> Action
 
     def change(noted: Noted) -> ActionResult:
         stored = None if adding else model._default_manager.filter(pk=instance.pk).first()
-        if refusals := data_change_refusals(actor.subject, stored, instance):
-            raise PermissionDenied(" ".join(refusals))
+        refusals = data_change_refusals(actor.subject, stored, instance)
+        if stored is not None:
+            refusals += stored_data_refusals(actor.subject, stored)
+        if refusals:
+            raise PermissionDenied(" ".join(dict.fromkeys(refusals)))
         if isinstance(instance, Role) and "nodes" in form.cleaned_data:
             _check_role_nodes(actor, instance, form.cleaned_data["nodes"])
         before = snapshot(stored) if stored is not None else None

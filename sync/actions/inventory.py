@@ -99,9 +99,13 @@ def _role_targets(roles: Sequence[Role]) -> list[Target]:
     return [Target("role", r.pk, r.name) for r in roles]
 
 
-def add_node(actor: Actor, node: Node, roles: Sequence[Role] = ()) -> ActionResult:
+def add_node(
+    actor: Actor, node: Node, roles: Sequence[Role] = (), *, key_installed_as: str = ""
+) -> ActionResult:
     """Save a new node (an SSH node with the key already shown, confirmed and logged in with),
     give it ``roles`` and register every type for it. ``count`` is the pairs registered.
+    ``key_installed_as``: the login whose one-time password installed the panel's key, for
+    the entry (the password itself is never given here).
 
     Raises ValidationError (nothing saved) or PermissionDenied (``sync.rights``).
     """
@@ -112,7 +116,12 @@ def add_node(actor: Actor, node: Node, roles: Sequence[Role] = ()) -> ActionResu
             actor,
             Act.NODE_ADD,
             node_targets([node]) + _role_targets(roles),
-            summary=f"Added {node.transport} node {node.name} ({node.address}).",
+            summary=f"Added {node.transport} node {node.name} ({node.address})."
+            + (
+                f" The panel's key was installed with a one-time password of {key_installed_as}."
+                if key_installed_as
+                else ""
+            ),
             after=_state(node, roles),
         )
     return ActionResult(
@@ -258,6 +267,7 @@ def edit_node(
             if maintenance and stop_running:
                 engine.cancel_node(node, actor.label)
         if moved or new_key:
+            Node.objects.filter(pk=node.pk).drop_connections()
             engine.retry_now([node])
         after = _state(node)
         changed = sorted(k for k in after if before.get(k) != after[k])

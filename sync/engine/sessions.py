@@ -21,6 +21,7 @@ from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 
 from nodes.models import Node
+from nodes.transports.warm import drop_stale_connections
 from sync.clock import db_now_plus
 from sync.engine.eligibility import startable
 from sync.engine.execution import Execution, NodeConnection, execute
@@ -149,10 +150,11 @@ async def _run_claimed(
     ignore_maintenance: bool,
     progress: ProgressCallback | None,
     deadline: float | None,
+    warm: bool,
 ) -> None:
     keeper = _lease_keeper()
     lost = keeper.keep(node.pk, worker)
-    conn = NodeConnection(node)
+    conn = NodeConnection(node, warm=warm)
     budget_end = time.monotonic() + settings.SYNC["session_budget_seconds"]
     deadline = budget_end if deadline is None else min(deadline, budget_end)
     starting = dict(
@@ -260,9 +262,14 @@ async def run_node_session(
     progress: ProgressCallback | None = None,
     role: str = "worker",
     deadline: float | None = None,
+    warm: bool = False,
 ) -> SessionResult:
     """Claim the node and run its due desynchronizations in order, until none may start (a
     failure holds back only the types that need the failed one) or the node cannot be reached.
+
+    ``warm``: an SSH node's connection is the process's warm one, kept for the next session
+    (``nodes.transports.warm``): a worker's sessions; a command's connect anew, as the
+    process ends with them.
 
     If work arrived after the last check but before the lease was released (its kick found
     the node busy), the session claims the node again rather than leave it to the sweep.
@@ -285,6 +292,7 @@ async def run_node_session(
             ignore_maintenance=node.maintenance,  # forced by an admin (else not started)
             progress=progress,
             deadline=deadline,
+            warm=warm,
         )
         if result.lease_lost or action_ids is not None:
             return result
@@ -335,7 +343,7 @@ def due_nodes_to_take(room: int, busy: Iterable[int]) -> list[Node]:
     return list(due[:room])
 
 
-async def run_batch(nodes: list[Node]) -> list[SessionResult]:
+async def run_batch(nodes: list[Node], *, warm: bool = False) -> list[SessionResult]:
     """A django-q task's work: the sessions of ``nodes``, then, while the batch has room, those
     of further due nodes, so how many nodes run at once does not depend on how the work
     arrived (fifty single-node registrations run like one registration of fifty nodes).
@@ -343,7 +351,7 @@ async def run_batch(nodes: list[Node]) -> list[SessionResult]:
     The task takes no node after its budget (``session_budget_seconds`` from its start), and
     a session it took late ends its types by that time too: a task stays within django-q's
     timeout whatever it took on the way. A session taken here claims its node like any other,
-    so two tasks that pick the same node run it once.
+    so two tasks that pick the same node run it once. ``warm``: see ``run_node_session``.
     """
     room_for = settings.SYNC["batch_size"]
     every = float(settings.SYNC["take_due_every_seconds"])
@@ -352,7 +360,7 @@ async def run_batch(nodes: list[Node]) -> list[SessionResult]:
     results: list[SessionResult] = []
 
     def start(node: Node, **kwargs) -> None:
-        running[asyncio.create_task(run_node_session(node, **kwargs))] = node
+        running[asyncio.create_task(run_node_session(node, warm=warm, **kwargs))] = node
 
     for node in nodes:
         start(node)
@@ -379,6 +387,8 @@ def run_nodes(node_ids: Iterable[int], **kwargs) -> list[SessionResult]:
 
 
 def run_task_batch(node_ids: Iterable[int]) -> list[SessionResult]:
-    """Synchronous entry point of the django-q task: ``run_batch`` of these nodes."""
+    """Synchronous entry point of the django-q task: ``run_batch`` of these nodes, on the
+    worker's warm connections; those to nodes deleted, in maintenance or changed go first."""
+    drop_stale_connections()
     nodes = list(Node.objects.filter(pk__in=list(node_ids)))
-    return async_to_sync(run_batch)(nodes)
+    return async_to_sync(run_batch)(nodes, warm=True)

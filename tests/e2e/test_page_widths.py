@@ -93,7 +93,67 @@ def fleet(make_node, make_type, sshd):
     set_maintenance(Actor.command("maintenance"), list(nodes.values()), True)
     set_maintenance(Actor.command("maintenance"), list(nodes.values()), False)
     with_condition(nodes["maintenance"], "maintenance")
+    alert_history(nodes)
     return nodes
+
+
+def alert_history(nodes: dict[str, Node]) -> None:
+    """Every node's change in a digest, sent to a channel of a long URL and not (yet) to
+    another, whose receiver answered with a long error."""
+    from django.test import override_settings
+
+    from sync.alerts.digests import make_digest
+    from sync.clock import read_db_now
+    from sync.models import AlertDelivery, ConditionChange, DeliveryState
+
+    now = read_db_now()
+    ConditionChange.objects.bulk_create(
+        ConditionChange(
+            at=now, node=n, node_name=n.name, condition="unreachable", entered=True, message=ERROR
+        )
+        for n in nodes.values()
+    )
+    with override_settings(PANEL_ALERT_GATHER_SECONDS=0):
+        digest = make_digest([])
+    host = "smtp-relay-with-a-long-name-" + "x" * 50 + ".example.com"
+    AlertDelivery.objects.create(
+        digest=digest,
+        channel="a" * 64,
+        label=f"mailtos://alerts-user:****@{host}/operations-team%40example.com",
+        next_attempt_at=now,
+        attempts=3,
+        last_error=ERROR,
+    )
+    AlertDelivery.objects.create(
+        digest=digest,
+        channel="b" * 64,
+        label="jsons://hooks.example.com/" + "p" * 80,
+        state=DeliveryState.SENT,
+        sent_at=now,
+        next_attempt_at=now,
+        attempts=1,
+    )
+
+
+def data_pages(nodes: dict[str, Node]) -> dict[str, str]:
+    """The data pages, with a role on every node and a file of a long path and content."""
+    from nodes.models import Role
+    from sync.synchronizers.files import ManagedFile
+    from sync.synchronizers.users import ManagedUser
+
+    role = Role.objects.create(name="role-with-a-long-name")
+    role.nodes.set(nodes.values())
+    path = "/etc/" + "/".join(["a-folder-with-a-long-name-and-no-breaks"] * 6) + "/file.conf"
+    conf = ManagedFile.objects.create(path=path, content=ERROR * 3)
+    conf.roles.add(role)
+    user = ManagedUser.objects.create(name="u" * 32, authorized_keys="")
+    user.roles.add(role)
+    pages = {"data-files": "/files/", "data-roles": "/roles/"}
+    pages["data-role"] = f"/roles/{role.pk}/"
+    pages["data-file"] = f"/files/{conf.pk}/"
+    pages["data-file-edit"] = f"/files/{conf.pk}/edit/"
+    pages["data-user"] = f"/users/{user.pk}/"
+    return pages
 
 
 def measure(page, name: str, size: str) -> tuple[int, int]:
@@ -127,7 +187,10 @@ def test_no_page_is_wider_than_the_window(page, superuser, fleet, size):
     pages["edit"] = f"/nodes/{fleet['ssh'].pk}/edit/"
     pages["add"] = "/nodes/add/"
     pages["audit"] = "/audit/"
+    pages["audit-alerts"] = "/audit/alerts/"
     pages["tokens"] = "/account/tokens/"
+    for name, url in data_pages(fleet).items():
+        pages[name] = url
     too_wide = {}
     for name, url in pages.items():
         page.goto(url)

@@ -25,7 +25,7 @@ from django.views import View
 
 from nodes.models import Role
 from sync.actions.data import delete_data, save_data
-from sync.rights import data_change_refusals, data_panel_host_refusals, receiving_nodes
+from sync.rights import stored_data_refusals
 from web.data.kinds import KINDS, DataKind, url_of
 from web.views.shortcuts import acting_user
 
@@ -46,13 +46,8 @@ def confirmation_digest(data) -> str:
 
 
 def change_refusals(user, row: models.Model | None) -> list[str]:
-    """Why ``user`` may not change or delete the stored ``row`` at all (empty: they may try;
-    the action asks again with the change itself)."""
-    if row is None:
-        return []
-    refusals = data_change_refusals(user, row, row)
-    nodes = receiving_nodes(row).values_list("pk", flat=True)
-    return refusals + data_panel_host_refusals(user, nodes)
+    """Why ``user`` may not change or delete the stored ``row`` at all (``sync.rights``)."""
+    return [] if row is None else stored_data_refusals(user, row)
 
 
 class KindView(View):

@@ -1,13 +1,16 @@
+import getpass
 import sys
 
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
+from django.views.decorators.debug import sensitive_variables
 
 from nodes.choices import Transport
 from nodes.hostkeys import scan_host_keys
 from nodes.keys import fingerprint as key_fingerprint
 from nodes.keys import panel_public_key
-from nodes.models import Node
+from nodes.models import Node, username_validator
+from nodes.onboarding import clean_from, install_key_with_password
 from nodes.transports import TransportError
 from sync import actions
 from sync.actor import Actor
@@ -45,6 +48,20 @@ class Command(BaseCommand):
             "/etc/ssh/ssh_host_*_key.pub on the node); any other key is refused, nothing added.",
         )
         parser.add_argument(
+            "--install-key-as",
+            metavar="LOGIN",
+            help="Before logging in, install the panel's key for --user with a one-time "
+            "password of LOGIN (root, --user, or a user who may sudo: sudo -S), read from the "
+            "terminal or the first line of standard input, never from the command line. Needs "
+            "--fingerprint: the password goes only to the server that holds that key.",
+        )
+        parser.add_argument(
+            "--key-from",
+            default="",
+            metavar="PATTERNS",
+            help='With --install-key-as: the key gets from="PATTERNS" (the panel\'s address).',
+        )
+        parser.add_argument(
             "--role",
             action="append",
             default=[],
@@ -76,6 +93,18 @@ class Command(BaseCommand):
         if not local and host is None:
             raise bad_arguments("one of --local, --host or --from-file is required")
         expected = expected_fingerprint(fingerprint)
+        install_as = options.get("install_key_as")
+        if install_as and (local or expected is None):
+            raise bad_arguments(
+                "--install-key-as needs an SSH node and --fingerprint: the password is sent "
+                "only to the server that holds the key you checked"
+            )
+        try:
+            key_from = clean_from(options.get("key_from") or "")
+            if install_as:
+                username_validator(install_as)
+        except (ValueError, ValidationError) as e:
+            raise bad_arguments(f"cannot add node {name!r}: {_said_any(e)}") from None
         if local and expected is not None:
             raise bad_arguments("--fingerprint is for SSH nodes: a local node has no host key")
         roles = roles_by_name(role or [])
@@ -90,7 +119,9 @@ class Command(BaseCommand):
         except ValidationError as e:
             raise bad_arguments(f"cannot add node {name!r}: {_said(e)}") from None
         if not local:
-            self._scan_and_check(node, expected)
+            password = _read_password(install_as, node) if install_as else None
+            self._scan_and_check(node, expected, install_as, password, key_from)
+            password = None
         try:
             added = actions.add_node(Actor.command("addnode"), node, roles)
         except ValidationError as e:  # e.g. the same host:port added meanwhile
@@ -107,16 +138,32 @@ class Command(BaseCommand):
             "them now."
         )
 
-    def _scan_and_check(self, node: Node, expected: str | None) -> None:
-        """Scan the key (the one ``--fingerprint`` names, if given) and log in with it."""
+    @sensitive_variables("password")
+    def _scan_and_check(
+        self,
+        node: Node,
+        expected: str | None,
+        install_as: str | None = None,
+        password: str | None = None,
+        key_from: str = "",
+    ) -> None:
+        """Scan the key (the one ``--fingerprint`` names, if given), install the panel's key
+        with the one-time password if given (only to that key's holder), and log in."""
         from nodes.hostkeys import check_login
 
         try:
             node.host_key = actions.scan_confirmed_key(
                 node.host, node.port, fingerprint_=expected or ""
             )
+            if install_as and password is not None:
+                self.stdout.write(
+                    f"Installing the panel's key for {node.username} as {install_as}..."
+                )
+                install_key_with_password(node, install_as, password, key_from)
         except (TransportError, actions.KeyNotConfirmed) as e:
             raise CommandError(f"cannot add node {node.name!r}: {e}", returncode=1) from None
+        finally:
+            password = None
         try:
             check_login(node)
         except TransportError as e:
@@ -175,6 +222,23 @@ class Command(BaseCommand):
         if count < len(entries):
             raise CommandError(summary, returncode=1)
         self.stdout.write(summary)
+
+
+@sensitive_variables("password")
+def _read_password(login: str, node: Node) -> str:
+    """The one-time password: asked on the terminal (not echoed), else the first line of
+    standard input; never an argument, so no process list ever shows it."""
+    if sys.stdin.isatty():
+        password = getpass.getpass(f"Password of {login}@{node.host}:{node.port}: ")
+    else:
+        password = sys.stdin.readline().rstrip("\n")
+    if not password:
+        raise bad_arguments("--install-key-as: no password was given")
+    return password
+
+
+def _said_any(error: Exception) -> str:
+    return _said(error) if isinstance(error, ValidationError) else str(error)
 
 
 def _said(error: ValidationError) -> str:

@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('sync', '0010_cluster_heartbeat'),
+        ('sync', '0011_alerts'),
     ]
 
     operations = [
