@@ -23,6 +23,7 @@ from nodes.access import OPERATORS, READ_ONLY, ensure_groups
 from nodes.choices import NodeCondition, NodeShown, NodeStatus, Transport
 from nodes.models import Node
 from nodes.transports import TransportError
+from nodes.truth import node_truth
 from sync import actions, heartbeat
 from sync.actor import Actor
 from sync.engine import register_desync, run_nodes
@@ -241,6 +242,13 @@ def _fleet(count: int, actions_: list[SyncAction], start: int = 0) -> None:
     cost the test seconds of Python)."""
     now = timezone.now()
     since = now.isoformat()
+    down = {
+        "condition": "unreachable",
+        "conditions": [{"type": "unreachable", "since": since, "message": "down"}],
+    }
+    # The stored truth by its one rule (bulk_create calls no save()).
+    up_truth = node_truth(NodeStatus.SYNCHRONIZING, "", False, True)
+    down_truth = node_truth(NodeStatus.SYNCHRONIZING, "unreachable", False, True)
     Node.objects.bulk_create(
         Node(
             name=f"bulk{i}",
@@ -248,16 +256,13 @@ def _fleet(count: int, actions_: list[SyncAction], start: int = 0) -> None:
             transport=Transport.LOCAL,
             host="localhost",
             status=NodeStatus.SYNCHRONIZING,
-            **(
-                {
-                    "condition": "unreachable",
-                    "conditions": [{"type": "unreachable", "since": since, "message": "down"}],
-                }
-                if i % 3 == 0
-                else {}
-            ),
+            shown=truth.shown,
+            usable=truth.usable,
+            **fields,
         )
         for i in range(start, start + count)
+        for fields in [down if i % 3 == 0 else {}]
+        for truth in [up_truth if not fields else down_truth]
     )
     fields = [f for f in Node2Sync._meta.concrete_fields if not f.primary_key]
     for action in actions_:
@@ -294,6 +299,8 @@ def test_it_reads_the_same_number_of_queries_at_10_and_10000_nodes(make_type):
     seconds = time.monotonic() - started
     assert total(found, "panel_nodes") == 10000
     assert value(found, "panel_nodes_condition", condition="unreachable") == 3334
+    assert value(found, "panel_nodes", status="synchronizing", shown="unreachable") == 3334
+    assert value(found, "panel_nodes_usable") == 0
     assert total(found, "panel_desyncs") == 20000
     assert len(large.captured_queries) == len(small.captured_queries) == 6
     print(f"/metrics at 10,000 nodes: {len(large)} queries, {seconds:.2f} s")
