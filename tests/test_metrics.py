@@ -12,7 +12,7 @@ from datetime import timedelta
 import pytest
 from django.contrib.auth.models import Group
 from django.core.management import call_command
-from django.db import connection
+from django.db import connection, transaction
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
@@ -27,7 +27,7 @@ from nodes.truth import node_truth
 from sync import actions, heartbeat
 from sync.actor import Actor
 from sync.engine import register_desync, run_nodes
-from sync.engine.tally import count_runs, fold_quiet_tallies, this_process
+from sync.engine.tally import count_runs, counted_together, fold_quiet_tallies, this_process
 from sync.models import DesyncState, Node2Sync, RunTally, SyncAction
 from tests.conftest import ROOT, process_env, run_manage
 
@@ -222,6 +222,29 @@ def test_folding_a_quiet_process_keeps_every_count(db):
     assert value(after, "panel_run_duration_seconds_bucket", type="t-a", le="600.0") == 3
     assert value(after, "panel_run_duration_seconds_bucket", type="t-a", le="1800.0") == 4
     assert value(after, "panel_run_duration_seconds_sum", type="t-a") == pytest.approx(703.3)
+
+
+def test_runs_committed_together_are_counted_together(make_node, make_type):
+    """The sessions of one event loop commit their runs in shared transactions: their counts
+    cost one UPDATE per type, outcome and bucket, not one per run; a group that rolls back
+    counts nothing (its runs are written again, and counted, one by one)."""
+    count_runs([("t-a", "success", 0.1)])  # the row exists: an UPDATE from now on
+    with CaptureQueriesContext(connection) as queries:
+        with transaction.atomic(), counted_together():
+            count_runs([("t-a", "success", 0.2)])
+            count_runs([("t-a", "success", 0.3)])
+            count_runs([("t-a", "success", 0.1)])
+    writes = [q["sql"] for q in queries if "runtally" in q["sql"]]
+    assert len(writes) == 1 and writes[0].startswith("UPDATE")
+    with pytest.raises(RuntimeError), transaction.atomic(), counted_together():
+        count_runs([("t-a", "success", 0.2)])
+        raise RuntimeError("a write of the group broke")
+    assert value(scrape(), "panel_runs_total", type="t-a", outcome="success") == 4
+
+    nodes = [make_node(f"n{i}") for i in range(5)]
+    register_desync(nodes, [make_type("t-b")])
+    run_nodes([n.pk for n in nodes])
+    assert value(scrape(), "panel_runs_total", type="t-b", outcome="success") == 5
 
 
 def test_skipped_runs_count_but_take_no_time(make_node, make_type):

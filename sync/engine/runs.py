@@ -25,7 +25,7 @@ from sync.clock import db_now, read_db_now
 from sync.engine.eligibility import RETRY_HOLDS, Hold, node_hold, node_hold_sql, store_truth
 from sync.engine.failures import fail_desync
 from sync.engine.leases import renew_lease
-from sync.engine.tally import count_runs
+from sync.engine.tally import count_runs, counted_together
 from sync.engine.transient import retry_on_transient_errors
 from sync.errors import FailureKind, short
 from sync.models import (
@@ -329,7 +329,7 @@ def in_one_transaction(calls: Sequence[tuple[int, Callable[[], T]]]) -> list[T |
     if len(calls) > 1:
         results: list[T | Exception] = [None] * len(calls)  # type: ignore[list-item]
         try:
-            with transaction.atomic():
+            with transaction.atomic(), counted_together():
                 for i in sorted(range(len(calls)), key=lambda i: calls[i][0]):
                     results[i] = calls[i][1]()
             return results

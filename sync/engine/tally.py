@@ -17,12 +17,15 @@ from __future__ import annotations
 import math
 import os
 import socket
+import threading
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 
-from django.db import IntegrityError, transaction
+from django.db import transaction
 from django.db.models import F
+from django.utils import timezone
 
 from sync.clock import db_now, db_now_plus
 from sync.models import RunTally
@@ -59,9 +62,40 @@ def this_process() -> str:
     return f"{socket.gethostname()[:80]}:{os.getpid()}"
 
 
+_gathering = threading.local()
+
+
+@contextmanager
+def counted_together() -> Iterator[None]:
+    """Inside the caller's transaction: gather the runs that end within, and write them at
+    the end in one UPDATE per row touched, not one per run. For the writes of many node
+    sessions committed together (``runs.in_one_transaction``). Should the block raise, what it
+    gathered is dropped with the transaction that rolls back."""
+    if getattr(_gathering, "ended", None) is not None:  # already gathering
+        yield
+        return
+    _gathering.ended = []
+    try:
+        yield
+        ended = _gathering.ended
+        _gathering.ended = None
+        _write(ended)
+    finally:
+        _gathering.ended = None
+
+
 def count_runs(ended: Iterable[tuple[str, str, float]]) -> None:
     """Add runs that just ended, each ``(type name, outcome, seconds)``, to this process's
-    rows, in the caller's transaction: one UPDATE per row touched (an INSERT the first time)."""
+    rows, in the caller's transaction: one UPDATE per row touched (an INSERT the first time),
+    or at the end of ``counted_together``."""
+    gathered = getattr(_gathering, "ended", None)
+    if gathered is not None:
+        gathered.extend(ended)
+        return
+    _write(ended)
+
+
+def _write(ended: Iterable[tuple[str, str, float]]) -> None:
     groups: dict[tuple[str, str, str], list[float]] = defaultdict(lambda: [0, 0.0])
     for action, outcome, seconds in ended:
         seconds = max(0.0, float(seconds))
@@ -74,15 +108,17 @@ def count_runs(ended: Iterable[tuple[str, str, float]]) -> None:
 
 
 def _add(worker: str, action: str, outcome: str, le: str, runs: int, seconds: float) -> None:
+    """One UPDATE; the first time, an empty row is put in first (``INSERT ... ON CONFLICT DO
+    NOTHING`` / ``INSERT IGNORE``: no savepoint, and a row another thread of this process
+    wrote first is simply kept), then the UPDATE again."""
     key = {"worker": worker, "action": action, "outcome": outcome, "le": le}
     more = {"runs": F("runs") + runs, "seconds": F("seconds") + seconds, "updated_at": db_now()}
     if RunTally.objects.filter(**key).update(**more):
         return
-    try:
-        with transaction.atomic():
-            RunTally.objects.create(**key, runs=runs, seconds=seconds, updated_at=db_now())
-    except IntegrityError:  # another thread of this process wrote the row first
-        RunTally.objects.filter(**key).update(**more)
+    RunTally.objects.bulk_create(
+        [RunTally(**key, runs=0, seconds=0.0, updated_at=timezone.now())], ignore_conflicts=True
+    )
+    RunTally.objects.filter(**key).update(**more)
 
 
 def fold_quiet_tallies() -> int:
