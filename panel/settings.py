@@ -52,6 +52,11 @@ PANEL_TRUSTED_PROXIES = env_networks(
     "PANEL_TRUSTED_PROXIES", keywords=frozenset({UNIX_SOCKET_PEER})
 )
 
+# Who may read /metrics without a token: Prometheus servers' addresses or networks, as the
+# client-address resolver above sees them (behind the proxy: the address nginx saw). Empty
+# (the default): only API tokens open it.
+PANEL_METRICS_ALLOW = env_networks("PANEL_METRICS_ALLOW")
+
 INSTALLED_APPS = [
     "panel.apps.PanelConfig",  # first: its ready() makes the data folder private
     "django.contrib.admin",

@@ -9,8 +9,9 @@ its generation while it ran.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from django.conf import settings
@@ -24,6 +25,7 @@ from sync.clock import db_now, read_db_now
 from sync.engine.eligibility import RETRY_HOLDS, Hold, node_hold, node_hold_sql, store_truth_of
 from sync.engine.failures import fail_desync
 from sync.engine.leases import renew_lease
+from sync.engine.tally import count_runs, counted_together
 from sync.engine.transient import retry_on_transient_errors
 from sync.errors import FailureKind, short
 from sync.models import (
@@ -49,6 +51,8 @@ class RunTicket:
     node_id: int
     action: SyncAction
     generation: int
+    # When it started on this worker's clock: its duration for the metrics, with no query.
+    started: float = field(default_factory=time.monotonic, compare=False)
 
 
 @retry_on_transient_errors
@@ -259,6 +263,7 @@ def _record_end(
         current_command="",
         current_output="",
     )
+    count_runs([(ticket.action.name, outcome, time.monotonic() - ticket.started)])
     row = Node2Sync.objects.filter(pk=ticket.desync_id)
     node = Node.objects.filter(pk=ticket.node_id)
     if outcome == Outcome.SUCCESS:
@@ -329,7 +334,7 @@ def in_one_transaction(calls: Sequence[tuple[int, Callable[[], T]]]) -> list[T |
     if len(calls) > 1:
         results: list[T | Exception] = [None] * len(calls)  # type: ignore[list-item]
         try:
-            with transaction.atomic():
+            with transaction.atomic(), counted_together():
                 for i in sorted(range(len(calls)), key=lambda i: calls[i][0]):
                     results[i] = calls[i][1]()
             return results
