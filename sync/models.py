@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import OuterRef, QuerySet, Subquery, Value
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -159,20 +159,25 @@ class SyncRun(models.Model):
 
 
 def recompute_status(nodes: QuerySet[Node]) -> int:
-    """Set each node's status from its desynchronizations, in one UPDATE.
+    """Set each node's status and desynchronization count from its rows, in one UPDATE.
 
     The status is the node status of the registered type with the lowest priority number
-    whose node status is not Ready; Ready when there is none. It is stored so that the
-    list page needs no per-row queries, and the engine calls this in the same transaction
-    that changed ``node2sync``.
+    whose node status is not Ready; Ready when there is none. The count (``pending_count``)
+    is how many rows the node has, whatever their state. Both are stored so that the list
+    page shows and sorts them with no per-row queries, and the engine calls this, and only
+    this, in the same transaction that added or removed ``node2sync`` rows.
     """
+    rows = Node2Sync.objects.filter(node=OuterRef("pk"))
     blocking = (
-        Node2Sync.objects.filter(node=OuterRef("pk"))
-        .exclude(action__node_status=NodeStatus.READY)
+        rows.exclude(action__node_status=NodeStatus.READY)
         .order_by("action__priority", "action_id")
         .values("action__node_status")[:1]
     )
-    return nodes.update(status=Coalesce(Subquery(blocking), Value(NodeStatus.READY)))
+    counted = rows.order_by().values("node").annotate(n=Count("pk")).values("n")
+    return nodes.update(
+        status=Coalesce(Subquery(blocking), Value(NodeStatus.READY)),
+        pending_count=Coalesce(Subquery(counted, output_field=IntegerField()), 0),
+    )
 
 
 def with_running_title(nodes: QuerySet[Node]) -> QuerySet[Node]:
@@ -255,6 +260,8 @@ class ClusterHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} on {self.host}"
+
+
 class ApiToken(models.Model):
     """A user's key to the JSON API (``/api/v1/``), shown once when made, stored as a digest.
 
