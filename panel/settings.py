@@ -204,7 +204,15 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.db.DatabaseCache",
         "LOCATION": "panel_cache",
-    }
+    },
+    # The nodes list's rendered rows, keyed by every value a row shows (web/rows.py): each
+    # process's own memory, never shared, so a lookup costs no query.
+    "rows": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "node-rows",
+        "TIMEOUT": 120,
+        "OPTIONS": {"MAX_ENTRIES": 2000},
+    },
 }
 
 # --- django-q2 ------------------------------------------------------------------------------

@@ -183,3 +183,56 @@ def test_the_list_runs_the_same_queries_for_10_and_1000_nodes(operator, make_typ
     html = operator.get(reverse("nodes:list"), {"sort": "-pending"}).content.decode()
     assert html.count('class="status-cell') == 50
     assert max(many) <= 12, many
+
+
+def test_narrow_screens_get_the_facts_columns_when_asked_or_sorting_by_one(operator, make_node):
+    make_node("a")
+
+    def table_class(params: dict) -> str:
+        html = operator.get(reverse("nodes:list"), params).content.decode()
+        return re.search(r'<table class="([^"]*nodes-table[^"]*)"', html).group(1)
+
+    assert "show-facts" not in table_class({})
+    assert "show-facts" not in table_class({"sort": "-pending"})
+    assert "show-facts" in table_class({"facts": "1"})
+    assert "show-facts" in table_class({"sort": "-memory"})
+
+
+# --- Rows rendered once for what they show ---------------------------------------------------
+
+
+def test_a_row_is_rendered_again_only_when_something_it_shows_changed(
+    operator, make_node, make_type
+):
+    from django.core.cache import caches
+    from django.test.signals import template_rendered
+
+    caches["rows"].clear()
+    a, _ = make_node("a"), make_node("b")
+    rendered: list[str] = []
+
+    def seen(sender, template, context, **kwargs) -> None:
+        if template.name == "nodes/_row.html":
+            rendered.append(context["node"].name)
+
+    template_rendered.connect(seen)
+    try:
+        operator.get(reverse("nodes:list"))
+        assert sorted(rendered) == ["a", "b"]
+
+        rendered.clear()
+        operator.get(reverse("nodes:list"))
+        assert rendered == []
+
+        register_desync([a], [make_type("t-sync")])  # a's status and count change
+        html = operator.get(reverse("nodes:list")).content.decode()
+        assert rendered == ["a"]
+        assert re.search(rf'id="pending-{a.pk}" class="[^"]*">\s*1\s*</td>', html)
+        assert "Synchronizing" in html
+
+        rendered.clear()
+        Node.objects.filter(pk=a.pk).update(cpus=64)  # a fact the row shows
+        html = operator.get(reverse("nodes:list")).content.decode()
+        assert rendered == ["a"] and ">64</td>" in html
+    finally:
+        template_rendered.disconnect(seen)

@@ -79,5 +79,13 @@ class Migration(migrations.Migration):
             name='pending_count',
             field=models.PositiveIntegerField(default=0, editable=False),
         ),
+        migrations.AddIndex(
+            model_name="node",
+            index=models.Index(fields=["pending_count", "name"], name="node_pending_idx"),
+        ),
+        migrations.AddIndex(
+            model_name="node",
+            index=models.Index(fields=["-pending_count", "name"], name="node_pending_desc_idx"),
+        ),
         migrations.RunPython(fill_fact_columns, migrations.RunPython.noop, elidable=True),
     ]

@@ -10,6 +10,7 @@ from django.template.defaultfilters import filesizeformat
 from django.utils.timesince import timesince
 
 from web.polling import query_without_poll
+from web.rows import render_rows
 
 register = template.Library()
 
@@ -100,3 +101,9 @@ def age(value: datetime | None) -> str:
     if value is None:
         return ""
     return timesince(value, depth=1)
+
+
+@register.simple_tag
+def node_rows(nodes: list, can_bulk: bool) -> str:
+    """The nodes table's rows (``nodes/_row.html`` each), unchanged ones from the cache."""
+    return render_rows(nodes, can_bulk)
