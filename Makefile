@@ -33,10 +33,11 @@ USE_MYSQL := 1
 endif
 
 MYSQL_SYSDEPS := libmariadb-dev pkg-config
-# openssh-server: the tests start real sshd processes as test nodes; chromium: the browser
+# openssh-server: the tests start real sshd processes as test nodes (sudo: one installs the
+# panel's key as a sudoer, sudo -S); chromium: the browser
 # tests drive Debian's chromium with Playwright (never a downloaded browser); nginx: the
 # login-throttle test runs the shipped proxy settings in front of gunicorn.
-SYSDEPS := openssh-server chromium nginx $(if $(USE_MYSQL),$(MYSQL_SYSDEPS))
+SYSDEPS := openssh-server sudo chromium nginx $(if $(USE_MYSQL),$(MYSQL_SYSDEPS))
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 RUN_DEPS := $(VENV)/.installed $(if $(USE_MYSQL),$(VENV)/.installed-mysql)

@@ -25,6 +25,15 @@ DELETE = "nodes.delete_node"
 OPERATORS = "Operators"
 READ_ONLY = "Read-only"
 
+# The fleet's data: roles and the rows the synchronizer types carry (app label, model name).
+DATA_MODELS = [
+    ("nodes", "role"),
+    ("sync", "managedfile"),
+    ("sync", "manageduser"),
+    ("sync", "package"),
+    ("sync", "service"),
+]
+
 # Group name -> (app label, codename) of each permission it holds.
 GROUP_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
     OPERATORS: [
@@ -40,8 +49,17 @@ GROUP_PERMISSIONS: dict[str, list[tuple[str, str]]] = {
         ("sync", "view_manageduser"),
         ("sync", "view_package"),
         ("sync", "view_service"),
+        # The fleet's data is theirs to keep: roles and what they carry, on the panel's own
+        # pages (sync.actions.data; what reaches the panel's own server stays superusers').
+        *[
+            (app, f"{verb}_{model}")
+            for app, model in DATA_MODELS
+            for verb in ("add", "change", "delete")
+        ],
     ],
-    READ_ONLY: [("nodes", "view_node"), ("nodes", "view_role")],
+    # Read-only users look at the data too (paths, modes, owners, roles, plain content); a
+    # secret file's content needs ``view_secret_managedfile``.
+    READ_ONLY: [("nodes", "view_node"), *[(app, f"view_{model}") for app, model in DATA_MODELS]],
 }
 
 View = Callable[..., HttpResponse]

@@ -61,6 +61,9 @@ class NodeCondition(LookChoices):
         "maintenance": ("wrench", "condition-maintenance"),
     }
     __blocks_use = ("host-key-changed", "unreachable", "maintenance")
+    # Maintenance is a person's deliberate act (the audit trail has it), not news: every other
+    # condition, and any added later, is alerted about when a node enters or leaves it.
+    __quiet = ("maintenance",)
 
     @property
     def severity(self) -> int:
@@ -70,3 +73,34 @@ class NodeCondition(LookChoices):
     @property
     def blocks_use(self) -> bool:
         return self.value in self.__blocks_use
+
+    @property
+    def alerts(self) -> bool:
+        """Entering or leaving it is a change that alert digests report (``sync.alerts``)."""
+        return self.value not in self.__quiet
+
+
+class NodeShown(LookChoices):
+    """The word a node's Status cell leads with, stored on the node (``Node.shown``).
+
+    What stops a node from being usable comes first (``nodes.truth`` decides which, from
+    the status, the most severe condition, maintenance and whether its work can go on); a
+    usable node reads Ready; a node whose work goes on reads its status; one whose work waits
+    for a person reads Waiting. Every ``NodeStatus`` value is a value here too, with its label.
+    """
+
+    READY = "ready", "Ready"
+    SYNCHRONIZING = "synchronizing", "Synchronizing"
+    INSTALLING = "installing", "Installation in progress"
+    WAITING = "waiting", "Waiting"
+    HOST_KEY_CHANGED = "host-key-changed", "Host key changed"
+    UNREACHABLE = "unreachable", "Unreachable"
+    MAINTENANCE = "maintenance", "Maintenance"
+    STUCK = "stuck", "Stuck"
+    FAILING = "failing", "Failing"
+
+    __looks__ = {
+        **NodeStatus.__looks__,
+        "waiting": ("hourglass", "status-waiting"),
+        **NodeCondition.__looks__,
+    }

@@ -11,6 +11,7 @@ reinstalled again) makes the accept fail and pins nothing.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import asyncssh
@@ -72,26 +73,65 @@ def scan_host_key(host: str, port: int) -> str:
     return async_to_sync(fetch_host_key)(host, port, timeout=check_seconds())
 
 
-def check_login(node: Node) -> None:
+# How many servers a scan of many talks to at once.
+SCAN_CONCURRENCY = 20
+
+Address = tuple[str, int]
+
+
+def scan_host_keys(
+    addresses: Sequence[Address],
+    progress: Callable[[Address, str | TransportError], None] | None = None,
+) -> dict[Address, str | TransportError]:
+    """The key each ``(host, port)`` presents now, or the TransportError that says why it
+    cannot be read: the first step of adding many nodes, every key shown before any is
+    pinned. All at once (a few at a time), each within ``check_seconds()``, so one
+    unreachable host costs its timeout once, not once per line after it. ``progress`` is
+    told each answer as it comes."""
+
+    async def scan_all() -> dict[Address, str | TransportError]:
+        limit = asyncio.Semaphore(SCAN_CONCURRENCY)
+
+        async def scan(address: Address) -> tuple[Address, str | TransportError]:
+            async with limit:
+                try:
+                    key = await fetch_host_key(*address, timeout=check_seconds())
+                except TransportError as e:
+                    return address, e
+                return address, key
+
+        found = {}
+        for done in asyncio.as_completed([scan(a) for a in dict.fromkeys(addresses)]):
+            address, answer = await done
+            found[address] = answer
+            if progress is not None:
+                progress(address, answer)
+        return found
+
+    return async_to_sync(scan_all)()
+
+
+async def login_check(node: Node) -> None:
     """Log in with the panel's key and the pinned host key and run ``true``, all of it within
     ``check_seconds()``; TransportError says what failed."""
     limit = check_seconds()
+    transport = await SSHTransport.connect(node, timeout=limit)
+    try:
+        async with asyncio.timeout(limit):
+            await transport.run(["true"])
+    except TimeoutError:
+        raise TransportError(
+            f"{node.username}@{node.host}:{node.port} let the panel log in but did not run "
+            f"a command within {limit:g} s (a login shell or ForceCommand that hangs?)"
+        ) from None
+    finally:
+        # Abort, not close: a stalled node need not answer the goodbye either.
+        transport.conn.abort()
 
-    async def login() -> None:
-        transport = await SSHTransport.connect(node, timeout=limit)
-        try:
-            async with asyncio.timeout(limit):
-                await transport.run(["true"])
-        except TimeoutError:
-            raise TransportError(
-                f"{node.username}@{node.host}:{node.port} let the panel log in but did not run "
-                f"a command within {limit:g} s (a login shell or ForceCommand that hangs?)"
-            ) from None
-        finally:
-            # Abort, not close: a stalled node need not answer the goodbye either.
-            transport.conn.abort()
 
-    async_to_sync(login)()
+def check_login(node: Node) -> None:
+    """``login_check`` for synchronous callers (a page, a command)."""
+    async_to_sync(login_check)(node)
 
 
 async def _prove_host_key(host: str, port: int, username: str, key: str, timeout: float) -> None:

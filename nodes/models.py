@@ -7,8 +7,9 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import ExpressionWrapper, Q
 
-from nodes.choices import NodeCondition, NodeStatus, Transport
+from nodes.choices import NodeCondition, NodeShown, NodeStatus, Transport
 from nodes.clock import DatabaseNow, read_db_now
+from nodes.truth import node_truth
 
 # Patterns end in \Z, not $: Python's $ also matches before a trailing newline.
 node_name_validator = RegexValidator(
@@ -146,6 +147,18 @@ class Node(models.Model):
     # message} from the most severe down, and the most severe one's type for counts/filters.
     conditions = models.JSONField(default=list, blank=True)
     condition = models.CharField(max_length=20, choices=NodeCondition, blank=True)
+    # What the node is, in the word its Status cell leads with, and whether it may serve users
+    # (``nodes.truth``: one rule from the status, the conditions, maintenance and whether its
+    # work can go on). Stored, written by the engine with every change of those, so the list,
+    # its filters and counts, the commands and the API read one truth and no rule of their own.
+    shown = models.CharField(
+        max_length=20,
+        choices=NodeShown,
+        default=NodeShown.READY,
+        db_index=True,
+        editable=False,
+    )
+    usable = models.BooleanField(default=True, db_index=True, editable=False)
     # The last time the panel reached the node, and the first failed attempt since then:
     # "unreachable" means no contact for longer than a grace period, not one lost packet.
     last_contact_at = models.DateTimeField(null=True, blank=True)
@@ -199,6 +212,24 @@ class Node(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    # The columns the node's truth (``shown``, ``usable``) is computed from.
+    TRUTH_INPUTS = frozenset({"status", "condition", "maintenance"})
+
+    def save(self, *args, **kwargs) -> None:
+        """A save that writes the status, the conditions or maintenance writes ``shown`` and
+        ``usable`` with them, by the one rule (``nodes.truth``), so no direct save (a test's,
+        a shell's) leaves a node in maintenance usable. Whether its work can go on is the
+        engine's to say (``sync.engine.eligibility.store_truth``): kept as last stored."""
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or self.TRUTH_INPUTS & set(update_fields):
+            truth = node_truth(
+                self.status, self.condition, self.maintenance, self.shown != NodeShown.WAITING
+            )
+            self.shown, self.usable = truth.shown.value, truth.usable
+            if update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, "shown", "usable"}
+        super().save(*args, **kwargs)
+
     @property
     def address(self) -> str:
         if self.transport == Transport.LOCAL:
@@ -240,11 +271,8 @@ class Node(models.Model):
         return any(c["type"] == condition for c in self.conditions)
 
     @property
-    def usable(self) -> bool:
-        """Ready, reachable with its pinned key, and not in maintenance: it may serve users."""
-        return self.status == NodeStatus.READY and not any(
-            NodeCondition(c["type"]).blocks_use for c in self.conditions
-        )
+    def shown_choice(self) -> NodeShown:
+        return NodeShown(self.shown)
 
     def refresh_from_db(self, *args, **kwargs) -> None:
         # The lease may have changed: its liveness is asked again (see ``is_processing``).

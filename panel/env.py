@@ -56,6 +56,12 @@ def env_list(name: str, default: str = "") -> list[str]:
     return [item.strip() for item in os.environ.get(name, default).split(",") if item.strip()]
 
 
+def env_words(name: str) -> list[str]:
+    """Items separated by spaces (or newlines, as a systemd ``EnvironmentFile`` may continue a
+    line): for values such as URLs, whose queries may hold commas."""
+    return os.environ.get(name, "").split()
+
+
 def env_str(name: str, default: str = "") -> str:
     value = os.environ.get(name, default)
     if any(c in value for c in "\n\r\0"):

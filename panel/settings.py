@@ -25,6 +25,7 @@ from panel.env import (
     env_redis_url,
     env_secret_key,
     env_str,
+    env_words,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -249,6 +250,20 @@ Q_CLUSTER = {
 # /healthz answers 503. Each cluster writes its heartbeat every third of it (sync/heartbeat.py).
 PANEL_CLUSTER_LATE_SECONDS = env_int("PANEL_CLUSTER_LATE_SECONDS", 90, minimum=3, maximum=3600)
 
+# --- Alerts (sync/alerts/, run by `manage.py alerts`) -------------------------------------------
+# Where digests of condition changes go: apprise URLs (mailto://, slack://, tgram://, matrix://,
+# discord://, json:// ...), separated by spaces. They hold passwords and tokens: the panel never
+# shows or logs one whole (docs/OPERATIONS.md, "Alerts").
+PANEL_ALERT_URLS = env_words("PANEL_ALERT_URLS")
+# At most one digest per channel this often, listing every change since the last one.
+PANEL_ALERT_DIGEST_SECONDS = env_int("PANEL_ALERT_DIGEST_SECONDS", 300, minimum=1, maximum=86400)
+# A digest waits this long after the first change it holds, so changes that come together
+# (a switch taking down a rack) go together rather than one node now and the rest later.
+PANEL_ALERT_GATHER_SECONDS = env_int("PANEL_ALERT_GATHER_SECONDS", 20, minimum=0, maximum=3600)
+# A receiver that is down is tried again after this long, then twice as long each time, up to
+# an hour, for as long as it takes: no digest is dropped.
+PANEL_ALERT_RETRY_SECONDS = env_int("PANEL_ALERT_RETRY_SECONDS", 30, minimum=1, maximum=3600)
+
 # PANEL_REDIS_URL switches the queue from the database (ORM broker) to Redis. django-q picks
 # the ORM broker whenever "orm" is set, so the key goes.
 # A password-less TCP address needs PANEL_REDIS_INSECURE=1 (panel/env.py says why).
@@ -330,6 +345,9 @@ LOGGING = {
     "loggers": {
         "sync": {"handlers": ["console", "file"], "level": "INFO", "propagate": False},
         "nodes": {"handlers": ["console", "file"], "level": "INFO", "propagate": False},
+        # apprise's lines may quote a channel's URL (passwords, tokens): they go nowhere, the
+        # alerts process captures them and logs them masked (sync/alerts/channels.py).
+        "apprise": {"handlers": [], "level": "WARNING", "propagate": False},
         # django-q's logger is "django-q"; only its cluster's lifecycle at INFO.
         "django-q": {
             "handlers": ["console", "file"],

@@ -31,13 +31,21 @@ class SyncActionAdmin(admin.ModelAdmin):
     list_display = ("name", "title", "priority", "node_status", "timeout")
     list_filter = ("node_status",)
     search_fields = ("name", "title")
-    # The priority and the node status come from the code (``update_syncactions`` puts them
-    # back after every migrate), and changing either here would leave every node's status
-    # computed from the old values: read-only. A timeout or a title changes no status.
-    readonly_fields = ("name", "priority", "node_status")
+    # Every column comes from the code: ``update_syncactions`` writes the registry's name,
+    # title, priority, node status and timeout back after every migrate, so an edit here
+    # would be silently reverted (and a priority or status changed meanwhile would leave the
+    # nodes' statuses computed from values the code does not hold). Read-only, like the
+    # engine's tables; a type changes in its module (``sync/synchronizers/``).
+    readonly_fields = ("name", "title", "priority", "node_status", "timeout")
 
     def has_add_permission(self, request):
         # Types are registered in code (sync.synchronizers); a row without code does nothing.
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
         return False
 
 

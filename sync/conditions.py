@@ -16,6 +16,7 @@ page reads the stored result and costs no extra query.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -23,6 +24,7 @@ from django.conf import settings
 
 from nodes.choices import NodeCondition
 from nodes.models import Node
+from sync.alerts.changes import record_node_changes
 from sync.errors import FailureKind
 
 
@@ -46,6 +48,9 @@ class NodeConditions:
     items: list[dict] = field(default_factory=list)
     last_contact_at: datetime | None = None
     contact_failed_since: datetime | None = None
+    # The conditions as read (``locked``): ``save`` writes a change row for each condition
+    # entered or left since, for the alerts.
+    before: list[dict] = field(default_factory=list, repr=False)
 
     @classmethod
     def locked(cls, node_id: int) -> NodeConditions:
@@ -56,8 +61,13 @@ class NodeConditions:
             .values("conditions", "last_contact_at", "contact_failed_since")
             .first()
         ) or {"conditions": [], "last_contact_at": None, "contact_failed_since": None}
+        items = list(row["conditions"])
         return cls(
-            node_id, list(row["conditions"]), row["last_contact_at"], row["contact_failed_since"]
+            node_id,
+            items,
+            row["last_contact_at"],
+            row["contact_failed_since"],
+            before=copy.deepcopy(items),
         )
 
     def has(self, condition: NodeCondition) -> bool:
@@ -78,12 +88,21 @@ class NodeConditions:
 
     def save(self) -> None:
         self.items.sort(key=lambda c: NodeCondition(c["type"]).severity)
-        Node.objects.filter(pk=self.node_id).update(
+        saved = Node.objects.filter(pk=self.node_id).update(
             conditions=self.items,
             condition=self.items[0]["type"] if self.items else "",
             last_contact_at=self.last_contact_at,
             contact_failed_since=self.contact_failed_since,
         )
+        # Entering or leaving a condition is a change row in this same transaction (alerts).
+        if saved:
+            record_node_changes(self.node_id, self.before, self.items)
+        self.before = copy.deepcopy(self.items)
+        # The node's word and usability follow its conditions (the engine's rule: imported
+        # when it runs, the engine imports this module).
+        from sync.engine.eligibility import store_truth
+
+        store_truth(Node.objects.filter(pk=self.node_id))
 
 
 def after_success(node_id: int, now: datetime, still_failing: tuple[str, str] | None) -> None:

@@ -15,7 +15,7 @@ from django import forms
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
-from nodes.choices import NodeCondition, NodeStatus
+from nodes.choices import NodeCondition, NodeShown, NodeStatus
 from nodes.models import Node, Role, processing_q
 from sync.models import DesyncState, Node2Sync, with_running_title
 
@@ -69,9 +69,10 @@ class NodeFilter(django_filters.FilterSet):
         label="Condition",
         method="filter_condition",
     )
-    usable = django_filters.BooleanFilter(
-        method="filter_usable", label="Usable", widget=YesNoWidget
+    shown = django_filters.ChoiceFilter(
+        choices=NodeShown.choices, empty_label="Any", label="Shown as"
     )
+    usable = django_filters.BooleanFilter(label="Usable", widget=YesNoWidget)
     role = django_filters.ModelChoiceFilter(
         field_name="roles",
         queryset=Role.objects.order_by("name"),
@@ -118,15 +119,6 @@ class NodeFilter(django_filters.FilterSet):
         if not value:
             return qs
         return qs.filter(Q(condition=value) | Q(conditions__icontains=f'"{value}"'))
-
-    def filter_usable(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
-        if value is None:
-            return qs
-        blocking = [c.value for c in NodeCondition if c.blocks_use]
-        usable = Q(status=NodeStatus.READY) & ~Q(condition__in=blocking)
-        for condition in blocking:
-            usable &= ~Q(conditions__icontains=f'"{condition}"')
-        return qs.filter(usable) if value else qs.exclude(usable)
 
     def filter_processing(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
         if value is None:
@@ -176,6 +168,9 @@ def table_queryset() -> QuerySet[Node]:
 class FleetCounts:
     total: int
     by_status: list[tuple[NodeStatus, int]]
+    # By the word each Status cell leads with (``Node.shown``): what the counters show.
+    by_shown: list[tuple[NodeShown, int]]
+    usable: int
     processing: int
     failing: int
     maintenance: int
@@ -199,6 +194,8 @@ def fleet_counts() -> FleetCounts:
     """
     # Aggregate names must not shadow field names ("maintenance" is both), hence "n_".
     aggregates = {f"n_{s.value}": Count("pk", filter=Q(status=s.value)) for s in NodeStatus}
+    aggregates.update({f"s_{s.name}": Count("pk", filter=Q(shown=s.value)) for s in NodeShown})
+    aggregates["n_usable"] = Count("pk", filter=Q(usable=True))
     aggregates.update(
         n_total=Count("pk"),
         n_processing=Count("pk", filter=processing_q()),
@@ -220,6 +217,8 @@ def fleet_counts() -> FleetCounts:
     return FleetCounts(
         total=row["n_total"],
         by_status=[(s, row[f"n_{s.value}"]) for s in NodeStatus],
+        by_shown=[(s, row[f"s_{s.name}"]) for s in NodeShown],
+        usable=row["n_usable"],
         processing=row["n_processing"],
         failing=row["n_failing"],
         maintenance=row["n_maintenance"],

@@ -15,7 +15,7 @@ from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, 
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
-from nodes.choices import LookChoices, NodeStatus
+from nodes.choices import LookChoices, NodeCondition, NodeStatus
 from nodes.models import Node
 from sync.actor import ActorKind
 
@@ -159,7 +159,8 @@ class SyncRun(models.Model):
 
 
 def recompute_status(nodes: QuerySet[Node]) -> int:
-    """Set each node's status and desynchronization count from its rows, in one UPDATE.
+    """Set each node's status and desynchronization count from its rows, in one UPDATE (and
+    its word and usability in a second: ``nodes.truth``).
 
     The status is the node status of the registered type with the lowest priority number
     whose node status is not Ready; Ready when there is none. The count (``pending_count``)
@@ -174,10 +175,16 @@ def recompute_status(nodes: QuerySet[Node]) -> int:
         .values("action__node_status")[:1]
     )
     counted = rows.order_by().values("node").annotate(n=Count("pk")).values("n")
-    return nodes.update(
+    changed = nodes.update(
         status=Coalesce(Subquery(blocking), Value(NodeStatus.READY)),
         pending_count=Coalesce(Subquery(counted, output_field=IntegerField()), 0),
     )
+    # The node's word and usability follow its status and its work (the rule reads the
+    # desynchronizations, below this module: imported here, when it runs).
+    from sync.engine.eligibility import store_truth
+
+    store_truth(nodes)
+    return changed
 
 
 def with_running_title(nodes: QuerySet[Node]) -> QuerySet[Node]:
@@ -260,6 +267,153 @@ class ClusterHeartbeat(models.Model):
 
     def __str__(self) -> str:
         return f"{self.name} on {self.host}"
+
+
+class AlertState(models.Model):
+    """The alert side's one row: whether the cluster counts as late now, and when the last
+    digest was made. The alerts process locks it for each pass, so two of them (two machines)
+    never write the same change or make two digests of one period."""
+
+    cluster_late = models.BooleanField(default=False)
+    last_digest_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "alertstate"
+
+    def __str__(self) -> str:
+        return "alert state"
+
+
+class AlertDigest(models.Model):
+    """One message listing every change gathered in a period: the same text goes to every
+    channel (``AlertDelivery``); its changes point at it."""
+
+    made_at = models.DateTimeField()
+    title = models.CharField(max_length=200)
+    body = models.TextField()
+
+    class Meta:
+        db_table = "alertdigest"
+        ordering = ["-made_at", "-id"]
+        verbose_name = "alert digest"
+
+    def __str__(self) -> str:
+        return f"{self.made_at:%Y-%m-%d %H:%M:%S} {self.title}"
+
+
+# What ``ConditionChange.condition`` holds for the cluster's own condition (no node).
+CLUSTER_LATE = "cluster-late"
+
+
+class ConditionChange(models.Model):
+    """A node entered or left a condition, or the cluster turned late or ran again.
+
+    Written where the condition is saved, in its transaction (``sync.conditions``,
+    ``sync.alerts.cluster``): the change exists exactly when the condition does. The alerts
+    process gathers the rows without a digest into the next one. The node's name is kept as
+    text, so the row outlives the node.
+    """
+
+    at = models.DateTimeField()
+    node = models.ForeignKey(
+        Node,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        db_column="node",
+        related_name="condition_changes",
+    )
+    node_name = models.CharField(max_length=63, blank=True)
+    # A NodeCondition value, or CLUSTER_LATE.
+    condition = models.CharField(max_length=30)
+    # True: entered (a failing node failing in another type counts), False: left.
+    entered = models.BooleanField()
+    message = models.CharField(max_length=500, blank=True)
+    digest = models.ForeignKey(
+        AlertDigest, null=True, blank=True, on_delete=models.SET_NULL, related_name="changes"
+    )
+
+    class Meta:
+        db_table = "conditionchange"
+        ordering = ["-at", "-id"]
+        verbose_name = "condition change"
+
+    def __str__(self) -> str:
+        verb = "entered" if self.entered else "left"
+        return f"{self.node_name or 'cluster'} {verb} {self.condition}"
+
+    @property
+    def is_cluster(self) -> bool:
+        return self.condition == CLUSTER_LATE
+
+    @property
+    def condition_label(self) -> str:
+        """ "unreachable", "host key changed"; a condition this code does not know by its name."""
+        if self.is_cluster:
+            return "late"
+        try:
+            return NodeCondition(self.condition).label.lower()
+        except ValueError:
+            return self.condition
+
+    @property
+    def state_text(self) -> str:
+        """Where the node (or the cluster) stands after this change, as the digest and the
+        pages say it: "is unreachable: <why>", "is no longer failing", "runs again"."""
+        if self.is_cluster and not self.entered:
+            return "runs again"
+        if not self.entered:
+            return f"is no longer {self.condition_label}"
+        said = f": {self.message}" if self.message else ""
+        return f"is {self.condition_label}{said}"
+
+
+class DeliveryState(LookChoices):
+    PENDING = "pending", "Waiting to be sent"
+    SENT = "sent", "Sent"
+
+    __looks__ = {
+        "pending": ("hourglass", "text-warning-emphasis"),
+        "sent": ("check-circle", "text-success-emphasis"),
+    }
+
+
+class AlertDelivery(models.Model):
+    """The outbox: one digest to one channel, and how its delivery goes.
+
+    A channel is known by the SHA-256 of its URL (the URL holds passwords and tokens, so it
+    is never stored) and shown by its label, the URL with those masked. A receiver that is
+    down is tried again with backoff for as long as it takes; a channel's digests go out in
+    order, so a newer one waits behind an older one not yet delivered.
+    """
+
+    digest = models.ForeignKey(AlertDigest, on_delete=models.CASCADE, related_name="deliveries")
+    channel = models.CharField(max_length=64)
+    label = models.CharField(max_length=300)
+    state = models.CharField(max_length=10, choices=DeliveryState, default=DeliveryState.PENDING)
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField()
+    last_error = models.CharField(max_length=300, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        db_table = "alertdelivery"
+        ordering = ["digest_id", "id"]
+        verbose_name = "alert delivery"
+        verbose_name_plural = "alert deliveries"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["digest", "channel"], name="alertdelivery_digest_channel"
+            )
+        ]
+        indexes = [models.Index(fields=["state", "channel"], name="alertdelivery_state_idx")]
+
+    def __str__(self) -> str:
+        return f"digest {self.digest_id} to {self.label}: {self.state}"
+
+    @property
+    def state_choice(self) -> DeliveryState:
+        return DeliveryState(self.state)
 
 
 class ApiToken(models.Model):

@@ -9,6 +9,11 @@ written once and no door forgets it. Two rules:
   it, accept a key for it, or point a node at it (its host and port, or a key that proves to
   be this machine's own). Looking at it, synchronizing it again and its maintenance stay
   with operators: they change nothing that lands there.
+- **Data that lands on the panel's own server**: a row of managed data that the panel's own
+  server receives, and any change of data or of a role (its rows, its links, a deletion) that
+  the watches find concerns that server, is changed by superusers only, for the same reason;
+  ``stored_data_refusals`` asks it of the row, ``data_panel_host_refusals`` of the nodes a
+  change concerns, as ``sync.watching`` counts them.
 - **Data a user may deliver**: a node receives the data of its roles (files, users, packages,
   services: whatever the synchronizer types carry). Giving a node a role, adding a node with
   roles, moving an SSH node (host, port, user) or accepting a new key for it sends that data
@@ -92,6 +97,57 @@ def may_manage_panel_host(user: Subject) -> bool:
 def is_panel_host(node: Node) -> bool:
     """A local node is the panel's own server by definition; an SSH node when flagged."""
     return node.transport == Transport.LOCAL or node.is_panel_host
+
+
+def panel_host_q() -> models.Q:
+    """``is_panel_host`` in SQL: the nodes among which the panel's own server is."""
+    return models.Q(transport=Transport.LOCAL) | models.Q(is_panel_host=True)
+
+
+def data_panel_host_refusals(user: Subject, node_ids: Iterable[int]) -> list[str]:
+    """Why ``user`` may not make a change of managed data that concerns these nodes: one of
+    them is the panel's own server (empty: allowed)."""
+    node_ids = list(node_ids)
+    if may_manage_panel_host(user) or not node_ids:
+        return []
+    hosts = Node.objects.filter(panel_host_q(), pk__in=node_ids).values_list("name", flat=True)
+    if not (names := sorted(hosts)):
+        return []
+    return [
+        f"Only a superuser may make this change: it reaches the panel's own server "
+        f"({', '.join(names)}), where the panel and its keys live."
+    ]
+
+
+def stored_data_refusals(user: Subject, row: models.Model) -> list[str]:
+    """Why ``user`` may not change or delete the stored ``row`` at all (empty: they may try;
+    the change itself is asked again): a secret file they may not view, or a row the panel's
+    own server receives. A role is judged by what its change does (its nodes' own rules and
+    the nodes the change concerns), not by whom it reaches: giving the panel's role to other
+    nodes leaves the panel's server as it is."""
+    refusals = data_change_refusals(user, row, row)
+    if not isinstance(row, Role):
+        nodes = receiving_nodes(row).values_list("pk", flat=True)
+        refusals += data_panel_host_refusals(user, nodes)
+    return refusals
+
+
+def receiving_nodes(row: models.Model) -> models.QuerySet:
+    """The nodes that receive ``row`` now, by the synchronizer types' own watches (a role: its
+    nodes)."""
+    if isinstance(row, Role):
+        return row.nodes.all()
+    ids: set[int] = set()
+    for sync_type in REGISTRY.values():
+        for watch in sync_type.watches:
+            if watch.model is type(row):
+                ids |= watch.receivers([row.pk])
+    return Node.objects.filter(pk__in=ids)
+
+
+def reaches_panel_host(row: models.Model) -> bool:
+    """Whether the panel's own server receives ``row`` (so only a superuser changes it)."""
+    return row.pk is not None and receiving_nodes(row).filter(panel_host_q()).exists()
 
 
 def _panel_host_at(host: str, port: int, exclude_pk: int | None) -> Node | None:

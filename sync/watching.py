@@ -24,7 +24,9 @@ change and its desynchronizations commit together or not at all. Rows made with
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 
 from django.core.exceptions import ImproperlyConfigured
@@ -215,11 +217,49 @@ def index_watches(types: Iterable) -> None:
     _INDEX = index
 
 
+@dataclass
+class Noted:
+    """What the watches found a change concerns, per type name: the nodes (``noting``)."""
+
+    concerned: dict[str, set[int]] = field(default_factory=lambda: defaultdict(set))
+    rehearsal: bool = False
+
+    @property
+    def node_ids(self) -> set[int]:
+        return set().union(*self.concerned.values()) if self.concerned else set()
+
+
+_NOTING: ContextVar[Noted | None] = ContextVar("sync_watch_noting", default=None)
+
+
+@contextmanager
+def noting(rehearsal: bool = False) -> Iterator[Noted]:
+    """Note, per type, the nodes the watches register in this block: what a change does, told
+    by the very rules that act on it, never by a second count that could drift from them.
+
+    ``rehearsal``: note without registering (the caller rolls the change back), so a
+    confirmation can say what a change would do before it is made.
+    """
+    noted = Noted(rehearsal=rehearsal)
+    token = _NOTING.set(noted)
+    try:
+        yield noted
+    finally:
+        _NOTING.reset(token)
+
+
 def register_concerned(concerned: dict[str, set[int]]) -> None:
     """Register each type for its nodes, one call per distinct set of nodes."""
     from sync.engine import register_desync
     from sync.models import SyncAction
 
+    noted = _NOTING.get()
+    if noted is not None:
+        for type_name, nodes in concerned.items():
+            if nodes:
+                noted.concerned[type_name] |= nodes
+        if noted.rehearsal:
+            return
     by_nodes: dict[frozenset[int], list[str]] = defaultdict(list)
     for type_name, nodes in concerned.items():
         if nodes:

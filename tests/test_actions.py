@@ -12,9 +12,11 @@ from datetime import timedelta
 from io import StringIO
 
 import pytest
+from django.contrib.auth.models import Permission
 from django.core.exceptions import PermissionDenied
 from django.core.management import call_command
 from django.core.management.base import CommandError
+from django.test import Client
 from django.urls import reverse
 from django.utils import timezone
 
@@ -325,12 +327,20 @@ def test_the_admins_bulk_delete_of_data_is_one_entry(admin_client):
     assert sorted(t.name for t in entry.targets.all()) == ["pt-a", "pt-b"]
 
 
-def test_data_changes_show_before_and_after_only_to_who_may_view_that_data(admin_client, reader):
+def test_data_changes_show_before_and_after_only_to_who_may_view_that_data(
+    admin_client, reader, django_user_model
+):
     role = Role.objects.create(name="web")
     admin_client.post(reverse("admin:sync_managedfile_add"), file_form(role, "one\n"))
     checksum = f"sha256:{sha256_text('one' + chr(10))}"
     assert checksum in admin_client.get(reverse("audit")).content.decode()
-    html = reader.get(reverse("audit")).content.decode()
+    # Read-only users may view files (their paths, modes, owners): they see the change too.
+    assert checksum in reader.get(reverse("audit")).content.decode()
+    viewer = django_user_model.objects.create_user("nodes-only")
+    viewer.user_permissions.add(Permission.objects.get(codename="view_node"))
+    nodes_only = Client()
+    nodes_only.force_login(viewer)
+    html = nodes_only.get(reverse("audit")).content.decode()
     assert shown(html) == [Act.DATA_ADD] and checksum not in html
 
 

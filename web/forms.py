@@ -15,11 +15,19 @@ from django.core.exceptions import ValidationError
 from nodes.choices import Transport
 from nodes.hostkeys import parse_host_key
 from nodes.keys import fingerprint
-from nodes.models import Node, Role
+from nodes.models import Node, Role, username_validator
+from nodes.onboarding import clean_from
 from sync.actions.results import Act
 from sync.audit import parse_since
+from sync.inventory import LINE_FORMAT, NodeLine, parse_node_lines
 from sync.models import SyncAction
-from sync.rights import LOCAL_REFUSED, NodeChange, may_manage_panel_host, node_change_refusals
+from sync.rights import (
+    LOCAL_REFUSED,
+    NodeChange,
+    delivery_refusals,
+    may_manage_panel_host,
+    node_change_refusals,
+)
 
 # Ids beyond a signed 64-bit integer cannot name a row; refuse them before the database does.
 _MAX_ID = 2**63 - 1
@@ -63,7 +71,7 @@ class RolesField(forms.ModelMultipleChoiceField):
             required=False,
             widget=forms.CheckboxSelectMultiple,
             error_messages={
-                "invalid_choice": "Unknown role %(value)s: roles are created in the admin.",
+                "invalid_choice": "Unknown role %(value)s: roles are created on the Roles page.",
             },
             **kwargs,
         )
@@ -99,6 +107,43 @@ class HostKeyStepMixin(forms.Form):
         return self.cleaned_data.get("confirmed_key", "")
 
 
+class KeyInstallMixin(forms.Form):
+    """The add form's optional one-time password that installs the panel's key.
+
+    Used once, only once the host key shown was confirmed, then forgotten: the field never
+    renders its value back, and the view keeps it out of error reports.
+    """
+
+    install_login = forms.CharField(
+        label="Log in as",
+        required=False,
+        max_length=32,
+        validators=[username_validator],
+        help_text="root, the node's SSH user, or a user who may sudo (sudo -S).",
+    )
+    install_password = forms.CharField(
+        label="One-time password",
+        required=False,
+        strip=False,
+        max_length=1024,
+        widget=forms.PasswordInput(attrs={"autocomplete": "off"}, render_value=False),
+        help_text="Sent only to the server that holds the host key you confirm, used once to "
+        "install the panel's key, never stored.",
+    )
+    install_from = forms.CharField(
+        label="Only from (optional)",
+        required=False,
+        max_length=1000,
+        help_text='The panel\'s address(es): the key gets from="..." and works from there only.',
+    )
+
+    def clean_install_from(self) -> str:
+        try:
+            return clean_from(self.cleaned_data.get("install_from", ""))
+        except ValueError as e:
+            raise ValidationError(str(e)) from None
+
+
 class RightsMixin(forms.ModelForm):
     """Asks ``sync.rights`` whether the acting user may make the change this form describes.
 
@@ -130,7 +175,7 @@ class RightsMixin(forms.ModelForm):
         self.refuse(node_change_refusals(self.user, self.node_after(), change))
 
 
-class NodeAddForm(BootstrapMixin, HostKeyStepMixin, RightsMixin, forms.ModelForm):
+class NodeAddForm(BootstrapMixin, HostKeyStepMixin, KeyInstallMixin, RightsMixin, forms.ModelForm):
     roles = RolesField()
     port = forms.IntegerField(
         label="SSH port", min_value=1, max_value=65535, initial=22, required=False
@@ -177,6 +222,30 @@ class NodeAddForm(BootstrapMixin, HostKeyStepMixin, RightsMixin, forms.ModelForm
         if not self.errors:
             self.check_rights(NodeChange(adding=True, roles=tuple(data.get("roles") or ())))
         return data
+
+
+class KeyCommandForm(BootstrapMixin, forms.Form):
+    """Who the one-line command installs the panel's key for, and from where it may log in."""
+
+    user = forms.CharField(
+        label="For the user",
+        initial="root",
+        required=False,
+        max_length=32,
+        validators=[username_validator],
+    )
+    only_from = forms.CharField(
+        label="Only from (optional)",
+        required=False,
+        max_length=1000,
+        help_text="The panel's address as the node sees it, e.g. 10.0.0.5 or 10.0.0.0/24.",
+    )
+
+    def clean_only_from(self) -> str:
+        try:
+            return clean_from(self.cleaned_data.get("only_from", ""))
+        except ValueError as e:
+            raise ValidationError(str(e)) from None
 
 
 class NodeEditForm(BootstrapMixin, HostKeyStepMixin, RightsMixin, forms.ModelForm):
@@ -269,17 +338,36 @@ class BulkActionForm(forms.Form):
     MAINTENANCE_STOP = "maintenance_stop"
     MAINTENANCE_OFF = "maintenance_off"
     DELETE = "delete"
+    GIVE_ROLE = "give_role"
+    TAKE_ROLE = "take_role"
     ACTIONS = [
         (RESYNC, "Synchronize again"),
         (MAINTENANCE_ON, "Maintenance on"),
         (MAINTENANCE_STOP, "Maintenance, stopping runs now"),
         (MAINTENANCE_OFF, "Maintenance off"),
+        (GIVE_ROLE, "Give the role"),
+        (TAKE_ROLE, "Take the role"),
         (DELETE, "Delete"),
     ]
+    ROLE_ACTIONS = (GIVE_ROLE, TAKE_ROLE)
 
     action = forms.ChoiceField(choices=ACTIONS)
     ids = IdListField()
     confirm = forms.BooleanField(required=False)
+    # Only for giving and taking a role; by name, so an unknown one is reported by name.
+    role = forms.ModelChoiceField(
+        queryset=Role.objects.order_by("name"),
+        to_field_name="name",
+        required=False,
+        error_messages={"invalid_choice": "That role does not exist (any more)."},
+    )
+
+    def clean(self) -> dict:
+        data = super().clean()
+        if data.get("action") in self.ROLE_ACTIONS and not data.get("role"):
+            if "role" not in self.errors:
+                self.add_error("role", "Choose the role to give or take.")
+        return data
 
     def nodes(self) -> list[Node]:
         """The selected nodes that still exist (one may have been deleted meanwhile)."""
@@ -362,3 +450,61 @@ class AuditFilterForm(BootstrapMixin, forms.Form):
         self.is_valid()
         data = getattr(self, "cleaned_data", {})
         return {k: v for k, v in data.items() if v}
+
+
+class NodeLinesForm(BootstrapMixin, forms.Form):
+    """Many SSH nodes at once: lines of ``name host[:port] [user]`` and the roles they all get.
+
+    The confirming POST carries the keys shown (``confirmed``: ``host port key`` each) and
+    the lines they were shown for (``scanned``); lines that differ from those are scanned
+    and shown again rather than added.
+    """
+
+    lines = forms.CharField(
+        label="Nodes, one per line",
+        max_length=100_000,
+        widget=forms.Textarea(attrs={"rows": 10, "spellcheck": "false"}),
+        help_text=f"{LINE_FORMAT}: port 22 and user root unless given; "
+        "# starts a comment. Example: web1 10.0.0.11 or db1 db1.example.org:2222 admin",
+    )
+    roles = RolesField()
+    confirmed = forms.CharField(required=False, widget=forms.MultipleHiddenInput)
+    scanned = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, user=None, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.user = user
+        self.entries: list[NodeLine] = []
+
+    def clean_confirmed(self) -> dict[tuple[str, int], str]:
+        """The keys shown on the confirmation page, by (host, port); garbage is refused."""
+        keys = {}
+        for item in self.data.getlist("confirmed") if hasattr(self.data, "getlist") else []:
+            host, _, rest = item.partition(" ")
+            port, _, key = rest.partition(" ")
+            try:
+                keys[(host, int(port))] = parse_host_key(key)
+            except ValueError:
+                raise ValidationError(
+                    "A confirmed host key is not an SSH public key; submit the lines again "
+                    "to scan the keys."
+                ) from None
+        return keys
+
+    def clean(self) -> dict:
+        data = super().clean()
+        text = data.get("lines", "")
+        self.entries, errors = parse_node_lines(text)
+        if errors:
+            self.add_error("lines", [str(e) for e in errors[:50]])
+        elif "lines" in data and not self.entries:
+            self.add_error("lines", f"Give at least one node: {LINE_FORMAT}.")
+        if data.get("roles") and (refusals := delivery_refusals(self.user, data["roles"])):
+            self.add_error("roles", refusals[0].message)
+        return data
+
+    @property
+    def confirming(self) -> bool:
+        """The lines are the ones whose keys were shown: add, do not scan again."""
+        lines = self.cleaned_data.get("lines", "").splitlines()
+        return self.cleaned_data.get("scanned", "").splitlines() == lines

@@ -10,6 +10,7 @@ urlpatterns = [
     path("", fleet.node_list, name="list"),
     path("live/", fleet.node_list_live, name="live"),
     path("add/", editing.node_add, name="add"),
+    path("add-many/", editing.node_add_many, name="add_many"),
     path("bulk/", actions.node_bulk, name="bulk"),
     path("<int:pk>/", node.node_detail, name="detail"),
     path("<int:pk>/live/", node.node_detail_live, name="detail_live"),

@@ -331,10 +331,12 @@ async def connect_pinned(
     *,
     timeout: float,
     client_keys: Sequence[asyncssh.SSHKey] | None = None,
+    password: str | None = None,
     **options,
 ) -> asyncssh.SSHClientConnection:
     """Connect with ``client_keys`` (default: every key the panel holds), trusting
-    ``host_key`` alone.
+    ``host_key`` alone; with ``password``, by that password and no key at all (asyncssh
+    would otherwise offer the keys of the account the panel runs as).
 
     OtherHostKey (naming the key presented in this very connection, no second scan) when the
     server does not hold it; asyncssh's and the socket's errors otherwise, for the caller to
@@ -347,7 +349,12 @@ async def connect_pinned(
             port,
             username=username,
             client_factory=lambda: client,
-            client_keys=list(panel_keys() if client_keys is None else client_keys),
+            client_keys=(
+                None
+                if password is not None
+                else list(panel_keys() if client_keys is None else client_keys)
+            ),
+            password=password,
             known_hosts=([asyncssh.import_public_key(host_key)], [], []),
             agent_path=None,
             config=None,

@@ -9,21 +9,38 @@ the engine's registrations and its audit entry in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import asyncio
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from django.db import transaction
+from asgiref.sync import async_to_sync
+from django.core.exceptions import PermissionDenied, ValidationError
+from django.db import IntegrityError, transaction
 
-from nodes.hostkeys import parse_host_key, pin_proved_key, prove_host_key, scan_host_key
+from nodes.access import ADD, CHANGE, check_perms
+from nodes.choices import Transport
+from nodes.hostkeys import (
+    check_seconds,
+    login_check,
+    parse_host_key,
+    pin_proved_key,
+    prove_host_key,
+    scan_host_key,
+)
 from nodes.keys import fingerprint, safe_fingerprint
 from nodes.models import Node, Role, validate_address_free
+from nodes.transports import TransportError
+from nodes.transports.ssh import fetch_host_key
 from sync import engine, inventory
+from sync.actions.data import DataEffect, made_in_one_transaction
 from sync.actions.results import Act, ActionResult, NodeOutcome
 from sync.actor import Actor
 from sync.audit import Target, node_targets, record
 from sync.conditions import host_key_accepted
 from sync.panelhost import flag_if_panel_host
-from sync.rights import NodeChange, check_node_change
+from sync.rights import NodeChange, check_node_change, node_change_refusals
+from sync.synchronizers import REGISTRY
+from sync.watching import Noted
 
 # What an entry shows of a node's columns: the key as its fingerprint, never the whole line.
 SHOWN_FIELDS = ("name", "transport", "host", "port", "username", "is_panel_host")
@@ -67,7 +84,10 @@ def scan_confirmed_key(host: str, port: int, *, key: str = "", fingerprint_: str
     KeyNotConfirmed. The login with that key pinned (``nodes.hostkeys.check_login``) comes
     next, before anything is saved.
     """
-    presented = scan_host_key(host, port)
+    return _confirmed(host, port, scan_host_key(host, port), key, fingerprint_)
+
+
+def _confirmed(host: str, port: int, presented: str, key: str, fingerprint_: str) -> str:
     if key and presented != key:
         raise KeyNotConfirmed(host, port, presented, safe_fingerprint(key))
     if fingerprint_ and fingerprint(presented) != fingerprint_:
@@ -79,9 +99,13 @@ def _role_targets(roles: Sequence[Role]) -> list[Target]:
     return [Target("role", r.pk, r.name) for r in roles]
 
 
-def add_node(actor: Actor, node: Node, roles: Sequence[Role] = ()) -> ActionResult:
+def add_node(
+    actor: Actor, node: Node, roles: Sequence[Role] = (), *, key_installed_as: str = ""
+) -> ActionResult:
     """Save a new node (an SSH node with the key already shown, confirmed and logged in with),
     give it ``roles`` and register every type for it. ``count`` is the pairs registered.
+    ``key_installed_as``: the login whose one-time password installed the panel's key, for
+    the entry (the password itself is never given here).
 
     Raises ValidationError (nothing saved) or PermissionDenied (``sync.rights``).
     """
@@ -92,11 +116,111 @@ def add_node(actor: Actor, node: Node, roles: Sequence[Role] = ()) -> ActionResu
             actor,
             Act.NODE_ADD,
             node_targets([node]) + _role_targets(roles),
-            summary=f"Added {node.transport} node {node.name} ({node.address}).",
+            summary=f"Added {node.transport} node {node.name} ({node.address})."
+            + (
+                f" The panel's key was installed with a one-time password of {key_installed_as}."
+                if key_installed_as
+                else ""
+            ),
             after=_state(node, roles),
         )
     return ActionResult(
         Act.NODE_ADD, entry.pk, (NodeOutcome(node.pk, node.name, "added"),), count=count
+    )
+
+
+# Outcomes of ``add_nodes`` for a node that was not added start with one of these words.
+NOT_ADDED = ("refused", "unreachable", "key changed", "login failed")
+
+
+async def _check_new_node(node: Node, key: str) -> str:
+    """The network steps of adding one SSH node, as the single add makes them: the key it
+    presents now must be ``key`` (the one shown and confirmed), then the panel logs in with
+    only that key trusted. "" when both pass, else why not."""
+    try:
+        presented = await fetch_host_key(node.host, node.port, timeout=check_seconds())
+        _confirmed(node.host, node.port, presented, key, "")
+        await login_check(node)
+    except KeyNotConfirmed as e:
+        return f"key changed since it was shown: {e}"
+    except TransportError as e:
+        text = str(e)
+        return text if text.startswith("unreachable") else f"login failed: {text}"
+    return ""
+
+
+def add_nodes(
+    actor: Actor,
+    nodes: Sequence[Node],
+    roles: Sequence[Role] = (),
+    *,
+    progress: Callable[[Node, str], None] | None = None,
+) -> ActionResult:
+    """Add many SSH nodes at once, each carrying in ``host_key`` the key that was shown and
+    confirmed for it (the add-many page, ``addnode --from-file``).
+
+    Per node, the single add's steps: the rights (``sync.rights``), the key presented now
+    compared with the confirmed one (a changed key is refused, nothing pinned) and the login
+    with only that key trusted; these network steps run for all nodes at once, outside any
+    transaction, and ``progress(node, outcome)`` hears each as it ends. Then one transaction
+    saves the nodes that passed (``sync.inventory.add_node``: their roles and every type
+    registered) and writes one entry. A node that fails is not added and the others are.
+
+    Each outcome is ``added`` or starts with one of ``NOT_ADDED`` and says why; a node not
+    added has no id (0). ``count`` is the (node, type) pairs registered.
+    """
+    check_perms(actor.subject, ADD)
+    roles, nodes = list(roles), list(nodes)
+    outcome: dict[int, str] = {}
+    for i, node in enumerate(nodes):
+        change = NodeChange(adding=True, roles=tuple(roles), host_key=node.host_key)
+        if refusals := node_change_refusals(actor.subject, node, change):
+            outcome[i] = "refused: " + " ".join(r.message for r in refusals)
+        elif node.transport != Transport.SSH or not node.host_key:
+            outcome[i] = "refused: only SSH nodes with a confirmed host key are added this way"
+
+    async def check_all() -> None:
+        async def check(i: int, node: Node) -> None:
+            outcome[i] = await _check_new_node(node, node.host_key) or "checked"
+            if progress is not None and outcome[i] != "checked":
+                progress(node, outcome[i])
+
+        await asyncio.gather(*(check(i, n) for i, n in enumerate(nodes) if i not in outcome))
+
+    async_to_sync(check_all)()
+    count = 0
+    with transaction.atomic():
+        for i, node in enumerate(nodes):
+            if outcome[i] != "checked":
+                continue
+            try:
+                with transaction.atomic():
+                    count += inventory.add_node(node, roles, by=actor)
+                outcome[i] = "added"
+            except (ValidationError, IntegrityError, PermissionDenied) as e:
+                node.pk = None
+                said = " ".join(getattr(e, "messages", [])) or str(e) or "not allowed"
+                outcome[i] = f"refused: {said}"
+            if progress is not None:
+                progress(node, outcome[i])
+        added = [n for i, n in enumerate(nodes) if outcome[i] == "added"]
+        entry = record(
+            actor,
+            Act.NODE_ADD,
+            node_targets(added) + _role_targets(roles),
+            summary=f"Added {len(added)} of {len(nodes)} SSH node(s) at once.",
+            after={
+                "nodes": {n.name: _state(n, roles) for n in added},
+                "not_added": {
+                    n.name: outcome[i] for i, n in enumerate(nodes) if outcome[i] != "added"
+                },
+            },
+        )
+    return ActionResult(
+        Act.NODE_ADD,
+        entry.pk,
+        tuple(NodeOutcome(n.pk or 0, n.name, outcome[i]) for i, n in enumerate(nodes)),
+        count=count,
     )
 
 
@@ -160,40 +284,76 @@ def edit_node(
     )
 
 
+def _roles_after(node: Node, give: Sequence[Role], take: Sequence[Role]) -> tuple[set, list[Role]]:
+    now = {r.pk: r for r in node.roles.all()}
+    taken = {t.pk for t in take}
+    after = [r for pk, r in now.items() if pk not in taken] + [r for r in give if r.pk not in now]
+    return set(now), after
+
+
 def change_roles(
-    actor: Actor, nodes: Sequence[Node], give: Sequence[Role] = (), take: Sequence[Role] = ()
+    actor: Actor,
+    nodes: Sequence[Node],
+    give: Sequence[Role] = (),
+    take: Sequence[Role] = (),
+    *,
+    dry_run: bool = False,
 ) -> ActionResult:
     """Give ``give`` to and take ``take`` from each of ``nodes``; one entry with each role's
     nodes before and after. Giving a role is refused (nothing changes) where ``sync.rights``
-    says the user may not send its data to that node."""
+    says the user may not send its data to that node.
+
+    Each node's outcome says whether its roles changed (``roles changed`` / ``unchanged``)
+    and names the types registered for it; ``extra["effect"]`` is what the watches
+    registered (``DataEffect``: "3 nodes will synchronize files", a node that keeps the data
+    through another role not counted) and ``count`` the nodes that got work. ``dry_run``:
+    only tell (and refuse) it, for a confirmation; nothing is kept.
+    """
+    check_perms(actor.subject, CHANGE)
     give, take = list(give), list(take)
+    changed: set[int] = set()
     for node in nodes:
-        now = {r.pk: r for r in node.roles.all()}
-        after = [r for pk, r in now.items() if pk not in {t.pk for t in take}]
-        after += [r for r in give if r.pk not in now]
+        before, after = _roles_after(node, give, take)
+        if {r.pk for r in after} != before:
+            changed.add(node.pk)
         check_node_change(actor.subject, node, NodeChange(roles=tuple(after)))
     roles = give + take
-    with transaction.atomic():
+
+    def change(noted: Noted) -> ActionResult:
         before = {r.name: sorted(r.nodes.values_list("name", flat=True)) for r in roles}
         for role in give:
-            role.nodes.add(*nodes)  # registers the types (sync.watching)
+            role.nodes.add(*nodes)  # registers the types (sync.watching), and notes them
         for role in take:
             role.nodes.remove(*nodes)
         after = {r.name: sorted(r.nodes.values_list("name", flat=True)) for r in roles}
+        effect = DataEffect.of(noted)
         entry = record(
             actor,
             Act.NODE_ROLES,
             node_targets(nodes) + _role_targets(roles),
             summary=(
                 f"Gave {', '.join(r.name for r in give) or 'no role'}; "
-                f"took {', '.join(r.name for r in take) or 'no role'}."
+                f"took {', '.join(r.name for r in take) or 'no role'} "
+                f"({len(changed)} of {len(nodes)} node(s) changed). {effect.sentence()}"
             ),
             before={"role_nodes": before},
             after={"role_nodes": after},
         )
-    return ActionResult(
-        Act.NODE_ROLES, entry.pk, tuple(NodeOutcome(n.pk, n.name, "roles changed") for n in nodes)
-    )
+        titles = {n: REGISTRY[n].title for n in noted.concerned if n in REGISTRY}
+        outcomes = tuple(
+            NodeOutcome(
+                n.pk,
+                n.name,
+                "roles changed" if n.pk in changed else "unchanged",
+                tuple(title for name, title in titles.items() if n.pk in noted.concerned[name]),
+            )
+            for n in nodes
+        )
+        return ActionResult(
+            Act.NODE_ROLES, entry.pk, outcomes, count=effect.nodes, extra={"effect": effect}
+        )
+
+    return made_in_one_transaction(change, dry_run=dry_run)
 
 
 def accept_host_key(actor: Actor, node: Node, key: str) -> ActionResult:

@@ -37,6 +37,7 @@ from django.utils import timezone
 
 from nodes.choices import NodeCondition
 from nodes.models import Node
+from nodes.truth import truth_columns
 from sync.clock import db_now
 from sync.models import DesyncState, Node2Sync
 
@@ -150,6 +151,29 @@ def with_hold(
             output_field=models.CharField(),
         )
     )
+
+
+# Holds that pass by themselves (a retry comes when it is due) or that the node's own word
+# already says (maintenance, a changed host key lead the Status cell): what is left of a row's
+# holds then waits for a person (cancelled, or held back by a type that is).
+_PASSING = (Hold.MAINTENANCE, Hold.HOST_KEY, Hold.UNREACHABLE, Hold.BACKOFF)
+
+
+def goes_on() -> Q:
+    """Whether a node's work goes on without a person, as a condition on nodes: one of its
+    desynchronizations runs, may start, or starts by itself once its retry is due. The
+    ``can_run`` of ``nodes.truth``. It does not depend on the clock (a backoff passes by
+    itself), so the stored word stays true while time goes by. Reads only ``node2sync`` and
+    the types, never ``node``: MariaDB refuses an UPDATE of ``node`` that selects from it."""
+    rows = with_row_hold(Node2Sync.objects.filter(node_id=OuterRef("pk")), ignore=_PASSING)
+    return Q(Exists(rows.filter(hold__in=["", Hold.RUNNING, Hold.BUSY])))
+
+
+def store_truth(nodes: QuerySet[Node]) -> int:
+    """Write ``shown`` and ``usable`` of ``nodes`` by the one rule (``nodes.truth``), in one
+    UPDATE. The engine calls it wherever the status, the conditions, maintenance or the
+    desynchronizations change, in the same transaction."""
+    return nodes.update(**truth_columns(goes_on()))
 
 
 def startable(nodes: QuerySet[Node] | None = None) -> QuerySet[Node]:

@@ -18,7 +18,7 @@ from nodes.models import Node
 from nodes.transports.limits import printable
 from sync import conditions
 from sync.clock import db_now, read_db_now
-from sync.engine.eligibility import RETRY_HOLDS, Hold, startable, with_hold
+from sync.engine.eligibility import RETRY_HOLDS, Hold, startable, store_truth, with_hold
 from sync.engine.failures import fail_desync
 from sync.engine.leases import renew_lease
 from sync.engine.transient import retry_on_transient_errors
@@ -83,6 +83,8 @@ def _start_next(
     )
     if row.state in (DesyncState.FAILED, DesyncState.HELD):
         conditions.retrying(node_id, row.action.name, row.action.title)
+        if row.state == DesyncState.HELD:  # a person let it go on: no longer Waiting
+            store_truth(Node.objects.filter(pk=node_id))
     Node.objects.filter(pk=node_id).update(current_action_id=row.action_id)
     run = SyncRun.objects.create(
         node_id=node_id,

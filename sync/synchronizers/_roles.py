@@ -14,8 +14,7 @@ from django.db import models
 from django.http import HttpRequest
 from django.template.response import TemplateResponse
 
-from nodes.models import Node
-from sync.actions.data import delete_data, save_data
+from sync.actions.data import count_nodes, delete_data, deletion_effect, save_data
 from sync.actor import actor_for_request
 from sync.watching import WatchedQuerySet
 
@@ -40,34 +39,23 @@ class RoleData(models.Model):
         return f"Removed from {count_nodes(nodes)} (the nodes of {its_or_their(rows)} roles)."
 
 
-def count_nodes(count: int) -> str:
-    return f"{count} node{'' if count == 1 else 's'}"
-
-
 def its_or_their(rows: Sequence[models.Model]) -> str:
     return "its" if len(rows) == 1 else "their"
 
 
-def nodes_of(rows: Sequence[models.Model]) -> int:
-    """How many nodes have at least one role of ``rows``: the nodes a deletion reaches."""
-    return (
-        Node.objects.filter(roles__in=[r.pk for row in rows for r in row.roles.all()])
-        .distinct()
-        .count()
-    )
-
-
 def removal_notice(rows: Sequence[RoleData]) -> str:
-    """The sentence a deletion's confirmation shows for ``rows`` (of one model)."""
+    """The sentence a deletion's confirmation shows for ``rows`` (of one model), counting the
+    nodes the deletion changes as the watches find them (``deletion_effect``)."""
     rows = list(rows)
     if not rows:
         return ""
-    return type(rows[0]).removal_effect(rows, nodes_of(rows))
+    return type(rows[0]).removal_effect(rows, deletion_effect(rows).nodes)
 
 
-def role_removal_notice(roles: Sequence[models.Model]) -> str:
+def role_removal_notice(roles: Sequence[models.Model], nodes: int | None = None) -> str:
     """What deleting ``roles`` does on their nodes: each node loses the data they carry,
-    unless another of its roles carries it too. Empty when they carry nothing."""
+    unless another of its roles carries it too. Empty when they carry nothing. ``nodes``: the
+    nodes the deletion changes when the caller rehearsed it already (``deletion_effect``)."""
     role_ids = [r.pk for r in roles]
     parts = []
     for model in apps.get_models():
@@ -79,7 +67,8 @@ def role_removal_notice(roles: Sequence[models.Model]) -> str:
             parts.append(f"{model._meta.verbose_name_plural} {shown}: {model.removal_short}")
     if not parts:
         return ""
-    nodes = Node.objects.filter(roles__in=role_ids).distinct().count()
+    if nodes is None:
+        nodes = deletion_effect(roles).nodes
     return (
         f"On {count_nodes(nodes)}, unless another of a node's roles carries them too: "
         + "; ".join(parts)

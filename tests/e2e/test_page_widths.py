@@ -96,6 +96,27 @@ def fleet(make_node, make_type, sshd):
     return nodes
 
 
+def data_pages(nodes: dict[str, Node]) -> dict[str, str]:
+    """The data pages, with a role on every node and a file of a long path and content."""
+    from nodes.models import Role
+    from sync.synchronizers.files import ManagedFile
+    from sync.synchronizers.users import ManagedUser
+
+    role = Role.objects.create(name="role-with-a-long-name")
+    role.nodes.set(nodes.values())
+    path = "/etc/" + "/".join(["a-folder-with-a-long-name-and-no-breaks"] * 6) + "/file.conf"
+    conf = ManagedFile.objects.create(path=path, content=ERROR * 3)
+    conf.roles.add(role)
+    user = ManagedUser.objects.create(name="u" * 32, authorized_keys="")
+    user.roles.add(role)
+    pages = {"data-files": "/files/", "data-roles": "/roles/"}
+    pages["data-role"] = f"/roles/{role.pk}/"
+    pages["data-file"] = f"/files/{conf.pk}/"
+    pages["data-file-edit"] = f"/files/{conf.pk}/edit/"
+    pages["data-user"] = f"/users/{user.pk}/"
+    return pages
+
+
 def measure(page, name: str, size: str) -> tuple[int, int]:
     """The document's width and the window's, after the page settled; a PNG if asked."""
     page.wait_for_load_state("load")
@@ -128,6 +149,8 @@ def test_no_page_is_wider_than_the_window(page, superuser, fleet, size):
     pages["add"] = "/nodes/add/"
     pages["audit"] = "/audit/"
     pages["tokens"] = "/account/tokens/"
+    for name, url in data_pages(fleet).items():
+        pages[name] = url
     too_wide = {}
     for name, url in pages.items():
         page.goto(url)

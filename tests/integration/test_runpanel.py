@@ -6,6 +6,8 @@ import socket
 import subprocess
 import sys
 import urllib.request
+from contextlib import suppress
+from pathlib import Path
 
 import pytest
 
@@ -21,6 +23,17 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def child_commands(pid: int) -> list[list[str]]:
+    """The argument lists of a process's children (from /proc, this process tree only)."""
+    children: list[list[str]] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        for child in (task / "children").read_text().split():
+            with suppress(FileNotFoundError):
+                argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+                children.append([arg.decode() for arg in argv if arg])
+    return children
 
 
 def check_static_files(base: str) -> None:
@@ -112,6 +125,8 @@ def test_it_serves_the_login_page_and_brings_the_local_node_to_ready(transaction
 
         wait_for(node_ready, timeout=60)
         assert node.facts["kernel"]
+        # Beside them, the alerts process (outside the cluster: a dead one cannot report).
+        assert any(argv[-1:] == ["alerts"] for argv in child_commands(panel.pid))
     finally:
         panel.send_signal(signal.SIGTERM)
         panel.wait(timeout=30)

@@ -321,6 +321,8 @@ def node_bulk(request: HttpRequest) -> HttpResponse:
         deleted = actions.delete_nodes(acting_user(request), nodes)
         names = _names([n.name for n in deleted.nodes])
         messages.success(request, f"Deleted {deleted.count} node(s): {names}.")
+    elif action in BulkActionForm.ROLE_ACTIONS:
+        return _bulk_roles(request, form, nodes, list_url)
     elif action == BulkActionForm.RESYNC:
         actions.register_work(acting_user(request), nodes)
         messages.success(
@@ -340,6 +342,50 @@ def node_bulk(request: HttpRequest) -> HttpResponse:
             else ""
         )
         messages.success(request, f"Maintenance {state} for {len(nodes)} node(s): {names}.{ran}")
+    return go_back(request, list_url)
+
+
+def _bulk_roles(
+    request: HttpRequest, form: BulkActionForm, nodes: list[Node], list_url: str
+) -> HttpResponse:
+    """Give or take one role for the selected nodes: first a confirmation that says what will
+    happen (how many nodes will synchronize what, as the watches count it), then the action."""
+    role = form.cleaned_data["role"]
+    giving = form.cleaned_data["action"] == BulkActionForm.GIVE_ROLE
+    give, take = ([role], []) if giving else ([], [role])
+    acting = acting_user(request)
+    try:
+        # The rehearsal refuses as the action would (the rights to deliver a role's data).
+        rehearsed = actions.change_roles(acting, nodes, give, take, dry_run=True)
+    except PermissionDenied as e:
+        messages.error(request, f"No role was changed: {e}")
+        return go_back(request, list_url)
+    if not form.cleaned_data["confirm"]:
+        same = {o.node_id for o in rehearsed.nodes if o.outcome == "unchanged"}
+        return render(
+            request,
+            "nodes/confirm_roles.html",
+            {
+                "nodes": nodes,
+                "role": role,
+                "giving": giving,
+                "changing": [n for n in nodes if n.pk not in same],
+                "unchanged": [n for n in nodes if n.pk in same],
+                "effect": rehearsed.extra["effect"],
+                "next": request.POST.get("next", ""),
+            },
+        )
+    done = actions.change_roles(acting, nodes, give, take)
+    changed = [o.name for o in done.nodes if o.outcome != "unchanged"]
+    verb = f"Gave the role {role.name} to" if giving else f"Took the role {role.name} from"
+    if not changed:
+        had = "lacked" if giving else "had"
+        messages.info(request, f"Nothing changed: no selected node {had} the role {role.name}.")
+        return go_back(request, list_url)
+    messages.success(
+        request,
+        f"{verb} {len(changed)} node(s): {_names(changed)}. {done.extra['effect'].sentence()}",
+    )
     return go_back(request, list_url)
 
 

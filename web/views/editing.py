@@ -15,17 +15,26 @@ from django.core.exceptions import ValidationError
 from django.db import IntegrityError
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 from django.views.decorators.http import require_http_methods
 
 from nodes.access import ADD, CHANGE, require_perms
 from nodes.choices import Transport
-from nodes.hostkeys import check_login
+from nodes.hostkeys import check_login, scan_host_keys
 from nodes.keys import fingerprint, panel_public_key, safe_fingerprint
 from nodes.models import Node
+from nodes.onboarding import install_key_command, install_key_with_password
 from nodes.transports import TransportError
 from sync import actions
 from sync.rights import NodeChange, node_change_refusals
-from web.forms import HostKeyStepMixin, NodeAddForm, NodeEditForm, RightsMixin
+from web.forms import (
+    HostKeyStepMixin,
+    KeyCommandForm,
+    NodeAddForm,
+    NodeEditForm,
+    NodeLinesForm,
+    RightsMixin,
+)
 from web.views.shortcuts import acting_user, node_or_404, node_url, refused_page
 
 
@@ -91,7 +100,23 @@ def _key_refused(form: RightsMixin, node: Node, change: NodeChange, key_step: di
     return form.refuse(node_change_refusals(form.user, node, replace(change, host_key=key)))
 
 
+def _key_command(request: HttpRequest) -> dict:
+    """The one-line command of the add page, for the user and addresses asked in the query."""
+    form = KeyCommandForm(request.GET or None)
+    user, only_from = "root", ""
+    if form.is_bound and form.is_valid():
+        user = form.cleaned_data["user"] or "root"
+        only_from = form.cleaned_data["only_from"]
+    try:
+        command = install_key_command(user, only_from)
+    except (OSError, ValueError) as e:
+        command = f"(the panel's key cannot be read: {e})"
+    return {"command_form": form, "key_command": command}
+
+
 def _form_page(request: HttpRequest, form: HostKeyStepMixin, key_step: dict | None, **extra):
+    if extra.get("adding"):
+        extra.update(_key_command(request))
     return render(
         request,
         "nodes/node_form.html",
@@ -99,8 +124,26 @@ def _form_page(request: HttpRequest, form: HostKeyStepMixin, key_step: dict | No
     )
 
 
+@sensitive_variables("password")
+def _install_key(form: NodeAddForm, node: Node) -> str:
+    """Install the panel's key with the form's one-time password (the host key confirmed,
+    ``node.host_key``, is the only one the connection trusts); the login used, or "" with a
+    form error. The password is used here once and is no longer in the form's data after."""
+    login = form.cleaned_data["install_login"] or node.username
+    password = form.cleaned_data.pop("install_password")
+    try:
+        install_key_with_password(node, login, password, form.cleaned_data["install_from"])
+    except TransportError as e:
+        form.add_error("install_password", f"The panel's key was not installed: {e}")
+        return ""
+    finally:
+        del password
+    return login
+
+
 @require_http_methods(["GET", "POST"])
 @require_perms(ADD)
+@sensitive_post_parameters("install_password")
 def node_add(request: HttpRequest) -> HttpResponse:
     """Add a node in two steps for SSH: show the host key's fingerprint, then confirm.
 
@@ -112,6 +155,7 @@ def node_add(request: HttpRequest) -> HttpResponse:
     if request.method != "POST":
         return _form_page(request, NodeAddForm(user=request.user), key_step, adding=True)
     form = NodeAddForm(request.POST, user=request.user)
+    installed_as = ""
     if form.is_valid():
         node: Node = form.save(commit=False)
         ready = node.transport == Transport.LOCAL
@@ -120,6 +164,10 @@ def node_add(request: HttpRequest) -> HttpResponse:
             change = NodeChange(adding=True, roles=tuple(form.cleaned_data["roles"]))
             if _key_refused(form, node, replace(change, host_key=node.host_key), key_step):
                 node.host_key, key_step = "", None
+            if node.host_key and form.cleaned_data["install_password"]:
+                installed_as = _install_key(form, node)
+                if not installed_as:
+                    node.host_key, key_step = "", _key_step(node.host_key, node.host, node.port)
             if node.host_key:
                 try:
                     check_login(node)
@@ -129,7 +177,12 @@ def node_add(request: HttpRequest) -> HttpResponse:
                     key_step = _key_step(node.host_key, node.host, node.port)
         if ready:
             try:
-                added = actions.add_node(acting_user(request), node, form.cleaned_data["roles"])
+                added = actions.add_node(
+                    acting_user(request),
+                    node,
+                    form.cleaned_data["roles"],
+                    key_installed_as=installed_as,
+                )
             except ValidationError as e:
                 form.add_error(None, " ".join(e.messages))
             except IntegrityError:
@@ -208,3 +261,82 @@ def _save_edit(request: HttpRequest, form: NodeEditForm, node: Node, fields: lis
         form.add_error("name", "A node with this name was just saved.")
         return False
     return True
+
+
+# --- Many nodes at once ---------------------------------------------------------------------
+
+
+def _scan_rows(form: NodeLinesForm) -> list[dict]:
+    """Every line's key, scanned at once, as the confirmation page shows it: the fingerprint,
+    or why it cannot be read, or why this user may not add that node (the panel's own
+    server). Only keys that may be added are carried to the confirming POST."""
+    keys = scan_host_keys([e.address for e in form.entries])
+    roles = tuple(form.cleaned_data["roles"])
+    rows = []
+    for entry in form.entries:
+        answer = keys[entry.address]
+        row = {"entry": entry, "key": "", "fingerprint": "", "type": "", "problem": ""}
+        if isinstance(answer, TransportError):
+            row["problem"] = f"Cannot be reached: {answer}"
+        else:
+            node = _with_key(entry.node(), answer)
+            change = NodeChange(adding=True, roles=roles, host_key=answer)
+            if refusals := node_change_refusals(form.user, node, change):
+                row["problem"] = f"Refused: {refusals[0].message}"
+            else:
+                row.update(key=answer, fingerprint=fingerprint(answer), type=answer.split()[0])
+        rows.append(row)
+    return rows
+
+
+def _with_key(node: Node, key: str) -> Node:
+    node.host_key = key
+    return node
+
+
+@require_http_methods(["GET", "POST"])
+@require_perms(ADD)
+def node_add_many(request: HttpRequest) -> HttpResponse:
+    """Add many SSH nodes from lines of ``name host[:port] [user]``.
+
+    The first POST checks every line (a form error names each wrong line: nothing is scanned
+    then), scans every host key at once and shows them all on one page, with the hosts that
+    cannot be reached and why. The confirming POST adds the nodes whose keys were shown
+    (``sync.actions.add_nodes``: each key scanned again and refused if it changed, the login
+    checked, then one transaction); the others are listed as not added.
+    """
+    if request.method != "POST":
+        return render(request, "nodes/add_many.html", {"form": NodeLinesForm(user=request.user)})
+    form = NodeLinesForm(request.POST, user=request.user)
+    if not form.is_valid():
+        return render(request, "nodes/add_many.html", {"form": form})
+    if not form.confirming:
+        rows = _scan_rows(form)
+        return render(
+            request,
+            "nodes/add_many.html",
+            {
+                "form": form,
+                "rows": rows,
+                "scanned": form.cleaned_data["lines"],
+                "confirmable": sum(1 for r in rows if r["key"]),
+            },
+        )
+    keys = form.cleaned_data["confirmed"]
+    nodes = [_with_key(e.node(), keys[e.address]) for e in form.entries if e.address in keys]
+    skipped = [e for e in form.entries if e.address not in keys]
+    done = actions.add_nodes(acting_user(request), nodes, form.cleaned_data["roles"])
+    added = [o for o in done.nodes if o.outcome == "added"]
+    if added:
+        names = ", ".join(o.name for o in added)
+        messages.success(
+            request,
+            f"Added {len(added)} node(s): {names}; registered {done.count} synchronizer types, "
+            "the cluster runs them now.",
+        )
+    for outcome in [o for o in done.nodes if o.outcome != "added"][:20]:
+        messages.error(request, f"Not added: {outcome.name}: {outcome.outcome}")
+    if skipped:
+        names = ", ".join(e.name for e in skipped)
+        messages.warning(request, f"Not added (no key shown for them): {names}.")
+    return redirect("nodes:list")

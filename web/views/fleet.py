@@ -13,6 +13,7 @@ from django.urls import reverse
 from django.views.decorators.http import require_GET
 
 from nodes.access import CHANGE, DELETE, VIEW, require_perms
+from nodes.models import Role
 from sync.fleet import SORTABLE, NodeFilter, fleet_counts, table_queryset
 from web.polling import LivePoll, fingerprint, query_without_poll
 
@@ -113,6 +114,9 @@ def node_list(request: HttpRequest) -> HttpResponse:
     context = _list_context(request)
     poll = LivePoll(request, reverse("nodes:live"), ids=context["ids_digest"])
     context["poller"] = poll.element(_list_fingerprint(context, False), context["counts"].active)
+    # The bulk bar's roles to give or take (the live refresh never redraws the bar).
+    if request.user.has_perm(CHANGE):
+        context["bulk_roles"] = list(Role.objects.order_by("name").values_list("name", flat=True))
     return render(request, "nodes/list.html", context)
 
 

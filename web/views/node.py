@@ -28,6 +28,7 @@ from django_htmx.http import HttpResponseStopPolling
 from nodes.access import VIEW, require_perms
 from nodes.keys import safe_fingerprint
 from nodes.models import Node
+from sync.alerts.history import node_changes
 from sync.engine.eligibility import desync_holds, why_waiting
 from sync.models import (
     DesyncState,
@@ -216,9 +217,13 @@ def _live_url(node: Node) -> str:
 @require_GET
 @require_perms(VIEW)
 def node_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    """Facts, desynchronizations in priority order, run history with logs, and actions."""
+    """Facts, desynchronizations in priority order, run history with logs, actions, and the
+    alerts sent about it."""
     snapshot = NodeSnapshot.read(pk)
     context = _page_context(request, snapshot)
+    # What was sent about the node: read once with the page (changes come seconds apart at
+    # most, digests minutes apart), not on every poll.
+    context["alert_changes"] = node_changes(snapshot.node)
     poll = LivePoll(request, _live_url(snapshot.node))
     context["poller"] = poll.element(snapshot.fingerprint, snapshot.active)
     return render(request, "nodes/detail.html", context)

@@ -1,13 +1,15 @@
-"""Run the whole panel in one command: the web server and the django-q cluster that does the work.
+"""Run the whole panel in one command: the web server, the django-q cluster that does the work,
+and the alerts process that watches the cluster and sends the alert digests (``manage.py
+alerts``; outside the cluster, since a dead cluster cannot report itself).
 
 The web server is gunicorn (``panel/gunicorn.conf.py``), a production WSGI server, with
 whitenoise serving the static files; ``make run`` collects them first.
 
-Both run as child processes of this command, each in its own process group: Ctrl-C (or
-SIGTERM) reaches only this command, which then stops both in order, and whatever a child leaves
+All run as child processes of this command, each in its own process group: Ctrl-C (or
+SIGTERM) reaches only this command, which then stops them in order, and whatever a child leaves
 behind (the cluster's worker processes) can be killed with its group when it does not stop in
-time. When either child exits on its own, the other is stopped too: a panel without its cluster
-would accept work that nothing runs.
+time. When any child exits on its own, the others are stopped too: a panel without its cluster
+would accept work that nothing runs, and one without its alerts would fail in silence.
 """
 
 import os
@@ -67,8 +69,8 @@ def stop_children(
 
 class Command(BaseCommand):
     help = (
-        "Run the panel: the web server (gunicorn) and the django-q cluster (qcluster) beside "
-        "it. Ctrl-C stops both."
+        "Run the panel: the web server (gunicorn), the django-q cluster (qcluster) and the "
+        "alerts process (alerts) beside it. Ctrl-C stops them all."
     )
     # The children run the checks themselves.
     requires_system_checks = []
@@ -120,6 +122,7 @@ class Command(BaseCommand):
                 "--bind",
                 f"{host}:{port}",
             ],
+            "alerts process": [*manage, "alerts"],
         }
 
         received: list[int] = []
@@ -135,7 +138,8 @@ class Command(BaseCommand):
                 children[name] = start_child(argv)
             self.stdout.write(
                 f"The panel runs at {url} and its django-q cluster started "
-                f"(pid {children['django-q cluster'].pid}); Ctrl-C stops both."
+                f"(pid {children['django-q cluster'].pid}) with its alerts process; Ctrl-C stops "
+                "them all."
             )
             self.stdout.flush()
             while not received and exited is None:
@@ -148,7 +152,9 @@ class Command(BaseCommand):
         finally:
             if children:
                 if received or exited:
-                    self.stdout.write("Stopping the web server and the django-q cluster ...")
+                    self.stdout.write(
+                        "Stopping the web server, the django-q cluster and the alerts process ..."
+                    )
                 # A second Ctrl-C while stopping kills at once.
                 stop_children(children.values(), hurry=lambda: len(received) > 1)
             for signum, handler in previous.items():

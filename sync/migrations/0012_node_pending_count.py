@@ -16,8 +16,8 @@ def count_desyncs(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("nodes", "0011_node_facts_columns_pending_count"),
-        ("sync", "0010_cluster_heartbeat"),
+        ("nodes", "0012_node_facts_columns_pending_count"),
+        ("sync", "0011_alerts"),
     ]
 
     operations = [

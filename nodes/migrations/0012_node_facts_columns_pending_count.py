@@ -35,7 +35,7 @@ def fill_fact_columns(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('nodes', '0010_node_is_panel_host'),
+        ('nodes', '0011_node_shown_usable'),
     ]
 
     operations = [
