@@ -177,3 +177,23 @@ def test_the_node_page_says_when_no_facts_were_gathered(operator, make_node):
     html = operator.get(reverse("nodes:detail", args=[node.pk])).content.decode()
 
     assert "None gathered yet." in html
+
+
+# --- The API ------------------------------------------------------------------------------------
+
+
+def test_the_api_lists_and_sorts_nodes_by_their_placement_facts(django_user_model, make_node):
+    from nodes.access import READ_ONLY
+    from tests.test_api import Api, apitoken, make_user
+
+    make_user(django_user_model, "ro", READ_ONLY)
+    api = Api(apitoken("ro", "--name", "placement", "--read-only"))
+    with_facts(make_node("big"), {**FACTS, "memory_mb": 65536})
+    with_facts(make_node("small"), {**FACTS, "memory_mb": 2048})
+
+    items = api.get("/nodes", sort="-memory").json()["items"]
+
+    assert [n["name"] for n in items] == ["big", "small"]
+    assert items[0]["memory_mb"] == 65536 and items[0]["cpus"] == 8
+    assert items[0]["os_name"] == "Debian GNU/Linux 12 (bookworm)"
+    assert items[0]["booted_at"] and items[0]["facts_at"]
