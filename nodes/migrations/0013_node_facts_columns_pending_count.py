@@ -35,7 +35,7 @@ def fill_fact_columns(apps, schema_editor):
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('nodes', '0011_node_shown_usable'),
+        ('nodes', '0012_node_connection_generation'),
     ]
 
     operations = [

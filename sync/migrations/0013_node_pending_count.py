@@ -16,8 +16,8 @@ def count_desyncs(apps, schema_editor):
 
 class Migration(migrations.Migration):
     dependencies = [
-        ("nodes", "0012_node_facts_columns_pending_count"),
-        ("sync", "0011_alerts"),
+        ("nodes", "0013_node_facts_columns_pending_count"),
+        ("sync", "0012_run_tally"),
     ]
 
     operations = [
