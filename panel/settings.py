@@ -238,6 +238,13 @@ Q_CLUSTER = {
 }
 
 
+# The cluster's processes keep their database connection between tasks for this long (seconds;
+# 0: a new connection per task, as the web server does), checked before each task's first
+# query (CONN_HEALTH_CHECKS), so a restarted database costs one reconnection, not a failure.
+# A worker's node sessions write the database many times a second: a new connection per task
+# would cost more than their bookkeeping (docs/OPERATIONS.md).
+CLUSTER_CONN_MAX_AGE = env_int("PANEL_CLUSTER_CONN_MAX_AGE", 300, minimum=0, maximum=86400)
+
 # A cluster not heard from for this long counts as not running: every page says so and
 # /healthz answers 503. Each cluster writes its heartbeat every third of it (sync/heartbeat.py).
 PANEL_CLUSTER_LATE_SECONDS = env_int("PANEL_CLUSTER_LATE_SECONDS", 90, minimum=3, maximum=3600)
@@ -301,6 +308,11 @@ NODE_CHECK_SECONDS = env_int("PANEL_NODE_CHECK_SECONDS", 20, minimum=1, maximum=
 # This machine's own SSH host keys (ssh_host_*_key.pub): an SSH node that presents one of them
 # is the panel's own server (``sync.panelhost``), which only superusers change.
 OWN_HOST_KEY_DIR = Path(env_str("PANEL_OWN_HOST_KEY_DIR", "/etc/ssh"))
+
+# Benchmarks and tests only, never production: "dir=PATH,rtt_ms=N,command_ms=N" answers every
+# SSH node with a simulated one whose state is kept under PATH (nodes/transports/sim.py), so a
+# benchmark can converge thousands of nodes on one machine. No form or page offers it.
+SIM_TRANSPORT = env_str("PANEL_SIM_TRANSPORT", "")
 
 # Where synchronizers keep their manifests on each node (what the panel put there).
 SYNC_NODE_STATE_DIR = env_str("PANEL_NODE_STATE_DIR", "/var/lib/cluster-panel")

@@ -167,19 +167,25 @@ def recompute_status(nodes: QuerySet[Node]) -> int:
     list page needs no per-row queries, and the engine calls this in the same transaction
     that changed ``node2sync``.
     """
-    blocking = (
-        Node2Sync.objects.filter(node=OuterRef("pk"))
-        .exclude(action__node_status=NodeStatus.READY)
-        .order_by("action__priority", "action_id")
-        .values("action__node_status")[:1]
-    )
-    changed = nodes.update(status=Coalesce(Subquery(blocking), Value(NodeStatus.READY)))
+    changed = nodes.update(status=status_expression())
     # The node's word and usability follow its status and its work (the rule reads the
     # desynchronizations, below this module: imported here, when it runs).
     from sync.engine.eligibility import store_truth
 
     store_truth(nodes)
     return changed
+
+
+def status_expression() -> Coalesce:
+    """The status ``recompute_status`` sets, as an expression over the updated node row: for
+    an engine UPDATE that writes other columns of the node too."""
+    blocking = (
+        Node2Sync.objects.filter(node=OuterRef("pk"))
+        .exclude(action__node_status=NodeStatus.READY)
+        .order_by("action__priority", "action_id")
+        .values("action__node_status")[:1]
+    )
+    return Coalesce(Subquery(blocking), Value(NodeStatus.READY))
 
 
 def with_running_title(nodes: QuerySet[Node]) -> QuerySet[Node]:

@@ -172,7 +172,7 @@ def recover_interrupted_runs(
             f"{_fmt(previous_until)} (the worker died or hung); recovered by {worker}, "
             "the type goes back to pending and runs again."
         )
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # no savepoint inside in_one_transaction
         if not Node.objects.filter(pk=node_id, lease_owner=worker).exists():
             return 0
         interrupted = list(

@@ -14,8 +14,9 @@ import functools
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
@@ -38,6 +39,7 @@ from sync.engine.registration import kick
 from sync.engine.runs import (
     finish_run_and_start_next,
     has_due_work,
+    in_one_transaction,
     save_progress,
     start_next_run,
 )
@@ -141,6 +143,58 @@ def _lease_keeper() -> LeaseKeeper:
     return keeper
 
 
+class Bookkeeper:
+    """The engine writes of every node session on one event loop, committed together.
+
+    A session hands its claim, its starts and finishes and its release here and waits for
+    the result; whatever the loop's sessions asked meanwhile goes to the database thread as
+    one transaction (``runs.in_one_transaction``). A lone session is served at once, as before;
+    a busy loop of 25 sessions commits once for many runs instead of once per run.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[int, Callable[[], Any], asyncio.Future]] = []
+        self.task: asyncio.Task | None = None
+
+    async def write(self, node_id: int, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` for ``node_id``, in the next group's transaction."""
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((node_id, functools.partial(fn, *args, **kwargs), future))
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self.waiting:
+            await asyncio.sleep(0)  # the sessions that are ready too add theirs
+            group, self.waiting = self.waiting, []
+            try:
+                outcomes = await _db(in_one_transaction)([(n, call) for n, call, _ in group])
+            except BaseException as e:  # noqa: BLE001 - every waiting session must hear it
+                outcomes = [e] * len(group)
+            for (_, _, future), outcome in zip(group, outcomes, strict=True):
+                if future.done():
+                    continue  # its session was cancelled meanwhile
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+
+_BOOKKEEPERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Bookkeeper] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _book(node_id: int, fn: Callable, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+    """``fn(*args, **kwargs)`` through this event loop's ``Bookkeeper``."""
+    loop = asyncio.get_running_loop()
+    keeper = _BOOKKEEPERS.get(loop)
+    if keeper is None:
+        keeper = _BOOKKEEPERS[loop] = Bookkeeper()
+    return keeper.write(node_id, fn, *args, **kwargs)
+
+
 async def _run_claimed(
     node: Node,
     worker: str,
@@ -166,7 +220,7 @@ async def _run_claimed(
         if time.monotonic() >= deadline:
             result.budget_spent = True
             return
-        ticket = await _db(start_next_run)(node.pk, worker, **starting)
+        ticket = await _book(node.pk, start_next_run, node.pk, worker, **starting)
         while ticket is not None:
             log.info("sync start node=%s type=%s worker=%s", node.name, ticket.action.name, worker)
             started = time.monotonic()
@@ -207,7 +261,9 @@ async def _run_claimed(
             go_on = not unreachable and in_time
             if outcome != Outcome.SUCCESS:
                 failed_here.append(ticket.desync_id)  # not again in this session, even forced
-            held, next_ticket = await _db(finish_run_and_start_next)(
+            held, next_ticket = await _book(
+                node.pk,
+                finish_run_and_start_next,
                 ticket,
                 worker,
                 outcome,
@@ -251,7 +307,7 @@ async def _run_claimed(
     finally:
         keeper.drop(node.pk, worker)
         await conn.close()
-        await _db(release_node)(node.pk, worker)
+        await _book(node.pk, release_node, node.pk, worker)
 
 
 async def run_node_session(
@@ -281,7 +337,7 @@ async def run_node_session(
         return result  # an admin is working on the node: the panel keeps its hands off
     while True:
         worker = new_worker_id(role)
-        if not await _db(claim_node)(node.pk, worker, force=force):
+        if not await _book(node.pk, claim_node, node.pk, worker, force=force):
             return result
         result.claimed = True
         await _run_claimed(
