@@ -428,22 +428,29 @@ async def run_batch(nodes: list[Node], *, warm: bool = False) -> list[SessionRes
     running: dict[asyncio.Task, Node] = {}
     results: list[SessionResult] = []
 
+    waiting: set[int] = set()  # nodes left a moment to a worker that keeps them warm
+
     def start(node: Node, wait: float = 0.0, **kwargs) -> None:
         async def session() -> SessionResult:
             if wait:
-                await asyncio.sleep(wait)
+                waiting.add(node.pk)
+                try:
+                    await asyncio.sleep(wait)
+                finally:
+                    waiting.discard(node.pk)
             return await run_node_session(node, warm=warm, **kwargs)
 
         running[asyncio.create_task(session())] = node
 
     # Warm connections are a worker's own, and a task goes to whichever worker is free: a
-    # node kept warm by another worker is left to it for a moment (it takes it at once).
+    # node kept warm by another worker is left to it for a moment (it takes it at once), and
+    # takes no room meanwhile, so this task takes the nodes it keeps warm.
     warm_here = await warm_node_ids() if warm else set()
     after = float(settings.SYNC["take_due_after_seconds"])
     for node in nodes:
         start(node, wait=after if _warm_elsewhere(node, warm_here) else 0.0)
     while True:
-        room = room_for - len(running)
+        room = room_for - len(running) + len(waiting)
         if room > 0 and time.monotonic() < deadline:
             busy = [n.pk for n in running.values()]
             warm_here = await warm_node_ids() if warm else set()
