@@ -443,12 +443,19 @@ async def run_batch(nodes: list[Node], *, warm: bool = False) -> list[SessionRes
         running[asyncio.create_task(session())] = node
 
     # Warm connections are a worker's own, and a task goes to whichever worker is free: a
-    # node kept warm by another worker is left to it for a moment (it takes it at once), and
-    # takes no room meanwhile, so this task takes the nodes it keeps warm.
+    # node kept warm by another worker is left to it for a moment (twice the wait left to a
+    # node's own task: that worker may be busy with its database queries), taking no room
+    # meanwhile; and the due nodes this worker keeps warm are taken first, before the given
+    # sessions queue their queries on the database thread.
     warm_here = await warm_node_ids() if warm else set()
-    after = float(settings.SYNC["take_due_after_seconds"])
+    leave = 2 * float(settings.SYNC["take_due_after_seconds"])
+    elsewhere = [n for n in nodes if _warm_elsewhere(n, warm_here)]
+    room = room_for - (len(nodes) - len(elsewhere))
+    if warm_here and room > 0:
+        for node in await _db(due_nodes_to_take)(room, [n.pk for n in nodes], warm_here):
+            start(node, deadline=deadline)
     for node in nodes:
-        start(node, wait=after if _warm_elsewhere(node, warm_here) else 0.0)
+        start(node, wait=leave if node in elsewhere else 0.0)
     while True:
         room = room_for - len(running) + len(waiting)
         if room > 0 and time.monotonic() < deadline:

@@ -157,7 +157,7 @@ def test_a_task_takes_at_once_the_due_nodes_its_worker_keeps_warm(make_ssh_node,
     runs = {r.node_id: r for r in SyncRun.objects.filter(action=action).order_by("pk")}
     assert runs[kept.pk].outcome == runs[given.pk].outcome == Outcome.SUCCESS
     assert runs[kept.pk].started_at < runs[given.pk].started_at  # taken at once, not waited
-    assert time.monotonic() - started >= 1  # the given one waited for a worker keeping it
+    assert time.monotonic() - started >= 2  # the given one waited for a worker keeping it
     assert logins(given_server) == 2  # no one took it: it connected here after the wait
 
 
