@@ -21,6 +21,8 @@ import os
 import shutil
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 from bench.common import (
     BENCH_DIR,
@@ -89,23 +91,44 @@ def make_nodes(count: int, prefix: str = "sim") -> list[int]:
     return ids
 
 
+@contextmanager
+def counted() -> Iterator[dict[str, int]]:
+    """Count the queries and commits of this process's connection meanwhile."""
+    from django.db import connection
+
+    counts = {"queries": 0, "commits": 0}
+
+    def query(execute, sql, params, many, context):
+        counts["queries"] += 1
+        return execute(sql, params, many, context)
+
+    connection.ensure_connection()
+    commit = connection.connection.commit
+
+    def counted_commit():
+        counts["commits"] += 1
+        return commit()
+
+    connection.connection.commit = counted_commit
+    try:
+        with connection.execute_wrapper(query):
+            yield counts
+    finally:
+        connection.connection.commit = commit
+
+
 def queries_per_run(action_ids: list[int]) -> tuple[float, float]:
     """Queries and commits per run of the engine, on 25 nodes converged in this process."""
-    from django.db import connection
-    from django.test.utils import CaptureQueriesContext
-
     from sync.engine import register_desync, run_nodes
     from sync.models import SyncRun
 
     sample = make_nodes(25, prefix="sample")
     register_desync(sample, action_ids)
     before = SyncRun.objects.count()
-    connection.queries_log.clear()  # a full log (9,000 queries) would count nothing
-    with CaptureQueriesContext(connection) as queries:
+    with counted() as counts:
         run_nodes(sample)
     runs = SyncRun.objects.count() - before
-    commits = sum(q["sql"] == "COMMIT" for q in queries.captured_queries)
-    return len(queries) / runs, commits / runs
+    return counts["queries"] / runs, counts["commits"] / runs
 
 
 def list_page_ms() -> float:
@@ -140,7 +163,6 @@ def main() -> None:
     os.environ["PANEL_PROBE_SECONDS"] = "86400"  # no health probes meanwhile
     setup_django(args.database_url)
     from django.db import connection
-    from django.test.utils import CaptureQueriesContext
 
     from nodes.choices import NodeStatus
     from nodes.models import Node
@@ -167,8 +189,7 @@ def main() -> None:
     ok = SyncRun.objects.filter(outcome=Outcome.SUCCESS).count()
     not_ready = Node.objects.exclude(status=NodeStatus.READY).count()
     failed = SyncRun.objects.exclude(outcome=Outcome.SUCCESS).count()
-    connection.queries_log.clear()
-    with CaptureQueriesContext(connection) as queries:
+    with counted() as sweep_counts:
         swept = time.perf_counter()
         sweep()
         sweep_ms = (time.perf_counter() - swept) * 1000
@@ -186,7 +207,8 @@ def main() -> None:
     print(f"| engine queries per run (25-node sample) | {per_run:.1f} |")
     print(f"| engine commits per run (25-node sample) | {commits_per_run:.2f} |")
     print(f"| nodes not Ready at the end | {not_ready} |")
-    print(f"| sweep of the converged fleet | {sweep_ms:.0f} ms, {len(queries)} queries |")
+    swept_queries = sweep_counts["queries"]
+    print(f"| sweep of the converged fleet | {sweep_ms:.0f} ms, {swept_queries} queries |")
     print(f"| `/nodes/` at {len(ids)} nodes (median of 5) | {page_ms:.0f} ms |")
 
 

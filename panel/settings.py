@@ -52,6 +52,11 @@ PANEL_TRUSTED_PROXIES = env_networks(
     "PANEL_TRUSTED_PROXIES", keywords=frozenset({UNIX_SOCKET_PEER})
 )
 
+# Who may read /metrics without a token: Prometheus servers' addresses or networks, as the
+# client-address resolver above sees them (behind the proxy: the address nginx saw). Empty
+# (the default): only API tokens open it.
+PANEL_METRICS_ALLOW = env_networks("PANEL_METRICS_ALLOW")
+
 INSTALLED_APPS = [
     "panel.apps.PanelConfig",  # first: its ready() makes the data folder private
     "django.contrib.admin",
@@ -205,7 +210,15 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.db.DatabaseCache",
         "LOCATION": "panel_cache",
-    }
+    },
+    # The nodes list's rendered rows, keyed by every value a row shows (web/rows.py): each
+    # process's own memory, never shared, so a lookup costs no query.
+    "rows": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "node-rows",
+        "TIMEOUT": 120,
+        "OPTIONS": {"MAX_ENTRIES": 2000},
+    },
 }
 
 # --- django-q2 ------------------------------------------------------------------------------
@@ -295,6 +308,9 @@ SYNC = {
     # longer than the grace period is "unreachable".
     "probe_seconds": env_int("PANEL_PROBE_SECONDS", 60, minimum=1),
     "unreachable_grace_seconds": env_int("PANEL_UNREACHABLE_GRACE_SECONDS", 40),
+    # A node's facts (OS, kernel, CPUs, memory, disk, boot time) are collected again when
+    # they are older than this (the Ready-state "facts" type, registered by the health pass).
+    "facts_seconds": env_int("PANEL_FACTS_SECONDS", 3600, minimum=60),
     # Work waiting this long with no successful run on its node marks the node "stuck".
     "stuck_seconds": env_int("PANEL_STUCK_SECONDS", 1800, minimum=1),
     # Modules with synchronizer types of the site's own, imported after the built-in ones.

@@ -33,6 +33,7 @@ from collections.abc import Collection
 from django.db import connections, models, router
 from django.db.models import Case, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.lookups import Exact
+from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 
 from nodes.choices import NodeCondition
@@ -239,6 +240,30 @@ def store_truth(nodes: QuerySet[Node]) -> int:
     UPDATE. The engine calls it wherever the status, the conditions, maintenance or the
     desynchronizations change, in the same transaction."""
     return nodes.update(**truth_columns(goes_on()))
+
+
+_STORE_TRUTH_SQL: dict[str, tuple[str, list, list[int]]] = {}
+
+
+def store_truth_of(node_id: int) -> int:
+    """``store_truth`` of one node: the same UPDATE, compiled once and run with the node's id
+    as its parameter. The engine writes the word after every run, and building this
+    expression costs Django many times what the database takes to run it."""
+    alias = router.db_for_write(Node)
+    compiled = _STORE_TRUTH_SQL.get(alias)
+    if compiled is None:
+        query = Node.objects.using(alias).filter(pk=_SENTINEL).query.chain(UpdateQuery)
+        query.add_update_values(truth_columns(goes_on()))
+        sql, params = query.get_compiler(alias).as_sql()
+        slots = [i for i, p in enumerate(params) if p == _SENTINEL]
+        if not slots:
+            raise RuntimeError("the word's UPDATE lost the node's id")  # Django changed
+        compiled = _STORE_TRUTH_SQL[alias] = (sql, list(params), slots)
+    sql, params, slots = compiled
+    params = [node_id if i in slots else p for i, p in enumerate(params)]
+    with connections[alias].cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
 
 
 def startable(nodes: QuerySet[Node] | None = None) -> QuerySet[Node]:

@@ -9,8 +9,9 @@ its generation while it ran.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from django.conf import settings
@@ -21,9 +22,10 @@ from nodes.models import Node
 from nodes.transports.limits import printable
 from sync import conditions
 from sync.clock import db_now, read_db_now
-from sync.engine.eligibility import RETRY_HOLDS, Hold, node_hold, node_hold_sql, store_truth
+from sync.engine.eligibility import RETRY_HOLDS, Hold, node_hold, node_hold_sql, store_truth_of
 from sync.engine.failures import fail_desync
-from sync.engine.leases import renew_lease
+from sync.engine.leases import _lease_until, renew_lease
+from sync.engine.tally import count_runs, counted_together
 from sync.engine.transient import retry_on_transient_errors
 from sync.errors import FailureKind, short
 from sync.models import (
@@ -32,8 +34,7 @@ from sync.models import (
     Outcome,
     SyncAction,
     SyncRun,
-    recompute_status,
-    status_expression,
+    desync_columns,
 )
 
 log = logging.getLogger("sync")
@@ -50,6 +51,8 @@ class RunTicket:
     node_id: int
     action: SyncAction
     generation: int
+    # When it started on this worker's clock: its duration for the metrics, with no query.
+    started: float = field(default_factory=time.monotonic, compare=False)
 
 
 @retry_on_transient_errors
@@ -92,7 +95,7 @@ def _start_next(
     found = _next_desync(node_id, action_ids, ignore, skip)
     if found is None:
         if recompute:
-            recompute_status(Node.objects.filter(pk=node_id))
+            _recompute_status_of(node_id)
         return None
     desync_id, state, generation, action = found
     Node2Sync.objects.filter(pk=desync_id).update(
@@ -100,12 +103,12 @@ def _start_next(
     )
     if state in (DesyncState.FAILED, DesyncState.HELD):
         conditions.retrying(node_id, action.name, action.title)
-    status = {"status": status_expression()} if recompute else {}
+    status = desync_columns() if recompute else {}
     Node.objects.filter(pk=node_id).update(current_action_id=action.pk, **status)
     if recompute or state == DesyncState.HELD:
         # The word and usability follow the status (``recompute_status`` does the same); a
         # held type a person let go on is no longer Waiting.
-        store_truth(Node.objects.filter(pk=node_id))
+        store_truth_of(node_id)
     run = SyncRun.objects.create(
         node_id=node_id,
         action=action,
@@ -223,9 +226,20 @@ def finish_run_and_start_next(
     error = short(error) if error else ""
     log_text = _run_log(log_text, error, detail)
     with transaction.atomic(savepoint=False):  # no savepoint inside in_one_transaction
-        if not renew_lease(ticket.node_id, worker):
+        # A success on a node with nothing wrong checks and renews the lease in the UPDATE
+        # that records it; anything else checks the lease first, then writes.
+        fine = outcome == Outcome.SUCCESS and bool(_success_on_fine_node(ticket.node_id, worker))
+        if not fine and not renew_lease(ticket.node_id, worker):
             return False, None
-        _record_end(ticket, outcome, log_text, error, kind, recompute=not start_next)
+        _record_end(
+            ticket,
+            outcome,
+            log_text,
+            error,
+            kind,
+            recompute=not start_next,
+            fine=fine if outcome == Outcome.SUCCESS else None,
+        )
         if not start_next:
             return True, None
         return True, _start_next(
@@ -239,6 +253,25 @@ def finish_run_and_start_next(
         )
 
 
+def _success_on_fine_node(node_id: int, worker: str | None = None) -> int:
+    """A success on a node with nothing wrong and no type failing, in one UPDATE of the node;
+    0 when the node has a condition to clear or a type still failing. With ``worker``, only
+    while that worker holds the lease, which it renews: the check that every engine write
+    makes first (``finish_run_and_start_next``), done by the write itself."""
+    failing = Node2Sync.objects.filter(node_id=OuterRef("pk"), state=DesyncState.FAILED)
+    nodes = Node.objects.filter(pk=node_id, condition="", contact_failed_since__isnull=True)
+    lease = {}
+    if worker is not None:
+        nodes, lease = nodes.filter(lease_owner=worker), {"lease_until": _lease_until()}
+    return nodes.exclude(Exists(failing)).update(
+        last_contact_at=db_now(),
+        last_error="",
+        current_action_id=None,
+        last_sync_at=db_now(),
+        **lease,
+    )
+
+
 def _record_end(
     ticket: RunTicket,
     outcome: Outcome,
@@ -247,11 +280,14 @@ def _record_end(
     kind: FailureKind,
     *,
     recompute: bool = True,
+    fine: bool | None = None,
 ) -> None:
     """The run's end, on the run, the row and the node, inside the caller's transaction.
 
     ``recompute`` False leaves the node's status to the caller, who recomputes it in the
-    transaction with its own write of the node (``_start_next``).
+    transaction with its own write of the node (``_start_next``). ``fine``: whether the
+    caller already recorded a success on a node with nothing wrong (``_success_on_fine_node``;
+    False: it tried, the node has something to clear).
     """
     SyncRun.objects.filter(pk=ticket.run_id).update(
         finished_at=db_now(),
@@ -260,6 +296,7 @@ def _record_end(
         current_command="",
         current_output="",
     )
+    count_runs([(ticket.action.name, outcome, time.monotonic() - ticket.started)])
     row = Node2Sync.objects.filter(pk=ticket.desync_id)
     node = Node.objects.filter(pk=ticket.node_id)
     if outcome == Outcome.SUCCESS:
@@ -273,22 +310,19 @@ def _record_end(
                 worker="",
                 last_error="",
             )
-        failing = Node2Sync.objects.filter(node_id=ticket.node_id, state=DesyncState.FAILED)
-        done = dict(current_action_id=None, last_sync_at=db_now())
-        # The common case, a node with nothing wrong and no type failing, in one UPDATE;
-        # conditions to clear, or a type still failing to name, take the conditions' read
-        # and write.
-        fine = (
-            node.filter(condition="", contact_failed_since__isnull=True)
-            .exclude(Exists(failing.filter(node_id=OuterRef("pk"))))
-            .update(last_contact_at=db_now(), last_error="", **done)
-        )
+        # The common case, a node with nothing wrong and no type failing, in one UPDATE
+        # (made by the caller already when ``fine`` is given); conditions to clear, or a type
+        # still failing to name, take the conditions' read and write.
+        if fine is None:
+            fine = bool(_success_on_fine_node(ticket.node_id))
         if not fine:
             still_failing = (
-                failing.order_by("action__priority", "action_id")
+                Node2Sync.objects.filter(node_id=ticket.node_id, state=DesyncState.FAILED)
+                .order_by("action__priority", "action_id")
                 .values_list("action__name", "action__title", "last_error")
                 .first()
             )
+            done = dict(current_action_id=None, last_sync_at=db_now())
             node.update(**done, **({} if still_failing else {"last_error": ""}))
             conditions.after_success(
                 ticket.node_id,
@@ -307,7 +341,14 @@ def _record_end(
             kind,
         )
     if recompute:
-        recompute_status(node)
+        _recompute_status_of(ticket.node_id)
+
+
+def _recompute_status_of(node_id: int) -> None:
+    """``recompute_status`` of one node (status and count), its word and usability through
+    ``store_truth_of``."""
+    Node.objects.filter(pk=node_id).update(**desync_columns())
+    store_truth_of(node_id)
 
 
 def in_one_transaction(calls: Sequence[tuple[int, Callable[[], T]]]) -> list[T | Exception]:
@@ -324,7 +365,7 @@ def in_one_transaction(calls: Sequence[tuple[int, Callable[[], T]]]) -> list[T |
     if len(calls) > 1:
         results: list[T | Exception] = [None] * len(calls)  # type: ignore[list-item]
         try:
-            with transaction.atomic():
+            with transaction.atomic(), counted_together():
                 for i in sorted(range(len(calls)), key=lambda i: calls[i][0]):
                     results[i] = calls[i][1]()
             return results
