@@ -39,12 +39,6 @@ class NodeFilters(Schema):
     page_size: Annotated[int, Field(ge=1, le=500)] = 50
 
 
-def shown(node: Node) -> str:
-    """The word the pages show for the node: the stored ``shown`` column when the schema has
-    it, else the status's own text."""
-    return getattr(node, "shown", "") or node.get_status_display()
-
-
 def summary(node: Node) -> dict:
     return {
         "id": node.pk,
@@ -52,7 +46,7 @@ def summary(node: Node) -> dict:
         "transport": node.transport,
         "address": node.address,
         "status": node.status,
-        "shown": shown(node),
+        "shown": node.shown,
         "condition": node.condition,
         "conditions": [
             {"type": c.get("type", ""), "message": c.get("message", "")} for c in node.conditions
@@ -66,6 +60,11 @@ def summary(node: Node) -> dict:
         "last_error": node.last_error,
         "last_sync_at": node.last_sync_at,
         "roles": [r.name for r in node.roles.all()],
+        **{
+            field: getattr(node, field)
+            for field in ("os_name", "kernel", "cpus", "memory_mb", "disk_free_mb")
+            + ("booted_at", "facts_at")
+        },
     }
 
 

@@ -78,3 +78,29 @@ class NodeCondition(LookChoices):
     def alerts(self) -> bool:
         """Entering or leaving it is a change that alert digests report (``sync.alerts``)."""
         return self.value not in self.__quiet
+
+
+class NodeShown(LookChoices):
+    """The word a node's Status cell leads with, stored on the node (``Node.shown``).
+
+    What stops a node from being usable comes first (``nodes.truth`` decides which, from
+    the status, the most severe condition, maintenance and whether its work can go on); a
+    usable node reads Ready; a node whose work goes on reads its status; one whose work waits
+    for a person reads Waiting. Every ``NodeStatus`` value is a value here too, with its label.
+    """
+
+    READY = "ready", "Ready"
+    SYNCHRONIZING = "synchronizing", "Synchronizing"
+    INSTALLING = "installing", "Installation in progress"
+    WAITING = "waiting", "Waiting"
+    HOST_KEY_CHANGED = "host-key-changed", "Host key changed"
+    UNREACHABLE = "unreachable", "Unreachable"
+    MAINTENANCE = "maintenance", "Maintenance"
+    STUCK = "stuck", "Stuck"
+    FAILING = "failing", "Failing"
+
+    __looks__ = {
+        **NodeStatus.__looks__,
+        "waiting": ("hourglass", "status-waiting"),
+        **NodeCondition.__looks__,
+    }

@@ -7,8 +7,9 @@ from django.core.validators import MaxValueValidator, MinValueValidator, RegexVa
 from django.db import models
 from django.db.models import ExpressionWrapper, Q
 
-from nodes.choices import NodeCondition, NodeStatus, Transport
+from nodes.choices import NodeCondition, NodeShown, NodeStatus, Transport
 from nodes.clock import DatabaseNow, read_db_now
+from nodes.truth import node_truth
 
 # Patterns end in \Z, not $: Python's $ also matches before a trailing newline.
 node_name_validator = RegexValidator(
@@ -97,6 +98,12 @@ class NodeQuerySet(models.QuerySet):
         """The nodes a synchronizer runs on now: the one SQL twin of ``Node.is_processing``."""
         return self.filter(processing_q())
 
+    def drop_connections(self) -> int:
+        """Have every worker drop its warm connection to these nodes (``Node.connection_
+        generation``): their address, user or pinned key changed, or they went into
+        maintenance. Call it in the transaction of that change."""
+        return self.update(connection_generation=models.F("connection_generation") + 1)
+
 
 class NodeManager(models.Manager.from_queryset(NodeQuerySet)):
     """Every node loaded through ``Node.objects`` knows whether its lease is live, as the
@@ -146,11 +153,49 @@ class Node(models.Model):
     # message} from the most severe down, and the most severe one's type for counts/filters.
     conditions = models.JSONField(default=list, blank=True)
     condition = models.CharField(max_length=20, choices=NodeCondition, blank=True)
+    # What the node is, in the word its Status cell leads with, and whether it may serve users
+    # (``nodes.truth``: one rule from the status, the conditions, maintenance and whether its
+    # work can go on). Stored, written by the engine with every change of those, so the list,
+    # its filters and counts, the commands and the API read one truth and no rule of their own.
+    shown = models.CharField(
+        max_length=20,
+        choices=NodeShown,
+        default=NodeShown.READY,
+        db_index=True,
+        editable=False,
+    )
+    usable = models.BooleanField(default=True, db_index=True, editable=False)
     # The last time the panel reached the node, and the first failed attempt since then:
     # "unreachable" means no contact for longer than a grace period, not one lost packet.
     last_contact_at = models.DateTimeField(null=True, blank=True)
     contact_failed_since = models.DateTimeField(null=True, blank=True)
     facts = models.JSONField(default=dict, blank=True)
+    # The facts a placement decision sorts and filters by, as columns (the JSON above keeps
+    # everything the node said): written with ``facts`` by the facts types
+    # (``nodes.facts.fact_columns``), so the list sorts 10,000 nodes by memory on an index-free
+    # column read, not by parsing JSON per row. ``booted_at`` rather than an uptime: it stays
+    # true between two collections.
+    os_name = models.CharField("operating system", max_length=255, blank=True, editable=False)
+    kernel = models.CharField(max_length=255, blank=True, editable=False)
+    cpus = models.PositiveIntegerField("CPUs", null=True, blank=True, editable=False)
+    memory_mb = models.PositiveBigIntegerField(
+        "memory (MiB)", null=True, blank=True, editable=False
+    )
+    disk_free_mb = models.PositiveBigIntegerField(
+        "disk free (MiB)", null=True, blank=True, editable=False
+    )
+    booted_at = models.DateTimeField("up since", null=True, blank=True, editable=False)
+    facts_at = models.DateTimeField("facts collected", null=True, blank=True, editable=False)
+    # How many desynchronizations the node has (any state), kept by the engine in the same
+    # UPDATE as the status (``sync.models.recompute_status``), so that the list sorts by it
+    # without counting ``node2sync`` for every node.
+    pending_count = models.PositiveIntegerField(default=0, editable=False)
+
+    # Bumped (``Node.objects.drop_connections``) when what a connection to the node was opened
+    # for no longer holds: address, user or pinned key changed, maintenance turned on. A
+    # worker keeps a node's SSH connection warm between sessions (``transports.warm``) only
+    # while its generation is the one it connected with, so every worker process drops it.
+    connection_generation = models.PositiveIntegerField(default=0, editable=False)
 
     # The lease: who runs this node's synchronizers, until when. Written only by the engine.
     # Deliberately not indexed: on MariaDB an index on the expiry makes a claim lock other
@@ -169,9 +214,33 @@ class Node(models.Model):
     class Meta:
         db_table = "node"
         ordering = ["name"]
+        # The list sorted by pending count, either way, with the name as its tie-breaker
+        # (``sync.fleet.StableOrderingFilter``): read from an index, not a sort of the fleet.
+        indexes = [
+            models.Index(fields=["pending_count", "name"], name="node_pending_idx"),
+            models.Index(fields=["-pending_count", "name"], name="node_pending_desc_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.name
+
+    # The columns the node's truth (``shown``, ``usable``) is computed from.
+    TRUTH_INPUTS = frozenset({"status", "condition", "maintenance"})
+
+    def save(self, *args, **kwargs) -> None:
+        """A save that writes the status, the conditions or maintenance writes ``shown`` and
+        ``usable`` with them, by the one rule (``nodes.truth``), so no direct save (a test's,
+        a shell's) leaves a node in maintenance usable. Whether its work can go on is the
+        engine's to say (``sync.engine.eligibility.store_truth``): kept as last stored."""
+        update_fields = kwargs.get("update_fields")
+        if update_fields is None or self.TRUTH_INPUTS & set(update_fields):
+            truth = node_truth(
+                self.status, self.condition, self.maintenance, self.shown != NodeShown.WAITING
+            )
+            self.shown, self.usable = truth.shown.value, truth.usable
+            if update_fields is not None:
+                kwargs["update_fields"] = {*update_fields, "shown", "usable"}
+        super().save(*args, **kwargs)
 
     @property
     def address(self) -> str:
@@ -214,11 +283,8 @@ class Node(models.Model):
         return any(c["type"] == condition for c in self.conditions)
 
     @property
-    def usable(self) -> bool:
-        """Ready, reachable with its pinned key, and not in maintenance: it may serve users."""
-        return self.status == NodeStatus.READY and not any(
-            NodeCondition(c["type"]).blocks_use for c in self.conditions
-        )
+    def shown_choice(self) -> NodeShown:
+        return NodeShown(self.shown)
 
     def refresh_from_db(self, *args, **kwargs) -> None:
         # The lease may have changed: its liveness is asked again (see ``is_processing``).

@@ -98,6 +98,11 @@ class NodeConditions:
         if saved:
             record_node_changes(self.node_id, self.before, self.items)
         self.before = copy.deepcopy(self.items)
+        # The node's word and usability follow its conditions (the engine's rule: imported
+        # when it runs, the engine imports this module).
+        from sync.engine.eligibility import store_truth_of
+
+        store_truth_of(self.node_id)
 
 
 def after_success(node_id: int, now: datetime, still_failing: tuple[str, str] | None) -> None:

@@ -15,7 +15,7 @@ from django import forms
 from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet, Subquery
 from django.db.models.functions import Coalesce
 
-from nodes.choices import NodeCondition, NodeStatus
+from nodes.choices import NodeCondition, NodeShown, NodeStatus
 from nodes.models import Node, Role, processing_q
 from sync.models import DesyncState, Node2Sync, with_running_title
 
@@ -47,6 +47,14 @@ SORTABLE = [
     ("pending_count", "pending", "Pending"),
     ("last_error", "error", "Last error"),
     ("last_sync_at", "synced", "Last sync"),
+    # The facts placement sorts by, stored columns (``nodes.facts``). Nodes without facts
+    # come first ascending and last descending, on SQLite and MariaDB alike.
+    ("os_name", "os", "OS"),
+    ("kernel", "kernel", "Kernel"),
+    ("cpus", "cpus", "CPUs"),
+    ("memory_mb", "memory", "Memory"),
+    ("disk_free_mb", "disk", "Disk free"),
+    ("booted_at", "booted", "Booted"),
 ]
 
 
@@ -61,9 +69,10 @@ class NodeFilter(django_filters.FilterSet):
         label="Condition",
         method="filter_condition",
     )
-    usable = django_filters.BooleanFilter(
-        method="filter_usable", label="Usable", widget=YesNoWidget
+    shown = django_filters.ChoiceFilter(
+        choices=NodeShown.choices, empty_label="Any", label="Shown as"
     )
+    usable = django_filters.BooleanFilter(label="Usable", widget=YesNoWidget)
     role = django_filters.ModelChoiceFilter(
         field_name="roles",
         queryset=Role.objects.order_by("name"),
@@ -111,15 +120,6 @@ class NodeFilter(django_filters.FilterSet):
             return qs
         return qs.filter(Q(condition=value) | Q(conditions__icontains=f'"{value}"'))
 
-    def filter_usable(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
-        if value is None:
-            return qs
-        blocking = [c.value for c in NodeCondition if c.blocks_use]
-        usable = Q(status=NodeStatus.READY) & ~Q(condition__in=blocking)
-        for condition in blocking:
-            usable &= ~Q(conditions__icontains=f'"{condition}"')
-        return qs.filter(usable) if value else qs.exclude(usable)
-
     def filter_processing(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
         if value is None:
             return qs
@@ -144,20 +144,22 @@ def table_queryset() -> QuerySet[Node]:
     """The nodes with everything their row shows, in a fixed number of queries.
 
     The page polls every second while the cluster works, so nothing here may grow with the
-    fleet: the desynchronization counts are subqueries, the roles one prefetch, the running
-    type a join; the JSON facts and the host key are not loaded.
+    fleet: the desynchronization count is stored on the node (the engine keeps it, so sorting
+    by it reads one column), the failed count a subquery of the page's rows only, the roles
+    one prefetch, the running type a join; the JSON facts and the host key are not loaded.
     """
-    rows = Node2Sync.objects.filter(node=OuterRef("pk")).order_by().values("node")
-    pending = rows.annotate(n=Count("pk")).values("n")
-    failed = rows.filter(state=DesyncState.FAILED).annotate(n=Count("pk")).values("n")
+    failed = (
+        Node2Sync.objects.filter(node=OuterRef("pk"), state=DesyncState.FAILED)
+        .order_by()
+        .values("node")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     return (
         with_running_title(Node.objects)
         .prefetch_related("roles")
         .defer("facts", "host_key")
-        .annotate(
-            pending_count=Coalesce(Subquery(pending, output_field=IntegerField()), 0),
-            failed_count=Coalesce(Subquery(failed, output_field=IntegerField()), 0),
-        )
+        .annotate(failed_count=Coalesce(Subquery(failed, output_field=IntegerField()), 0))
         .order_by("name")
     )
 
@@ -166,6 +168,9 @@ def table_queryset() -> QuerySet[Node]:
 class FleetCounts:
     total: int
     by_status: list[tuple[NodeStatus, int]]
+    # By the word each Status cell leads with (``Node.shown``): what the counters show.
+    by_shown: list[tuple[NodeShown, int]]
+    usable: int
     processing: int
     failing: int
     maintenance: int
@@ -189,6 +194,8 @@ def fleet_counts() -> FleetCounts:
     """
     # Aggregate names must not shadow field names ("maintenance" is both), hence "n_".
     aggregates = {f"n_{s.value}": Count("pk", filter=Q(status=s.value)) for s in NodeStatus}
+    aggregates.update({f"s_{s.name}": Count("pk", filter=Q(shown=s.value)) for s in NodeShown})
+    aggregates["n_usable"] = Count("pk", filter=Q(usable=True))
     aggregates.update(
         n_total=Count("pk"),
         n_processing=Count("pk", filter=processing_q()),
@@ -210,6 +217,8 @@ def fleet_counts() -> FleetCounts:
     return FleetCounts(
         total=row["n_total"],
         by_status=[(s, row[f"n_{s.value}"]) for s in NodeStatus],
+        by_shown=[(s, row[f"s_{s.name}"]) for s in NodeShown],
+        usable=row["n_usable"],
         processing=row["n_processing"],
         failing=row["n_failing"],
         maintenance=row["n_maintenance"],

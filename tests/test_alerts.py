@@ -174,7 +174,8 @@ def test_a_failing_run_through_the_engine_writes_its_change(make_node, make_type
 
 def test_a_held_node_is_not_stuck_and_so_no_alert(make_node, make_type, settings):
     settings.SYNC = {**settings.SYNC, "stuck_seconds": 0, "probe_seconds": 3600}
-    node = make_node("n1", last_contact_at=timezone.now())
+    # Heard from and its facts fresh: neither a probe nor a facts refresh is due.
+    node = make_node("n1", last_contact_at=timezone.now(), facts_at=timezone.now())
     register_desync([node], [make_type("t-wait")])
     Node2Sync.objects.update(state="held", next_attempt_at=db_now_plus(3600))
     check_health()
@@ -205,7 +206,7 @@ def test_a_digest_lists_every_change_and_a_flapping_node_is_one_line_with_its_co
     )
     lines = body.splitlines()
     assert title == "Panel alert: cluster late, db1 failing, web1 unreachable"
-    assert lines[0].startswith("7 changes on 2 nodes and the cluster")
+    assert lines[0].startswith("7 changes of 2 nodes and the cluster, ")
     assert "The cluster is late: no cluster heartbeat since 10:00:00 UTC" in lines[2]
     assert "db1 is failing: Software failing: E: no such package" in lines[3]
     (web1,) = [line for line in lines if "web1" in line]
@@ -342,6 +343,7 @@ def test_one_pass_watches_makes_and_sends(quick, receiver):
     process.one_pass()
     (message,) = receiver.messages
     assert message["title"] == "Panel alert: cluster late"
+    assert message["message"].startswith("1 change of the cluster, ")
 
 
 # --- Pages and the command: what was sent, channels masked ----------------------------------

@@ -176,6 +176,7 @@ def test_it_lists_nodes_as_json(make_node, make_type):
         "name": "n1",
         "address": "local",
         "status": "synchronizing",
+        "shown": "synchronizing",
         "processing": False,
         "pending": 1,
         "last_error": "T-A: boom",

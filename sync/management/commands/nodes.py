@@ -10,7 +10,8 @@ from sync.cli import what_to_do
 class Command(BaseCommand):
     help = (
         "List the cluster nodes: name, address, status, processing, pending count and the "
-        "most severe condition (--json: every condition, and whether the node is usable)."
+        "most severe condition (--json: every condition, the word its Status cell leads with "
+        "and whether the node is usable)."
     )
 
     def add_arguments(self, parser):
@@ -23,6 +24,7 @@ class Command(BaseCommand):
                 "name": n.name,
                 "address": n.address,
                 "status": n.status,
+                "shown": n.shown,
                 "processing": n.is_processing,
                 "pending": n.pending,
                 "last_error": n.last_error,
