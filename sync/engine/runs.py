@@ -21,6 +21,7 @@ from sync.clock import db_now, read_db_now
 from sync.engine.eligibility import RETRY_HOLDS, Hold, startable, store_truth, with_hold
 from sync.engine.failures import fail_desync
 from sync.engine.leases import renew_lease
+from sync.engine.periodic import PROBE_TYPE
 from sync.engine.transient import retry_on_transient_errors
 from sync.errors import FailureKind, short
 from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun, recompute_status
@@ -206,7 +207,11 @@ def _record_end(
             .first()
         )
         cleared = {} if still_failing else {"last_error": ""}
-        done = dict(current_action_id=None, last_sync_at=db_now(), **cleared)
+        done = dict(current_action_id=None, **cleared)
+        if ticket.action.name != PROBE_TYPE:
+            # "Last synchronization" is the last synchronizer run, and the progress ``stuck``
+            # measures: the health probe's answer is contact (``last_contact_at``), not that.
+            done["last_sync_at"] = db_now()
         # The common case, a node with nothing wrong, in one UPDATE; conditions to clear
         # (or a type still failing to name) take the conditions' read and write.
         fine = node.filter(condition="", contact_failed_since__isnull=True).update(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from django import forms, template
 from django.core.paginator import Page
 
+from sync.engine import work_line as _work_line
 from web.polling import query_without_poll
 
 register = template.Library()
@@ -80,3 +81,9 @@ def cut_at_word(value: object, limit: int) -> str:
 def is_cut(value: object, limit: int) -> bool:
     """Whether ``cut_at_word`` would cut ``value`` at ``limit`` (the page then offers all)."""
     return len(str(value or "")) > limit
+
+
+@register.filter
+def work_line(node) -> str:
+    """The synchronizer's part of a node's Status cell (``sync.engine.work_line``)."""
+    return _work_line(node)
