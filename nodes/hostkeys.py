@@ -181,6 +181,7 @@ def pin_proved_key(node: Node, key: str) -> HostKeyChange:
             f"{node.name} was changed while its key was being checked: nothing was pinned. "
             "Open the node again and accept its key there."
         )
+    Node.objects.filter(pk=node.pk).drop_connections()
     node.host_key = key
     return change
 

@@ -100,6 +100,12 @@ class NodeQuerySet(models.QuerySet):
         """The nodes a synchronizer runs on now: the one SQL twin of ``Node.is_processing``."""
         return self.filter(processing_q())
 
+    def drop_connections(self) -> int:
+        """Have every worker drop its warm connection to these nodes (``Node.connection_
+        generation``): their address, user or pinned key changed, or they went into
+        maintenance. Call it in the transaction of that change."""
+        return self.update(connection_generation=models.F("connection_generation") + 1)
+
 
 class NodeManager(models.Manager.from_queryset(NodeQuerySet)):
     """Every node loaded through ``Node.objects`` knows whether its lease is live, as the
@@ -166,6 +172,12 @@ class Node(models.Model):
     last_contact_at = models.DateTimeField(null=True, blank=True)
     contact_failed_since = models.DateTimeField(null=True, blank=True)
     facts = models.JSONField(default=dict, blank=True)
+
+    # Bumped (``Node.objects.drop_connections``) when what a connection to the node was opened
+    # for no longer holds: address, user or pinned key changed, maintenance turned on. A
+    # worker keeps a node's SSH connection warm between sessions (``transports.warm``) only
+    # while its generation is the one it connected with, so every worker process drops it.
+    connection_generation = models.PositiveIntegerField(default=0, editable=False)
 
     # The lease: who runs this node's synchronizers, until when. Written only by the engine.
     # Deliberately not indexed: on MariaDB an index on the expiry makes a claim lock other

@@ -52,6 +52,11 @@ PANEL_TRUSTED_PROXIES = env_networks(
     "PANEL_TRUSTED_PROXIES", keywords=frozenset({UNIX_SOCKET_PEER})
 )
 
+# Who may read /metrics without a token: Prometheus servers' addresses or networks, as the
+# client-address resolver above sees them (behind the proxy: the address nginx saw). Empty
+# (the default): only API tokens open it.
+PANEL_METRICS_ALLOW = env_networks("PANEL_METRICS_ALLOW")
+
 INSTALLED_APPS = [
     "panel.apps.PanelConfig",  # first: its ready() makes the data folder private
     "django.contrib.admin",
@@ -238,6 +243,13 @@ Q_CLUSTER = {
 }
 
 
+# The cluster's processes keep their database connection between tasks for this long (seconds;
+# 0: a new connection per task, as the web server does), checked before each task's first
+# query (CONN_HEALTH_CHECKS), so a restarted database costs one reconnection, not a failure.
+# A worker's node sessions write the database many times a second: a new connection per task
+# would cost more than their bookkeeping (docs/OPERATIONS.md).
+CLUSTER_CONN_MAX_AGE = env_int("PANEL_CLUSTER_CONN_MAX_AGE", 300, minimum=0, maximum=86400)
+
 # A cluster not heard from for this long counts as not running: every page says so and
 # /healthz answers 503. Each cluster writes its heartbeat every third of it (sync/heartbeat.py).
 PANEL_CLUSTER_LATE_SECONDS = env_int("PANEL_CLUSTER_LATE_SECONDS", 90, minimum=3, maximum=3600)
@@ -302,10 +314,23 @@ NODE_CHECK_SECONDS = env_int("PANEL_NODE_CHECK_SECONDS", 20, minimum=1, maximum=
 # is the panel's own server (``sync.panelhost``), which only superusers change.
 OWN_HOST_KEY_DIR = Path(env_str("PANEL_OWN_HOST_KEY_DIR", "/etc/ssh"))
 
+# Benchmarks and tests only, never production: "dir=PATH,rtt_ms=N,command_ms=N" answers every
+# SSH node with a simulated one whose state is kept under PATH (nodes/transports/sim.py), so a
+# benchmark can converge thousands of nodes on one machine. No form or page offers it.
+SIM_TRANSPORT = env_str("PANEL_SIM_TRANSPORT", "")
+
 # Where synchronizers keep their manifests on each node (what the panel put there).
 SYNC_NODE_STATE_DIR = env_str("PANEL_NODE_STATE_DIR", "/var/lib/cluster-panel")
 # Where each node keeps the lock of its one session at a time (emptied by a reboot).
 SYNC_NODE_RUN_DIR = env_str("PANEL_NODE_RUN_DIR", "/run/cluster-panel")
+
+# A worker keeps each SSH node's connection and runner open between sessions for this long
+# after its last session (0: every session connects anew), so a re-sync costs its commands,
+# not a handshake (nodes/transports/warm.py). The health probe does not trust a warm
+# connection older than PANEL_PROBE_FRESH_SECONDS: it connects anew, so a node whose sshd
+# died while a connection stayed open still turns unreachable.
+PANEL_SSH_IDLE_SECONDS = env_int("PANEL_SSH_IDLE_SECONDS", 300, minimum=0, maximum=86400)
+PANEL_PROBE_FRESH_SECONDS = env_int("PANEL_PROBE_FRESH_SECONDS", 300, minimum=0, maximum=86400)
 
 # The audit trail (who did what) keeps its entries this many days; the health pass prunes.
 PANEL_AUDIT_DAYS = env_int("PANEL_AUDIT_DAYS", 365, minimum=1)

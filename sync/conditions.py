@@ -101,9 +101,9 @@ class NodeConditions:
         self.before = copy.deepcopy(self.items)
         # The node's word and usability follow its conditions (the engine's rule: imported
         # when it runs, the engine imports this module).
-        from sync.engine.eligibility import store_truth
+        from sync.engine.eligibility import store_truth_of
 
-        store_truth(Node.objects.filter(pk=self.node_id))
+        store_truth_of(self.node_id)
 
 
 def after_success(node_id: int, now: datetime, still_failing: tuple[str, str] | None) -> None:

@@ -167,19 +167,25 @@ def recompute_status(nodes: QuerySet[Node]) -> int:
     list page needs no per-row queries, and the engine calls this in the same transaction
     that changed ``node2sync``.
     """
-    blocking = (
-        Node2Sync.objects.filter(node=OuterRef("pk"))
-        .exclude(action__node_status=NodeStatus.READY)
-        .order_by("action__priority", "action_id")
-        .values("action__node_status")[:1]
-    )
-    changed = nodes.update(status=Coalesce(Subquery(blocking), Value(NodeStatus.READY)))
+    changed = nodes.update(status=status_expression())
     # The node's word and usability follow its status and its work (the rule reads the
     # desynchronizations, below this module: imported here, when it runs).
     from sync.engine.eligibility import store_truth
 
     store_truth(nodes)
     return changed
+
+
+def status_expression() -> Coalesce:
+    """The status ``recompute_status`` sets, as an expression over the updated node row: for
+    an engine UPDATE that writes other columns of the node too."""
+    blocking = (
+        Node2Sync.objects.filter(node=OuterRef("pk"))
+        .exclude(action__node_status=NodeStatus.READY)
+        .order_by("action__priority", "action_id")
+        .values("action__node_status")[:1]
+    )
+    return Coalesce(Subquery(blocking), Value(NodeStatus.READY))
 
 
 def with_running_title(nodes: QuerySet[Node]) -> QuerySet[Node]:
@@ -409,6 +415,41 @@ class AlertDelivery(models.Model):
     @property
     def state_choice(self) -> DeliveryState:
         return DeliveryState(self.state)
+
+
+class RunTally(models.Model):
+    """How many runs ended, per process, type, outcome and duration bucket: ``/metrics``'s
+    run counters and duration histogram (``sync.engine.tally``).
+
+    Counted in the database, not in a process's memory: runs end in the cluster's workers, on
+    any machine, and in the web server (a forced or skipped run); ``/metrics`` is served by
+    any web process and must add all of them up. The history (``syncrun``) cannot serve: it is
+    pruned, and a counter must never go down. One row per writing process (``worker``), so
+    workers never wait on each other's row; the health pass folds the rows of processes quiet
+    for a while into the ``worker=""`` rows, keeping every sum.
+    """
+
+    # The process that counted the runs ("host:pid"); "" for the folded rows of past ones.
+    worker = models.CharField(max_length=100, blank=True)
+    # The type's name, not a key: the count outlives a type removed from the code.
+    action = models.CharField(max_length=50)
+    outcome = models.CharField(max_length=10, choices=Outcome)
+    # The histogram bucket of these runs' durations, as Prometheus writes its bound ("+Inf").
+    le = models.CharField(max_length=10)
+    runs = models.BigIntegerField(default=0)
+    seconds = models.FloatField(default=0)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "runtally"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["worker", "action", "outcome", "le"], name="runtally_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.outcome} <= {self.le}: {self.runs}"
 
 
 class ApiToken(models.Model):

@@ -1,5 +1,6 @@
 """django-q tasks: thin entry points into the engine."""
 
+from nodes.transports.warm import drop_stale_connections
 from sync import engine
 
 
@@ -15,5 +16,7 @@ def run_node_sessions(node_ids: list[int]) -> dict[str, int]:
 
 
 def sweep() -> dict[str, int]:
-    """The scheduled safety net: leases and due work, then the nodes' health."""
+    """The scheduled safety net: leases and due work, then the nodes' health; the worker's
+    warm connections to nodes deleted, in maintenance or changed are closed."""
+    drop_stale_connections()
     return {**engine.sweep(), **engine.check_health()}

@@ -95,6 +95,16 @@ def one_panel_with_its_processes():
     yield
 
 
+@pytest.fixture(autouse=True)
+def no_warm_connection_outlives_its_test():
+    """A test's sessions keep their SSH connections warm as a worker does; they are closed
+    when the test ends, with the test's sshd nodes (an sshd's open sessions outlive it)."""
+    yield
+    from nodes.transports import warm
+
+    warm.close_all()
+
+
 def process_env(**extra: str) -> dict[str, str]:
     env = dict(os.environ, DATABASE_URL=database_url(), PYTHONUNBUFFERED="1")
     env.update(extra)

@@ -205,7 +205,7 @@ def test_a_digest_lists_every_change_and_a_flapping_node_is_one_line_with_its_co
     )
     lines = body.splitlines()
     assert title == "Panel alert: cluster late, db1 failing, web1 unreachable"
-    assert lines[0].startswith("7 changes on 2 nodes and the cluster")
+    assert lines[0].startswith("7 changes of 2 nodes and the cluster, ")
     assert "The cluster is late: no cluster heartbeat since 10:00:00 UTC" in lines[2]
     assert "db1 is failing: Software failing: E: no such package" in lines[3]
     (web1,) = [line for line in lines if "web1" in line]
@@ -342,6 +342,7 @@ def test_one_pass_watches_makes_and_sends(quick, receiver):
     process.one_pass()
     (message,) = receiver.messages
     assert message["title"] == "Panel alert: cluster late"
+    assert message["message"].startswith("1 change of the cluster, ")
 
 
 # --- Pages and the command: what was sent, channels masked ----------------------------------

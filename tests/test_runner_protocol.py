@@ -114,3 +114,39 @@ def test_a_node_without_python3_has_no_runner():
     not_found = ["sh", "-c", "echo 'sh: 1: python3: not found' >&2; exit 127"]
     channel, _ = asyncio.run(_open(not_found))
     assert channel is None
+
+
+def test_a_kept_runner_lets_the_node_go_between_sessions_and_takes_it_again(tmp_path):
+    """What a warm connection does with its runner: each session takes the node, runs under
+    its own name, and lets it go; a command sent between sessions is refused."""
+    lock = tmp_path / "locks" / "node.lock"
+    first = NodeSession(str(lock), "panel:1:first")
+    second = NodeSession(str(lock), "panel:1:second")
+
+    def owner() -> str | None:
+        return json.loads(lock.read_text())["owner"]
+
+    async def sessions():
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", RUNNER_SOURCE, stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        process = PipeProcess(proc)
+        try:
+            channel = await RunnerChannel.open(process, first)
+            run = {"op": "run", "argv": ["true"], "input": None, "timeout": 5}
+            seen = [owner(), (await channel.request(run))["rc"]]
+            await channel.release_node()
+            seen += [owner(), (await channel.request(run)).get("error", "")]
+            await channel.take_node(second)
+            seen += [owner(), (await channel.request(run))["rc"]]
+            await channel.release_node()
+            return [*seen, owner()]
+        finally:
+            process.close()
+            await proc.wait()
+
+    taken, ran, released, refused, again, ran_again, released_again = asyncio.run(sessions())
+    assert (taken, ran) == ("panel:1:first", 0)
+    assert released is None and "another session took this node over" in refused
+    assert (again, ran_again, released_again) == ("panel:1:second", 0, None)

@@ -15,7 +15,14 @@ if TYPE_CHECKING:
     from nodes.models import Node
     from nodes.transports.remote_runner import NodeSession
 
-__all__ = ["CommandFailed", "CommandResult", "Transport", "TransportError", "open_transport"]
+__all__ = [
+    "CommandFailed",
+    "CommandResult",
+    "Transport",
+    "TransportError",
+    "open_warm_transport",
+    "open_transport",
+]
 
 
 def node_session(node: Node) -> NodeSession:
@@ -39,6 +46,33 @@ async def open_transport(node: Node) -> Transport:
         from nodes.transports.local import LocalTransport
 
         return LocalTransport(node_session(node))
+    from django.conf import settings
+
+    if settings.SIM_TRANSPORT:  # benchmarks and tests only (see ``sim``)
+        from nodes.transports.sim import SimSettings, SimTransport
+
+        return await SimTransport.connect(node, SimSettings.parse(settings.SIM_TRANSPORT))
     from nodes.transports.ssh import SSHTransport
 
     return await SSHTransport.connect(node, session=node_session(node))
+
+
+async def open_warm_transport(node: Node, *, fresh_after: float | None = None) -> Transport:
+    """The transport of one worker's session on ``node``: an SSH node's is this worker's
+    warm connection (``warm``), for the node's address read afresh from the database (an
+    edit may have come in since the task loaded the node); others as ``open_transport``.
+    ``fresh_after``: a warm connection older than this many seconds is replaced by a new one
+    (the health probe's proof). ``close()`` puts a warm connection back for the next
+    session."""
+    from django.conf import settings
+
+    from nodes.transports import warm
+
+    if settings.SIM_TRANSPORT or not warm.node_is_warm_capable(node):
+        return await open_transport(node)  # a simulated node is its own (see ``sim``)
+    from asgiref.sync import sync_to_async
+
+    address = await sync_to_async(warm.current_address, thread_sensitive=True)(node.pk)
+    if address is None:
+        raise TransportError(f"the node {node.name} was deleted")
+    return await warm.open_warm(address, node_session(node), fresh_after=fresh_after)

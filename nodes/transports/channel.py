@@ -188,25 +188,35 @@ class RunnerChannel:
                     f"the node's runner speaks protocol {version}, the panel {PROTOCOL}: "
                     "refused, nothing was run (the node did not run the runner the panel sent)"
                 )
-            await channel._take_node(session)
+            await channel.take_node(session)
         except BaseException:
             process.close()
             raise
         return channel
 
-    async def _take_node(self, session: NodeSession | None) -> None:
+    async def take_node(
+        self, session: NodeSession | None, timeout: float = RUNNER_START_TIMEOUT
+    ) -> None:
+        """Take the node for ``session``: at the runner's start, and again for each later
+        session on a runner the panel kept (a warm connection, ``warm``)."""
         lock = None if session is None else {"lock": session.lock_path, "id": session.session_id}
+        await self._simple("session", {"session": lock}, timeout, "take the node")
+
+    async def release_node(self, timeout: float = RUNNER_START_TIMEOUT) -> None:
+        """End this runner's session on the node (the node's lock no longer names it); the
+        runner stays, for the next session to take the node again (``take_node``)."""
+        await self._simple("release", {}, timeout, "let the node go")
+
+    async def _simple(self, op: str, fields: dict, timeout: float, what: str) -> None:
         try:
-            async with asyncio.timeout(RUNNER_START_TIMEOUT):
-                reply = await self.request({"op": "session", "session": lock})
+            async with asyncio.timeout(timeout):
+                reply = await self.request({"op": op, **fields})
         except TimeoutError:
-            raise TransportError(
-                f"the node's runner did not take the node within {RUNNER_START_TIMEOUT} s"
-            ) from None
+            raise TransportError(f"the node's runner did not {what} within {timeout} s") from None
         if (error := reply_error(reply)) is not None:
             raise TransportError(error)
         if reply.get("ok") is not True:
-            raise NotARunnerReply(f"no 'ok' in the answer to the session: {sorted(reply)[:10]}")
+            raise NotARunnerReply(f"no 'ok' in the answer to {op!r}: {sorted(reply)[:10]}")
 
     async def request(self, message: dict, on_progress: OutputCallback | None = None) -> dict:
         """Send one request and return its reply; progress frames (a running command's output

@@ -30,10 +30,16 @@ length, then that many bytes of one UTF-8 JSON object; bytes travel as base64.
      the node has none), ``{"type": "missing"}``, or ``{"error": TEXT}`` (not a regular file)
    - ``attrs``: ``path``, ``mode``, ``owner``, ``group``, ``sha256`` (each may be null)
      -> ``{"ok": true}``
+   - ``release`` -> ``{"ok": true}``: the panel's session is over; the node's lock no longer
+     names it (a later command of it is refused), and the runner waits for the next
+     ``session`` request: a panel keeps a runner between its sessions on the node (a warm
+     connection), taking and releasing the node for each one.
+   - ``session`` again (after a ``release``, or to hand the runner to a newer session of the
+     same panel): the node is taken for that session, as at the start.
 
 The panel closing its end ends the running command, the session and the runner. Version 1
 was the unversioned runner, which spoke only after the panel's ``hello``; version 3 added
-``stat`` and ``attrs``.
+``stat`` and ``attrs``; version 4 ``release`` (and ``session`` more than once).
 
 Work on the node ends with its run: every command runs in a session (process group) of its
 own, and a timeout, a closed channel (the panel cancelled, was killed, or lost the
@@ -74,7 +80,7 @@ if __name__ != "__main__":  # imported by the panel; on the node, channel.py sen
 
 # The version of the frames and requests in the docstring: the runner's first frame says it,
 # and the panel refuses a runner that speaks another. Change it with any change to them.
-PROTOCOL = 3
+PROTOCOL = 4
 
 
 def _b64(data):
@@ -910,14 +916,28 @@ _RUNNING = []  # the Commands running now in this process
 
 
 def _session_op(request):
+    """Take the node for the panel's session named in the request (the first request, or
+    the next session on a runner the panel kept: a warm connection)."""
     global _SESSION
     session = request.get("session")
     if session:
-        _SESSION = NodeSession(session["lock"], session["id"])
+        new = NodeSession(session["lock"], session["id"])
+        if _SESSION is not None and _SESSION.session_id != new.session_id:
+            _SESSION.release()  # the previous session of this runner, if it still holds it
+        _SESSION = new
         try:
             _SESSION.take_over()
         except (OSError, Refused) as e:
             return {"error": f"cannot lock the node for this session: {e}"}
+    return {"ok": True}
+
+
+def _release_op(request):
+    """The panel's session is over, the runner stays for the next one: the node's lock no
+    longer names this session, so another panel worker takes the node without ending
+    anything, and a command sent before the next ``session`` is refused."""
+    if _SESSION is not None:
+        _SESSION.release()
     return {"ok": True}
 
 
@@ -986,7 +1006,7 @@ def main():
     _raw_terminal()
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     _write(stdout, {"runner": "cluster-panel", "protocol": PROTOCOL})  # before anything else
-    handlers = dict(FILE_HANDLERS, run=_run_op, session=_session_op)
+    handlers = dict(FILE_HANDLERS, run=_run_op, session=_session_op, release=_release_op)
     signal.signal(signal.SIGTERM, _terminated)
     signal.signal(signal.SIGHUP, _terminated)
     requests = queue.Queue()

@@ -18,6 +18,7 @@ import re
 import shlex
 import socket
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import asyncssh
@@ -58,6 +59,40 @@ _Commands = Callable[
     [list[str], bytes | None, float | None, OutputCallback | None],
     Awaitable[tuple[int, bytes, bytes]],
 ]
+
+
+@dataclass(frozen=True)
+class NodeAddress:
+    """What a connection to a node is opened with, read from the node's row: a plain value
+    that another thread may hold (a model instance would query the database from there).
+
+    Two equal addresses may share one warm connection (``warm``); any change of these
+    fields, or of the generation (``Node.connection_generation``), means a new one.
+    """
+
+    pk: int
+    name: str
+    host: str
+    port: int
+    username: str
+    host_key: str
+    panel_key: str
+    generation: int = 0
+    maintenance: bool = False
+
+    @classmethod
+    def of(cls, node: Node) -> NodeAddress:
+        return cls(
+            node.pk,
+            node.name,
+            node.host,
+            node.port,
+            node.username,
+            node.host_key,
+            node.panel_key,
+            node.connection_generation,
+            node.maintenance,
+        )
 
 
 class HostKeyChanged(TransportError):
@@ -125,10 +160,50 @@ class SSHTransport(Transport):
     def _translated_errors(self):
         return _translate_errors(self.node_name)
 
+    @property
+    def usable(self) -> bool:
+        """The SSH connection is still open (a keepalive that went unanswered closes it)."""
+        return not self.conn.is_closed()
+
+    async def begin_session(self, session: NodeSession | None, timeout: float) -> None:
+        """Serve a new node session on this open connection (a warm one, ``warm``): its
+        runner takes the node for ``session`` (one round trip), or starts again if a
+        cancelled request closed it. That answer is also the proof that the connection still
+        works: TransportError when it does not, and nothing ran."""
+        self.session = session
+        if not self.usable:
+            raise TransportError(f"the connection to {self.node_name} was closed")
+        if self._commands != self._run_by_runner:
+            return  # nothing chosen yet (the first use chooses), or plain SSH commands
+        with self._translated_errors():
+            if self._runner is not None and self._runner.alive:
+                await self._runner.take_node(session, timeout)
+                return
+            self._runner = await _Runner.start(self.conn, session)
+        if self._runner is None:
+            raise TransportError(f"the runner on {self.node_name} could not start again")
+
+    async def end_session(self, timeout: float) -> bool:
+        """The node session is over; True when this connection may serve the next one.
+
+        The runner lets the node go (``release``): the node's lock no longer names the
+        session, and the runner stays started for the next session.
+        """
+        if not self.usable:
+            return False
+        if self._runner is not None and self._runner.alive:
+            try:
+                with self._translated_errors():
+                    await self._runner.release_node(timeout)
+            except TransportError:
+                return False
+        self.session = None
+        return True
+
     @classmethod
     async def connect(
         cls,
-        node: Node,
+        node: Node | NodeAddress,
         *,
         timeout: float = CONNECT_TIMEOUT,
         session: NodeSession | None = None,

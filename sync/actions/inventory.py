@@ -267,6 +267,7 @@ def edit_node(
             if maintenance and stop_running:
                 engine.cancel_node(node, actor.label)
         if moved or new_key:
+            Node.objects.filter(pk=node.pk).drop_connections()
             engine.retry_now([node])
         after = _state(node)
         changed = sorted(k for k in after if before.get(k) != after[k])

@@ -103,16 +103,21 @@ def compose(changes: Sequence[ConditionChange]) -> tuple[str, str]:
     first = min(change.at for change in changes)
     last = max(change.at for change in changes)
     nodes = {change.node_name for change in changes if not change.is_cluster}
+    who = [f"{len(nodes)} node{'s'[: len(nodes) != 1]}"] if nodes else []
+    who += ["the cluster"] if any(change.is_cluster for change in changes) else []
     lines = [
-        f"{len(changes)} change{'s'[: len(changes) != 1]} on {len(nodes)} "
-        f"node{'s'[: len(nodes) != 1]}{' and the cluster' if len(nodes) < len(lasts) else ''}, "
+        f"{len(changes)} change{'s'[: len(changes) != 1]} of {' and '.join(who)}, "
         f"{first:%Y-%m-%d %H:%M:%S} to {last:%H:%M:%S} UTC:",
         "",
     ]
     lines += [_line(group) for group in groups[:MAX_LINES]]
     if len(groups) > MAX_LINES:
         lines.append(f"... and {len(groups) - MAX_LINES} more (the audit page lists them all)")
-    lines += ["", f"Cluster panel {settings.PANEL_INSTANCE_NAME}: node pages and the audit page."]
+    lines += [
+        "",
+        f"From the cluster panel {settings.PANEL_INSTANCE_NAME}: each node's page and the audit "
+        "page show its changes and what was sent.",
+    ]
     return f"Panel alert: {title}"[:200], "\n".join(lines)
 
 

@@ -13,7 +13,14 @@ import logging
 from dataclasses import dataclass
 
 from nodes.models import Node
-from nodes.transports import CommandFailed, Transport, TransportError, open_transport
+from nodes.transports import (
+    CommandFailed,
+    Transport,
+    TransportError,
+    open_transport,
+    open_warm_transport,
+)
+from nodes.transports.warm import WarmTransport, probe_fresh_seconds
 from sync.context import RunContext
 from sync.engine.runs import RunTicket
 from sync.errors import FailureKind, describe_failure, short
@@ -25,31 +32,42 @@ log = logging.getLogger("sync")
 
 
 class NodeConnection:
-    """The session's one transport, opened by the first run that needs it."""
+    """The session's one transport, opened by the first run that needs it. With ``warm`` (a
+    worker's session), an SSH node's is the worker's warm connection, handed back at the end
+    (``nodes.transports.warm``)."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, *, warm: bool = False) -> None:
         self.node = node
+        self.warm = warm
         self.transport: Transport | None = None
         self._watched: WatchedTransport | None = None
 
-    async def get(self) -> Transport:
+    async def get(self, fresh_after: float | None = None) -> Transport:
         if self.transport is None:
-            self.transport = await open_transport(self.node)
+            if self.warm:
+                self.transport = await open_warm_transport(self.node, fresh_after=fresh_after)
+            else:
+                self.transport = await open_transport(self.node)
         return self.transport
 
-    async def watched(self, watch: RunWatch) -> WatchedTransport:
+    async def watched(self, watch: RunWatch, fresh_after: float | None = None) -> WatchedTransport:
         """The transport as synchronizers see it: the same object for the whole session."""
-        transport = await self.get()
+        transport = await self.get(fresh_after)
         if self._watched is None or self._watched.transport is not transport:
             self._watched = WatchedTransport(transport, watch)
         self._watched.watch = watch
         return self._watched
 
-    async def close(self) -> None:
+    async def close(self, keep: bool = True) -> None:
+        """End the session's use of the transport; a warm connection is kept for the next
+        session unless ``keep`` is false (it may be stuck mid-command)."""
         if self.transport is not None:
             transport, self.transport = self.transport, None
             try:
-                await transport.close()
+                if isinstance(transport, WarmTransport):
+                    await transport.close(keep=keep)
+                else:
+                    await transport.close()
             except Exception:  # noqa: BLE001 - a broken connection must not hide the result
                 log.debug("closing the transport of %s failed", self.node.name, exc_info=True)
 
@@ -94,13 +112,14 @@ async def _run_type(
         )
     timeout = ticket.action.timeout
     deadline = asyncio.timeout(timeout)
+    fresh_after = probe_fresh_seconds() if sync_type.fresh_connection else None
     try:
         async with deadline:
-            transport = await conn.watched(watch)
+            transport = await conn.watched(watch, fresh_after)
             ctx = RunContext(node=ctx_node, transport=transport, lines=lines)
             await sync_type.run(ctx)
     except TimeoutError as e:
-        await conn.close()  # the connection may be stuck mid-command
+        await conn.close(keep=False)  # the connection may be stuck mid-command
         if deadline.expired():
             error = f"timed out after {timeout} s"
             if watch.interrupted:

@@ -21,6 +21,7 @@ from sync.clock import db_now_plus, read_db_now
 from sync.engine.eligibility import Hold, startable, with_row_hold
 from sync.engine.leases import free_lease, recover_expired_leases
 from sync.engine.registration import kick, register_desync
+from sync.engine.tally import fold_quiet_tallies
 from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun
 
 log = logging.getLogger("sync")
@@ -122,22 +123,25 @@ def prune_history(batch: int = 5000) -> int:
 
 def check_health() -> dict[str, int]:
     """The periodic health pass beside the sweep: probes for quiet nodes, ``stuck`` marks,
-    and the run history kept to its size."""
+    the run history kept to its size, and the run counts of quiet processes folded."""
     probed = register_probes()
     stuck = refresh_stuck()
     pruned = prune_history()
     audit_pruned = prune_audit()
-    if probed or stuck or pruned or audit_pruned:
+    folded = fold_quiet_tallies()
+    if probed or stuck or pruned or audit_pruned or folded:
         log.info(
-            "health probed=%d stuck-changed=%d runs-pruned=%d audit-pruned=%d",
+            "health probed=%d stuck-changed=%d runs-pruned=%d audit-pruned=%d tallies-folded=%d",
             probed,
             stuck,
             pruned,
             audit_pruned,
+            folded,
         )
     return {
         "probed": probed,
         "stuck_changed": stuck,
         "runs_pruned": pruned,
         "audit_pruned": audit_pruned,
+        "tallies_folded": folded,
     }

@@ -92,6 +92,8 @@ def set_maintenance(nodes: Iterable[Node | int], on: bool) -> int:
     node_ids = _ids(nodes)
     with transaction.atomic():
         changed = Node.objects.filter(pk__in=node_ids).update(maintenance=on)
+        if on:  # the admin works on the node: no worker keeps a connection open there
+            Node.objects.filter(pk__in=node_ids).drop_connections()
         conditions.maintenance_changed(node_ids, on, read_db_now())
     if not on:
         transaction.on_commit(lambda: kick(node_ids))

@@ -14,13 +14,15 @@ import functools
 import logging
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
 
 from nodes.models import Node
+from nodes.transports.warm import drop_stale_connections
 from sync.clock import db_now_plus
 from sync.engine.eligibility import startable
 from sync.engine.execution import Execution, NodeConnection, execute
@@ -36,6 +38,7 @@ from sync.engine.registration import kick
 from sync.engine.runs import (
     finish_run_and_start_next,
     has_due_work,
+    in_one_transaction,
     save_progress,
     start_next_run,
 )
@@ -139,6 +142,58 @@ def _lease_keeper() -> LeaseKeeper:
     return keeper
 
 
+class Bookkeeper:
+    """The engine writes of every node session on one event loop, committed together.
+
+    A session hands its claim, its starts and finishes and its release here and waits for
+    the result; whatever the loop's sessions asked meanwhile goes to the database thread as
+    one transaction (``runs.in_one_transaction``). A lone session is served at once, as before;
+    a busy loop of 25 sessions commits once for many runs instead of once per run.
+    """
+
+    def __init__(self) -> None:
+        self.waiting: list[tuple[int, Callable[[], Any], asyncio.Future]] = []
+        self.task: asyncio.Task | None = None
+
+    async def write(self, node_id: int, fn: Callable, *args: Any, **kwargs: Any) -> Any:
+        """``fn(*args, **kwargs)`` for ``node_id``, in the next group's transaction."""
+        future = asyncio.get_running_loop().create_future()
+        self.waiting.append((node_id, functools.partial(fn, *args, **kwargs), future))
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        while self.waiting:
+            await asyncio.sleep(0)  # the sessions that are ready too add theirs
+            group, self.waiting = self.waiting, []
+            try:
+                outcomes = await _db(in_one_transaction)([(n, call) for n, call, _ in group])
+            except BaseException as e:  # noqa: BLE001 - every waiting session must hear it
+                outcomes = [e] * len(group)
+            for (_, _, future), outcome in zip(group, outcomes, strict=True):
+                if future.done():
+                    continue  # its session was cancelled meanwhile
+                if isinstance(outcome, BaseException):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+
+_BOOKKEEPERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Bookkeeper] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _book(node_id: int, fn: Callable, *args: Any, **kwargs: Any) -> Awaitable[Any]:
+    """``fn(*args, **kwargs)`` through this event loop's ``Bookkeeper``."""
+    loop = asyncio.get_running_loop()
+    keeper = _BOOKKEEPERS.get(loop)
+    if keeper is None:
+        keeper = _BOOKKEEPERS[loop] = Bookkeeper()
+    return keeper.write(node_id, fn, *args, **kwargs)
+
+
 async def _run_claimed(
     node: Node,
     worker: str,
@@ -149,10 +204,11 @@ async def _run_claimed(
     ignore_maintenance: bool,
     progress: ProgressCallback | None,
     deadline: float | None,
+    warm: bool,
 ) -> None:
     keeper = _lease_keeper()
     lost = keeper.keep(node.pk, worker)
-    conn = NodeConnection(node)
+    conn = NodeConnection(node, warm=warm)
     budget_end = time.monotonic() + settings.SYNC["session_budget_seconds"]
     deadline = budget_end if deadline is None else min(deadline, budget_end)
     starting = dict(
@@ -163,7 +219,7 @@ async def _run_claimed(
         if time.monotonic() >= deadline:
             result.budget_spent = True
             return
-        ticket = await _db(start_next_run)(node.pk, worker, **starting)
+        ticket = await _book(node.pk, start_next_run, node.pk, worker, **starting)
         while ticket is not None:
             log.info("sync start node=%s type=%s worker=%s", node.name, ticket.action.name, worker)
             started = time.monotonic()
@@ -204,7 +260,9 @@ async def _run_claimed(
             go_on = not unreachable and in_time
             if outcome != Outcome.SUCCESS:
                 failed_here.append(ticket.desync_id)  # not again in this session, even forced
-            held, next_ticket = await _db(finish_run_and_start_next)(
+            held, next_ticket = await _book(
+                node.pk,
+                finish_run_and_start_next,
                 ticket,
                 worker,
                 outcome,
@@ -248,7 +306,7 @@ async def _run_claimed(
     finally:
         keeper.drop(node.pk, worker)
         await conn.close()
-        await _db(release_node)(node.pk, worker)
+        await _book(node.pk, release_node, node.pk, worker)
 
 
 async def run_node_session(
@@ -260,9 +318,14 @@ async def run_node_session(
     progress: ProgressCallback | None = None,
     role: str = "worker",
     deadline: float | None = None,
+    warm: bool = False,
 ) -> SessionResult:
     """Claim the node and run its due desynchronizations in order, until none may start (a
     failure holds back only the types that need the failed one) or the node cannot be reached.
+
+    ``warm``: an SSH node's connection is the process's warm one, kept for the next session
+    (``nodes.transports.warm``): a worker's sessions; a command's connect anew, as the
+    process ends with them.
 
     If work arrived after the last check but before the lease was released (its kick found
     the node busy), the session claims the node again rather than leave it to the sweep.
@@ -273,7 +336,7 @@ async def run_node_session(
         return result  # an admin is working on the node: the panel keeps its hands off
     while True:
         worker = new_worker_id(role)
-        if not await _db(claim_node)(node.pk, worker, force=force):
+        if not await _book(node.pk, claim_node, node.pk, worker, force=force):
             return result
         result.claimed = True
         await _run_claimed(
@@ -285,6 +348,7 @@ async def run_node_session(
             ignore_maintenance=node.maintenance,  # forced by an admin (else not started)
             progress=progress,
             deadline=deadline,
+            warm=warm,
         )
         if result.lease_lost or action_ids is not None:
             return result
@@ -335,7 +399,7 @@ def due_nodes_to_take(room: int, busy: Iterable[int]) -> list[Node]:
     return list(due[:room])
 
 
-async def run_batch(nodes: list[Node]) -> list[SessionResult]:
+async def run_batch(nodes: list[Node], *, warm: bool = False) -> list[SessionResult]:
     """A django-q task's work: the sessions of ``nodes``, then, while the batch has room, those
     of further due nodes, so how many nodes run at once does not depend on how the work
     arrived (fifty single-node registrations run like one registration of fifty nodes).
@@ -343,7 +407,7 @@ async def run_batch(nodes: list[Node]) -> list[SessionResult]:
     The task takes no node after its budget (``session_budget_seconds`` from its start), and
     a session it took late ends its types by that time too: a task stays within django-q's
     timeout whatever it took on the way. A session taken here claims its node like any other,
-    so two tasks that pick the same node run it once.
+    so two tasks that pick the same node run it once. ``warm``: see ``run_node_session``.
     """
     room_for = settings.SYNC["batch_size"]
     every = float(settings.SYNC["take_due_every_seconds"])
@@ -352,7 +416,7 @@ async def run_batch(nodes: list[Node]) -> list[SessionResult]:
     results: list[SessionResult] = []
 
     def start(node: Node, **kwargs) -> None:
-        running[asyncio.create_task(run_node_session(node, **kwargs))] = node
+        running[asyncio.create_task(run_node_session(node, warm=warm, **kwargs))] = node
 
     for node in nodes:
         start(node)
@@ -379,6 +443,8 @@ def run_nodes(node_ids: Iterable[int], **kwargs) -> list[SessionResult]:
 
 
 def run_task_batch(node_ids: Iterable[int]) -> list[SessionResult]:
-    """Synchronous entry point of the django-q task: ``run_batch`` of these nodes."""
+    """Synchronous entry point of the django-q task: ``run_batch`` of these nodes, on the
+    worker's warm connections; those to nodes deleted, in maintenance or changed go first."""
+    drop_stale_connections()
     nodes = list(Node.objects.filter(pk__in=list(node_ids)))
-    return async_to_sync(run_batch)(nodes)
+    return async_to_sync(run_batch)(nodes, warm=True)

@@ -43,6 +43,9 @@ class SynchronizerType:
     watches: tuple[Watch, ...] = ()
     # The types it needs (names); None: every type before it in priority order.
     needs: tuple[str, ...] | None = None
+    # It proves the node can be reached (the health probe): a worker's warm connection older
+    # than PANEL_PROBE_FRESH_SECONDS is not enough, a new one is opened for it.
+    fresh_connection: bool = False
 
 
 REGISTRY: dict[str, SynchronizerType] = {}
@@ -91,13 +94,16 @@ def synchronizer(
     timeout: int = 300,
     watches: Iterable[Watch] = (),
     needs: Iterable[str] | None = None,
+    fresh_connection: bool = False,
 ) -> Callable[[RunFunction], RunFunction]:
     """Declare the decorated coroutine as the ``run`` of a synchronizer type.
 
     ``watches`` names the data its nodes receive: a change of it registers the type for the
     nodes concerned (``sync.watching``). ``needs`` names the types that must be done on a node
     before it runs there (a failing one holds it back, and only it); left out, the type needs
-    every type before it in priority order; ``needs=()`` needs none.
+    every type before it in priority order; ``needs=()`` needs none. ``fresh_connection``:
+    the type proves that the node answers, so it does not run on a warm connection older
+    than ``PANEL_PROBE_FRESH_SECONDS`` (``nodes.transports.warm``).
     """
 
     def decorate(run: RunFunction) -> RunFunction:
@@ -111,6 +117,7 @@ def synchronizer(
                 run,
                 tuple(watches),
                 None if needs is None else tuple(needs),
+                fresh_connection,
             )
         )
         return run

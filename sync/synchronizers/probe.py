@@ -4,6 +4,9 @@ Registered by the periodic health pass (``engine.register_probes``) for every no
 not been heard from within ``PANEL_PROBE_SECONDS``, it runs through the engine like any type:
 a node that stopped answering turns ``unreachable`` after the grace period, and back when it
 answers. Lowest priority number, so a failed type waiting for its retry never holds it up.
+It runs on the worker's warm connection to the node, but on a new one when that is older
+than ``PANEL_PROBE_FRESH_SECONDS``: a connection that stays open proves nothing about an sshd
+that died since (``fresh_connection``).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from sync.synchronizers import synchronizer
     node_status=NodeStatus.READY,
     timeout=30,
     needs=(),
+    fresh_connection=True,
 )
 async def probe_node(ctx: RunContext) -> None:
     await ctx.transport.run(["true"])

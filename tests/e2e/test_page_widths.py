@@ -93,7 +93,46 @@ def fleet(make_node, make_type, sshd):
     set_maintenance(Actor.command("maintenance"), list(nodes.values()), True)
     set_maintenance(Actor.command("maintenance"), list(nodes.values()), False)
     with_condition(nodes["maintenance"], "maintenance")
+    alert_history(nodes)
     return nodes
+
+
+def alert_history(nodes: dict[str, Node]) -> None:
+    """Every node's change in a digest, sent to a channel of a long URL and not (yet) to
+    another, whose receiver answered with a long error."""
+    from django.test import override_settings
+
+    from sync.alerts.digests import make_digest
+    from sync.clock import read_db_now
+    from sync.models import AlertDelivery, ConditionChange, DeliveryState
+
+    now = read_db_now()
+    ConditionChange.objects.bulk_create(
+        ConditionChange(
+            at=now, node=n, node_name=n.name, condition="unreachable", entered=True, message=ERROR
+        )
+        for n in nodes.values()
+    )
+    with override_settings(PANEL_ALERT_GATHER_SECONDS=0):
+        digest = make_digest([])
+    host = "smtp-relay-with-a-long-name-" + "x" * 50 + ".example.com"
+    AlertDelivery.objects.create(
+        digest=digest,
+        channel="a" * 64,
+        label=f"mailtos://alerts-user:****@{host}/operations-team%40example.com",
+        next_attempt_at=now,
+        attempts=3,
+        last_error=ERROR,
+    )
+    AlertDelivery.objects.create(
+        digest=digest,
+        channel="b" * 64,
+        label="jsons://hooks.example.com/" + "p" * 80,
+        state=DeliveryState.SENT,
+        sent_at=now,
+        next_attempt_at=now,
+        attempts=1,
+    )
 
 
 def data_pages(nodes: dict[str, Node]) -> dict[str, str]:
@@ -148,6 +187,7 @@ def test_no_page_is_wider_than_the_window(page, superuser, fleet, size):
     pages["edit"] = f"/nodes/{fleet['ssh'].pk}/edit/"
     pages["add"] = "/nodes/add/"
     pages["audit"] = "/audit/"
+    pages["audit-alerts"] = "/audit/alerts/"
     pages["tokens"] = "/account/tokens/"
     for name, url in data_pages(fleet).items():
         pages[name] = url

@@ -35,7 +35,7 @@ from tests.integration.conftest import unavailable
 from tests.integration.private_nodes import PrivateNodeServer
 from tests.integration.private_nodes import unavailable as private_nodes_unavailable
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = pytest.mark.django_db
 
 REDIS_DB = 11
 
@@ -191,6 +191,7 @@ def redis_dump(url: str) -> bytes:
     return b"\n".join(out)
 
 
+@pytest.mark.django_db(transaction=True)  # addnode, a process of its own, sees the nodes
 def test_a_one_time_password_installs_the_key_and_is_kept_nowhere(
     operator, new_server, redis_db, tmp_path
 ):
