@@ -60,6 +60,11 @@ def summary(node: Node) -> dict:
         "last_error": node.last_error,
         "last_sync_at": node.last_sync_at,
         "roles": [r.name for r in node.roles.all()],
+        **{
+            field: getattr(node, field)
+            for field in ("os_name", "kernel", "cpus", "memory_mb", "disk_free_mb")
+            + ("booted_at", "facts_at")
+        },
     }
 
 

@@ -210,7 +210,15 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.db.DatabaseCache",
         "LOCATION": "panel_cache",
-    }
+    },
+    # The nodes list's rendered rows, keyed by every value a row shows (web/rows.py): each
+    # process's own memory, never shared, so a lookup costs no query.
+    "rows": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "node-rows",
+        "TIMEOUT": 120,
+        "OPTIONS": {"MAX_ENTRIES": 2000},
+    },
 }
 
 # --- django-q2 ------------------------------------------------------------------------------
@@ -300,6 +308,9 @@ SYNC = {
     # longer than the grace period is "unreachable".
     "probe_seconds": env_int("PANEL_PROBE_SECONDS", 60, minimum=1),
     "unreachable_grace_seconds": env_int("PANEL_UNREACHABLE_GRACE_SECONDS", 40),
+    # A node's facts (OS, kernel, CPUs, memory, disk, boot time) are collected again when
+    # they are older than this (the Ready-state "facts" type, registered by the health pass).
+    "facts_seconds": env_int("PANEL_FACTS_SECONDS", 3600, minimum=60),
     # Work waiting this long with no successful run on its node marks the node "stuck".
     "stuck_seconds": env_int("PANEL_STUCK_SECONDS", 1800, minimum=1),
     # Modules with synchronizer types of the site's own, imported after the built-in ones.

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import OuterRef, QuerySet, Subquery, Value
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -159,21 +159,40 @@ class SyncRun(models.Model):
 
 
 def recompute_status(nodes: QuerySet[Node]) -> int:
-    """Set each node's status from its desynchronizations, in one UPDATE (and its word and
-    usability in a second: ``nodes.truth``).
+    """Set each node's status and desynchronization count from its rows, in one UPDATE (and
+    its word and usability in a second: ``nodes.truth``).
 
     The status is the node status of the registered type with the lowest priority number
-    whose node status is not Ready; Ready when there is none. It is stored so that the
-    list page needs no per-row queries, and the engine calls this in the same transaction
-    that changed ``node2sync``.
+    whose node status is not Ready; Ready when there is none. The count (``pending_count``)
+    is how many rows the node has, whatever their state. Both are stored so that the list
+    page shows and sorts them with no per-row queries, and the engine calls this, and only
+    this, in the same transaction that added or removed ``node2sync`` rows.
     """
-    changed = nodes.update(status=status_expression())
+    changed = nodes.update(**desync_columns())
     # The node's word and usability follow its status and its work (the rule reads the
     # desynchronizations, below this module: imported here, when it runs).
     from sync.engine.eligibility import store_truth
 
     store_truth(nodes)
     return changed
+
+
+def desync_columns() -> dict[str, Coalesce]:
+    """The node columns that follow its desynchronizations, as expressions over the updated
+    node row: its status (``status_expression``) and ``pending_count``, how many rows it has
+    (any state), which the list shows and sorts by. Every engine UPDATE that follows a change
+    of a node's rows writes them all, so the count has the status's one rule and writers."""
+    counted = (
+        Node2Sync.objects.filter(node=OuterRef("pk"))
+        .order_by()
+        .values("node")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return {
+        "status": status_expression(),
+        "pending_count": Coalesce(Subquery(counted, output_field=IntegerField()), 0),
+    }
 
 
 def status_expression() -> Coalesce:

@@ -98,6 +98,32 @@ def register_probes() -> int:
     return register_desync(node_ids, [probe]) if node_ids else 0
 
 
+FACTS_TYPE = "facts"
+# The types whose run collects the facts: a node waiting for one needs no refresh.
+_COLLECTS_FACTS = ("nodeinfo", FACTS_TYPE)
+
+
+def register_fact_refreshes() -> int:
+    """Register the facts refresh for every node whose facts are older than
+    ``PANEL_FACTS_SECONDS`` (or were never collected), outside maintenance.
+
+    A Ready-state type, so the node stays usable while it runs; nodes already waiting for
+    ``nodeinfo`` or a refresh are left alone (one collection is on its way). Compared on the
+    database's clock, which stamps ``facts_at``. Returns how many nodes were registered.
+    """
+    refresh = SyncAction.objects.filter(name=FACTS_TYPE).first()
+    if refresh is None:
+        return 0
+    stale_before = db_now_plus(-float(settings.SYNC["facts_seconds"]))
+    node_ids = list(
+        Node.objects.filter(maintenance=False)
+        .filter(Q(facts_at__isnull=True) | Q(facts_at__lt=stale_before))
+        .exclude(desyncs__action__name__in=_COLLECTS_FACTS)
+        .values_list("pk", flat=True)
+    )
+    return register_desync(node_ids, [refresh]) if node_ids else 0
+
+
 def prune_history(batch: int = 5000) -> int:
     """Keep the newest ``runs_kept_per_type`` runs of each node and type; return how many
     were deleted. The probe alone would otherwise add a row per node every minute, for ever.
@@ -122,17 +148,21 @@ def prune_history(batch: int = 5000) -> int:
 
 
 def check_health() -> dict[str, int]:
-    """The periodic health pass beside the sweep: probes for quiet nodes, ``stuck`` marks,
-    the run history kept to its size, and the run counts of quiet processes folded."""
+    """The periodic health pass beside the sweep: probes for quiet nodes, facts refreshed when
+    old, ``stuck`` marks, the run history kept to its size, and the run counts of quiet
+    processes folded."""
     probed = register_probes()
+    refreshed = register_fact_refreshes()
     stuck = refresh_stuck()
     pruned = prune_history()
     audit_pruned = prune_audit()
     folded = fold_quiet_tallies()
-    if probed or stuck or pruned or audit_pruned or folded:
+    if probed or refreshed or stuck or pruned or audit_pruned or folded:
         log.info(
-            "health probed=%d stuck-changed=%d runs-pruned=%d audit-pruned=%d tallies-folded=%d",
+            "health probed=%d facts-refreshed=%d stuck-changed=%d runs-pruned=%d "
+            "audit-pruned=%d tallies-folded=%d",
             probed,
+            refreshed,
             stuck,
             pruned,
             audit_pruned,
@@ -140,6 +170,7 @@ def check_health() -> dict[str, int]:
         )
     return {
         "probed": probed,
+        "facts_refreshed": refreshed,
         "stuck_changed": stuck,
         "runs_pruned": pruned,
         "audit_pruned": audit_pruned,

@@ -35,7 +35,7 @@ from sync.models import (
     Outcome,
     SyncAction,
     SyncRun,
-    status_expression,
+    desync_columns,
 )
 
 log = logging.getLogger("sync")
@@ -104,7 +104,7 @@ def _start_next(
     )
     if state in (DesyncState.FAILED, DesyncState.HELD):
         conditions.retrying(node_id, action.name, action.title)
-    status = {"status": status_expression()} if recompute else {}
+    status = desync_columns() if recompute else {}
     Node.objects.filter(pk=node_id).update(current_action_id=action.pk, **status)
     if recompute or state == DesyncState.HELD:
         # The word and usability follow the status (``recompute_status`` does the same); a
@@ -320,8 +320,9 @@ def _record_end(
 
 
 def _recompute_status_of(node_id: int) -> None:
-    """``recompute_status`` of one node, its word and usability through ``store_truth_of``."""
-    Node.objects.filter(pk=node_id).update(status=status_expression())
+    """``recompute_status`` of one node (status and count), its word and usability through
+    ``store_truth_of``."""
+    Node.objects.filter(pk=node_id).update(**desync_columns())
     store_truth_of(node_id)
 
 
