@@ -23,11 +23,14 @@ from sync import actions, conditions
 from sync.actor import Actor
 from sync.clock import read_db_now
 from sync.engine import (
+    PROBE_TYPE,
     cancel_node,
     claim_node,
     finish_run,
+    refresh_stuck,
     register_desync,
     release_node,
+    run_nodes,
     set_maintenance,
     start_next_run,
     work_line,
@@ -35,7 +38,7 @@ from sync.engine import (
 from sync.engine.eligibility import GOING_ON, PASSING_HOLDS, goes_on, with_row_hold
 from sync.errors import FailureKind
 from sync.fleet import NodeFilter, fleet_counts, table_queryset
-from sync.models import Node2Sync, Outcome
+from sync.models import Node2Sync, Outcome, SyncAction
 
 pytestmark = pytest.mark.django_db
 
@@ -296,3 +299,40 @@ def test_the_list_leads_with_what_stops_a_node_and_counts_what_it_shows(
     assert '<span class="count-number">1</span>' in ready
     unusable = operator.get(reverse("nodes:list"), {"shown": "unreachable"}).content.decode()
     assert 'data-node="down"' in unusable and 'data-node="fine"' not in unusable
+
+
+def test_last_synchronization_counts_synchronizer_runs_not_probes(make_node, make_type):
+    node = make_node()
+    register_desync([node], [SyncAction.objects.get(name=PROBE_TYPE)])  # the built-in probe
+    run_nodes([node.pk])
+    node.refresh_from_db()
+    assert node.last_contact_at is not None and node.last_sync_at is None
+    page_node = table_queryset().get(pk=node.pk)
+    assert page_node.last_sync_at is None
+
+    register_desync([node], [make_type("t-a")])
+    run_nodes([node.pk])
+    node.refresh_from_db()
+    assert node.last_sync_at is not None
+
+
+def test_stuck_leaves_alone_what_waits_for_a_type_it_needs(make_node, make_type, settings):
+    """Only the type that holds the others back is named stuck, never one that waits for it;
+    probes answering meanwhile are no progress."""
+    settings.SYNC = {**settings.SYNC, "stuck_seconds": 0}
+    soft = make_type("t-soft", priority=20, node_status=NodeStatus.INSTALLING, needs=())
+    files = make_type("t-files", priority=30, needs=("t-soft",))
+    node = make_node()
+    register_desync([node], [soft, files])
+    assert claim_node(node.pk, "w")
+    ticket = start_next_run(node.pk, "w", action_ids=[soft.pk])
+    assert cancel_node(node, "alice")
+    refresh_stuck()
+    node.refresh_from_db()
+    assert not node.has_condition(NodeCondition.STUCK)  # cancelled, and files wait for it
+
+    Node2Sync.objects.filter(pk=ticket.desync_id).update(state="failed")  # failing instead
+    refresh_stuck()
+    node.refresh_from_db()
+    assert node.has_condition(NodeCondition.STUCK)
+    assert "T-Soft" in next(c["message"] for c in node.conditions if c["type"] == "stuck")

@@ -24,7 +24,7 @@ from sync import conditions
 from sync.clock import db_now, read_db_now
 from sync.engine.eligibility import RETRY_HOLDS, Hold, node_hold, node_hold_sql, store_truth_of
 from sync.engine.failures import fail_desync
-from sync.engine.leases import renew_lease
+from sync.engine.leases import _lease_until, renew_lease
 from sync.engine.periodic import PROBE_TYPE
 from sync.engine.tally import count_runs, counted_together
 from sync.engine.transient import retry_on_transient_errors
@@ -227,9 +227,22 @@ def finish_run_and_start_next(
     error = short(error) if error else ""
     log_text = _run_log(log_text, error, detail)
     with transaction.atomic(savepoint=False):  # no savepoint inside in_one_transaction
-        if not renew_lease(ticket.node_id, worker):
+        # A success on a node with nothing wrong checks and renews the lease in the UPDATE
+        # that records it; anything else checks the lease first, then writes.
+        fine = outcome == Outcome.SUCCESS and bool(
+            _success_on_fine_node(ticket.node_id, ticket.action, worker)
+        )
+        if not fine and not renew_lease(ticket.node_id, worker):
             return False, None
-        _record_end(ticket, outcome, log_text, error, kind, recompute=not start_next)
+        _record_end(
+            ticket,
+            outcome,
+            log_text,
+            error,
+            kind,
+            recompute=not start_next,
+            fine=fine if outcome == Outcome.SUCCESS else None,
+        )
         if not start_next:
             return True, None
         return True, _start_next(
@@ -243,6 +256,32 @@ def finish_run_and_start_next(
         )
 
 
+def _synchronized(action: SyncAction) -> dict:
+    """What a success writes of "Last synchronization": the time of a synchronizer run, and
+    the progress ``stuck`` measures. The health probe's answer is contact
+    (``last_contact_at``, "Last contact"), not that."""
+    return {} if action.name == PROBE_TYPE else {"last_sync_at": db_now()}
+
+
+def _success_on_fine_node(node_id: int, action: SyncAction, worker: str | None = None) -> int:
+    """A success on a node with nothing wrong and no type failing, in one UPDATE of the node;
+    0 when the node has a condition to clear or a type still failing. With ``worker``, only
+    while that worker holds the lease, which it renews: the check that every engine write
+    makes first (``finish_run_and_start_next``), done by the write itself."""
+    failing = Node2Sync.objects.filter(node_id=OuterRef("pk"), state=DesyncState.FAILED)
+    nodes = Node.objects.filter(pk=node_id, condition="", contact_failed_since__isnull=True)
+    lease = {}
+    if worker is not None:
+        nodes, lease = nodes.filter(lease_owner=worker), {"lease_until": _lease_until()}
+    return nodes.exclude(Exists(failing)).update(
+        last_contact_at=db_now(),
+        last_error="",
+        current_action_id=None,
+        **_synchronized(action),
+        **lease,
+    )
+
+
 def _record_end(
     ticket: RunTicket,
     outcome: Outcome,
@@ -251,11 +290,14 @@ def _record_end(
     kind: FailureKind,
     *,
     recompute: bool = True,
+    fine: bool | None = None,
 ) -> None:
     """The run's end, on the run, the row and the node, inside the caller's transaction.
 
     ``recompute`` False leaves the node's status to the caller, who recomputes it in the
-    transaction with its own write of the node (``_start_next``).
+    transaction with its own write of the node (``_start_next``). ``fine``: whether the
+    caller already recorded a success on a node with nothing wrong (``_success_on_fine_node``;
+    False: it tried, the node has something to clear).
     """
     SyncRun.objects.filter(pk=ticket.run_id).update(
         finished_at=db_now(),
@@ -278,26 +320,19 @@ def _record_end(
                 worker="",
                 last_error="",
             )
-        failing = Node2Sync.objects.filter(node_id=ticket.node_id, state=DesyncState.FAILED)
-        done = dict(current_action_id=None)
-        if ticket.action.name != PROBE_TYPE:
-            # "Last synchronization" is the last synchronizer run, and the progress ``stuck``
-            # measures: the health probe's answer is contact (``last_contact_at``), not that.
-            done["last_sync_at"] = db_now()
-        # The common case, a node with nothing wrong and no type failing, in one UPDATE;
-        # conditions to clear, or a type still failing to name, take the conditions' read
-        # and write.
-        fine = (
-            node.filter(condition="", contact_failed_since__isnull=True)
-            .exclude(Exists(failing.filter(node_id=OuterRef("pk"))))
-            .update(last_contact_at=db_now(), last_error="", **done)
-        )
+        # The common case, a node with nothing wrong and no type failing, in one UPDATE
+        # (made by the caller already when ``fine`` is given); conditions to clear, or a type
+        # still failing to name, take the conditions' read and write.
+        if fine is None:
+            fine = bool(_success_on_fine_node(ticket.node_id, ticket.action))
         if not fine:
             still_failing = (
-                failing.order_by("action__priority", "action_id")
+                Node2Sync.objects.filter(node_id=ticket.node_id, state=DesyncState.FAILED)
+                .order_by("action__priority", "action_id")
                 .values_list("action__name", "action__title", "last_error")
                 .first()
             )
+            done = dict(current_action_id=None, **_synchronized(ticket.action))
             node.update(**done, **({} if still_failing else {"last_error": ""}))
             conditions.after_success(
                 ticket.node_id,
