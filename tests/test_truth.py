@@ -158,6 +158,14 @@ def test_filters_counts_and_the_command_read_the_stored_truth(make_node):
     rows = {r["name"]: r for r in json.loads(out.getvalue())}
     assert rows["down"]["shown"] == "unreachable" and rows["down"]["usable"] is False
     assert rows["fine"]["shown"] == "ready" and rows["fine"]["usable"] is True
+    out = StringIO()
+    call_command("nodes", stdout=out)
+    header, *lines = out.getvalue().splitlines()
+    assert header.split()[:4] == ["NAME", "ADDRESS", "SHOWN", "STATUS"]
+    assert next(line for line in lines if line.startswith("down")).split()[2:4] == [
+        "unreachable",
+        "ready",
+    ]
 
 
 # --- The table in docs/ARCHITECTURE.md, made to happen through the engine --------------------
