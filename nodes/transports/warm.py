@@ -98,9 +98,13 @@ class _Warm:
         finally:
             self.in_flight.discard(task)
 
-    async def settled(self) -> None:
+    async def settled(self) -> bool:
+        """Whether the session's operations all ended (a cancelled one closes its channel at
+        once; one that does not within ``REUSE_CHECK_SECONDS`` makes the connection suspect)."""
         if self.in_flight:
-            await asyncio.wait(list(self.in_flight))
+            _, pending = await asyncio.wait(list(self.in_flight), timeout=REUSE_CHECK_SECONDS)
+            return not pending
+        return True
 
     async def close(self) -> None:
         if self.idle_timer is not None:
@@ -138,10 +142,11 @@ class WarmPool:
 
     async def checkin(self, warm: _Warm, keep: bool) -> None:
         """The session is over: keep the connection for the next one, or close it."""
-        await warm.settled()
+        settled = await warm.settled()
         idle = idle_seconds()
         pk = warm.address.pk
-        keep = keep and idle > 0 and not warm.address.maintenance and pk not in self.idle
+        keep = keep and settled and idle > 0 and not warm.address.maintenance
+        keep = keep and pk not in self.idle
         if keep and await warm.transport.end_session(REUSE_CHECK_SECONDS):
             while len(self.idle) >= MOST_IDLE:
                 await self.idle.pop(next(iter(self.idle))).close()
@@ -389,12 +394,28 @@ def drop_stale_connections() -> int:
     return warm_loop.call(warm_loop.pool.drop(stale)) if stale else 0
 
 
+def close_node(node_id: int) -> int:
+    """Close this process's idle warm connection to one node, if any."""
+    warm_loop = _warm_loop(start=False)
+    if warm_loop is None:
+        return 0
+    return warm_loop.call(warm_loop.pool.drop([node_id]))
+
+
 def close_all() -> int:
     """Close every idle warm connection of this process (tests, a clean shutdown)."""
     warm_loop = _warm_loop(start=False)
     if warm_loop is None:
         return 0
     return warm_loop.call(warm_loop.pool.drop())
+
+
+async def warm_node_ids() -> set[int]:
+    """The nodes this process keeps an idle warm connection to (from any event loop)."""
+    warm_loop = _warm_loop(start=False)
+    if warm_loop is None:
+        return set()
+    return set(await warm_loop.submit(_on_loop(warm_loop.pool.generations)))
 
 
 def idle_count() -> int:
