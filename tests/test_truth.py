@@ -87,6 +87,12 @@ def test_a_node_is_usable_exactly_when_it_reads_ready(status, condition, mainten
     assert truth.usable == usable == (truth.shown == NodeShown.READY)
 
 
+def test_the_conditions_that_stop_use_are_the_most_severe():
+    """The rule reads only the most severe condition (``Node.condition``): that is enough
+    while the two that stop use come first."""
+    assert list(NodeCondition)[:2] == [NodeCondition.HOST_KEY_CHANGED, NodeCondition.UNREACHABLE]
+
+
 def test_the_rule_ends_with_a_word_for_anything():
     assert not SHOWN_RULE[-1].when
 
