@@ -36,8 +36,9 @@ MYSQL_SYSDEPS := libmariadb-dev pkg-config
 # openssh-server: the tests start real sshd processes as test nodes (sudo: one installs the
 # panel's key as a sudoer, sudo -S); chromium: the browser
 # tests drive Debian's chromium with Playwright (never a downloaded browser); nginx: the
-# login-throttle test runs the shipped proxy settings in front of gunicorn.
-SYSDEPS := openssh-server sudo chromium nginx $(if $(USE_MYSQL),$(MYSQL_SYSDEPS))
+# login-throttle test runs the shipped proxy settings in front of gunicorn; prometheus: its
+# promtool checks the example scrape config and alert rules in deploy/prometheus/.
+SYSDEPS := openssh-server sudo chromium nginx prometheus $(if $(USE_MYSQL),$(MYSQL_SYSDEPS))
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 RUN_DEPS := $(VENV)/.installed $(if $(USE_MYSQL),$(VENV)/.installed-mysql)

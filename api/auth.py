@@ -40,11 +40,13 @@ def _guess_key(address: str) -> str:
     return f"api-token-guesses:{address}"
 
 
-def _guesses(address: str) -> int:
+def guesses(address: str) -> int:
+    """Wrong tokens the address presented in the current window."""
     return cache.get(_guess_key(address), 0)
 
 
-def _count_guess(address: str) -> None:
+def count_guess(address: str) -> None:
+    """One more wrong token from the address (in the shared cache: every process sees it)."""
     key = _guess_key(address)
     if not cache.add(key, 1, GUESS_WINDOW):
         try:
@@ -58,7 +60,7 @@ class TokenAuth(HttpBearer):
 
     def __call__(self, request: HttpRequest):
         address = client_address(request)
-        if _guesses(address) >= GUESS_LIMIT:
+        if guesses(address) >= GUESS_LIMIT:
             raise TooManyGuesses
         request.api_address = address
         return super().__call__(request)
@@ -66,7 +68,7 @@ class TokenAuth(HttpBearer):
     def authenticate(self, request: HttpRequest, token: str) -> ApiToken | None:
         row = find_token(token)
         if row is None:
-            _count_guess(request.api_address)
+            count_guess(request.api_address)
             return None
         if row.read_only and request.method not in SAFE_METHODS:
             raise PermissionDenied("This token is read-only: it may not change anything.")

@@ -28,6 +28,7 @@ class NodeFilters(Schema):
 
     q: Annotated[str, Field(max_length=100)] | None = None
     status: str | None = None
+    shown: str | None = None
     condition: str | None = None
     usable: bool | None = None
     role: str | None = None
@@ -60,6 +61,11 @@ def summary(node: Node) -> dict:
         "last_error": node.last_error,
         "last_sync_at": node.last_sync_at,
         "roles": [r.name for r in node.roles.all()],
+        **{
+            field: getattr(node, field)
+            for field in ("os_name", "kernel", "cpus", "memory_mb", "disk_free_mb")
+            + ("booted_at", "facts_at")
+        },
     }
 
 

@@ -53,6 +53,15 @@ class NodeSummary(Schema):
     last_error: str
     last_sync_at: datetime | None
     roles: list[str]
+    # The facts placement sorts by (``sort=-memory``, ``cpus``, ``disk``, ``os``, ``kernel``,
+    # ``booted``); every fact the node reported is in the node's own ``facts``.
+    os_name: str
+    kernel: str
+    cpus: int | None
+    memory_mb: int | None
+    disk_free_mb: int | None
+    booted_at: datetime | None
+    facts_at: datetime | None
 
 
 class Desync(Schema):

@@ -29,7 +29,9 @@ async def do_nothing(ctx) -> None:
 
 
 # The dispatch benchmark's six types per node: five more no-ops after ``bench-noop``, one of
-# them not Ready-state (the node's status changes while it waits, as with real types).
+# them not Ready-state (the node's status changes while it waits, as with real types) and
+# declaring what it needs, so the real start rules (``eligibility``) decide every start; the
+# others need every type before them, the default.
 DISPATCH_TYPES = ["bench-noop"] + [f"bench-noop-{i}" for i in range(2, 7)]
 for _i, _name in enumerate(DISPATCH_TYPES[1:], start=2):
     synchronizer(
@@ -38,6 +40,7 @@ for _i, _name in enumerate(DISPATCH_TYPES[1:], start=2):
         priority=1000 + _i,
         node_status=NodeStatus.SYNCHRONIZING if _i == 2 else NodeStatus.READY,
         timeout=30,
+        needs=["bench-noop"] if _i == 2 else None,
     )(do_nothing)
 
 

@@ -1,11 +1,13 @@
 import ipaddress
 import re
 import uuid
+from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import ExpressionWrapper, Q
+from django.utils import timezone
 
 from nodes.choices import NodeCondition, NodeShown, NodeStatus, Transport
 from nodes.clock import DatabaseNow, read_db_now
@@ -170,6 +172,26 @@ class Node(models.Model):
     last_contact_at = models.DateTimeField(null=True, blank=True)
     contact_failed_since = models.DateTimeField(null=True, blank=True)
     facts = models.JSONField(default=dict, blank=True)
+    # The facts a placement decision sorts and filters by, as columns (the JSON above keeps
+    # everything the node said): written with ``facts`` by the facts types
+    # (``nodes.facts.fact_columns``), so the list sorts 10,000 nodes by memory on an index-free
+    # column read, not by parsing JSON per row. ``booted_at`` rather than an uptime: it stays
+    # true between two collections.
+    os_name = models.CharField("operating system", max_length=255, blank=True, editable=False)
+    kernel = models.CharField(max_length=255, blank=True, editable=False)
+    cpus = models.PositiveIntegerField("CPUs", null=True, blank=True, editable=False)
+    memory_mb = models.PositiveBigIntegerField(
+        "memory (MiB)", null=True, blank=True, editable=False
+    )
+    disk_free_mb = models.PositiveBigIntegerField(
+        "disk free (MiB)", null=True, blank=True, editable=False
+    )
+    booted_at = models.DateTimeField("up since", null=True, blank=True, editable=False)
+    facts_at = models.DateTimeField("facts collected", null=True, blank=True, editable=False)
+    # How many desynchronizations the node has (any state), kept by the engine in the same
+    # UPDATE as the status (``sync.models.recompute_status``), so that the list sorts by it
+    # without counting ``node2sync`` for every node.
+    pending_count = models.PositiveIntegerField(default=0, editable=False)
 
     # Bumped (``Node.objects.drop_connections``) when what a connection to the node was opened
     # for no longer holds: address, user or pinned key changed, maintenance turned on. A
@@ -194,6 +216,12 @@ class Node(models.Model):
     class Meta:
         db_table = "node"
         ordering = ["name"]
+        # The list sorted by pending count, either way, with the name as its tie-breaker
+        # (``sync.fleet.StableOrderingFilter``): read from an index, not a sort of the fleet.
+        indexes = [
+            models.Index(fields=["pending_count", "name"], name="node_pending_idx"),
+            models.Index(fields=["-pending_count", "name"], name="node_pending_desc_idx"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -260,6 +288,24 @@ class Node(models.Model):
     def shown_choice(self) -> NodeShown:
         return NodeShown(self.shown)
 
+    @property
+    def shows_status(self) -> bool:
+        """The cell leads with the status itself (Ready, or the status of work going on),
+        not with what stops the node."""
+        return self.shown in NodeStatus.values
+
+    @property
+    def shown_line(self) -> str:
+        """The Status cell's lead, the word with what it is about: "Unreachable since 06:24",
+        "Failing: Software packages", "Host key changed", "Maintenance", "Ready"."""
+        shown = self.shown_choice
+        item = next((c for c in self.conditions if c.get("type") == shown.value), None)
+        if shown == NodeShown.UNREACHABLE and item and item.get("since"):
+            return f"{shown.label} since {_clock_time(item['since'])}"
+        if shown == NodeShown.FAILING and item and item.get("title"):
+            return f"{shown.label}: {item['title']}"
+        return str(shown.label)
+
     def refresh_from_db(self, *args, **kwargs) -> None:
         # The lease may have changed: its liveness is asked again (see ``is_processing``).
         self.__dict__.pop("lease_live", None)
@@ -278,6 +324,17 @@ class Node(models.Model):
         if live is None:  # not loaded through Node.objects: ask the database's clock
             live = self.lease_until > read_db_now()
         return bool(live)
+
+
+def _clock_time(iso: str) -> str:
+    """A condition's ``since`` for people: 06:24 today, "4 Dec 06:24" before."""
+    try:
+        when = timezone.localtime(datetime.fromisoformat(iso))
+    except (TypeError, ValueError):
+        return iso
+    if when.date() == timezone.localdate():
+        return when.strftime("%H:%M")
+    return f"{when.day} {when:%b %H:%M}"
 
 
 def lease_live() -> ExpressionWrapper:

@@ -39,15 +39,19 @@ def _address(text: str) -> Address | None:
     return address
 
 
+def in_networks(text: str, networks: list) -> bool:
+    """Whether the address ``text`` is in one of ``networks`` (``env_networks``'s list: its
+    keywords match nothing here); "" or a text that is no address is in none."""
+    address = _address(text) if text else None
+    return address is not None and any(not isinstance(n, str) and address in n for n in networks)
+
+
 def _trusted(peer: str) -> bool:
     """Whether ``peer`` (an address, or "" for a unix socket's peer) is a trusted proxy."""
     proxies = settings.PANEL_TRUSTED_PROXIES
     if not peer:
         return UNIX_SOCKET_PEER in proxies
-    address = _address(peer)
-    return address is not None and any(
-        not isinstance(p, str) and address in p for p in proxies
-    )
+    return in_networks(peer, proxies)
 
 
 def client_address(request: HttpRequest) -> str:

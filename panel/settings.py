@@ -52,6 +52,11 @@ PANEL_TRUSTED_PROXIES = env_networks(
     "PANEL_TRUSTED_PROXIES", keywords=frozenset({UNIX_SOCKET_PEER})
 )
 
+# Who may read /metrics without a token: Prometheus servers' addresses or networks, as the
+# client-address resolver above sees them (behind the proxy: the address nginx saw). Empty
+# (the default): only API tokens open it.
+PANEL_METRICS_ALLOW = env_networks("PANEL_METRICS_ALLOW")
+
 INSTALLED_APPS = [
     "panel.apps.PanelConfig",  # first: its ready() makes the data folder private
     "django.contrib.admin",
@@ -205,7 +210,15 @@ CACHES = {
     "default": {
         "BACKEND": "django.core.cache.backends.db.DatabaseCache",
         "LOCATION": "panel_cache",
-    }
+    },
+    # The nodes list's rendered rows, keyed by every value a row shows (web/rows.py): each
+    # process's own memory, never shared, so a lookup costs no query.
+    "rows": {
+        "BACKEND": "django.core.cache.backends.locmem.LocMemCache",
+        "LOCATION": "node-rows",
+        "TIMEOUT": 120,
+        "OPTIONS": {"MAX_ENTRIES": 2000},
+    },
 }
 
 # --- django-q2 ------------------------------------------------------------------------------
@@ -237,6 +250,13 @@ Q_CLUSTER = {
     "label": "Tasks",
 }
 
+
+# The cluster's processes keep their database connection between tasks for this long (seconds;
+# 0: a new connection per task, as the web server does), checked before each task's first
+# query (CONN_HEALTH_CHECKS), so a restarted database costs one reconnection, not a failure.
+# A worker's node sessions write the database many times a second: a new connection per task
+# would cost more than their bookkeeping (docs/OPERATIONS.md).
+CLUSTER_CONN_MAX_AGE = env_int("PANEL_CLUSTER_CONN_MAX_AGE", 300, minimum=0, maximum=86400)
 
 # A cluster not heard from for this long counts as not running: every page says so and
 # /healthz answers 503. Each cluster writes its heartbeat every third of it (sync/heartbeat.py).
@@ -288,6 +308,9 @@ SYNC = {
     # longer than the grace period is "unreachable".
     "probe_seconds": env_int("PANEL_PROBE_SECONDS", 60, minimum=1),
     "unreachable_grace_seconds": env_int("PANEL_UNREACHABLE_GRACE_SECONDS", 40),
+    # A node's facts (OS, kernel, CPUs, memory, disk, boot time) are collected again when
+    # they are older than this (the Ready-state "facts" type, registered by the health pass).
+    "facts_seconds": env_int("PANEL_FACTS_SECONDS", 3600, minimum=60),
     # Work waiting this long with no successful run on its node marks the node "stuck".
     "stuck_seconds": env_int("PANEL_STUCK_SECONDS", 1800, minimum=1),
     # Modules with synchronizer types of the site's own, imported after the built-in ones.
@@ -301,6 +324,11 @@ NODE_CHECK_SECONDS = env_int("PANEL_NODE_CHECK_SECONDS", 20, minimum=1, maximum=
 # This machine's own SSH host keys (ssh_host_*_key.pub): an SSH node that presents one of them
 # is the panel's own server (``sync.panelhost``), which only superusers change.
 OWN_HOST_KEY_DIR = Path(env_str("PANEL_OWN_HOST_KEY_DIR", "/etc/ssh"))
+
+# Benchmarks and tests only, never production: "dir=PATH,rtt_ms=N,command_ms=N" answers every
+# SSH node with a simulated one whose state is kept under PATH (nodes/transports/sim.py), so a
+# benchmark can converge thousands of nodes on one machine. No form or page offers it.
+SIM_TRANSPORT = env_str("PANEL_SIM_TRANSPORT", "")
 
 # Where synchronizers keep their manifests on each node (what the panel put there).
 SYNC_NODE_STATE_DIR = env_str("PANEL_NODE_STATE_DIR", "/var/lib/cluster-panel")

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from django.conf import settings
 from django.db import models
-from django.db.models import OuterRef, QuerySet, Subquery, Value
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
@@ -159,27 +159,52 @@ class SyncRun(models.Model):
 
 
 def recompute_status(nodes: QuerySet[Node]) -> int:
-    """Set each node's status from its desynchronizations, in one UPDATE (and its word and
-    usability in a second: ``nodes.truth``).
+    """Set each node's status and desynchronization count from its rows, in one UPDATE (and
+    its word and usability in a second: ``nodes.truth``).
 
     The status is the node status of the registered type with the lowest priority number
-    whose node status is not Ready; Ready when there is none. It is stored so that the
-    list page needs no per-row queries, and the engine calls this in the same transaction
-    that changed ``node2sync``.
+    whose node status is not Ready; Ready when there is none. The count (``pending_count``)
+    is how many rows the node has, whatever their state. Both are stored so that the list
+    page shows and sorts them with no per-row queries, and the engine calls this, and only
+    this, in the same transaction that added or removed ``node2sync`` rows.
     """
-    blocking = (
-        Node2Sync.objects.filter(node=OuterRef("pk"))
-        .exclude(action__node_status=NodeStatus.READY)
-        .order_by("action__priority", "action_id")
-        .values("action__node_status")[:1]
-    )
-    changed = nodes.update(status=Coalesce(Subquery(blocking), Value(NodeStatus.READY)))
+    changed = nodes.update(**desync_columns())
     # The node's word and usability follow its status and its work (the rule reads the
     # desynchronizations, below this module: imported here, when it runs).
     from sync.engine.eligibility import store_truth
 
     store_truth(nodes)
     return changed
+
+
+def desync_columns() -> dict[str, Coalesce]:
+    """The node columns that follow its desynchronizations, as expressions over the updated
+    node row: its status (``status_expression``) and ``pending_count``, how many rows it has
+    (any state), which the list shows and sorts by. Every engine UPDATE that follows a change
+    of a node's rows writes them all, so the count has the status's one rule and writers."""
+    counted = (
+        Node2Sync.objects.filter(node=OuterRef("pk"))
+        .order_by()
+        .values("node")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return {
+        "status": status_expression(),
+        "pending_count": Coalesce(Subquery(counted, output_field=IntegerField()), 0),
+    }
+
+
+def status_expression() -> Coalesce:
+    """The status ``recompute_status`` sets, as an expression over the updated node row: for
+    an engine UPDATE that writes other columns of the node too."""
+    blocking = (
+        Node2Sync.objects.filter(node=OuterRef("pk"))
+        .exclude(action__node_status=NodeStatus.READY)
+        .order_by("action__priority", "action_id")
+        .values("action__node_status")[:1]
+    )
+    return Coalesce(Subquery(blocking), Value(NodeStatus.READY))
 
 
 def with_running_title(nodes: QuerySet[Node]) -> QuerySet[Node]:
@@ -409,6 +434,41 @@ class AlertDelivery(models.Model):
     @property
     def state_choice(self) -> DeliveryState:
         return DeliveryState(self.state)
+
+
+class RunTally(models.Model):
+    """How many runs ended, per process, type, outcome and duration bucket: ``/metrics``'s
+    run counters and duration histogram (``sync.engine.tally``).
+
+    Counted in the database, not in a process's memory: runs end in the cluster's workers, on
+    any machine, and in the web server (a forced or skipped run); ``/metrics`` is served by
+    any web process and must add all of them up. The history (``syncrun``) cannot serve: it is
+    pruned, and a counter must never go down. One row per writing process (``worker``), so
+    workers never wait on each other's row; the health pass folds the rows of processes quiet
+    for a while into the ``worker=""`` rows, keeping every sum.
+    """
+
+    # The process that counted the runs ("host:pid"); "" for the folded rows of past ones.
+    worker = models.CharField(max_length=100, blank=True)
+    # The type's name, not a key: the count outlives a type removed from the code.
+    action = models.CharField(max_length=50)
+    outcome = models.CharField(max_length=10, choices=Outcome)
+    # The histogram bucket of these runs' durations, as Prometheus writes its bound ("+Inf").
+    le = models.CharField(max_length=10)
+    runs = models.BigIntegerField(default=0)
+    seconds = models.FloatField(default=0)
+    updated_at = models.DateTimeField()
+
+    class Meta:
+        db_table = "runtally"
+        constraints = [
+            models.UniqueConstraint(
+                fields=["worker", "action", "outcome", "le"], name="runtally_key"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.action} {self.outcome} <= {self.le}: {self.runs}"
 
 
 class ApiToken(models.Model):

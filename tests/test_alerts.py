@@ -174,7 +174,8 @@ def test_a_failing_run_through_the_engine_writes_its_change(make_node, make_type
 
 def test_a_held_node_is_not_stuck_and_so_no_alert(make_node, make_type, settings):
     settings.SYNC = {**settings.SYNC, "stuck_seconds": 0, "probe_seconds": 3600}
-    node = make_node("n1", last_contact_at=timezone.now())
+    # Heard from and its facts fresh: neither a probe nor a facts refresh is due.
+    node = make_node("n1", last_contact_at=timezone.now(), facts_at=timezone.now())
     register_desync([node], [make_type("t-wait")])
     Node2Sync.objects.update(state="held", next_attempt_at=db_now_plus(3600))
     check_health()

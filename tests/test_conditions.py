@@ -193,7 +193,8 @@ def test_it_marks_work_waiting_past_the_limit_as_stuck_and_clears_it(
     make_node, make_type, settings
 ):
     settings.SYNC = {**settings.SYNC, "stuck_seconds": 0, "probe_seconds": 3600}
-    node = make_node(last_contact_at=timezone.now())  # heard from: no probe needed
+    # Heard from and its facts fresh: neither a probe nor a facts refresh is due.
+    node = make_node(last_contact_at=timezone.now(), facts_at=timezone.now())
     action = make_type("t-wait")
     register_desync([node], [action])
     Node2Sync.objects.update(next_attempt_at="2999-01-01 00:00:00+00:00")  # nothing runs it

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
@@ -192,3 +193,55 @@ def test_systemd_scores_a_unit_as_little_exposed(unit):
     found = re.search(r"Overall exposure level for \S+: (\d+\.\d+)", done.stdout)
     assert found, done.stdout + done.stderr
     assert float(found.group(1)) <= MAX_EXPOSURE, done.stdout
+
+
+# --- Prometheus: the example scrape config and alert rules ----------------------------------
+
+PROMETHEUS = DEPLOY / "prometheus"
+ALERT_RULES = PROMETHEUS / "cluster-panel-alerts.yml"
+
+
+@pytest.fixture
+def promtool() -> str:
+    """Debian's promtool (the ``prometheus`` package, installed by ``make sysdeps``); in CI,
+    where ``.ci/run`` installs it, its absence fails rather than skips."""
+    found = shutil.which("promtool")
+    if found:
+        return found
+    reason = "promtool is not installed (make sysdeps installs the prometheus package)"
+    if os.environ.get("CI") or os.environ.get("PANEL_TEST_REQUIRE_SERVICES") == "1":
+        pytest.fail(reason)
+    pytest.skip(reason)
+
+
+def promtool_ok(promtool: str, *args: str, cwd: Path) -> str:
+    done = subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def test_promtool_accepts_the_example_scrape_config_and_its_rules(promtool, tmp_path):
+    """The whole check (the rule file it loads too), with a token file where the example
+    expects one."""
+    token = tmp_path / "cluster-panel.token"
+    token.write_text("panel_abcdefgh_example\n")
+    config = (PROMETHEUS / "prometheus.yml").read_text()
+    assert "/etc/prometheus/cluster-panel.token" in config
+    (tmp_path / "prometheus.yml").write_text(
+        config.replace("/etc/prometheus/cluster-panel.token", str(token))
+    )
+    shutil.copy(ALERT_RULES, tmp_path / ALERT_RULES.name)
+    out = promtool_ok(promtool, "check", "config", "prometheus.yml", cwd=tmp_path)
+    assert "SUCCESS: 4 rules found" in out
+
+
+def test_promtool_accepts_the_alert_rules(promtool):
+    out = promtool_ok(promtool, "check", "rules", str(ALERT_RULES), cwd=ROOT)
+    assert "SUCCESS" in out
+
+
+def test_the_alerts_fire_on_the_series_the_panel_gives(promtool):
+    """``promtool test rules``: a node unreachable for 5 minutes, no cluster heartbeat younger
+    than the threshold (or none at all), due work waiting 15 minutes, each fires its alert,
+    and not before."""
+    promtool_ok(promtool, "test", "rules", "tests/prometheus/alerts_test.yml", cwd=ROOT)

@@ -624,6 +624,80 @@ def test_one_heartbeat_checks_every_lease_of_an_event_loop_at_once(make_node, ma
     assert max(sql.split(" IN (", 1)[1].split(")")[0].count(",") + 1 for sql in together) == 5
 
 
+@pytest.mark.django_db(transaction=True)  # real commits, to count them
+def test_the_sessions_of_an_event_loop_commit_their_runs_together(
+    make_node, make_type, monkeypatch
+):
+    """Bookkeeping at database speed: the sessions of one task write their runs' ends and
+    starts in shared transactions (one log flush for many runs), and the engine asks a fixed
+    number of queries per run."""
+    from django.db import connection
+    from django.test.utils import CaptureQueriesContext
+
+    actions = [make_type(f"t-{i}") for i in range(6)]
+    nodes = [make_node(f"n{i}") for i in range(10)]
+    register_desync(nodes, actions)
+    commits = []
+    commit = connection.commit
+    monkeypatch.setattr(connection, "commit", lambda: commits.append(1) or commit())
+    connection.queries_log.clear()
+    with CaptureQueriesContext(connection) as queries:
+        results = run_nodes([n.pk for n in nodes])
+    assert [r.completed for r in results] == [6] * 10
+    assert not Node2Sync.objects.exists()
+    runs = SyncRun.objects.filter(outcome=Outcome.SUCCESS).count()
+    assert runs == 60
+    # Transactions: fewer than one for every five runs (one per run and one more per
+    # session before: 70), whatever the database.
+    assert 0 < len(commits) < runs / 5, len(commits)
+    assert not [q for q in queries if q["sql"].startswith("SAVEPOINT")]
+    assert len(queries) / runs < 12, len(queries) / runs  # 17.5 before issue 20
+
+
+def test_a_group_that_fails_is_written_again_one_by_one(make_node, make_type, monkeypatch):
+    """One node's write that breaks rolls back its group: every other session's write is
+    done again on its own, and only the broken one fails."""
+    from sync.engine import runs
+
+    calls = []
+
+    def breaks():
+        calls.append("broken")
+        raise RuntimeError("broken")
+
+    def works(name):
+        def call():
+            calls.append(name)
+            Node.objects.filter(name=name).update(last_error="written")
+            return name
+
+        return call
+
+    a, b = make_node("a"), make_node("b")
+    outcome = runs.in_one_transaction([(a.pk, works("a")), (99999, breaks), (b.pk, works("b"))])
+    assert outcome[0] == "a" and outcome[2] == "b"
+    assert isinstance(outcome[1], RuntimeError)
+    assert set(Node.objects.values_list("last_error", flat=True)) == {"written"}
+    assert calls == ["a", "b", "broken", "a", "broken", "b"]  # node order, then one by one
+
+
+def test_the_cluster_keeps_its_database_connections_between_tasks(settings):
+    """The cluster's processes keep a connection (``PANEL_CLUSTER_CONN_MAX_AGE``), checked
+    before use; commands and the web server keep Django's one connection per request."""
+    from django.db import connections
+
+    from panel.management.commands.qcluster import keep_connections
+
+    assert connections.settings["default"]["CONN_MAX_AGE"] == 0
+    saved = dict(connections.settings["default"])
+    try:
+        keep_connections()
+        assert connections["default"].settings_dict["CONN_MAX_AGE"] == 300
+        assert connections["default"].settings_dict["CONN_HEALTH_CHECKS"] is True
+    finally:
+        connections.settings["default"].update(saved)
+
+
 # --- a failure holds back only what needs it --------------------------------------------------
 
 

@@ -16,6 +16,7 @@ from django.utils import timezone
 
 from nodes.choices import NodeStatus
 from nodes.models import Node, Role
+from sync.engine import register_desync
 from sync.models import Node2Sync, SyncAction
 
 # The page's live poller (not the cluster banner's, which also polls).
@@ -107,8 +108,7 @@ def test_it_shows_address_pending_count_and_truncated_error(user_client, action)
     node = Node.objects.create(
         name="alpha", transport="ssh", host="10.0.0.5", port=2222, last_error="x" * 300
     )
-    now = timezone.now()
-    Node2Sync.objects.create(node=node, action=action, registered_at=now, next_attempt_at=now)
+    register_desync([node], [action])
 
     html = user_client.get(URL).content.decode()
 

@@ -46,6 +46,12 @@ async def open_transport(node: Node) -> Transport:
         from nodes.transports.local import LocalTransport
 
         return LocalTransport(node_session(node))
+    from django.conf import settings
+
+    if settings.SIM_TRANSPORT:  # benchmarks and tests only (see ``sim``)
+        from nodes.transports.sim import SimSettings, SimTransport
+
+        return await SimTransport.connect(node, SimSettings.parse(settings.SIM_TRANSPORT))
     from nodes.transports.ssh import SSHTransport
 
     return await SSHTransport.connect(node, session=node_session(node))
@@ -58,10 +64,12 @@ async def open_warm_transport(node: Node, *, fresh_after: float | None = None) -
     ``fresh_after``: a warm connection older than this many seconds is replaced by a new one
     (the health probe's proof). ``close()`` puts a warm connection back for the next
     session."""
+    from django.conf import settings
+
     from nodes.transports import warm
 
-    if not warm.node_is_warm_capable(node):
-        return await open_transport(node)
+    if settings.SIM_TRANSPORT or not warm.node_is_warm_capable(node):
+        return await open_transport(node)  # a simulated node is its own (see ``sim``)
     from asgiref.sync import sync_to_async
 
     address = await sync_to_async(warm.current_address, thread_sensitive=True)(node.pk)

@@ -28,14 +28,16 @@ reason here: a session asks this while it holds the lease itself.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 
-from django.db import models
+from django.db import connections, models, router
 from django.db.models import Case, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.lookups import Exact
+from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 
-from nodes.choices import NodeCondition
+from nodes.choices import NodeCondition, NodeShown, NodeStatus
 from nodes.models import Node
 from nodes.truth import truth_columns
 from sync.clock import db_now
@@ -153,27 +155,131 @@ def with_hold(
     )
 
 
+# ``node_hold``'s compiled SQL, one per shape of the question (see there).
+_NODE_HOLD_SQL: dict[tuple, tuple[str, list, dict[int, int]]] = {}
+# Ids no row has: compiled into the SQL in place of the node's and the skipped rows' ids.
+_SENTINEL = -(2**62)
+
+
+def node_hold_sql(
+    node_id: int,
+    *,
+    action_ids: Collection[int] | None = None,
+    ignore: Collection[Hold] = (),
+    skip: Collection[int] = (),
+) -> tuple[str, list]:
+    """The SQL and parameters of ``with_hold`` for one node, selecting (``hold``,
+    ``next_desync_id``): no row when the node is gone.
+
+    The same expression, but compiled once per shape (the types asked for, what is ignored,
+    how many rows are skipped) and given the ids as parameters: building this expression
+    tree costs Django several milliseconds, many times what the database takes to answer it,
+    and a session asks it before every type it starts.
+    """
+    skip = sorted(skip)
+    alias = router.db_for_read(Node)
+    key = (
+        alias,
+        None if action_ids is None else tuple(sorted(action_ids)),
+        tuple(sorted(ignore)),
+        len(skip),
+    )
+    compiled = _NODE_HOLD_SQL.get(key)
+    if compiled is None:
+        sentinels = [_SENTINEL + i for i in range(len(skip) + 1)]
+        query = with_hold(
+            Node.objects.using(alias).filter(pk=sentinels[0]),
+            action_ids=action_ids,
+            ignore=ignore,
+            skip=sentinels[1:],
+        ).values_list("hold", "next_desync_id")[:1]
+        sql, params = query.query.sql_with_params()
+        slots = {i: sentinels.index(p) for i, p in enumerate(params) if p in sentinels}
+        if set(slots.values()) != set(range(len(sentinels))):
+            raise RuntimeError("the eligibility query lost one of its ids")  # Django changed
+        compiled = _NODE_HOLD_SQL[key] = (sql, list(params), slots)
+    sql, params, slots = compiled
+    values = [node_id, *skip]
+    return sql, [values[slots[i]] if i in slots else p for i, p in enumerate(params)]
+
+
+def node_hold(
+    node_id: int,
+    *,
+    action_ids: Collection[int] | None = None,
+    ignore: Collection[Hold] = (),
+    skip: Collection[int] = (),
+) -> tuple[str, int | None]:
+    """``with_hold`` for one node: (``hold``, ``next_desync_id``); ``Hold.NOTHING`` for a
+    node that is gone. See ``node_hold_sql``."""
+    sql, params = node_hold_sql(node_id, action_ids=action_ids, ignore=ignore, skip=skip)
+    with connections[router.db_for_read(Node)].cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return Hold.NOTHING, None
+    return row[0] or "", row[1]
+
 # Holds that pass by themselves (a retry comes when it is due) or that the node's own word
 # already says (maintenance, a changed host key lead the Status cell): what is left of a row's
 # holds then waits for a person (cancelled, or held back by a type that is).
-_PASSING = (Hold.MAINTENANCE, Hold.HOST_KEY, Hold.UNREACHABLE, Hold.BACKOFF)
+PASSING_HOLDS = (Hold.MAINTENANCE, Hold.HOST_KEY, Hold.UNREACHABLE, Hold.BACKOFF)
+GOING_ON = ("", Hold.RUNNING, Hold.BUSY)
 
 
 def goes_on() -> Q:
     """Whether a node's work goes on without a person, as a condition on nodes: one of its
     desynchronizations runs, may start, or starts by itself once its retry is due. The
-    ``can_run`` of ``nodes.truth``. It does not depend on the clock (a backoff passes by
-    itself), so the stored word stays true while time goes by. Reads only ``node2sync`` and
-    the types, never ``node``: MariaDB refuses an UPDATE of ``node`` that selects from it."""
-    rows = with_row_hold(Node2Sync.objects.filter(node_id=OuterRef("pk")), ignore=_PASSING)
-    return Q(Exists(rows.filter(hold__in=["", Hold.RUNNING, Hold.BUSY])))
+    ``can_run`` of ``nodes.truth``.
+
+    It is ``with_row_hold`` with the ``PASSING_HOLDS`` ignored, some row's hold among
+    ``GOING_ON``, reduced to what decides it: a row runs (then every row is running or busy),
+    or a row is not cancelled and needs no registered type (``_needed_rows``, the one
+    definition of needs). The whole expression costs several times more to build for each
+    write; ``tests/test_truth.py`` checks that the two agree. It does not depend on the clock
+    (a backoff passes by itself), so the stored word stays true while time goes by, and it
+    reads only ``node2sync`` and the types, never ``node``: MariaDB refuses an UPDATE of
+    ``node`` that selects from it."""
+    rows = Node2Sync.objects.filter(node_id=OuterRef("pk"))
+    free = ~Q(state=DesyncState.HELD) & ~Exists(_needed_rows(None))
+    return Q(Exists(rows.filter(Q(state=DesyncState.PROCESSING) | free)))
+
+
+@functools.cache
+def _truth_columns() -> dict:
+    # Expressions are resolved afresh by each query, so they are built once.
+    return truth_columns(goes_on())
 
 
 def store_truth(nodes: QuerySet[Node]) -> int:
     """Write ``shown`` and ``usable`` of ``nodes`` by the one rule (``nodes.truth``), in one
     UPDATE. The engine calls it wherever the status, the conditions, maintenance or the
     desynchronizations change, in the same transaction."""
-    return nodes.update(**truth_columns(goes_on()))
+    return nodes.update(**_truth_columns())
+
+
+_STORE_TRUTH_SQL: dict[str, tuple[str, list, list[int]]] = {}
+
+
+def store_truth_of(node_id: int) -> int:
+    """``store_truth`` of one node: the same UPDATE, compiled once and run with the node's id
+    as its parameter. The engine writes the word after every run, and building this
+    expression costs Django many times what the database takes to run it."""
+    alias = router.db_for_write(Node)
+    compiled = _STORE_TRUTH_SQL.get(alias)
+    if compiled is None:
+        query = Node.objects.using(alias).filter(pk=_SENTINEL).query.chain(UpdateQuery)
+        query.add_update_values(truth_columns(goes_on()))
+        sql, params = query.get_compiler(alias).as_sql()
+        slots = [i for i, p in enumerate(params) if p == _SENTINEL]
+        if not slots:
+            raise RuntimeError("the word's UPDATE lost the node's id")  # Django changed
+        compiled = _STORE_TRUTH_SQL[alias] = (sql, list(params), slots)
+    sql, params, slots = compiled
+    params = [node_id if i in slots else p for i, p in enumerate(params)]
+    with connections[alias].cursor() as cursor:
+        cursor.execute(sql, params)
+        return cursor.rowcount
 
 
 def startable(nodes: QuerySet[Node] | None = None) -> QuerySet[Node]:
@@ -188,6 +294,39 @@ def why_not_running(node_id: int) -> Hold | None:
     if hold is None:
         return Hold.NOTHING  # the node is gone
     return Hold(hold) if hold else None
+
+
+# The synchronizer's words in the Status cell when its work does not go on now.
+_WAITING_WORDS = {
+    Hold.MAINTENANCE: "Waiting: maintenance",
+    Hold.HOST_KEY: "Waiting: host key changed",
+    Hold.CANCELLED: "Waiting: cancelled, until someone retries it",
+    Hold.UNREACHABLE: "Waiting for its retry (unreachable)",
+    Hold.BACKOFF: "Waiting for its retry",
+    Hold.NEEDS: "Waiting for a type it needs",
+}
+
+
+def work_line(node: Node) -> str:
+    """The synchronizer's part of the Status cell, after the lead word: the status while
+    something can run ("Installation in progress"), else why nothing does ("Waiting: host key
+    changed"); "" when the node's status is Ready or a type runs (the cell names it).
+
+    ``node`` comes from ``with_hold`` (``hold``); without it, the stored truth says whether
+    its work goes on."""
+    if node.is_processing or node.status == NodeStatus.READY:
+        return ""
+    hold = getattr(node, "hold", None)
+    if hold is None:
+        if node.maintenance:
+            hold = Hold.MAINTENANCE
+        elif node.condition == NodeCondition.HOST_KEY_CHANGED:
+            hold = Hold.HOST_KEY
+        else:
+            hold = Hold.CANCELLED if node.shown == NodeShown.WAITING else ""
+    if hold in ("", Hold.RUNNING, Hold.BUSY, Hold.NOTHING):
+        return str(NodeStatus(node.status).label)
+    return _WAITING_WORDS[Hold(hold)]
 
 
 def desync_holds(node: Node) -> QuerySet[Node2Sync]:

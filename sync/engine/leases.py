@@ -22,8 +22,9 @@ from django.db.models.expressions import Combinable
 from django.db.models.functions import Concat
 
 from nodes.models import Node
-from sync.clock import db_bool, db_now, db_now_plus
+from sync.clock import db_bool, db_now, db_now_plus, read_db_now
 from sync.engine.failures import fail_desync
+from sync.engine.tally import count_runs
 from sync.engine.transient import retry_on_transient_errors
 from sync.errors import FailureKind
 from sync.models import DesyncState, Node2Sync, Outcome, SyncRun
@@ -172,12 +173,12 @@ def recover_interrupted_runs(
             f"{_fmt(previous_until)} (the worker died or hung); recovered by {worker}, "
             "the type goes back to pending and runs again."
         )
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # no savepoint inside in_one_transaction
         if not Node.objects.filter(pk=node_id, lease_owner=worker).exists():
             return 0
         interrupted = list(
             runs.select_related("action").values_list(
-                "pk", "action__name", "action_id", "generation"
+                "pk", "action__name", "action_id", "generation", "started_at"
             )
         )
         if not interrupted:
@@ -192,9 +193,14 @@ def recover_interrupted_runs(
             log=Concat(F("log"), Value("\n" + why)),
             acted_by=acted_by,
         )
+        now = read_db_now()
+        count_runs(
+            (name, outcome, (now - started).total_seconds())
+            for _, name, _, _, started in interrupted
+        )
         processing = Node2Sync.objects.filter(node_id=node_id, state=DesyncState.PROCESSING)
         if cancel:
-            generations = {action_id: gen for _, _, action_id, gen in interrupted}
+            generations = {action_id: gen for _, _, action_id, gen, _ in interrupted}
             _fail_cancelled(
                 node_id, processing, f"cancelled by {acted_by or 'an admin'}", generations
             )
@@ -203,7 +209,7 @@ def recover_interrupted_runs(
                 state=DesyncState.PENDING, next_attempt_at=db_now(), started_at=None, worker=""
             )
     node_name = Node.objects.filter(pk=node_id).values_list("name", flat=True).first()
-    for _, action_name, _, _ in interrupted:
+    for _, action_name, _, _, _ in interrupted:
         log.warning(
             "sync %s node=%s type=%s worker=%s %s",
             outcome,

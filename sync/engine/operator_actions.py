@@ -16,6 +16,7 @@ from sync import conditions
 from sync.clock import read_db_now
 from sync.engine.leases import claim_node, new_worker_id, release_node
 from sync.engine.registration import kick
+from sync.engine.tally import count_runs
 from sync.engine.transient import retry_on_transient_errors
 from sync.models import DesyncState, Node2Sync, Outcome, SyncRun, recompute_status
 
@@ -90,6 +91,7 @@ def skip_desyncs(node: Node, action_ids: list[int] | None, by: str) -> list[str]
             )
             for row in skipped
         )
+        count_runs((row.action.name, Outcome.SKIPPED, 0.0) for row in skipped)
         rows.filter(pk__in=[r.pk for r in skipped]).delete()
         still_failing = (
             Node2Sync.objects.filter(node=node, state=DesyncState.FAILED)

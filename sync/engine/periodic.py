@@ -18,9 +18,10 @@ from nodes.models import Node
 from sync import conditions
 from sync.audit import prune_audit
 from sync.clock import db_now_plus, read_db_now
-from sync.engine.eligibility import startable
+from sync.engine.eligibility import Hold, startable, with_row_hold
 from sync.engine.leases import free_lease, recover_expired_leases
 from sync.engine.registration import kick, register_desync
+from sync.engine.tally import fold_quiet_tallies
 from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun
 
 log = logging.getLogger("sync")
@@ -36,15 +37,18 @@ def due_node_ids() -> list[int]:
 def refresh_stuck() -> int:
     """Mark ``stuck`` the nodes whose work has waited past the limit with no progress.
 
-    Progress is any successful run since the work was registered; a node in maintenance, and
-    a type someone cancelled (held until a person acts), are held on purpose and not stuck.
-    Returns how many nodes changed.
+    Progress is a synchronizer run that succeeded since the work was registered
+    (``last_sync_at``: the health probe's answers are contact, not progress). What the engine
+    holds back on purpose (``eligibility``) is not stuck: a node in maintenance or with a
+    changed host key, a type someone cancelled (held until a person acts) and the types held
+    back by a type they need (that one is, if anything). Returns how many nodes changed.
     """
     limit = conditions.stuck_after()
     cutoff = db_now_plus(-limit.total_seconds())
+    on_purpose = [Hold.MAINTENANCE, Hold.HOST_KEY, Hold.CANCELLED, Hold.NEEDS]
     waiting = (
-        Node2Sync.objects.filter(registered_at__lt=cutoff, node__maintenance=False)
-        .exclude(state=DesyncState.HELD)
+        with_row_hold(Node2Sync.objects.filter(registered_at__lt=cutoff))
+        .exclude(hold__in=on_purpose)
         .filter(Q(node__last_sync_at__isnull=True) | Q(node__last_sync_at__lt=cutoff))
         .order_by("node_id", "action__priority", "action_id")
         .values_list("node_id", "action__title", "state")
@@ -94,6 +98,32 @@ def register_probes() -> int:
     return register_desync(node_ids, [probe]) if node_ids else 0
 
 
+FACTS_TYPE = "facts"
+# The types whose run collects the facts: a node waiting for one needs no refresh.
+_COLLECTS_FACTS = ("nodeinfo", FACTS_TYPE)
+
+
+def register_fact_refreshes() -> int:
+    """Register the facts refresh for every node whose facts are older than
+    ``PANEL_FACTS_SECONDS`` (or were never collected), outside maintenance.
+
+    A Ready-state type, so the node stays usable while it runs; nodes already waiting for
+    ``nodeinfo`` or a refresh are left alone (one collection is on its way). Compared on the
+    database's clock, which stamps ``facts_at``. Returns how many nodes were registered.
+    """
+    refresh = SyncAction.objects.filter(name=FACTS_TYPE).first()
+    if refresh is None:
+        return 0
+    stale_before = db_now_plus(-float(settings.SYNC["facts_seconds"]))
+    node_ids = list(
+        Node.objects.filter(maintenance=False)
+        .filter(Q(facts_at__isnull=True) | Q(facts_at__lt=stale_before))
+        .exclude(desyncs__action__name__in=_COLLECTS_FACTS)
+        .values_list("pk", flat=True)
+    )
+    return register_desync(node_ids, [refresh]) if node_ids else 0
+
+
 def prune_history(batch: int = 5000) -> int:
     """Keep the newest ``runs_kept_per_type`` runs of each node and type; return how many
     were deleted. The probe alone would otherwise add a row per node every minute, for ever.
@@ -118,23 +148,31 @@ def prune_history(batch: int = 5000) -> int:
 
 
 def check_health() -> dict[str, int]:
-    """The periodic health pass beside the sweep: probes for quiet nodes, ``stuck`` marks,
-    and the run history kept to its size."""
+    """The periodic health pass beside the sweep: probes for quiet nodes, facts refreshed when
+    old, ``stuck`` marks, the run history kept to its size, and the run counts of quiet
+    processes folded."""
     probed = register_probes()
+    refreshed = register_fact_refreshes()
     stuck = refresh_stuck()
     pruned = prune_history()
     audit_pruned = prune_audit()
-    if probed or stuck or pruned or audit_pruned:
+    folded = fold_quiet_tallies()
+    if probed or refreshed or stuck or pruned or audit_pruned or folded:
         log.info(
-            "health probed=%d stuck-changed=%d runs-pruned=%d audit-pruned=%d",
+            "health probed=%d facts-refreshed=%d stuck-changed=%d runs-pruned=%d "
+            "audit-pruned=%d tallies-folded=%d",
             probed,
+            refreshed,
             stuck,
             pruned,
             audit_pruned,
+            folded,
         )
     return {
         "probed": probed,
+        "facts_refreshed": refreshed,
         "stuck_changed": stuck,
         "runs_pruned": pruned,
         "audit_pruned": audit_pruned,
+        "tallies_folded": folded,
     }

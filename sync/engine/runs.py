@@ -8,22 +8,38 @@ its generation while it ran.
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+import logging
+import time
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
 
 from django.conf import settings
-from django.db import transaction
+from django.db import connections, router, transaction
+from django.db.models import Exists, OuterRef
 
 from nodes.models import Node
 from nodes.transports.limits import printable
 from sync import conditions
 from sync.clock import db_now, read_db_now
-from sync.engine.eligibility import RETRY_HOLDS, Hold, startable, store_truth, with_hold
+from sync.engine.eligibility import RETRY_HOLDS, Hold, node_hold, node_hold_sql, store_truth_of
 from sync.engine.failures import fail_desync
-from sync.engine.leases import renew_lease
+from sync.engine.leases import _lease_until, renew_lease
+from sync.engine.periodic import PROBE_TYPE
+from sync.engine.tally import count_runs, counted_together
 from sync.engine.transient import retry_on_transient_errors
 from sync.errors import FailureKind, short
-from sync.models import DesyncState, Node2Sync, Outcome, SyncAction, SyncRun, recompute_status
+from sync.models import (
+    DesyncState,
+    Node2Sync,
+    Outcome,
+    SyncAction,
+    SyncRun,
+    desync_columns,
+)
+
+log = logging.getLogger("sync")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -36,6 +52,8 @@ class RunTicket:
     node_id: int
     action: SyncAction
     generation: int
+    # When it started on this worker's clock: its duration for the metrics, with no query.
+    started: float = field(default_factory=time.monotonic, compare=False)
 
 
 @retry_on_transient_errors
@@ -55,7 +73,7 @@ def start_next_run(
     types that need it and no other; a node put in maintenance meanwhile runs nothing more (the
     admin's switch takes effect before the next type, not after the session).
     """
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # no savepoint inside in_one_transaction
         if not renew_lease(node_id, worker):
             return None
         return _start_next(node_id, worker, action_ids, ignore_backoff, ignore_maintenance, skip)
@@ -68,32 +86,76 @@ def _start_next(
     ignore_backoff: bool,
     ignore_maintenance: bool,
     skip: Collection[int] = (),
+    *,
+    recompute: bool = False,
 ) -> RunTicket | None:
-    """``start_next_run`` inside the caller's transaction, the lease renewed there."""
+    """``start_next_run`` inside the caller's transaction, the lease renewed there; with
+    ``recompute``, the node's status is recomputed in the same UPDATE that names its running
+    type (the caller changed its rows)."""
     ignore = [Hold.MAINTENANCE] * ignore_maintenance + list(RETRY_HOLDS) * ignore_backoff
-    nodes = with_hold(
-        Node.objects.filter(pk=node_id), action_ids=action_ids, ignore=ignore, skip=skip
-    )
-    hold, desync_id = nodes.values_list("hold", "next_desync_id").first() or (Hold.NOTHING, 0)
-    if hold:
+    found = _next_desync(node_id, action_ids, ignore, skip)
+    if found is None:
+        if recompute:
+            _recompute_status_of(node_id)
         return None
-    row = Node2Sync.objects.select_related("action").get(pk=desync_id)
-    Node2Sync.objects.filter(pk=row.pk).update(
+    desync_id, state, generation, action = found
+    Node2Sync.objects.filter(pk=desync_id).update(
         state=DesyncState.PROCESSING, started_at=db_now(), worker=worker
     )
-    if row.state in (DesyncState.FAILED, DesyncState.HELD):
-        conditions.retrying(node_id, row.action.name, row.action.title)
-        if row.state == DesyncState.HELD:  # a person let it go on: no longer Waiting
-            store_truth(Node.objects.filter(pk=node_id))
-    Node.objects.filter(pk=node_id).update(current_action_id=row.action_id)
+    if state in (DesyncState.FAILED, DesyncState.HELD):
+        conditions.retrying(node_id, action.name, action.title)
+    status = desync_columns() if recompute else {}
+    Node.objects.filter(pk=node_id).update(current_action_id=action.pk, **status)
+    if recompute or state == DesyncState.HELD:
+        # The word and usability follow the status (``recompute_status`` does the same); a
+        # held type a person let go on is no longer Waiting.
+        store_truth_of(node_id)
     run = SyncRun.objects.create(
         node_id=node_id,
-        action=row.action,
+        action=action,
         worker=worker,
         started_at=db_now(),
-        generation=row.generation,
+        generation=generation,
     )
-    return RunTicket(row.pk, run.pk, node_id, row.action, row.generation)
+    return RunTicket(desync_id, run.pk, node_id, action, generation)
+
+
+_ACTION_FIELDS = ("id", "name", "title", "priority", "node_status", "timeout", "needs_before")
+
+
+def _next_desync(
+    node_id: int,
+    action_ids: list[int] | None,
+    ignore: Collection[Hold],
+    skip: Collection[int],
+) -> tuple[int, str, int, SyncAction] | None:
+    """The desynchronization that starts next (``eligibility.node_hold_sql``), with its row's
+    state and generation and its type, in one query; None when something holds the node back.
+
+    One round trip rather than three: a session asks this before every type it runs.
+    """
+    sql, params = node_hold_sql(node_id, action_ids=action_ids, ignore=ignore, skip=skip)
+    connection = connections[router.db_for_write(Node2Sync)]
+    qn = connection.ops.quote_name
+    rows, actions = qn(Node2Sync._meta.db_table), qn(SyncAction._meta.db_table)
+    action_column = qn(Node2Sync._meta.get_field("action").column)
+    columns = ", ".join(f"a.{qn(SyncAction._meta.get_field(f).column)}" for f in _ACTION_FIELDS)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"SELECT h.{qn('hold')}, r.{qn('id')}, r.{qn('state')}, r.{qn('generation')}, "
+            f"{columns} FROM ({sql}) h "
+            f"LEFT JOIN {rows} r ON r.{qn('id')} = h.{qn('next_desync_id')} "
+            f"LEFT JOIN {actions} a ON a.{qn('id')} = r.{action_column}",
+            params,
+        )
+        found = cursor.fetchone()
+    if found is None or found[0] or found[1] is None:
+        return None  # the node is gone, or held back
+    _, desync_id, state, generation, *action = found
+    action = SyncAction(**dict(zip(_ACTION_FIELDS, action, strict=True)))
+    action.needs_before = bool(action.needs_before)
+    action._state.adding, action._state.db = False, connection.alias
+    return desync_id, state, generation, action
 
 
 def _run_log(log_text: str, error: str, detail: str) -> str:
@@ -131,7 +193,7 @@ def finish_run(
     """
     error = short(error) if error else ""
     log_text = _run_log(log_text, error, detail)
-    with transaction.atomic():
+    with transaction.atomic(savepoint=False):  # no savepoint inside in_one_transaction
         if not renew_lease(ticket.node_id, worker):
             return False
         _record_end(ticket, outcome, log_text, error, kind)
@@ -164,21 +226,79 @@ def finish_run_and_start_next(
     """
     error = short(error) if error else ""
     log_text = _run_log(log_text, error, detail)
-    with transaction.atomic():
-        if not renew_lease(ticket.node_id, worker):
+    with transaction.atomic(savepoint=False):  # no savepoint inside in_one_transaction
+        # A success on a node with nothing wrong checks and renews the lease in the UPDATE
+        # that records it; anything else checks the lease first, then writes.
+        fine = outcome == Outcome.SUCCESS and bool(
+            _success_on_fine_node(ticket.node_id, ticket.action, worker)
+        )
+        if not fine and not renew_lease(ticket.node_id, worker):
             return False, None
-        _record_end(ticket, outcome, log_text, error, kind)
+        _record_end(
+            ticket,
+            outcome,
+            log_text,
+            error,
+            kind,
+            recompute=not start_next,
+            fine=fine if outcome == Outcome.SUCCESS else None,
+        )
         if not start_next:
             return True, None
         return True, _start_next(
-            ticket.node_id, worker, action_ids, ignore_backoff, ignore_maintenance, skip
+            ticket.node_id,
+            worker,
+            action_ids,
+            ignore_backoff,
+            ignore_maintenance,
+            skip,
+            recompute=True,
         )
 
 
+def _synchronized(action: SyncAction) -> dict:
+    """What a success writes of "Last synchronization": the time of a synchronizer run, and
+    the progress ``stuck`` measures. The health probe's answer is contact
+    (``last_contact_at``, "Last contact"), not that."""
+    return {} if action.name == PROBE_TYPE else {"last_sync_at": db_now()}
+
+
+def _success_on_fine_node(node_id: int, action: SyncAction, worker: str | None = None) -> int:
+    """A success on a node with nothing wrong and no type failing, in one UPDATE of the node;
+    0 when the node has a condition to clear or a type still failing. With ``worker``, only
+    while that worker holds the lease, which it renews: the check that every engine write
+    makes first (``finish_run_and_start_next``), done by the write itself."""
+    failing = Node2Sync.objects.filter(node_id=OuterRef("pk"), state=DesyncState.FAILED)
+    nodes = Node.objects.filter(pk=node_id, condition="", contact_failed_since__isnull=True)
+    lease = {}
+    if worker is not None:
+        nodes, lease = nodes.filter(lease_owner=worker), {"lease_until": _lease_until()}
+    return nodes.exclude(Exists(failing)).update(
+        last_contact_at=db_now(),
+        last_error="",
+        current_action_id=None,
+        **_synchronized(action),
+        **lease,
+    )
+
+
 def _record_end(
-    ticket: RunTicket, outcome: Outcome, log_text: str, error: str, kind: FailureKind
+    ticket: RunTicket,
+    outcome: Outcome,
+    log_text: str,
+    error: str,
+    kind: FailureKind,
+    *,
+    recompute: bool = True,
+    fine: bool | None = None,
 ) -> None:
-    """The run's end, on the run, the row and the node, inside the caller's transaction."""
+    """The run's end, on the run, the row and the node, inside the caller's transaction.
+
+    ``recompute`` False leaves the node's status to the caller, who recomputes it in the
+    transaction with its own write of the node (``_start_next``). ``fine``: whether the
+    caller already recorded a success on a node with nothing wrong (``_success_on_fine_node``;
+    False: it tried, the node has something to clear).
+    """
     SyncRun.objects.filter(pk=ticket.run_id).update(
         finished_at=db_now(),
         outcome=outcome,
@@ -186,6 +306,7 @@ def _record_end(
         current_command="",
         current_output="",
     )
+    count_runs([(ticket.action.name, outcome, time.monotonic() - ticket.started)])
     row = Node2Sync.objects.filter(pk=ticket.desync_id)
     node = Node.objects.filter(pk=ticket.node_id)
     if outcome == Outcome.SUCCESS:
@@ -199,21 +320,20 @@ def _record_end(
                 worker="",
                 last_error="",
             )
-        still_failing = (
-            Node2Sync.objects.filter(node_id=ticket.node_id, state=DesyncState.FAILED)
-            .order_by("action__priority", "action_id")
-            .values_list("action__name", "action__title", "last_error")
-            .first()
-        )
-        cleared = {} if still_failing else {"last_error": ""}
-        done = dict(current_action_id=None, last_sync_at=db_now(), **cleared)
-        # The common case, a node with nothing wrong, in one UPDATE; conditions to clear
-        # (or a type still failing to name) take the conditions' read and write.
-        fine = node.filter(condition="", contact_failed_since__isnull=True).update(
-            last_contact_at=db_now(), **done
-        )
-        if not fine or still_failing:
-            node.update(**done)
+        # The common case, a node with nothing wrong and no type failing, in one UPDATE
+        # (made by the caller already when ``fine`` is given); conditions to clear, or a type
+        # still failing to name, take the conditions' read and write.
+        if fine is None:
+            fine = bool(_success_on_fine_node(ticket.node_id, ticket.action))
+        if not fine:
+            still_failing = (
+                Node2Sync.objects.filter(node_id=ticket.node_id, state=DesyncState.FAILED)
+                .order_by("action__priority", "action_id")
+                .values_list("action__name", "action__title", "last_error")
+                .first()
+            )
+            done = dict(current_action_id=None, **_synchronized(ticket.action))
+            node.update(**done, **({} if still_failing else {"last_error": ""}))
             conditions.after_success(
                 ticket.node_id,
                 read_db_now(),
@@ -230,7 +350,45 @@ def _record_end(
             error,
             kind,
         )
-    recompute_status(node)
+    if recompute:
+        _recompute_status_of(ticket.node_id)
+
+
+def _recompute_status_of(node_id: int) -> None:
+    """``recompute_status`` of one node (status and count), its word and usability through
+    ``store_truth_of``."""
+    Node.objects.filter(pk=node_id).update(**desync_columns())
+    store_truth_of(node_id)
+
+
+def in_one_transaction(calls: Sequence[tuple[int, Callable[[], T]]]) -> list[T | Exception]:
+    """Run engine writes of several nodes (each under its own lease) in one transaction;
+    return each one's result, or the exception it raised.
+
+    The node sessions of one event loop share one database thread, so their writes wait for
+    each other anyway; committing them together costs the database one log flush instead of
+    one each, which is most of what a no-op run costs. The calls run in node order, the order
+    in which claims and registrations lock nodes, so two groups cannot deadlock each other.
+    If any call raises, the whole group rolls back and each call runs again alone, in its own
+    transaction with its own retries, as it would have without the group.
+    """
+    if len(calls) > 1:
+        results: list[T | Exception] = [None] * len(calls)  # type: ignore[list-item]
+        try:
+            with transaction.atomic(), counted_together():
+                for i in sorted(range(len(calls)), key=lambda i: calls[i][0]):
+                    results[i] = calls[i][1]()
+            return results
+        except Exception as e:  # noqa: BLE001 - each call is run again alone below
+            log.info("engine writes of %d nodes run one by one after: %r", len(calls), e)
+    return [_outcome(call) for _, call in calls]
+
+
+def _outcome(call: Callable[[], T]) -> T | Exception:
+    try:
+        return call()
+    except Exception as e:  # noqa: BLE001 - handed to the session that asked
+        return e
 
 
 @retry_on_transient_errors
@@ -245,4 +403,4 @@ def save_progress(run_id: int, worker: str, command: str, log_text: str, output:
 def has_due_work(node_id: int) -> bool:
     """Whether the node's next type may start now: work registered while the session ran,
     which the session takes on rather than leave to the sweep."""
-    return startable(Node.objects.filter(pk=node_id)).exists()
+    return node_hold(node_id)[0] == ""

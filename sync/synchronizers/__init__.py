@@ -141,7 +141,10 @@ def update_syncactions(using: str = "default") -> None:
     A type that left the code is deleted with its desynchronizations: no code could run them,
     and they would hold their nodes out of Ready for ever.
     """
-    from sync.models import SyncAction
+    from django.db import transaction
+
+    from nodes.models import Node
+    from sync.models import SyncAction, recompute_status
 
     rows = {}
     for t in REGISTRY.values():
@@ -160,4 +163,10 @@ def update_syncactions(using: str = "default") -> None:
     stale = SyncAction.objects.using(using).exclude(name__in=REGISTRY)
     for name in stale.values_list("name", flat=True):
         log.warning("synchronizer type %s is no longer in the code: removed", name)
-    stale.delete()
+    touched = list(
+        Node.objects.using(using).filter(desyncs__action__in=stale).values_list("pk", flat=True)
+    )
+    with transaction.atomic(using=using):
+        stale.delete()
+        # Their rows went with them: the nodes' status and count follow.
+        recompute_status(Node.objects.using(using).filter(pk__in=touched))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from django.utils import timezone
-
 from nodes.choices import NodeStatus
+from nodes.clock import read_db_now
+from nodes.facts import fact_columns, os_label
 from nodes.models import Node
 from nodes.transports.limits import FACT_CHARS, clean
 from sync.context import RunContext
@@ -80,6 +80,28 @@ def _mb(kb: int | str | None) -> int | None:
     return kb // 1024 if isinstance(kb, int) else None
 
 
+def store_facts(node_id: int, facts: dict) -> None:
+    """Keep the facts on the node: the JSON and the columns the list sorts by, in one UPDATE,
+    stamped with the database's clock (the refresh schedule compares on that clock)."""
+    collected = read_db_now()
+    facts = {**facts, "collected_at": collected.isoformat()}
+    Node.objects.filter(pk=node_id).update(facts=facts, **fact_columns(facts, collected))
+
+
+async def collect_facts(ctx: RunContext) -> dict:
+    """Run the facts script on the node (one round trip), store and log what it said."""
+    result = await ctx.transport.run(["sh", "-c", FACTS_SCRIPT])
+    facts = parse_facts(result.stdout)
+    if not facts["hostname"] or not facts["kernel"]:
+        raise ValueError("the node did not report its hostname and kernel")
+    await ctx.db(store_facts, ctx.node.pk, facts)
+    ctx.log(
+        f"{facts['hostname']}: {os_label(facts) or 'unknown OS'}, "
+        f"kernel {facts['kernel']}, {facts['cpus']} CPUs, {facts['memory_mb']} MB memory"
+    )
+    return facts
+
+
 @synchronizer(
     name="nodeinfo",
     title="Node information",
@@ -89,13 +111,7 @@ def _mb(kb: int | str | None) -> int | None:
     needs=(),
 )
 async def collect_node_information(ctx: RunContext) -> None:
-    result = await ctx.transport.run(["sh", "-c", FACTS_SCRIPT])
-    facts = parse_facts(result.stdout)
-    if not facts["hostname"] or not facts["kernel"]:
-        raise ValueError("the node did not report its hostname and kernel")
-    facts["collected_at"] = timezone.now().isoformat()
-    await ctx.db(Node.objects.filter(pk=ctx.node.pk).update, facts=facts)
-    ctx.log(
-        f"{facts['hostname']}: {facts['os']['pretty'] or facts['os']['name']}, "
-        f"kernel {facts['kernel']}, {facts['cpus']} CPUs, {facts['memory_mb']} MB memory"
-    )
+    """The facts a new node's other types need first (software chooses apt or dnf by them):
+    the node is Synchronizing until they are in. Their refresh later is ``facts``, which
+    leaves the node Ready."""
+    await collect_facts(ctx)

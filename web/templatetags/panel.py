@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from django import forms, template
 from django.core.paginator import Page
+from django.template.defaultfilters import filesizeformat
+from django.utils.timesince import timesince
 
+from sync.engine import work_line as _work_line
 from web.polling import query_without_poll
+from web.rows import render_rows
 
 register = template.Library()
 
@@ -80,3 +86,31 @@ def cut_at_word(value: object, limit: int) -> str:
 def is_cut(value: object, limit: int) -> bool:
     """Whether ``cut_at_word`` would cut ``value`` at ``limit`` (the page then offers all)."""
     return len(str(value or "")) > limit
+
+
+@register.filter
+def work_line(node) -> str:
+    """The synchronizer's part of a node's Status cell (``sync.engine.work_line``)."""
+    return _work_line(node)
+
+
+@register.filter
+def mebibytes(value: int | None) -> str:
+    """A size the facts give in MiB, in human units ("7.6 GB", 1024-based like ``df -h``)."""
+    if value is None:
+        return ""
+    return filesizeformat(int(value) * 1024 * 1024)
+
+
+@register.filter
+def age(value: datetime | None) -> str:
+    """How long ago, in its largest unit only ("3 days"): enough to compare nodes by."""
+    if value is None:
+        return ""
+    return timesince(value, depth=1)
+
+
+@register.simple_tag
+def node_rows(nodes: list, can_bulk: bool) -> str:
+    """The nodes table's rows (``nodes/_row.html`` each), unchanged ones from the cache."""
+    return render_rows(nodes, can_bulk)

@@ -40,17 +40,33 @@ def _sort_columns(request: HttpRequest, filterset: NodeFilter) -> dict[str, dict
     return columns
 
 
+# The placement facts' sort keys (``sync.fleet.SORTABLE``): sorting by one shows the facts.
+FACT_SORTS = {"os", "kernel", "cpus", "memory", "disk", "booted"}
+
+
+def _shows_facts(request: HttpRequest) -> bool:
+    """Whether the facts columns are shown on screens too narrow for them by default (they
+    are on wide ones): asked with ``?facts=1``, or implied by sorting on one of them."""
+    return request.GET.get("facts") == "1" or request.GET.get("sort", "").lstrip("-") in FACT_SORTS
+
+
 def _list_context(request: HttpRequest) -> dict:
     filterset = NodeFilter(request.GET or None, queryset=table_queryset())
-    page: Page = Paginator(filterset.qs, PAGE_SIZE).get_page(request.GET.get("page"))
+    counts = fleet_counts()
+    paginator = Paginator(filterset.qs, PAGE_SIZE)
+    if not filterset.active_filters:
+        # The whole fleet: the counts have just counted it, no second COUNT(*) of the table.
+        paginator.count = counts.total
+    page: Page = paginator.get_page(request.GET.get("page"))
     nodes = list(page.object_list)
     user = request.user
     return {
         "filter": filterset,
         "page": page,
         "nodes": nodes,
-        "counts": fleet_counts(),
+        "counts": counts,
         "columns": _sort_columns(request, filterset),
+        "show_facts": _shows_facts(request),
         "can_bulk": user.has_perm(CHANGE) or user.has_perm(DELETE),
         "ids_digest": fingerprint(*[n.pk for n in nodes]),
     }
@@ -65,6 +81,8 @@ def _list_fingerprint(context: dict, list_changed: bool) -> str:
             (
                 n.pk,
                 n.status,
+                n.shown,
+                n.hold,
                 n.is_processing,
                 n.current_action_id,
                 n.maintenance,
@@ -72,6 +90,7 @@ def _list_fingerprint(context: dict, list_changed: bool) -> str:
                 n.failed_count,
                 n.last_error,
                 n.last_sync_at,
+                n.last_contact_at,
                 n.conditions,
             )
             for n in context["nodes"]

@@ -8,7 +8,6 @@ only renders the fragments (and reads the run history they show) when it differs
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -17,10 +16,12 @@ from django.db.models import Count, IntegerField, Max, OuterRef, QuerySet, Subqu
 from django.db.models.functions import MD5
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
+from django.template.defaultfilters import filesizeformat
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.timesince import timesince
+from django.utils.timezone import localtime
 from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseStopPolling
 
@@ -28,7 +29,7 @@ from nodes.access import VIEW, require_perms
 from nodes.keys import safe_fingerprint
 from nodes.models import Node
 from sync.alerts.history import node_changes
-from sync.engine.eligibility import desync_holds, why_waiting
+from sync.engine.eligibility import desync_holds, why_waiting, with_hold
 from sync.models import (
     DesyncState,
     Node2Sync,
@@ -54,7 +55,7 @@ def _node_queryset() -> QuerySet[Node]:
     """
     runs = SyncRun.objects.filter(node=OuterRef("pk")).order_by().values("node")
     return (
-        with_running_title(Node.objects)
+        with_hold(with_running_title(Node.objects))
         .prefetch_related("roles")
         .annotate(
             runs_count=Subquery(
@@ -127,8 +128,10 @@ class NodeSnapshot:
         return fingerprint(
             [getattr(node, f.attname) for f in Node._meta.concrete_fields],
             node.running_title,
+            node.hold,
             node.is_processing,
             timesince(node.last_sync_at) if node.last_sync_at else "",
+            timesince(node.last_contact_at) if node.last_contact_at else "",
             [role.name for role in node.roles.all()],
             node.runs_count,
             node.runs_newest,
@@ -139,6 +142,45 @@ class NodeSnapshot:
                 for d in self.desyncs
             ],
         )
+
+
+def _mib(value: object) -> str:
+    return filesizeformat(value * 1024 * 1024) if isinstance(value, int) else ""
+
+
+def fact_lines(node: Node) -> list[tuple[str, str]]:
+    """The node's facts for people: the OS by name, sizes in human units (1024-based, as
+    ``df -h``), uptime as a duration. Lines the node did not report are left out; the raw
+    keys stay in the API (``facts``)."""
+    facts = node.facts if isinstance(node.facts, dict) else {}
+    if not facts and node.facts_at is None:
+        return []
+    kernel = node.kernel
+    if kernel and facts.get("arch"):
+        kernel = f"{kernel} ({facts['arch']})"
+    memory = _mib(node.memory_mb)
+    if memory and _mib(facts.get("memory_available_mb")):
+        memory += f" ({_mib(facts['memory_available_mb'])} available)"
+    disk = _mib(node.disk_free_mb)
+    if disk:
+        disk += " free"
+        if _mib(facts.get("disk_total_mb")):
+            disk += f" of {_mib(facts['disk_total_mb'])}"
+    up = ""
+    if node.booted_at:
+        booted = localtime(node.booted_at)
+        up = f"{timesince(booted, depth=2)} (booted {booted:%Y-%m-%d %H:%M})"
+    lines = [
+        ("Host name", str(facts.get("hostname") or "")),
+        ("Operating system", node.os_name),
+        ("Kernel", kernel),
+        ("CPUs", str(node.cpus) if node.cpus is not None else ""),
+        ("Memory", memory),
+        ("Disk (/)", disk),
+        ("Up", up),
+        ("Collected", f"{timesince(node.facts_at, depth=1)} ago" if node.facts_at else ""),
+    ]
+    return [(label, value) for label, value in lines if value]
 
 
 def _page_context(request: HttpRequest, snapshot: NodeSnapshot) -> dict:
@@ -153,10 +195,7 @@ def _page_context(request: HttpRequest, snapshot: NodeSnapshot) -> dict:
         run.outcome_choice = Outcome(run.outcome)
         if run.is_running:
             run.elapsed = (now - run.started_at).total_seconds()
-    facts = [
-        (key, value if isinstance(value, str | int | float) else json.dumps(value))
-        for key, value in sorted((node.facts or {}).items())
-    ]
+    facts = fact_lines(node)
     locked = is_panel_host(node) and not may_manage_panel_host(request.user)
     return {
         "node": node,

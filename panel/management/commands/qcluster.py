@@ -12,9 +12,22 @@ long as the sentinel lives. A frozen (SIGSTOP) or killed cluster stops beating a
 
 import multiprocessing
 
+from django.conf import settings
+from django.db import connections
 from django_q.management.commands import qcluster
 
 from panel.startup import on_server_start
+
+
+def keep_connections() -> None:
+    """The cluster's processes keep their database connections between tasks
+    (``CLUSTER_CONN_MAX_AGE``, with health checks): set before django-q forks its workers,
+    which inherit it. The web server and the commands keep Django's one connection per
+    request or command."""
+    for alias in connections:
+        connections.settings[alias]["CONN_MAX_AGE"] = settings.CLUSTER_CONN_MAX_AGE
+        connections.settings[alias]["CONN_HEALTH_CHECKS"] = True
+        connections[alias].close()  # the next one is made with the settings above
 
 
 def _sentinel_alive() -> bool:
@@ -28,6 +41,7 @@ class Command(qcluster.Command):
         from sync.heartbeat import keep_beating
 
         on_server_start("cluster")
+        keep_connections()
         result = super().handle(*args, **options)
         keep_beating(_sentinel_alive)
         return result
