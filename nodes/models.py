@@ -1,11 +1,13 @@
 import ipaddress
 import re
 import uuid
+from datetime import datetime
 
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
 from django.db import models
 from django.db.models import ExpressionWrapper, Q
+from django.utils import timezone
 
 from nodes.choices import NodeCondition, NodeShown, NodeStatus, Transport
 from nodes.clock import DatabaseNow, read_db_now
@@ -286,6 +288,24 @@ class Node(models.Model):
     def shown_choice(self) -> NodeShown:
         return NodeShown(self.shown)
 
+    @property
+    def shows_status(self) -> bool:
+        """The cell leads with the status itself (Ready, or the status of work going on),
+        not with what stops the node."""
+        return self.shown in NodeStatus.values
+
+    @property
+    def shown_line(self) -> str:
+        """The Status cell's lead, the word with what it is about: "Unreachable since 06:24",
+        "Failing: Software packages", "Host key changed", "Maintenance", "Ready"."""
+        shown = self.shown_choice
+        item = next((c for c in self.conditions if c.get("type") == shown.value), None)
+        if shown == NodeShown.UNREACHABLE and item and item.get("since"):
+            return f"{shown.label} since {_clock_time(item['since'])}"
+        if shown == NodeShown.FAILING and item and item.get("title"):
+            return f"{shown.label}: {item['title']}"
+        return str(shown.label)
+
     def refresh_from_db(self, *args, **kwargs) -> None:
         # The lease may have changed: its liveness is asked again (see ``is_processing``).
         self.__dict__.pop("lease_live", None)
@@ -304,6 +324,17 @@ class Node(models.Model):
         if live is None:  # not loaded through Node.objects: ask the database's clock
             live = self.lease_until > read_db_now()
         return bool(live)
+
+
+def _clock_time(iso: str) -> str:
+    """A condition's ``since`` for people: 06:24 today, "4 Dec 06:24" before."""
+    try:
+        when = timezone.localtime(datetime.fromisoformat(iso))
+    except (TypeError, ValueError):
+        return iso
+    if when.date() == timezone.localdate():
+        return when.strftime("%H:%M")
+    return f"{when.day} {when:%b %H:%M}"
 
 
 def lease_live() -> ExpressionWrapper:

@@ -27,25 +27,33 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from django.db import models
-from django.db.models import Case, Q, Value, When
+from django.db.models import Case, F, Q, Value, When
 
 from nodes.choices import NodeCondition, NodeShown, NodeStatus
 
 INPUTS = ("status", "condition", "maintenance", "can_run")
 
 
+# A clause whose word is the node's status itself (Synchronizing, Installation in progress).
+THE_STATUS = None
+
+
 @dataclass(frozen=True)
 class Clause:
-    """``shown`` when every input named in ``when`` has one of the values listed for it."""
+    """``shown`` (``THE_STATUS``: the status's own word) when every input named in ``when``
+    has one of the values listed for it."""
 
-    shown: NodeShown
+    shown: NodeShown | None
     when: tuple[tuple[str, tuple], ...] = ()
 
     def matches(self, inputs: dict) -> bool:
         return all(inputs[name] in values for name, values in self.when)
 
+    def word(self, status: str) -> NodeShown:
+        return NodeShown(status) if self.shown is THE_STATUS else self.shown
 
-def _clause(shown: NodeShown, **when: tuple) -> Clause:
+
+def _clause(shown: NodeShown | None, **when: tuple) -> Clause:
     unknown = set(when) - set(INPUTS)
     if unknown:
         raise ValueError(f"unknown inputs {sorted(unknown)}")
@@ -62,11 +70,7 @@ SHOWN_RULE: tuple[Clause, ...] = (
     # Not Ready: what is wrong with its work, then its status while the work goes on.
     _clause(NodeShown.STUCK, condition=(NodeCondition.STUCK.value,)),
     _clause(NodeShown.FAILING, condition=(NodeCondition.FAILING.value,)),
-    *(
-        _clause(NodeShown(status.value), status=(status.value,), can_run=(True,))
-        for status in NodeStatus
-        if status != NodeStatus.READY
-    ),
+    _clause(THE_STATUS, can_run=(True,)),
     _clause(NodeShown.WAITING),
 )
 
@@ -87,7 +91,8 @@ def node_truth(status: str, condition: str, maintenance: bool, can_run: bool) ->
     }
     for clause in SHOWN_RULE:
         if clause.matches(inputs):
-            return Truth(clause.shown, clause.shown == NodeShown.READY)
+            shown = clause.word(inputs["status"])
+            return Truth(shown, shown == NodeShown.READY)
     raise AssertionError("SHOWN_RULE ends with a clause that always matches")
 
 
@@ -103,11 +108,15 @@ def _clause_q(clause: Clause, can_run: Q) -> Q:
     return q
 
 
+def _then(clause: Clause) -> F | Value:
+    return F("status") if clause.shown is THE_STATUS else Value(clause.shown.value)
+
+
 def truth_columns(can_run: Q) -> dict[str, Case]:
     """``shown`` and ``usable`` as SQL, from ``SHOWN_RULE``, for ``QuerySet.update`` or
     ``annotate`` on nodes. ``can_run`` is the SQL of that input (a condition on the node)."""
     # The last clause matches anything: it is the CASE's default.
-    whens = [When(_clause_q(c, can_run), then=Value(c.shown.value)) for c in SHOWN_RULE if c.when]
+    whens = [When(_clause_q(c, can_run), then=_then(c)) for c in SHOWN_RULE if c.when]
     default = next(c.shown for c in SHOWN_RULE if not c.when)
     # Usable: the Ready clause is the first that matches (none of those above it does).
     reach_ready = Q()

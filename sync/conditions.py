@@ -26,6 +26,7 @@ from nodes.choices import NodeCondition
 from nodes.models import Node
 from sync.alerts.changes import record_node_changes
 from sync.errors import FailureKind
+from sync.models import SyncAction
 
 
 def _setting(key: str, default: int) -> int:
@@ -116,8 +117,7 @@ def after_success(node_id: int, now: datetime, still_failing: tuple[str, str] | 
     conditions.clear(NodeCondition.UNREACHABLE, NodeCondition.HOST_KEY_CHANGED)
     conditions.clear(NodeCondition.STUCK, NodeCondition.FAILING)
     if still_failing:
-        action_name, message = still_failing
-        conditions.set(NodeCondition.FAILING, message, now, action=action_name)
+        _set_failing(conditions, *still_failing, now)
     conditions.save()
 
 
@@ -126,8 +126,7 @@ def failing_changed(node_id: int, still_failing: tuple[str, str] | None, now: da
     conditions = NodeConditions.locked(node_id)
     conditions.clear(NodeCondition.FAILING, NodeCondition.STUCK)
     if still_failing:
-        action_name, message = still_failing
-        conditions.set(NodeCondition.FAILING, message, now, action=action_name)
+        _set_failing(conditions, *still_failing, now)
     conditions.save()
 
 
@@ -159,6 +158,7 @@ def after_failure(
                 failing_message(action_title, message),
                 now,
                 action=action_name,
+                title=action_title,
             )
     conditions.save()
 
@@ -172,6 +172,13 @@ def retrying(node_id: int, action_name: str, action_title: str) -> None:
             item["message"] = f"{action_title}: retrying (the last attempt failed)"
             conditions.save()
             return
+
+
+def _set_failing(conditions: NodeConditions, action_name: str, message: str, now: datetime) -> None:
+    """``failing`` names the type that fails, by its name and its title (the Status cell
+    leads with "Failing: Software packages")."""
+    title = SyncAction.objects.filter(name=action_name).values_list("title", flat=True).first()
+    conditions.set(NodeCondition.FAILING, message, now, action=action_name, title=title or "")
 
 
 def failing_message(action_title: str, message: str) -> str:

@@ -17,6 +17,7 @@ from django.db.models.functions import Coalesce
 
 from nodes.choices import NodeCondition, NodeShown, NodeStatus
 from nodes.models import Node, Role, processing_q
+from sync.engine.eligibility import with_hold
 from sync.models import DesyncState, Node2Sync, with_running_title
 
 
@@ -147,6 +148,8 @@ def table_queryset() -> QuerySet[Node]:
     fleet: the desynchronization count is stored on the node (the engine keeps it, so sorting
     by it reads one column), the failed count a subquery of the page's rows only, the roles
     one prefetch, the running type a join; the JSON facts and the host key are not loaded.
+    ``hold`` (why its work does not start now, ``sync.engine.with_hold``) words the Status
+    cell's synchronizer part.
     """
     failed = (
         Node2Sync.objects.filter(node=OuterRef("pk"), state=DesyncState.FAILED)
@@ -156,7 +159,7 @@ def table_queryset() -> QuerySet[Node]:
         .values("n")
     )
     return (
-        with_running_title(Node.objects)
+        with_hold(with_running_title(Node.objects))
         .prefetch_related("roles")
         .defer("facts", "host_key")
         .annotate(failed_count=Coalesce(Subquery(failed, output_field=IntegerField()), 0))
@@ -176,6 +179,18 @@ class FleetCounts:
     maintenance: int
     waiting: bool
     by_condition: list[tuple[NodeCondition, int]]
+
+    @property
+    def by_word(self) -> list[tuple[NodeShown, int]]:
+        """The counters of the words a Status cell leads with when nothing stops the node
+        (Ready, a status of work going on; Waiting when some node waits for a person). What
+        stops nodes is counted by condition and maintenance, as their cells say it."""
+        words = {*NodeStatus.values, NodeShown.WAITING.value}
+        return [
+            (shown, n)
+            for shown, n in self.by_shown
+            if shown.value in words and (n or shown.value != NodeShown.WAITING)
+        ]
 
     @property
     def active(self) -> bool:

@@ -7,19 +7,38 @@ from __future__ import annotations
 import itertools
 import json
 from io import StringIO
+from pathlib import Path
 
 import pytest
 from django.core.management import call_command
 from django.db.models import Q
+from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils import timezone
 
 from nodes.choices import NodeCondition, NodeShown, NodeStatus
 from nodes.models import Node
 from nodes.truth import SHOWN_RULE, node_truth, truth_columns
-from sync import actions
+from sync import actions, conditions
 from sync.actor import Actor
-from sync.engine import register_desync, set_maintenance
-from sync.fleet import NodeFilter, fleet_counts
+from sync.clock import read_db_now
+from sync.engine import (
+    PROBE_TYPE,
+    cancel_node,
+    claim_node,
+    finish_run,
+    refresh_stuck,
+    register_desync,
+    release_node,
+    run_nodes,
+    set_maintenance,
+    start_next_run,
+    work_line,
+)
+from sync.engine.eligibility import GOING_ON, PASSING_HOLDS, goes_on, with_row_hold
+from sync.errors import FailureKind
+from sync.fleet import NodeFilter, fleet_counts, table_queryset
+from sync.models import Node2Sync, Outcome, SyncAction
 
 pytestmark = pytest.mark.django_db
 
@@ -66,6 +85,12 @@ def test_a_node_is_usable_exactly_when_it_reads_ready(status, condition, mainten
     usable = status == NodeStatus.READY and not maintenance
     usable = usable and condition not in (NodeCondition.HOST_KEY_CHANGED, NodeCondition.UNREACHABLE)
     assert truth.usable == usable == (truth.shown == NodeShown.READY)
+
+
+def test_the_conditions_that_stop_use_are_the_most_severe():
+    """The rule reads only the most severe condition (``Node.condition``): that is enough
+    while the two that stop use come first."""
+    assert list(NodeCondition)[:2] == [NodeCondition.HOST_KEY_CHANGED, NodeCondition.UNREACHABLE]
 
 
 def test_the_rule_ends_with_a_word_for_anything():
@@ -139,3 +164,189 @@ def test_filters_counts_and_the_command_read_the_stored_truth(make_node):
     rows = {r["name"]: r for r in json.loads(out.getvalue())}
     assert rows["down"]["shown"] == "unreachable" and rows["down"]["usable"] is False
     assert rows["fine"]["shown"] == "ready" and rows["fine"]["usable"] is True
+    out = StringIO()
+    call_command("nodes", stdout=out)
+    header, *lines = out.getvalue().splitlines()
+    assert header.split()[:4] == ["NAME", "ADDRESS", "SHOWN", "STATUS"]
+    assert next(line for line in lines if line.startswith("down")).split()[2:4] == [
+        "unreachable",
+        "ready",
+    ]
+
+
+# --- The table in docs/ARCHITECTURE.md, made to happen through the engine --------------------
+
+DOC = Path(__file__).resolve().parent.parent / "docs" / "ARCHITECTURE.md"
+COLUMNS = (
+    "maintenance",
+    "unreachable",
+    "host key changed",
+    "failing in backoff",
+    "cancelled",
+    "waiting for a needed type",
+    "running",
+    "other work done",
+    "shown",
+    "usable",
+)
+
+
+def doc_table() -> list[dict[str, str]]:
+    """The rows of the table between ``<!-- shown-table -->`` markers, by column name."""
+    text = DOC.read_text()
+    body = text.split("<!-- shown-table -->")[1].split("<!-- /shown-table -->")[0]
+    lines = [line.strip() for line in body.strip().splitlines()]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert tuple(header) == COLUMNS
+    return [
+        dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+        for line in lines[2:]
+    ]
+
+
+ROWS = doc_table()
+
+
+def case_id(row: dict[str, str]) -> str:
+    held = [k.replace(" ", "-") for k in COLUMNS[:-2] if row[k] == "yes"]
+    return "+".join(held) or "nothing"
+
+
+def make_case(row: dict[str, str], make_node, make_type) -> tuple[Node, dict]:
+    """A node in the row's situation, reached through the engine's own functions."""
+    on = {k: row[k] == "yes" for k in COLUMNS[:-2]}
+    soft = make_type("t-soft", priority=20, node_status=NodeStatus.INSTALLING, needs=())
+    files = make_type(
+        "t-files", priority=30, node_status=NodeStatus.SYNCHRONIZING, needs=("t-soft",)
+    )
+    other = make_type("t-other", priority=40, node_status=NodeStatus.READY, needs=())
+    node = make_node("n1")
+    worker = "worker-1"
+    work = []
+    if (
+        on["failing in backoff"]
+        or on["cancelled"]
+        or on["running"]
+        or on["waiting for a needed type"]
+    ):
+        work.append(soft)
+    if on["waiting for a needed type"]:
+        work.append(files)
+    if on["other work done"]:
+        work.append(other)
+    if work:
+        register_desync([node], work)
+    if on["failing in backoff"] or on["cancelled"]:
+        assert claim_node(node.pk, worker)
+        ticket = start_next_run(node.pk, worker, action_ids=[soft.pk])
+        if on["cancelled"]:
+            assert cancel_node(node, "alice") == ["T-Soft"]
+        else:
+            finish_run(ticket, worker, Outcome.FAILED, "", "E: Unable to locate package nope")
+            release_node(node.pk, worker)
+    if on["other work done"]:
+        assert claim_node(node.pk, worker)
+        ticket = start_next_run(node.pk, worker, action_ids=[other.pk])
+        assert ticket and ticket.action.name == "t-other"
+        assert finish_run(ticket, worker, Outcome.SUCCESS, "", "")
+        release_node(node.pk, worker)
+    if on["running"]:
+        assert claim_node(node.pk, worker)
+        ticket = start_next_run(node.pk, worker, action_ids=[soft.pk], ignore_backoff=True)
+        assert ticket and ticket.action.name == "t-soft"
+    now = read_db_now()
+    if on["unreachable"]:
+        fails = FailureKind.UNREACHABLE
+        conditions.after_failure(node.pk, "t-soft", "T-Soft", fails, "refused the connection", now)
+    if on["host key changed"]:
+        fails = FailureKind.HOST_KEY
+        conditions.after_failure(node.pk, "t-soft", "T-Soft", fails, "host key changed", now)
+    if on["maintenance"]:
+        set_maintenance([node], True)
+    return node, {"soft": soft, "files": files, "other": other}
+
+
+@pytest.mark.parametrize("row", ROWS, ids=[case_id(r) for r in ROWS])
+def test_each_case_of_the_table_reads_as_the_table_says(row, make_node, make_type, settings):
+    settings.SYNC = {**settings.SYNC, "unreachable_grace_seconds": 0}
+    node, _ = make_case(row, make_node, make_type)
+
+    node = table_queryset().get(pk=node.pk)
+    assert node.shown_choice.label == row["shown"]
+    assert node.usable == (row["usable"] == "yes")
+    # The engine's stored word is the rule's, and its shortcut for "goes on" is the whole
+    # eligibility rule with the holds that pass by themselves ignored.
+    held = with_row_hold(Node2Sync.objects.filter(node=node), ignore=PASSING_HOLDS)
+    goes = any(r.hold in GOING_ON for r in held)
+    assert Node.objects.filter(pk=node.pk).filter(goes_on()).exists() == goes
+    truth = node_truth(node.status, node.condition, node.maintenance, goes)
+    assert (truth.shown.value, truth.usable) == (node.shown, node.usable)
+    # The cell leads with the word; a node that is not usable never shows the Ready check.
+    cell = render_to_string("nodes/_status_cell.html", {"node": node})
+    assert row["shown"] in cell
+    assert ("#check-circle" in cell) == node.usable
+    if node.is_processing or node.status == NodeStatus.READY:
+        return
+    words = work_line(node)
+    if node.hold in GOING_ON:  # something can run now: the status's own words
+        assert words == node.get_status_display()
+    else:  # else why it waits, never "Synchronizing"
+        assert words.startswith("Waiting") and words in cell
+
+
+def test_the_list_leads_with_what_stops_a_node_and_counts_what_it_shows(
+    operator, make_node, settings
+):
+    settings.SYNC = {**settings.SYNC, "unreachable_grace_seconds": 0}
+    make_node("fine")
+    down = make_node("down")
+    when = read_db_now()
+    conditions.after_failure(
+        down.pk, "probe", "Health probe", FailureKind.UNREACHABLE, "refused the connection", when
+    )
+    page = operator.get(reverse("nodes:list")).content.decode()
+
+    cell = page.split(f'id="status-{down.pk}"')[1].split("</td>")[0]
+    since = timezone.localtime(when).strftime("%H:%M")
+    assert f"Unreachable since {since}" in cell and "#check-circle" not in cell
+    ready = page.split('id="count-ready"')[1].split("</a>")[0]
+    assert '<span class="count-number">1</span>' in ready
+    unusable = operator.get(reverse("nodes:list"), {"shown": "unreachable"}).content.decode()
+    assert 'data-node="down"' in unusable and 'data-node="fine"' not in unusable
+
+
+def test_last_synchronization_counts_synchronizer_runs_not_probes(make_node, make_type):
+    node = make_node()
+    register_desync([node], [SyncAction.objects.get(name=PROBE_TYPE)])  # the built-in probe
+    run_nodes([node.pk])
+    node.refresh_from_db()
+    assert node.last_contact_at is not None and node.last_sync_at is None
+    page_node = table_queryset().get(pk=node.pk)
+    assert page_node.last_sync_at is None
+
+    register_desync([node], [make_type("t-a")])
+    run_nodes([node.pk])
+    node.refresh_from_db()
+    assert node.last_sync_at is not None
+
+
+def test_stuck_leaves_alone_what_waits_for_a_type_it_needs(make_node, make_type, settings):
+    """Only the type that holds the others back is named stuck, never one that waits for it;
+    probes answering meanwhile are no progress."""
+    settings.SYNC = {**settings.SYNC, "stuck_seconds": 0}
+    soft = make_type("t-soft", priority=20, node_status=NodeStatus.INSTALLING, needs=())
+    files = make_type("t-files", priority=30, needs=("t-soft",))
+    node = make_node()
+    register_desync([node], [soft, files])
+    assert claim_node(node.pk, "w")
+    ticket = start_next_run(node.pk, "w", action_ids=[soft.pk])
+    assert cancel_node(node, "alice")
+    refresh_stuck()
+    node.refresh_from_db()
+    assert not node.has_condition(NodeCondition.STUCK)  # cancelled, and files wait for it
+
+    Node2Sync.objects.filter(pk=ticket.desync_id).update(state="failed")  # failing instead
+    refresh_stuck()
+    node.refresh_from_db()
+    assert node.has_condition(NodeCondition.STUCK)
+    assert "T-Soft" in next(c["message"] for c in node.conditions if c["type"] == "stuck")

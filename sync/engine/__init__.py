@@ -47,9 +47,11 @@ from sync.engine.eligibility import (
     Hold,
     desync_holds,
     startable,
+    store_truth,
     why_not_running,
     with_hold,
     with_row_hold,
+    work_line,
 )
 from sync.engine.execution import EXPECTED_FAILURES, Execution
 from sync.engine.leases import (
@@ -135,6 +137,8 @@ __all__ = [
     "sweep",
     "take_over_node",
     "why_not_running",
+    "store_truth",
+    "work_line",
     "desync_holds",
     "with_row_hold",
     "with_hold",

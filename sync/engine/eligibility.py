@@ -28,6 +28,7 @@ reason here: a session asks this while it holds the lease itself.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Collection
 
 from django.db import connections, models, router
@@ -36,7 +37,7 @@ from django.db.models.lookups import Exact
 from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 
-from nodes.choices import NodeCondition
+from nodes.choices import NodeCondition, NodeShown, NodeStatus
 from nodes.models import Node
 from nodes.truth import truth_columns
 from sync.clock import db_now
@@ -222,24 +223,39 @@ def node_hold(
 # Holds that pass by themselves (a retry comes when it is due) or that the node's own word
 # already says (maintenance, a changed host key lead the Status cell): what is left of a row's
 # holds then waits for a person (cancelled, or held back by a type that is).
-_PASSING = (Hold.MAINTENANCE, Hold.HOST_KEY, Hold.UNREACHABLE, Hold.BACKOFF)
+PASSING_HOLDS = (Hold.MAINTENANCE, Hold.HOST_KEY, Hold.UNREACHABLE, Hold.BACKOFF)
+GOING_ON = ("", Hold.RUNNING, Hold.BUSY)
 
 
 def goes_on() -> Q:
     """Whether a node's work goes on without a person, as a condition on nodes: one of its
     desynchronizations runs, may start, or starts by itself once its retry is due. The
-    ``can_run`` of ``nodes.truth``. It does not depend on the clock (a backoff passes by
-    itself), so the stored word stays true while time goes by. Reads only ``node2sync`` and
-    the types, never ``node``: MariaDB refuses an UPDATE of ``node`` that selects from it."""
-    rows = with_row_hold(Node2Sync.objects.filter(node_id=OuterRef("pk")), ignore=_PASSING)
-    return Q(Exists(rows.filter(hold__in=["", Hold.RUNNING, Hold.BUSY])))
+    ``can_run`` of ``nodes.truth``.
+
+    It is ``with_row_hold`` with the ``PASSING_HOLDS`` ignored, some row's hold among
+    ``GOING_ON``, reduced to what decides it: a row runs (then every row is running or busy),
+    or a row is not cancelled and needs no registered type (``_needed_rows``, the one
+    definition of needs). The whole expression costs several times more to build for each
+    write; ``tests/test_truth.py`` checks that the two agree. It does not depend on the clock
+    (a backoff passes by itself), so the stored word stays true while time goes by, and it
+    reads only ``node2sync`` and the types, never ``node``: MariaDB refuses an UPDATE of
+    ``node`` that selects from it."""
+    rows = Node2Sync.objects.filter(node_id=OuterRef("pk"))
+    free = ~Q(state=DesyncState.HELD) & ~Exists(_needed_rows(None))
+    return Q(Exists(rows.filter(Q(state=DesyncState.PROCESSING) | free)))
+
+
+@functools.cache
+def _truth_columns() -> dict:
+    # Expressions are resolved afresh by each query, so they are built once.
+    return truth_columns(goes_on())
 
 
 def store_truth(nodes: QuerySet[Node]) -> int:
     """Write ``shown`` and ``usable`` of ``nodes`` by the one rule (``nodes.truth``), in one
     UPDATE. The engine calls it wherever the status, the conditions, maintenance or the
     desynchronizations change, in the same transaction."""
-    return nodes.update(**truth_columns(goes_on()))
+    return nodes.update(**_truth_columns())
 
 
 _STORE_TRUTH_SQL: dict[str, tuple[str, list, list[int]]] = {}
@@ -278,6 +294,39 @@ def why_not_running(node_id: int) -> Hold | None:
     if hold is None:
         return Hold.NOTHING  # the node is gone
     return Hold(hold) if hold else None
+
+
+# The synchronizer's words in the Status cell when its work does not go on now.
+_WAITING_WORDS = {
+    Hold.MAINTENANCE: "Waiting: maintenance",
+    Hold.HOST_KEY: "Waiting: host key changed",
+    Hold.CANCELLED: "Waiting: cancelled, until someone retries it",
+    Hold.UNREACHABLE: "Waiting for its retry (unreachable)",
+    Hold.BACKOFF: "Waiting for its retry",
+    Hold.NEEDS: "Waiting for a type it needs",
+}
+
+
+def work_line(node: Node) -> str:
+    """The synchronizer's part of the Status cell, after the lead word: the status while
+    something can run ("Installation in progress"), else why nothing does ("Waiting: host key
+    changed"); "" when the node's status is Ready or a type runs (the cell names it).
+
+    ``node`` comes from ``with_hold`` (``hold``); without it, the stored truth says whether
+    its work goes on."""
+    if node.is_processing or node.status == NodeStatus.READY:
+        return ""
+    hold = getattr(node, "hold", None)
+    if hold is None:
+        if node.maintenance:
+            hold = Hold.MAINTENANCE
+        elif node.condition == NodeCondition.HOST_KEY_CHANGED:
+            hold = Hold.HOST_KEY
+        else:
+            hold = Hold.CANCELLED if node.shown == NodeShown.WAITING else ""
+    if hold in ("", Hold.RUNNING, Hold.BUSY, Hold.NOTHING):
+        return str(NodeStatus(node.status).label)
+    return _WAITING_WORDS[Hold(hold)]
 
 
 def desync_holds(node: Node) -> QuerySet[Node2Sync]:

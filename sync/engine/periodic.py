@@ -18,7 +18,7 @@ from nodes.models import Node
 from sync import conditions
 from sync.audit import prune_audit
 from sync.clock import db_now_plus, read_db_now
-from sync.engine.eligibility import startable
+from sync.engine.eligibility import Hold, startable, with_row_hold
 from sync.engine.leases import free_lease, recover_expired_leases
 from sync.engine.registration import kick, register_desync
 from sync.engine.tally import fold_quiet_tallies
@@ -37,15 +37,18 @@ def due_node_ids() -> list[int]:
 def refresh_stuck() -> int:
     """Mark ``stuck`` the nodes whose work has waited past the limit with no progress.
 
-    Progress is any successful run since the work was registered; a node in maintenance, and
-    a type someone cancelled (held until a person acts), are held on purpose and not stuck.
-    Returns how many nodes changed.
+    Progress is a synchronizer run that succeeded since the work was registered
+    (``last_sync_at``: the health probe's answers are contact, not progress). What the engine
+    holds back on purpose (``eligibility``) is not stuck: a node in maintenance or with a
+    changed host key, a type someone cancelled (held until a person acts) and the types held
+    back by a type they need (that one is, if anything). Returns how many nodes changed.
     """
     limit = conditions.stuck_after()
     cutoff = db_now_plus(-limit.total_seconds())
+    on_purpose = [Hold.MAINTENANCE, Hold.HOST_KEY, Hold.CANCELLED, Hold.NEEDS]
     waiting = (
-        Node2Sync.objects.filter(registered_at__lt=cutoff, node__maintenance=False)
-        .exclude(state=DesyncState.HELD)
+        with_row_hold(Node2Sync.objects.filter(registered_at__lt=cutoff))
+        .exclude(hold__in=on_purpose)
         .filter(Q(node__last_sync_at__isnull=True) | Q(node__last_sync_at__lt=cutoff))
         .order_by("node_id", "action__priority", "action_id")
         .values_list("node_id", "action__title", "state")

@@ -25,6 +25,7 @@ from sync.clock import db_now, read_db_now
 from sync.engine.eligibility import RETRY_HOLDS, Hold, node_hold, node_hold_sql, store_truth_of
 from sync.engine.failures import fail_desync
 from sync.engine.leases import _lease_until, renew_lease
+from sync.engine.periodic import PROBE_TYPE
 from sync.engine.tally import count_runs, counted_together
 from sync.engine.transient import retry_on_transient_errors
 from sync.errors import FailureKind, short
@@ -228,7 +229,9 @@ def finish_run_and_start_next(
     with transaction.atomic(savepoint=False):  # no savepoint inside in_one_transaction
         # A success on a node with nothing wrong checks and renews the lease in the UPDATE
         # that records it; anything else checks the lease first, then writes.
-        fine = outcome == Outcome.SUCCESS and bool(_success_on_fine_node(ticket.node_id, worker))
+        fine = outcome == Outcome.SUCCESS and bool(
+            _success_on_fine_node(ticket.node_id, ticket.action, worker)
+        )
         if not fine and not renew_lease(ticket.node_id, worker):
             return False, None
         _record_end(
@@ -253,7 +256,14 @@ def finish_run_and_start_next(
         )
 
 
-def _success_on_fine_node(node_id: int, worker: str | None = None) -> int:
+def _synchronized(action: SyncAction) -> dict:
+    """What a success writes of "Last synchronization": the time of a synchronizer run, and
+    the progress ``stuck`` measures. The health probe's answer is contact
+    (``last_contact_at``, "Last contact"), not that."""
+    return {} if action.name == PROBE_TYPE else {"last_sync_at": db_now()}
+
+
+def _success_on_fine_node(node_id: int, action: SyncAction, worker: str | None = None) -> int:
     """A success on a node with nothing wrong and no type failing, in one UPDATE of the node;
     0 when the node has a condition to clear or a type still failing. With ``worker``, only
     while that worker holds the lease, which it renews: the check that every engine write
@@ -267,7 +277,7 @@ def _success_on_fine_node(node_id: int, worker: str | None = None) -> int:
         last_contact_at=db_now(),
         last_error="",
         current_action_id=None,
-        last_sync_at=db_now(),
+        **_synchronized(action),
         **lease,
     )
 
@@ -314,7 +324,7 @@ def _record_end(
         # (made by the caller already when ``fine`` is given); conditions to clear, or a type
         # still failing to name, take the conditions' read and write.
         if fine is None:
-            fine = bool(_success_on_fine_node(ticket.node_id))
+            fine = bool(_success_on_fine_node(ticket.node_id, ticket.action))
         if not fine:
             still_failing = (
                 Node2Sync.objects.filter(node_id=ticket.node_id, state=DesyncState.FAILED)
@@ -322,7 +332,7 @@ def _record_end(
                 .values_list("action__name", "action__title", "last_error")
                 .first()
             )
-            done = dict(current_action_id=None, last_sync_at=db_now())
+            done = dict(current_action_id=None, **_synchronized(ticket.action))
             node.update(**done, **({} if still_failing else {"last_error": ""}))
             conditions.after_success(
                 ticket.node_id,

@@ -1,11 +1,12 @@
-"""The data pages as an operator uses them, against a real sshd node and the running engine.
+"""The data pages as an operator uses them, against a real sshd node and a running cluster.
 
 A role, a file and a user are made through the pages; the role is given to the nodes with
 the role page's node picker; the file and the user reach a real sshd node (one with its own
-/etc and /home, so the test machine keeps its own). Every confirmation's count is the
-watches': the node ``keeper`` (in maintenance: it is counted, never contacted) keeps the
-file through a second role, so taking the file off the first role concerns one node only,
-and that node then loses the file for real.
+/etc and /home, so the test machine keeps its own) through a real django-q cluster
+(``manage.py qcluster``) that takes the work the pages' saves registered. Every
+confirmation's count is the watches': the node ``keeper`` (in maintenance: it is counted,
+never contacted) keeps the file through a second role, so taking the file off the first role
+concerns one node only, and that node then loses the file for real.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from playwright.sync_api import expect
 from nodes.choices import Transport
 from nodes.models import Node, Role
 from sync.synchronizers import update_syncactions
+from tests.conftest import process_env
 from tests.e2e.conftest import login
-from tests.integration.conftest import unavailable, wait_for
+from tests.integration.conftest import QCluster, unavailable, wait_for
 from tests.integration.private_nodes import PrivateNodeServer
 from tests.integration.private_nodes import unavailable as private_nodes_unavailable
 
@@ -38,6 +40,8 @@ def fleet(sshd, settings, tmp_path):
     """The real node ``web-1`` and the node ``keeper`` (role ``base``, in maintenance)."""
     if reason := private_nodes_unavailable():
         unavailable(reason)
+    # Where the panel keeps what it put on the node (the node's filesystem is this one but
+    # for /etc, /home and /run): the cluster is told the same.
     settings.SYNC_NODE_STATE_DIR = str(tmp_path / "state")
     update_syncactions()  # the built-in types: they run on a node of its own /etc and /home
     server = sshd(PrivateNodeServer)
@@ -53,7 +57,16 @@ def fleet(sshd, settings, tmp_path):
         name="keeper", transport=Transport.SSH, host="192.0.2.30", maintenance=True
     )
     keeper.roles.add(Role.objects.create(name="base"))
-    return node, server
+    return node, server, settings.SYNC_NODE_STATE_DIR
+
+
+@pytest.fixture
+def cluster(fleet, tmp_path):
+    """A real django-q cluster on the test database, started before the pages are used."""
+    _, _, state_dir = fleet
+    running = QCluster(tmp_path / "qcluster.log", process_env(PANEL_NODE_STATE_DIR=state_dir))
+    yield running
+    running.stop()
 
 
 def save_and_confirm(page, says: str) -> None:
@@ -65,9 +78,9 @@ def save_and_confirm(page, says: str) -> None:
 
 
 def test_a_role_a_file_and_a_user_made_on_the_pages_reach_a_real_node(
-    page, operator, engine, fleet
+    page, operator, fleet, cluster
 ):
-    node, server = fleet
+    node, server, _ = fleet
     login(page, operator)
 
     page.get_by_role("link", name="Roles", exact=True).click()
@@ -93,7 +106,6 @@ def test_a_role_a_file_and_a_user_made_on_the_pages_reach_a_real_node(
     page.get_by_label("web", exact=True).check()
     save_and_confirm(page, "2 nodes will synchronize users")
 
-    engine.start()
     placed = server.etc / PATH.removeprefix("/etc/")
     wait_for(lambda: placed.exists(), timeout=30)
     assert placed.read_text() == "greeting = hello from the panel\n"

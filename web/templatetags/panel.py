@@ -9,6 +9,7 @@ from django.core.paginator import Page
 from django.template.defaultfilters import filesizeformat
 from django.utils.timesince import timesince
 
+from sync.engine import work_line as _work_line
 from web.polling import query_without_poll
 from web.rows import render_rows
 
@@ -85,6 +86,12 @@ def cut_at_word(value: object, limit: int) -> str:
 def is_cut(value: object, limit: int) -> bool:
     """Whether ``cut_at_word`` would cut ``value`` at ``limit`` (the page then offers all)."""
     return len(str(value or "")) > limit
+
+
+@register.filter
+def work_line(node) -> str:
+    """The synchronizer's part of a node's Status cell (``sync.engine.work_line``)."""
+    return _work_line(node)
 
 
 @register.filter

@@ -81,6 +81,8 @@ def _list_fingerprint(context: dict, list_changed: bool) -> str:
             (
                 n.pk,
                 n.status,
+                n.shown,
+                n.hold,
                 n.is_processing,
                 n.current_action_id,
                 n.maintenance,
@@ -88,6 +90,7 @@ def _list_fingerprint(context: dict, list_changed: bool) -> str:
                 n.failed_count,
                 n.last_error,
                 n.last_sync_at,
+                n.last_contact_at,
                 n.conditions,
             )
             for n in context["nodes"]

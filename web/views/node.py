@@ -29,7 +29,7 @@ from nodes.access import VIEW, require_perms
 from nodes.keys import safe_fingerprint
 from nodes.models import Node
 from sync.alerts.history import node_changes
-from sync.engine.eligibility import desync_holds, why_waiting
+from sync.engine.eligibility import desync_holds, why_waiting, with_hold
 from sync.models import (
     DesyncState,
     Node2Sync,
@@ -55,7 +55,7 @@ def _node_queryset() -> QuerySet[Node]:
     """
     runs = SyncRun.objects.filter(node=OuterRef("pk")).order_by().values("node")
     return (
-        with_running_title(Node.objects)
+        with_hold(with_running_title(Node.objects))
         .prefetch_related("roles")
         .annotate(
             runs_count=Subquery(
@@ -128,8 +128,10 @@ class NodeSnapshot:
         return fingerprint(
             [getattr(node, f.attname) for f in Node._meta.concrete_fields],
             node.running_title,
+            node.hold,
             node.is_processing,
             timesince(node.last_sync_at) if node.last_sync_at else "",
+            timesince(node.last_contact_at) if node.last_contact_at else "",
             [role.name for role in node.roles.all()],
             node.runs_count,
             node.runs_newest,
