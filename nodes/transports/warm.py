@@ -120,6 +120,12 @@ class WarmPool:
 
     def __init__(self) -> None:
         self.idle: dict[int, _Warm] = {}  # least recently used first
+        self.closing: set[asyncio.Task] = set()  # closes running in the background
+
+    def close_later(self, warm: _Warm) -> None:
+        task = asyncio.get_running_loop().create_task(warm.close())
+        self.closing.add(task)
+        task.add_done_callback(self.closing.discard)
 
     async def checkout(
         self, address: NodeAddress, session: NodeSession, fresh_after: float | None
@@ -136,6 +142,9 @@ class WarmPool:
                     return warm
                 except TransportError as e:
                     why = f"it did not answer ({e})"
+                except BaseException:  # the session was cancelled meanwhile: state unknown
+                    self.close_later(warm)
+                    raise
             log.info("ssh connection to %s replaced: %s", address.name, why)
             await warm.close()
         return _Warm(address, await SSHTransport.connect(address, session=session))
@@ -159,7 +168,7 @@ class WarmPool:
     def _expire(self, pk: int, warm: _Warm) -> None:
         if self.idle.get(pk) is warm:
             del self.idle[pk]
-            asyncio.get_running_loop().create_task(warm.close())
+            self.close_later(warm)
 
     def generations(self) -> dict[int, int]:
         return {pk: warm.address.generation for pk, warm in self.idle.items()}
@@ -369,7 +378,20 @@ async def open_warm(
     opened (host key checked) when there is none that may be reused."""
     warm_loop = _warm_loop()
     assert warm_loop is not None
-    warm = await warm_loop.submit(warm_loop.pool.checkout(address, session, fresh_after))
+    pool = warm_loop.pool
+    future = asyncio.run_coroutine_threadsafe(
+        pool.checkout(address, session, fresh_after), warm_loop.loop
+    )
+    try:
+        warm = await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        # Cancelled just as the connection was ready: it is nobody's, close it there.
+        def close_unclaimed(done: Any) -> None:
+            if not done.cancelled() and done.exception() is None:
+                warm_loop.loop.call_soon_threadsafe(pool.close_later, done.result())
+
+        future.add_done_callback(close_unclaimed)
+        raise
     return WarmTransport(warm_loop, warm)
 
 
