@@ -28,6 +28,7 @@ class NodeFilters(Schema):
 
     q: Annotated[str, Field(max_length=100)] | None = None
     status: str | None = None
+    shown: str | None = None
     condition: str | None = None
     usable: bool | None = None
     role: str | None = None

@@ -44,7 +44,8 @@ class NodeCondition(LookChoices):
     """What is wrong with a node, beside its status (which keeps its own meaning).
 
     Declared from the most severe down: the Status cell shows the first one a node has.
-    ``blocks_use`` marks the conditions that make a Ready node unusable for user requests.
+    Which of them make a node unusable is the rule of ``nodes.truth`` (it reads the most
+    severe one: host key changed and unreachable must stay the two most severe).
     """
 
     HOST_KEY_CHANGED = "host-key-changed", "Host key changed"
@@ -60,7 +61,6 @@ class NodeCondition(LookChoices):
         "failing": ("alert-triangle", "condition-failing"),
         "maintenance": ("wrench", "condition-maintenance"),
     }
-    __blocks_use = ("host-key-changed", "unreachable", "maintenance")
     # Maintenance is a person's deliberate act (the audit trail has it), not news: every other
     # condition, and any added later, is alerted about when a node enters or leaves it.
     __quiet = ("maintenance",)
@@ -69,10 +69,6 @@ class NodeCondition(LookChoices):
     def severity(self) -> int:
         """0 is the most severe."""
         return list(NodeCondition).index(self)
-
-    @property
-    def blocks_use(self) -> bool:
-        return self.value in self.__blocks_use
 
     @property
     def alerts(self) -> bool:

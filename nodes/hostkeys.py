@@ -73,7 +73,7 @@ def scan_host_key(host: str, port: int) -> str:
     return async_to_sync(fetch_host_key)(host, port, timeout=check_seconds())
 
 
-# How many servers a scan of many talks to at once.
+# How many servers a scan of many (or the checks of adding many) talks to at once.
 SCAN_CONCURRENCY = 20
 
 Address = tuple[str, int]

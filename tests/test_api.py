@@ -82,6 +82,8 @@ def test_a_token_lists_nodes_with_the_pages_filters_and_pages(op_token, make_nod
     assert (page["count"], page["pages"], len(page["items"])) == (4, 2, 2)
     assert [n["name"] for n in api.get("/nodes", maintenance="true").json()["items"]] == ["m0"]
     assert api.get("/nodes", q="n1").json()["count"] == 1
+    shown = api.get("/nodes", shown="maintenance").json()["items"]
+    assert [(n["name"], n["shown"], n["usable"]) for n in shown] == [("m0", "maintenance", False)]
     bad = api.get("/nodes", status="nonsense")
     assert bad.status_code == 422 and bad.json()["field"] == "status"
     assert ApiToken.objects.get(name="ci").last_used_at is not None

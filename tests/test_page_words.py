@@ -135,6 +135,24 @@ def test_the_accept_page_offers_no_accept_for_the_pinned_key(operator, make_ssh_
 def test_it_cuts_at_a_word():
     assert cut_at_word("alpha beta gamma delta", 13) == "alpha beta…"
     assert cut_at_word("short", 13) == "short"
+    # A role's slug is cut where its words join.
+    assert cut_at_word("web-frontend-nodes-of-the-west-region", 24) == "web-frontend-nodes-of…"
+    assert cut_at_word("database_replicas_which_answer", 24) == "database_replicas_which…"
+
+
+def test_a_long_role_name_is_cut_at_a_word_with_its_page_one_click_away(operator, make_node):
+    name = "web-frontend-nodes-of-the-west-region-behind-proxy"
+    role = Role.objects.create(name=name)
+    node = make_node("n1")
+    node.roles.add(role)
+    url = reverse("data:roles_detail", args=[role.pk])
+    badge = (
+        f'<a class="badge rounded-pill text-bg-light border role-badge" href="{url}"'
+        f' title="{name}">web-frontend-nodes-of…</a>'
+    )
+    for html in (page(operator, node), operator.get(reverse("nodes:list")).content.decode()):
+        assert badge in html
+    assert name in operator.get(url).content.decode()
 
 
 def test_a_long_error_is_cut_at_a_word_with_the_whole_of_it_on_the_page(operator, make_node):

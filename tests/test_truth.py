@@ -87,6 +87,12 @@ def test_a_node_is_usable_exactly_when_it_reads_ready(status, condition, mainten
     assert truth.usable == usable == (truth.shown == NodeShown.READY)
 
 
+def test_the_conditions_that_stop_use_are_the_most_severe():
+    """The rule reads only the most severe condition (``Node.condition``): that is enough
+    while the two that stop use come first."""
+    assert list(NodeCondition)[:2] == [NodeCondition.HOST_KEY_CHANGED, NodeCondition.UNREACHABLE]
+
+
 def test_the_rule_ends_with_a_word_for_anything():
     assert not SHOWN_RULE[-1].when
 
@@ -158,6 +164,14 @@ def test_filters_counts_and_the_command_read_the_stored_truth(make_node):
     rows = {r["name"]: r for r in json.loads(out.getvalue())}
     assert rows["down"]["shown"] == "unreachable" and rows["down"]["usable"] is False
     assert rows["fine"]["shown"] == "ready" and rows["fine"]["usable"] is True
+    out = StringIO()
+    call_command("nodes", stdout=out)
+    header, *lines = out.getvalue().splitlines()
+    assert header.split()[:4] == ["NAME", "ADDRESS", "SHOWN", "STATUS"]
+    assert next(line for line in lines if line.startswith("down")).split()[2:4] == [
+        "unreachable",
+        "ready",
+    ]
 
 
 # --- The table in docs/ARCHITECTURE.md, made to happen through the engine --------------------

@@ -30,7 +30,7 @@ CACHE = "rows"
 
 def _row_key(node: Node, can_bulk: bool, salt: str) -> str:
     loaded = [(k, v) for k, v in node.__dict__.items() if not k.startswith("_")]
-    roles = [r.name for r in node.roles.all()]  # prefetched by the table query
+    roles = [(r.pk, r.name) for r in node.roles.all()]  # prefetched by the table query
     text = repr((loaded, roles, can_bulk, salt))
     return "row:" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 

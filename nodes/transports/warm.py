@@ -98,9 +98,13 @@ class _Warm:
         finally:
             self.in_flight.discard(task)
 
-    async def settled(self) -> None:
+    async def settled(self) -> bool:
+        """Whether the session's operations all ended (a cancelled one closes its channel at
+        once; one that does not within ``REUSE_CHECK_SECONDS`` makes the connection suspect)."""
         if self.in_flight:
-            await asyncio.wait(list(self.in_flight))
+            _, pending = await asyncio.wait(list(self.in_flight), timeout=REUSE_CHECK_SECONDS)
+            return not pending
+        return True
 
     async def close(self) -> None:
         if self.idle_timer is not None:
@@ -116,6 +120,12 @@ class WarmPool:
 
     def __init__(self) -> None:
         self.idle: dict[int, _Warm] = {}  # least recently used first
+        self.closing: set[asyncio.Task] = set()  # closes running in the background
+
+    def close_later(self, warm: _Warm) -> None:
+        task = asyncio.get_running_loop().create_task(warm.close())
+        self.closing.add(task)
+        task.add_done_callback(self.closing.discard)
 
     async def checkout(
         self, address: NodeAddress, session: NodeSession, fresh_after: float | None
@@ -132,16 +142,20 @@ class WarmPool:
                     return warm
                 except TransportError as e:
                     why = f"it did not answer ({e})"
+                except BaseException:  # the session was cancelled meanwhile: state unknown
+                    self.close_later(warm)
+                    raise
             log.info("ssh connection to %s replaced: %s", address.name, why)
             await warm.close()
         return _Warm(address, await SSHTransport.connect(address, session=session))
 
     async def checkin(self, warm: _Warm, keep: bool) -> None:
         """The session is over: keep the connection for the next one, or close it."""
-        await warm.settled()
+        settled = await warm.settled()
         idle = idle_seconds()
         pk = warm.address.pk
-        keep = keep and idle > 0 and not warm.address.maintenance and pk not in self.idle
+        keep = keep and settled and idle > 0 and not warm.address.maintenance
+        keep = keep and pk not in self.idle
         if keep and await warm.transport.end_session(REUSE_CHECK_SECONDS):
             while len(self.idle) >= MOST_IDLE:
                 await self.idle.pop(next(iter(self.idle))).close()
@@ -154,7 +168,7 @@ class WarmPool:
     def _expire(self, pk: int, warm: _Warm) -> None:
         if self.idle.get(pk) is warm:
             del self.idle[pk]
-            asyncio.get_running_loop().create_task(warm.close())
+            self.close_later(warm)
 
     def generations(self) -> dict[int, int]:
         return {pk: warm.address.generation for pk, warm in self.idle.items()}
@@ -364,7 +378,20 @@ async def open_warm(
     opened (host key checked) when there is none that may be reused."""
     warm_loop = _warm_loop()
     assert warm_loop is not None
-    warm = await warm_loop.submit(warm_loop.pool.checkout(address, session, fresh_after))
+    pool = warm_loop.pool
+    future = asyncio.run_coroutine_threadsafe(
+        pool.checkout(address, session, fresh_after), warm_loop.loop
+    )
+    try:
+        warm = await asyncio.wrap_future(future)
+    except asyncio.CancelledError:
+        # Cancelled just as the connection was ready: it is nobody's, close it there.
+        def close_unclaimed(done: Any) -> None:
+            if not done.cancelled() and done.exception() is None:
+                warm_loop.loop.call_soon_threadsafe(pool.close_later, done.result())
+
+        future.add_done_callback(close_unclaimed)
+        raise
     return WarmTransport(warm_loop, warm)
 
 
@@ -389,12 +416,28 @@ def drop_stale_connections() -> int:
     return warm_loop.call(warm_loop.pool.drop(stale)) if stale else 0
 
 
+def close_node(node_id: int) -> int:
+    """Close this process's idle warm connection to one node, if any."""
+    warm_loop = _warm_loop(start=False)
+    if warm_loop is None:
+        return 0
+    return warm_loop.call(warm_loop.pool.drop([node_id]))
+
+
 def close_all() -> int:
     """Close every idle warm connection of this process (tests, a clean shutdown)."""
     warm_loop = _warm_loop(start=False)
     if warm_loop is None:
         return 0
     return warm_loop.call(warm_loop.pool.drop())
+
+
+async def warm_node_ids() -> set[int]:
+    """The nodes this process keeps an idle warm connection to (from any event loop)."""
+    warm_loop = _warm_loop(start=False)
+    if warm_loop is None:
+        return set()
+    return set(await warm_loop.submit(_on_loop(warm_loop.pool.generations)))
 
 
 def idle_count() -> int:

@@ -20,6 +20,7 @@ from django.db import IntegrityError, transaction
 from nodes.access import ADD, CHANGE, check_perms
 from nodes.choices import Transport
 from nodes.hostkeys import (
+    SCAN_CONCURRENCY,
     check_seconds,
     login_check,
     parse_host_key,
@@ -178,10 +179,15 @@ def add_nodes(
             outcome[i] = "refused: " + " ".join(r.message for r in refusals)
         elif node.transport != Transport.SSH or not node.host_key:
             outcome[i] = "refused: only SSH nodes with a confirmed host key are added this way"
+        if i in outcome and progress is not None:
+            progress(node, outcome[i])
 
     async def check_all() -> None:
+        at_once = asyncio.Semaphore(SCAN_CONCURRENCY)
+
         async def check(i: int, node: Node) -> None:
-            outcome[i] = await _check_new_node(node, node.host_key) or "checked"
+            async with at_once:
+                outcome[i] = await _check_new_node(node, node.host_key) or "checked"
             if progress is not None and outcome[i] != "checked":
                 progress(node, outcome[i])
 

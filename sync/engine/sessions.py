@@ -20,10 +20,11 @@ from typing import Any
 
 from asgiref.sync import async_to_sync, sync_to_async
 from django.conf import settings
+from django.db.models import Q
 
 from nodes.models import Node
-from nodes.transports.warm import drop_stale_connections
-from sync.clock import db_now_plus
+from nodes.transports.warm import drop_stale_connections, warm_node_ids
+from sync.clock import db_now, db_now_plus
 from sync.engine.eligibility import startable
 from sync.engine.execution import Execution, NodeConnection, execute
 from sync.engine.leases import (
@@ -44,7 +45,7 @@ from sync.engine.runs import (
 )
 from sync.engine.transient import retry_on_transient_errors
 from sync.errors import FailureKind
-from sync.models import Outcome
+from sync.models import DesyncState, Node2Sync, Outcome
 from sync.watch import RunWatch, publish
 
 log = logging.getLogger("sync")
@@ -382,21 +383,56 @@ async def run_node_sessions(nodes: list[Node], **kwargs) -> list[SessionResult]:
 
 
 @retry_on_transient_errors
-def due_nodes_to_take(room: int, busy: Iterable[int]) -> list[Node]:
+def due_nodes_to_take(room: int, busy: Iterable[int], warm_here: Iterable[int] = ()) -> list[Node]:
     """Up to ``room`` nodes whose work may start now (``eligibility``), without a live lease,
     that have waited at least ``take_due_after_seconds``: the oldest due first.
 
     The wait leaves a node's own task (enqueued when its work was registered) the time to
     start it, so that the work of one registration still spreads over every worker; only what
-    waits longer, behind busy workers, is taken by a task that has room.
+    waits longer, behind busy workers, is taken by a task that has room. Nodes in
+    ``warm_here`` (this worker keeps their connection warm) are taken without the wait: here
+    they cost no login, in the worker their task went to they may.
     """
     waited = db_now_plus(-float(settings.SYNC["take_due_after_seconds"]))
+    busy = list(busy)
+    ready = Q(next_at__lte=waited)
+    due_rows = Q(next_attempt_at__lte=waited)
+    if warm_here := list(warm_here):
+        ready |= Q(pk__in=warm_here)
+        due_rows |= Q(node_id__in=warm_here, next_attempt_at__lte=db_now())
+    # Candidates first, from the due index: nodes with no live lease whose oldest waiting row
+    # is due. Only a necessary condition (the rule is ``startable``'s, below), but a cheap
+    # one: the rule over every node of a large fleet with work queued costs seconds, and this
+    # runs on the task's database thread, every ``take_due_every_seconds``, while its sessions
+    # wait for that thread. A few times ``room`` candidates, so nodes held back for another
+    # reason (a type they need was cancelled) do not crowd out the rest.
+    rows = (
+        Node2Sync.objects.filter(
+            due_rows,
+            state__in=[DesyncState.PENDING, DesyncState.FAILED],
+            node__maintenance=False,
+        )
+        .filter(Q(node__lease_until__isnull=True) | Q(node__lease_until__lt=db_now()))
+        .exclude(node_id__in=busy)
+        .order_by("next_attempt_at")
+        .values_list("node_id", flat=True)
+    )
+    candidates = list(dict.fromkeys(rows[: room * 8 + 50]))
+    if not candidates:
+        return []
     due = (
-        startable(Node.objects.filter(free_lease()).exclude(pk__in=list(busy)))
-        .filter(next_at__lte=waited)
+        startable(Node.objects.filter(free_lease(), pk__in=candidates))
+        .filter(ready)
         .order_by("next_at", "pk")
     )
     return list(due[:room])
+
+
+def _warm_elsewhere(node: Node, warm_here: set[int]) -> bool:
+    """Whether another worker may keep ``node``'s connection warm: this one keeps others but
+    not it, and the panel has reached it before. Its session then waits a moment, for a
+    worker that keeps it to take it (``due_nodes_to_take``), before connecting here."""
+    return bool(warm_here) and node.pk not in warm_here and node.last_contact_at is not None
 
 
 async def run_batch(nodes: list[Node], *, warm: bool = False) -> list[SessionResult]:
@@ -415,16 +451,40 @@ async def run_batch(nodes: list[Node], *, warm: bool = False) -> list[SessionRes
     running: dict[asyncio.Task, Node] = {}
     results: list[SessionResult] = []
 
-    def start(node: Node, **kwargs) -> None:
-        running[asyncio.create_task(run_node_session(node, warm=warm, **kwargs))] = node
+    waiting: set[int] = set()  # nodes left a moment to a worker that keeps them warm
 
+    def start(node: Node, wait: float = 0.0, **kwargs) -> None:
+        async def session() -> SessionResult:
+            if wait:
+                waiting.add(node.pk)
+                try:
+                    await asyncio.sleep(wait)
+                finally:
+                    waiting.discard(node.pk)
+            return await run_node_session(node, warm=warm, **kwargs)
+
+        running[asyncio.create_task(session())] = node
+
+    # Warm connections are a worker's own, and a task goes to whichever worker is free: a
+    # node kept warm by another worker is left to it for a moment (twice the wait left to a
+    # node's own task: that worker may be busy with its database queries), taking no room
+    # meanwhile; and the due nodes this worker keeps warm are taken first, before the given
+    # sessions queue their queries on the database thread.
+    warm_here = await warm_node_ids() if warm else set()
+    leave = 2 * float(settings.SYNC["take_due_after_seconds"])
+    elsewhere = [n for n in nodes if _warm_elsewhere(n, warm_here)]
+    room = room_for - (len(nodes) - len(elsewhere))
+    if warm_here and room > 0:
+        for node in await _db(due_nodes_to_take)(room, [n.pk for n in nodes], warm_here):
+            start(node, deadline=deadline)
     for node in nodes:
-        start(node)
+        start(node, wait=leave if node in elsewhere else 0.0)
     while True:
-        room = room_for - len(running)
+        room = room_for - len(running) + len(waiting)
         if room > 0 and time.monotonic() < deadline:
             busy = [n.pk for n in running.values()]
-            for node in await _db(due_nodes_to_take)(room, busy):
+            warm_here = await warm_node_ids() if warm else set()
+            for node in await _db(due_nodes_to_take)(room, busy, warm_here):
                 start(node, deadline=deadline)
         if not running:
             return results

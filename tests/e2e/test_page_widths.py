@@ -33,6 +33,15 @@ ERROR = (
 )
 assert len(ERROR) == 300, len(ERROR)
 
+# Role names of 50 characters (the most a role name may have): words joined by hyphens, by
+# underscores, and one without any break at all.
+LONG_ROLES = (
+    "web-frontend-nodes-of-the-west-region-behind-proxy",
+    "database_replicas_which_answer_the_reporting_query",
+    "r" * 50,
+)
+assert all(len(name) == 50 for name in LONG_ROLES)
+
 
 def long_name(kind: str) -> str:
     """A 63-character node name (the most a node name may have)."""
@@ -143,6 +152,10 @@ def data_pages(nodes: dict[str, Node]) -> dict[str, str]:
 
     role = Role.objects.create(name="role-with-a-long-name")
     role.nodes.set(nodes.values())
+    # Several roles on every node, three of them with the longest names allowed.
+    long_roles = [Role.objects.create(name=name) for name in LONG_ROLES]
+    for node in nodes.values():
+        node.roles.add(*long_roles)
     path = "/etc/" + "/".join(["a-folder-with-a-long-name-and-no-breaks"] * 6) + "/file.conf"
     conf = ManagedFile.objects.create(path=path, content=ERROR * 3)
     conf.roles.add(role)
@@ -150,6 +163,9 @@ def data_pages(nodes: dict[str, Node]) -> dict[str, str]:
     user.roles.add(role)
     pages = {"data-files": "/files/", "data-roles": "/roles/"}
     pages["data-role"] = f"/roles/{role.pk}/"
+    for number, long_role in enumerate(long_roles):
+        pages[f"data-role-long-{number}"] = f"/roles/{long_role.pk}/"
+    pages["data-role-long-edit"] = f"/roles/{long_roles[-1].pk}/edit/"
     pages["data-file"] = f"/files/{conf.pk}/"
     pages["data-file-edit"] = f"/files/{conf.pk}/edit/"
     pages["data-user"] = f"/users/{user.pk}/"

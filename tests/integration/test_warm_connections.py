@@ -139,6 +139,28 @@ def test_a_node_the_admin_changes_gets_a_new_connection(make_ssh_node, sshd, rem
     assert warm.idle_count() == 0
 
 
+def test_a_task_takes_at_once_the_due_nodes_its_worker_keeps_warm(make_ssh_node, remote):
+    """A task goes to whichever worker is free: the node it was given waits a moment if
+    another worker may keep it warm, and the nodes this worker keeps warm are taken at once,
+    so a re-sync does not log in again wherever its tasks land."""
+    kept, _ = make_ssh_node("w7")
+    given, given_server = make_ssh_node("w8")
+    action, _ = remote
+    warm_session(kept, action)
+    warm_session(given, action)
+    warm.close_node(given.pk)  # as if another worker kept it
+
+    register_desync([kept, given], [action])
+    started = time.monotonic()
+    run_task_batch([given.pk])  # the task of the other worker's node came here
+
+    runs = {r.node_id: r for r in SyncRun.objects.filter(action=action).order_by("pk")}
+    assert runs[kept.pk].outcome == runs[given.pk].outcome == Outcome.SUCCESS
+    assert runs[kept.pk].started_at < runs[given.pk].started_at  # taken at once, not waited
+    assert time.monotonic() - started >= 2  # the given one waited for a worker keeping it
+    assert logins(given_server) == 2  # no one took it: it connected here after the wait
+
+
 def test_a_broken_connection_is_made_again_once_with_its_host_key_checked(make_ssh_node, remote):
     node, server = make_ssh_node("w3")
     action, seen = remote

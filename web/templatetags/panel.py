@@ -70,16 +70,21 @@ def cut_at_word(value: object, limit: int) -> str:
     """``value`` cut to at most ``limit`` characters at a word boundary, with "…" when cut.
 
     Django's ``truncatechars`` cuts mid-word ("acceptk…"); a page that cuts a text must also
-    put the whole of it one click away (a ``<details>``, or a link to the node's page).
+    put the whole of it one click away (a ``<details>``, or a link to the node's page). A name
+    without spaces (a role's slug) is cut where its words join, at a hyphen or underscore.
     """
     text = str(value or "")
     if len(text) <= limit:
         return text
     cut = text[: max(limit - 1, 1)]
-    space = cut.rfind(" ")
+    # A word that ends just where the "…" goes is kept whole.
+    room = text[:limit]
+    space = room.rfind(" ")
+    if space <= limit // 2:
+        space = max(room.rfind("-"), room.rfind("_"))
     if space > limit // 2:
         cut = cut[:space]
-    return cut.rstrip(" ,;:.-") + "…"
+    return cut.rstrip(" ,;:.-_") + "…"
 
 
 @register.filter

@@ -42,15 +42,16 @@ class Command(BaseCommand):
         if not rows:
             self.stdout.write("No nodes. Add one with `manage.py addnode NAME --local`.")
             return
-        fmt = "{:<24} {:<28} {:<26} {:<10} {:>7}  {}"
+        fmt = "{:<24} {:<28} {:<16} {:<16} {:<10} {:>7}  {}"
         self.stdout.write(
-            fmt.format("NAME", "ADDRESS", "STATUS", "PROCESSING", "PENDING", "CONDITION")
+            fmt.format("NAME", "ADDRESS", "SHOWN", "STATUS", "PROCESSING", "PENDING", "CONDITION")
         )
         for r in rows:
             self.stdout.write(
                 fmt.format(
                     r["name"],
                     r["address"],
+                    r["shown"],
                     r["status"],
                     "yes" if r["processing"] else "no",
                     r["pending"],
