@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,3 +76,29 @@ def stop_process_group(proc: subprocess.Popen) -> None:
     except ProcessLookupError:
         pass
     proc.wait()
+
+
+@contextmanager
+def counted() -> Iterator[dict[str, int]]:
+    """Count the queries and commits of this process's connection meanwhile."""
+    from django.db import connection
+
+    counts = {"queries": 0, "commits": 0}
+
+    def query(execute, sql, params, many, context):
+        counts["queries"] += 1
+        return execute(sql, params, many, context)
+
+    connection.ensure_connection()
+    commit = connection.connection.commit
+
+    def counted_commit():
+        counts["commits"] += 1
+        return commit()
+
+    connection.connection.commit = counted_commit
+    try:
+        with connection.execute_wrapper(query):
+            yield counts
+    finally:
+        connection.connection.commit = commit

@@ -16,7 +16,14 @@ import multiprocessing
 import os
 import time
 
-from bench.common import MARIADB_URL, database_name, setup_django, start_cluster, stop_process_group
+from bench.common import (
+    MARIADB_URL,
+    counted,
+    database_name,
+    setup_django,
+    start_cluster,
+    stop_process_group,
+)
 
 
 def wait_until(predicate, timeout: float = 900) -> None:
@@ -82,7 +89,7 @@ def main() -> None:
     from bench.bench_types import DISPATCH_TYPES
     from nodes.choices import Transport
     from nodes.models import Node
-    from sync.engine import register_desync
+    from sync.engine import register_desync, run_nodes
     from sync.models import Node2Sync, Outcome, SyncAction, SyncRun
 
     ceiling = database_ceiling(args.workers)
@@ -111,6 +118,16 @@ def main() -> None:
         assert ran == runs, (ran, runs)
     finally:
         stop_process_group(cluster)
+    # What a run costs the database, counted in this process on 25 more nodes.
+    Node.objects.bulk_create(
+        Node(name=f"sample{i:02d}", transport=Transport.LOCAL) for i in range(25)
+    )
+    sample = list(Node.objects.filter(name__startswith="sample").values_list("pk", flat=True))
+    register_desync(sample, actions)
+    with counted() as counts:
+        run_nodes(sample)
+    sampled = len(sample) * len(actions)
+    assert not Node2Sync.objects.exists()
     print(
         f"dispatch: database {database_name()}, {args.workers} django-q workers, {n} nodes x "
         f"{len(actions)} types = {runs} runs, as many raw tasks"
@@ -123,6 +140,10 @@ def main() -> None:
     print(
         f"| no-op synchronizer runs ({len(actions)} types x {n} nodes) | {syncs:.0f} | "
         f"{syncs / raw:.2f} | {syncs / ceiling:.3f} |"
+    )
+    print(
+        f"\nEngine queries per run: {counts['queries'] / sampled:.1f}, commits per run: "
+        f"{counts['commits'] / sampled:.2f} (25 nodes x {len(actions)} types, one `run_nodes`)"
     )
 
 

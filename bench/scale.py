@@ -21,12 +21,11 @@ import os
 import shutil
 import statistics
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from bench.common import (
     BENCH_DIR,
     MARIADB_URL,
+    counted,
     database_name,
     setup_django,
     start_cluster,
@@ -89,32 +88,6 @@ def make_nodes(count: int, prefix: str = "sim") -> list[int]:
     links = (through(node_id=n, role_id=roles[i % len(roles)].pk) for i, n in enumerate(ids))
     through.objects.bulk_create(links, batch_size=2000)
     return ids
-
-
-@contextmanager
-def counted() -> Iterator[dict[str, int]]:
-    """Count the queries and commits of this process's connection meanwhile."""
-    from django.db import connection
-
-    counts = {"queries": 0, "commits": 0}
-
-    def query(execute, sql, params, many, context):
-        counts["queries"] += 1
-        return execute(sql, params, many, context)
-
-    connection.ensure_connection()
-    commit = connection.connection.commit
-
-    def counted_commit():
-        counts["commits"] += 1
-        return commit()
-
-    connection.connection.commit = counted_commit
-    try:
-        with connection.execute_wrapper(query):
-            yield counts
-    finally:
-        connection.connection.commit = commit
 
 
 def queries_per_run(action_ids: list[int]) -> tuple[float, float]:

@@ -24,7 +24,7 @@ from django.db.models import Q
 
 from nodes.models import Node
 from nodes.transports.warm import drop_stale_connections, warm_node_ids
-from sync.clock import db_now_plus
+from sync.clock import db_now, db_now_plus
 from sync.engine.eligibility import startable
 from sync.engine.execution import Execution, NodeConnection, execute
 from sync.engine.leases import (
@@ -45,7 +45,7 @@ from sync.engine.runs import (
 )
 from sync.engine.transient import retry_on_transient_errors
 from sync.errors import FailureKind
-from sync.models import Outcome
+from sync.models import DesyncState, Node2Sync, Outcome
 from sync.watch import RunWatch, publish
 
 log = logging.getLogger("sync")
@@ -394,11 +394,34 @@ def due_nodes_to_take(room: int, busy: Iterable[int], warm_here: Iterable[int] =
     they cost no login, in the worker their task went to they may.
     """
     waited = db_now_plus(-float(settings.SYNC["take_due_after_seconds"]))
+    busy = list(busy)
     ready = Q(next_at__lte=waited)
+    due_rows = Q(next_attempt_at__lte=waited)
     if warm_here := list(warm_here):
         ready |= Q(pk__in=warm_here)
+        due_rows |= Q(node_id__in=warm_here, next_attempt_at__lte=db_now())
+    # Candidates first, from the due index: nodes with no live lease whose oldest waiting row
+    # is due. Only a necessary condition (the rule is ``startable``'s, below), but a cheap
+    # one: the rule over every node of a large fleet with work queued costs seconds, and this
+    # runs on the task's database thread, every ``take_due_every_seconds``, while its sessions
+    # wait for that thread. A few times ``room`` candidates, so nodes held back for another
+    # reason (a type they need was cancelled) do not crowd out the rest.
+    rows = (
+        Node2Sync.objects.filter(
+            due_rows,
+            state__in=[DesyncState.PENDING, DesyncState.FAILED],
+            node__maintenance=False,
+        )
+        .filter(Q(node__lease_until__isnull=True) | Q(node__lease_until__lt=db_now()))
+        .exclude(node_id__in=busy)
+        .order_by("next_attempt_at")
+        .values_list("node_id", flat=True)
+    )
+    candidates = list(dict.fromkeys(rows[: room * 8 + 50]))
+    if not candidates:
+        return []
     due = (
-        startable(Node.objects.filter(free_lease()).exclude(pk__in=list(busy)))
+        startable(Node.objects.filter(free_lease(), pk__in=candidates))
         .filter(ready)
         .order_by("next_at", "pk")
     )
