@@ -152,8 +152,32 @@
     });
   }
 
+  /* --- Filter a long list of choices (a role's nodes) by name ---------------------------- */
+
+  function setUpChoiceFilters() {
+    document.querySelectorAll("input[data-choice-filter]").forEach(function (input) {
+      var list = document.getElementById(input.getAttribute("aria-controls"));
+      if (!list) return;
+      input.hidden = false;
+      input.addEventListener("input", function () {
+        var words = input.value.trim().toLowerCase();
+        list.querySelectorAll(".form-check").forEach(function (choice) {
+          var box = choice.querySelector("input");
+          var shown = !words || (box && box.checked) ||
+            choice.textContent.toLowerCase().indexOf(words) !== -1;
+          choice.hidden = !shown;
+        });
+      });
+      /* Enter in the filter narrows the list; it does not submit the form. */
+      input.addEventListener("keydown", function (event) {
+        if (event.key === "Enter") event.preventDefault();
+      });
+    });
+  }
+
   function start() {
     setUpFolds();
+    setUpChoiceFilters();
     setUpBulk();
     setUpCopy();
     setUpTransport();

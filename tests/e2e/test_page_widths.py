@@ -240,3 +240,33 @@ def test_on_a_phone_the_list_leads_with_each_nodes_status(page, superuser, fleet
         or "Unreachable" in first.inner_text()
         or (first.locator(".status-condition").count())
     )
+
+
+def test_a_roles_node_picker_with_200_nodes_fits_and_filters(page, superuser, make_node):
+    """Two hundred nodes of long names on a role's form: the picker scrolls in its own box
+    within the window at both sizes, and a few letters find the node to give the role."""
+    from nodes.models import Role
+
+    for number in range(200):
+        make_node(long_name(f"picker-{number:03d}"), host=f"10.0.0.{number}")
+    role = Role.objects.create(name=LONG_ROLES[0])
+    wanted = Node.objects.get(name__startswith="picker-142-")
+    login(page, superuser)
+    for size, (width, height) in SIZES.items():
+        page.set_viewport_size({"width": width, "height": height})
+        page.goto(f"/roles/{role.pk}/edit/")
+        document, window = measure(page, "role-picker", size)
+        assert document <= window, f"{size}: {document} px on a {window} px window"
+        box = page.locator("#id_nodes_choices").bounding_box()
+        assert box is not None and box["height"] < height / 2, box
+    picker = page.get_by_role("searchbox", name="Filter the nodes by name")
+    picker.fill("picker-142")
+    visible = page.locator("#id_nodes_choices .form-check:visible")
+    assert visible.count() == 1
+    page.get_by_label(wanted.name).check()
+    picker.press("Enter")  # narrows the list, does not submit the form
+    assert page.url.endswith(f"/roles/{role.pk}/edit/")
+    page.get_by_role("button", name="Save").click()
+    page.get_by_role("button", name="Confirm and save").click()
+    page.wait_for_url(f"**/roles/{role.pk}/")
+    assert list(role.nodes.values_list("name", flat=True)) == [wanted.name]

@@ -172,6 +172,10 @@ def test_the_command_refuses_a_bad_file_by_line_with_exit_2(tmp_path):
     assert "2 bad line(s)" in err and not Node.objects.exists()
     assert addnode("--from-file", str(tmp_path / "missing"))[0] == 2
     assert addnode("x", "--from-file", str(path))[0] == 2
+    # The lines say each node's port and user: a --port or --user beside them is refused, not
+    # silently ignored.
+    code, _, err = addnode("--from-file", str(path), "--port", "2222", "--user", "admin")
+    assert code == 2 and "--from-file takes no --port, --user" in err
 
 
 def test_the_command_adds_the_reachable_nodes_with_progress(tmp_path, servers):

@@ -40,8 +40,8 @@ class Command(BaseCommand):
             "checked before any host is scanned; every key is scanned and printed, then the "
             "nodes are added with those keys (a key that changed meanwhile is refused).",
         )
-        parser.add_argument("--port", type=int, default=22, help="SSH port (default 22).")
-        parser.add_argument("--user", default="root", help="SSH user (default root).")
+        parser.add_argument("--port", type=int, help="SSH port (default 22).")
+        parser.add_argument("--user", help="SSH user (default root).")
         parser.add_argument(
             "--fingerprint",
             help="The SHA256:... fingerprint the node's host key must have (ssh-keygen -lf "
@@ -75,21 +75,35 @@ class Command(BaseCommand):
         name: str,
         local: bool,
         host: str | None,
-        port: int,
-        user: str,
+        port: int | None,
+        user: str | None,
         fingerprint: str | None = None,
         role: list[str] | None = None,
         from_file: str | None = None,
         **options,
     ):
         if from_file is not None:
-            if name or fingerprint:
+            given = [
+                flag
+                for flag, value in (
+                    ("NAME", name),
+                    ("--fingerprint", fingerprint),
+                    ("--port", port),
+                    ("--user", user),
+                    ("--install-key-as", options.get("install_key_as")),
+                )
+                if value is not None and value != ""
+            ]
+            if given:
                 raise bad_arguments(
-                    "--from-file takes no NAME or --fingerprint: the file's lines name the nodes"
+                    f"--from-file takes no {', '.join(given)}: each line of the file gives "
+                    "its node's name, host, port and user"
                 )
             return self._add_from_file(from_file, roles_by_name(role or []))
         if not name:
             raise bad_arguments("give the node's NAME (or --from-file FILE)")
+        port = 22 if port is None else port
+        user = "root" if user is None else user
         if not local and host is None:
             raise bad_arguments("one of --local, --host or --from-file is required")
         expected = expected_fingerprint(fingerprint)
