@@ -62,13 +62,16 @@ def with_condition(node: Node, condition: str) -> None:
 def fleet(make_node, make_type, sshd):
     """One node per condition, each with a failed desynchronization and a run with a log."""
     action = make_type("e2e-long-type-name-for-widths", priority=10)
+    # A type after it waits for it: "Waiting for … (failing: <the error>)" in Next attempt.
+    later = make_type("e2e-later-type-name-for-widths", priority=20)
     nodes = {}
     for condition in ("unreachable", "host-key-changed", "maintenance", "failing"):
         node = make_node(long_name(condition))
-        register_desync([node], [action])
-        Node2Sync.objects.filter(node=node).update(
+        register_desync([node], [action, later])
+        Node2Sync.objects.filter(node=node, action=action).update(
             state=DesyncState.FAILED, attempts=3, last_error=ERROR
         )
+        Node2Sync.objects.filter(node=node, action=later).update(attempts=1, last_error=ERROR)
         SyncRun.objects.create(
             node=node,
             action=action,
@@ -208,11 +211,20 @@ def test_no_page_is_wider_than_the_window(page, superuser, fleet, size):
     for name, url in data_pages(fleet).items():
         pages[name] = url
     too_wide = {}
+    squeezed = {}
     for name, url in pages.items():
         page.goto(url)
         document, window = measure(page, name, size)
         if document > window:
             too_wide[name] = document
+        if name.startswith("node-"):
+            # The desynchronizations' Last error is a readable column, not a letter wide.
+            ems = page.evaluate(
+                "Array.from(document.querySelectorAll('#desyncs td.error-cell'), td =>"
+                " td.getBoundingClientRect().width / parseFloat(getComputedStyle(td).fontSize))"
+            )
+            if min(ems, default=12) < 12 or (name == "node-failing" and not ems):
+                squeezed[name] = ems
     # The bulk confirmation: every node selected on the list, then Delete….
     page.goto("/nodes/")
     page.locator("#select-all").check()
@@ -222,6 +234,7 @@ def test_no_page_is_wider_than_the_window(page, superuser, fleet, size):
     if document > window:
         too_wide["delete-bulk"] = document
     assert not too_wide, f"wider than the {width} px window: {too_wide}"
+    assert not squeezed, f"Last error narrower than 12 em (widths in em): {squeezed}"
 
 
 def test_on_a_phone_the_list_leads_with_each_nodes_status(page, superuser, fleet):
