@@ -46,6 +46,9 @@ pytestmark = [
 victim = races.victim  # fixture
 
 ATTEMPTS = 1000
+# ...and for at least this long: the local transport makes its attempts in well under a second,
+# and on a busy machine the attacker would get too few turns meanwhile to prove anything.
+MIN_SECONDS = 3.0
 CONTENT = b"listen 80\n"
 SHA = hashlib.sha256(CONTENT).hexdigest()
 NAME = "app.conf"  # the managed file's name: the decoy's too, in the decoy's folder
@@ -119,12 +122,15 @@ def _decoy_state(secret: Path) -> tuple:
 
 async def _read_then_set(transport, path: str, owner: str, group: str) -> Counter:
     """What the files type does to a file with the right bytes and another mode, ATTEMPTS
-    times (up to five times that many while no swap has landed between the two, so a
-    machine busy elsewhere does not make the test prove nothing): read its state, then set
-    its mode and owner with the checksum read."""
+    times and for MIN_SECONDS at least (up to five times that many while no swap has landed
+    between the two, so a machine busy elsewhere does not make the test prove nothing): read
+    its state, then set its mode and owner with the checksum read."""
     seen: Counter = Counter()
-    while seen["attempts"] < ATTEMPTS or (
-        not seen["landed between"] and seen["attempts"] < 5 * ATTEMPTS
+    until = time.monotonic() + MIN_SECONDS
+    while (
+        seen["attempts"] < ATTEMPTS
+        or time.monotonic() < until
+        or (not seen["landed between"] and seen["attempts"] < 5 * ATTEMPTS)
     ):
         seen["attempts"] += 1
         state = await transport.stat_file(path)
