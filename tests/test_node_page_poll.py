@@ -136,6 +136,55 @@ def test_an_expired_lease_takes_the_spinner_away_on_the_next_poll(operator, busy
     assert 'aria-busy="true"' not in response.content.decode()
 
 
+def test_a_condition_change_its_digest_and_a_delivery_show_on_the_next_poll(operator, busy):
+    """The Alerts card follows the poll: a new change, its digest, a failed delivery."""
+    from django.test import override_settings
+
+    from sync.alerts.digests import make_digest
+    from sync.models import AlertDelivery, ConditionChange
+
+    node, _ = busy
+    detail = reverse("nodes:detail", args=[node.pk])
+    poll_url = poll_url_of(operator.get(detail).content.decode())
+    assert operator.get(poll_url, headers=HTMX).status_code == 204
+
+    def poll() -> str:
+        nonlocal poll_url
+        response = operator.get(poll_url, headers=HTMX)
+        assert response.status_code == 200
+        html = response.content.decode()
+        poll_url = poll_url_of(html)
+        assert re.search(r'<section id="alerts"[^>]*hx-swap-oob="true"', html)
+        return html
+
+    ConditionChange.objects.create(
+        at=timezone.now(),
+        node=node,
+        node_name=node.name,
+        condition="unreachable",
+        entered=True,
+        message="no route to host",
+    )
+    html = poll()
+    assert "no route to host" in html and "Waiting for the next alert digest" in html
+
+    with override_settings(PANEL_ALERT_GATHER_SECONDS=0):
+        digest = make_digest([])
+    assert digest is not None
+    AlertDelivery.objects.create(
+        digest=digest,
+        channel="c",
+        label="json://hooks.example.com/in",
+        next_attempt_at=timezone.now(),
+    )
+    html = poll()
+    assert "Waiting for the next alert digest" not in html and digest.title in html
+
+    AlertDelivery.objects.filter(digest=digest).update(attempts=1, last_error="refused by peer")
+    assert "refused by peer" in poll()
+    assert operator.get(poll_url, headers=HTMX).status_code == 204
+
+
 def test_the_first_load_renders_the_live_fragments_once(operator, busy):
     node, _ = busy
 

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 
 from django.core.paginator import Paginator
-from django.db.models import Count, IntegerField, Max, OuterRef, QuerySet, Subquery
+from django.db.models import Count, IntegerField, Max, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import MD5
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import render
@@ -31,6 +31,8 @@ from nodes.models import Node
 from sync.alerts.history import node_changes
 from sync.engine.eligibility import desync_holds, why_waiting, with_hold
 from sync.models import (
+    AlertDelivery,
+    ConditionChange,
     DesyncState,
     Node2Sync,
     Outcome,
@@ -54,6 +56,14 @@ def _node_queryset() -> QuerySet[Node]:
     serves them), so that telling a new or pruned run costs no query of its own.
     """
     runs = SyncRun.objects.filter(node=OuterRef("pk")).order_by().values("node")
+    # The Alerts card's news, told the same way: a new change, a change taken into a digest,
+    # an attempt to deliver a digest that names the node (every attempt counts one).
+    changes = ConditionChange.objects.filter(node=OuterRef("pk")).order_by().values("node")
+    deliveries = (
+        AlertDelivery.objects.filter(digest__changes__node=OuterRef("pk"))
+        .order_by()
+        .values("digest__changes__node")
+    )
     return (
         with_hold(with_running_title(Node.objects))
         .prefetch_related("roles")
@@ -62,6 +72,13 @@ def _node_queryset() -> QuerySet[Node]:
                 runs.annotate(n=Count("pk")).values("n"), output_field=IntegerField()
             ),
             runs_newest=Subquery(runs.annotate(m=Max("pk")).values("m")),
+            alerts_newest=Subquery(changes.annotate(m=Max("pk")).values("m")),
+            alerts_digested=Subquery(
+                changes.annotate(n=Count("digest")).values("n"), output_field=IntegerField()
+            ),
+            alerts_attempts=Subquery(
+                deliveries.annotate(n=Sum("attempts")).values("n"), output_field=IntegerField()
+            ),
             # When the running type's timeout ends it at the latest (what maintenance's box
             # says a run "still finishing" may take).
             running_started=Subquery(
@@ -135,6 +152,7 @@ class NodeSnapshot:
             [role.name for role in node.roles.all()],
             node.runs_count,
             node.runs_newest,
+            (node.alerts_newest, node.alerts_digested, node.alerts_attempts),
             self.running,
             [
                 (d.pk, d.action_id, d.state, d.attempts, d.next_attempt_at, d.is_due)
@@ -209,6 +227,9 @@ def _page_context(request: HttpRequest, snapshot: NodeSnapshot) -> dict:
         # hidden here, refused by the views whatever is posted (sync.rights).
         "panel_host_locked": locked,
         "offers": offers(node, snapshot.desyncs, locked),
+        # What was sent about the node (three queries): only when the page or a changed
+        # fragment is drawn, like the run history.
+        "alert_changes": node_changes(node),
     }
 
 
@@ -223,9 +244,6 @@ def node_detail(request: HttpRequest, pk: int) -> HttpResponse:
     alerts sent about it."""
     snapshot = NodeSnapshot.read(pk)
     context = _page_context(request, snapshot)
-    # What was sent about the node: read once with the page (changes come seconds apart at
-    # most, digests minutes apart), not on every poll.
-    context["alert_changes"] = node_changes(snapshot.node)
     poll = LivePoll(request, _live_url(snapshot.node))
     context["poller"] = poll.element(snapshot.fingerprint, snapshot.active)
     return render(request, "nodes/detail.html", context)
@@ -234,7 +252,7 @@ def node_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @require_GET
 @require_perms(VIEW)
 def node_detail_live(request: HttpRequest, pk: int) -> HttpResponse:
-    """The node page's poll: its status, summary, desynchronizations, runs and facts."""
+    """The node page's poll: its status, summary, desynchronizations, runs, facts and alerts."""
     try:
         snapshot = NodeSnapshot.read(pk)
     except Http404:
