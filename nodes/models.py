@@ -342,6 +342,14 @@ def lease_live() -> ExpressionWrapper:
     return ExpressionWrapper(Q(lease_until__gt=DatabaseNow()), output_field=models.BooleanField())
 
 
+def has_condition_q(condition: str) -> Q:
+    """``Node.has_condition`` in SQL: the condition holds, as the most severe one or beside a
+    worse one. The stored JSON is matched on its ``"type": "..."`` pair as Django writes it
+    (``json.dumps``), never on the bare word: a message is text from the node, and a message
+    that reads "Stuck" must not put the node in the ``stuck`` list."""
+    return Q(condition=condition) | Q(conditions__icontains=f'"type": "{condition}"')
+
+
 def processing_q() -> Q:
     """ "Is this node processing" in SQL (lists, counts, filters): ``Node.is_processing``'s twin."""
     return Q(current_action_id__isnull=False, lease_until__gt=DatabaseNow())

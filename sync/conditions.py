@@ -23,7 +23,7 @@ from datetime import datetime, timedelta
 from django.conf import settings
 
 from nodes.choices import NodeCondition
-from nodes.models import Node
+from nodes.models import Node, has_condition_q
 from sync.alerts.changes import record_node_changes
 from sync.errors import FailureKind
 from sync.models import SyncAction
@@ -206,7 +206,7 @@ def maintenance_changed(node_ids: list[int], on: bool, now: datetime) -> None:
 def mark_stuck(stuck: dict[int, str], now: datetime) -> int:
     """Set ``stuck`` on these nodes (id -> message) and clear it on every other node."""
     changed = 0
-    marked = Node.objects.filter(conditions__icontains=f'"{NodeCondition.STUCK.value}"')
+    marked = Node.objects.filter(has_condition_q(NodeCondition.STUCK.value))
     for node_id in marked.exclude(pk__in=stuck).values_list("pk", flat=True):
         conditions = NodeConditions.locked(node_id)
         if conditions.has(NodeCondition.STUCK):

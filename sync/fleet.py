@@ -16,7 +16,7 @@ from django.db.models import Count, Exists, IntegerField, OuterRef, Q, QuerySet,
 from django.db.models.functions import Coalesce
 
 from nodes.choices import NodeCondition, NodeShown, NodeStatus
-from nodes.models import Node, Role, processing_q
+from nodes.models import Node, Role, has_condition_q, processing_q
 from sync.engine.eligibility import with_hold
 from sync.models import DesyncState, Node2Sync, with_running_title
 
@@ -119,7 +119,7 @@ class NodeFilter(django_filters.FilterSet):
         """Nodes that have the condition, as the most severe one or beside a worse one."""
         if not value:
             return qs
-        return qs.filter(Q(condition=value) | Q(conditions__icontains=f'"{value}"'))
+        return qs.filter(has_condition_q(value))
 
     def filter_processing(self, qs: QuerySet, name: str, value: bool | None) -> QuerySet:
         if value is None:

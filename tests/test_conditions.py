@@ -245,3 +245,22 @@ def test_it_shows_the_worst_condition_in_the_nodes_table(make_node, make_type, c
     call_command("nodes")
     out = capsys.readouterr().out
     assert "CONDITION" in out and "T-Fail failing: no such unit" in out
+
+
+def test_the_condition_filter_reads_the_condition_not_the_words_of_a_message(operator, make_node):
+    # A message is text from the node: one that reads "Stuck" is no stuck condition, while a
+    # stuck condition beside a worse one is found.
+    worded, stuck = make_node("worded"), make_node("stuck-too")
+    Node.objects.filter(pk=worded.pk).update(
+        condition="failing",
+        conditions=[{"type": "failing", "since": "2026-12-05T06:00:00+00:00", "message": "Stuck"}],
+    )
+    Node.objects.filter(pk=stuck.pk).update(
+        condition="unreachable",
+        conditions=[
+            {"type": "unreachable", "since": "2026-12-05T06:00:00+00:00", "message": "gone"},
+            {"type": "stuck", "since": "2026-12-05T06:00:00+00:00", "message": "no progress"},
+        ],
+    )
+    page = operator.get(reverse("nodes:list"), {"condition": "stuck"}).content.decode()
+    assert 'data-node="stuck-too"' in page and 'data-node="worded"' not in page
