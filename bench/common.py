@@ -52,12 +52,15 @@ def database_name() -> str:
 
 def start_cluster(workers: int = 2) -> subprocess.Popen:
     env = dict(os.environ, PANEL_Q_WORKERS=str(workers))
+    # BENCH_CLUSTER_LOG=FILE keeps the cluster's log, to see where a run's time went.
+    log_path = os.environ.get("BENCH_CLUSTER_LOG")
+    output = open(log_path, "w") if log_path else subprocess.DEVNULL  # noqa: SIM115
     proc = subprocess.Popen(
         [sys.executable, str(ROOT / "manage.py"), "qcluster"],
         cwd=ROOT,
         env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=output,
+        stderr=subprocess.STDOUT,
         start_new_session=True,
     )
     time.sleep(4)  # the cluster's processes are up and polling

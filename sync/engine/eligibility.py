@@ -29,18 +29,18 @@ reason here: a session asks this while it holds the lease itself.
 from __future__ import annotations
 
 import functools
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 
 from django.db import connections, models, router
 from django.db.models import Case, Exists, OuterRef, Q, QuerySet, Subquery, Value, When
 from django.db.models.lookups import Exact
-from django.db.models.sql.subqueries import UpdateQuery
 from django.utils import timezone
 
 from nodes.choices import NodeCondition, NodeShown, NodeStatus
 from nodes.models import Node
 from nodes.truth import truth_columns
 from sync.clock import db_now
+from sync.engine.compiled import compiled, execute, select_sql, update_sql
 from sync.models import DesyncState, Node2Sync
 
 
@@ -155,12 +155,6 @@ def with_hold(
     )
 
 
-# ``node_hold``'s compiled SQL, one per shape of the question (see there).
-_NODE_HOLD_SQL: dict[tuple, tuple[str, list, dict[int, int]]] = {}
-# Ids no row has: compiled into the SQL in place of the node's and the skipped rows' ids.
-_SENTINEL = -(2**62)
-
-
 def node_hold_sql(
     node_id: int,
     *,
@@ -176,31 +170,25 @@ def node_hold_sql(
     tree costs Django several milliseconds, many times what the database takes to answer it,
     and a session asks it before every type it starts.
     """
-    skip = sorted(skip)
     alias = router.db_for_read(Node)
     key = (
+        "hold",
         alias,
         None if action_ids is None else tuple(sorted(action_ids)),
         tuple(sorted(ignore)),
         len(skip),
     )
-    compiled = _NODE_HOLD_SQL.get(key)
-    if compiled is None:
-        sentinels = [_SENTINEL + i for i in range(len(skip) + 1)]
+
+    def build(marks: list) -> tuple[str, Sequence]:
         query = with_hold(
-            Node.objects.using(alias).filter(pk=sentinels[0]),
+            Node.objects.using(alias).filter(pk=marks[0]),
             action_ids=action_ids,
             ignore=ignore,
-            skip=sentinels[1:],
+            skip=marks[1:],
         ).values_list("hold", "next_desync_id")[:1]
-        sql, params = query.query.sql_with_params()
-        slots = {i: sentinels.index(p) for i, p in enumerate(params) if p in sentinels}
-        if set(slots.values()) != set(range(len(sentinels))):
-            raise RuntimeError("the eligibility query lost one of its ids")  # Django changed
-        compiled = _NODE_HOLD_SQL[key] = (sql, list(params), slots)
-    sql, params, slots = compiled
-    values = [node_id, *skip]
-    return sql, [values[slots[i]] if i in slots else p for i, p in enumerate(params)]
+        return select_sql(query)
+
+    return compiled(key, "i" * (len(skip) + 1), build)([node_id, *skip])
 
 
 def node_hold(
@@ -219,6 +207,7 @@ def node_hold(
     if row is None:
         return Hold.NOTHING, None
     return row[0] or "", row[1]
+
 
 # Holds that pass by themselves (a retry comes when it is due) or that the node's own word
 # already says (maintenance, a changed host key lead the Status cell): what is left of a row's
@@ -258,28 +247,17 @@ def store_truth(nodes: QuerySet[Node]) -> int:
     return nodes.update(**_truth_columns())
 
 
-_STORE_TRUTH_SQL: dict[str, tuple[str, list, list[int]]] = {}
-
-
-def store_truth_of(node_id: int) -> int:
-    """``store_truth`` of one node: the same UPDATE, compiled once and run with the node's id
-    as its parameter. The engine writes the word after every run, and building this
-    expression costs Django many times what the database takes to run it."""
+def store_truth_of(*node_ids: int) -> int:
+    """``store_truth`` of these nodes: the same UPDATE, compiled once per number of nodes
+    (``compiled``) and run with their ids. The engine writes the word after every run, and
+    building this expression costs Django many times what the database takes to run it."""
     alias = router.db_for_write(Node)
-    compiled = _STORE_TRUTH_SQL.get(alias)
-    if compiled is None:
-        query = Node.objects.using(alias).filter(pk=_SENTINEL).query.chain(UpdateQuery)
-        query.add_update_values(truth_columns(goes_on()))
-        sql, params = query.get_compiler(alias).as_sql()
-        slots = [i for i, p in enumerate(params) if p == _SENTINEL]
-        if not slots:
-            raise RuntimeError("the word's UPDATE lost the node's id")  # Django changed
-        compiled = _STORE_TRUTH_SQL[alias] = (sql, list(params), slots)
-    sql, params, slots = compiled
-    params = [node_id if i in slots else p for i, p in enumerate(params)]
-    with connections[alias].cursor() as cursor:
-        cursor.execute(sql, params)
-        return cursor.rowcount
+    statement = compiled(
+        ("truth", alias, len(node_ids)),
+        "i" * len(node_ids),
+        lambda marks: update_sql(Node.objects.using(alias).filter(pk__in=marks), _truth_columns()),
+    )
+    return execute(alias, *statement(node_ids))
 
 
 def startable(nodes: QuerySet[Node] | None = None) -> QuerySet[Node]:

@@ -136,26 +136,38 @@ def _next_desync(
     """
     sql, params = node_hold_sql(node_id, action_ids=action_ids, ignore=ignore, skip=skip)
     connection = connections[router.db_for_write(Node2Sync)]
-    qn = connection.ops.quote_name
-    rows, actions = qn(Node2Sync._meta.db_table), qn(SyncAction._meta.db_table)
-    action_column = qn(Node2Sync._meta.get_field("action").column)
-    columns = ", ".join(f"a.{qn(SyncAction._meta.get_field(f).column)}" for f in _ACTION_FIELDS)
     with connection.cursor() as cursor:
-        cursor.execute(
-            f"SELECT h.{qn('hold')}, r.{qn('id')}, r.{qn('state')}, r.{qn('generation')}, "
-            f"{columns} FROM ({sql}) h "
-            f"LEFT JOIN {rows} r ON r.{qn('id')} = h.{qn('next_desync_id')} "
-            f"LEFT JOIN {actions} a ON a.{qn('id')} = r.{action_column}",
-            params,
-        )
+        cursor.execute(next_desyncs_sql(connection, sql), params)
         found = cursor.fetchone()
     if found is None or found[0] or found[1] is None:
         return None  # the node is gone, or held back
     _, desync_id, state, generation, *action = found
-    action = SyncAction(**dict(zip(_ACTION_FIELDS, action, strict=True)))
+    return desync_id, state, generation, action_of(connection, action)
+
+
+def next_desyncs_sql(connection, holds_sql: str, *lead: str) -> str:
+    """For a SELECT of nodes' ``hold`` and ``next_desync_id`` (``eligibility.with_hold``):
+    the holds, the next rows' id, state and generation and their types' columns
+    (``action_of``), after the columns ``lead`` of the holds' SELECT."""
+    qn = connection.ops.quote_name
+    rows, actions = qn(Node2Sync._meta.db_table), qn(SyncAction._meta.db_table)
+    action_column = qn(Node2Sync._meta.get_field("action").column)
+    columns = ", ".join(f"a.{qn(SyncAction._meta.get_field(f).column)}" for f in _ACTION_FIELDS)
+    first = "".join(f"h.{qn(c)}, " for c in lead)
+    return (
+        f"SELECT {first}h.{qn('hold')}, r.{qn('id')}, r.{qn('state')}, r.{qn('generation')}, "
+        f"{columns} FROM ({holds_sql}) h "
+        f"LEFT JOIN {rows} r ON r.{qn('id')} = h.{qn('next_desync_id')} "
+        f"LEFT JOIN {actions} a ON a.{qn('id')} = r.{action_column}"
+    )
+
+
+def action_of(connection, columns: Sequence) -> SyncAction:
+    """The type of a row of ``next_desyncs_sql``, from its columns."""
+    action = SyncAction(**dict(zip(_ACTION_FIELDS, columns, strict=True)))
     action.needs_before = bool(action.needs_before)
     action._state.adding, action._state.db = False, connection.alias
-    return desync_id, state, generation, action
+    return action
 
 
 def _run_log(log_text: str, error: str, detail: str) -> str:
@@ -372,11 +384,23 @@ def in_one_transaction(calls: Sequence[tuple[int, Callable[[], T]]]) -> list[T |
     If any call raises, the whole group rolls back and each call runs again alone, in its own
     transaction with its own retries, as it would have without the group.
     """
+    from sync.engine.batch import finish_plain_and_start_next, plain
+
     if len(calls) > 1:
         results: list[T | Exception] = [None] * len(calls)  # type: ignore[list-item]
         try:
             with transaction.atomic(), counted_together():
-                for i in sorted(range(len(calls)), key=lambda i: calls[i][0]):
+                rest = sorted(range(len(calls)), key=lambda i: calls[i][0])
+                # The plain successes of nodes with nothing wrong first, all in a few
+                # statements (``batch``); the rest one by one, in node order.
+                together = [i for i in rest if plain(calls[i][1])]
+                if len(together) > 1:
+                    done = finish_plain_and_start_next([calls[i][1] for i in together])
+                    for i, outcome in zip(together, done, strict=True):
+                        if outcome is not None:
+                            results[i] = outcome
+                            rest.remove(i)
+                for i in rest:
                     results[i] = calls[i][1]()
             return results
         except Exception as e:  # noqa: BLE001 - each call is run again alone below
