@@ -29,8 +29,10 @@ CACHE = "rows"
 
 
 def _row_key(node: Node, can_bulk: bool, salt: str) -> str:
-    loaded = [(k, v) for k, v in node.__dict__.items() if not k.startswith("_")]
-    roles = [(r.pk, r.name) for r in node.roles.all()]  # prefetched by the table query
+    loaded = [
+        (k, v) for k, v in node.__dict__.items() if not k.startswith("_") and k != "row_roles"
+    ]
+    roles = [(r.pk, r.name) for r in node.row_roles]  # read with the rows (sync.fleet)
     text = repr((loaded, roles, can_bulk, salt))
     return "row:" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
