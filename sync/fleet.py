@@ -246,11 +246,15 @@ def table_rows(ids: Sequence[int]) -> list[Node]:
         return select_sql(query)
 
     def build_roles(marks: list) -> tuple[str, Sequence]:
+        # The name by a subquery, not a join: joined, MariaDB may start from the roles and
+        # read every node's links (it did, with the table's statistics of a fleet added in
+        # bulk), instead of the page's links by node.
+        name = Role.objects.filter(pk=OuterRef("role_id")).values("name")
         query = (
             Node.roles.through.objects.using(alias)
             .filter(node_id__in=marks)
-            .order_by("role__name")
-            .values_list("node_id", "role_id", "role__name")
+            .order_by()
+            .values_list("node_id", "role_id", Subquery(name))
         )
         return select_sql(query)
 
@@ -260,7 +264,8 @@ def table_rows(ids: Sequence[int]) -> list[Node]:
     for node in nodes:
         node.row_roles = []
     roles_sql = compiled(("table-roles", alias, len(ids)), "i" * len(ids), build_roles)
-    for node_id, role_id, name in fetch(alias, *roles_sql(list(ids))):
+    pairs = sorted(fetch(alias, *roles_sql(list(ids))), key=lambda pair: pair[2])
+    for node_id, role_id, name in pairs:
         if node_id in found:
             found[node_id].row_roles.append(Role(pk=role_id, name=name))
     return nodes

@@ -5,22 +5,17 @@ Its queries (filters, the table's rows, the counts) are ``sync.fleet``'s, shared
 
 from __future__ import annotations
 
-import hashlib
-
-from django.core.cache import caches
 from django.core.paginator import Page, Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
-from django.template.loader import get_template, render_to_string
+from django.template.loader import render_to_string
 from django.urls import reverse
-from django.utils import translation
-from django.utils.safestring import mark_safe
 from django.views.decorators.http import require_GET
 
 from nodes.access import CHANGE, DELETE, VIEW, require_perms
 from nodes.models import Node, Role
 from sync.fleet import SORTABLE, NodeFilter, fleet_counts, table_rows
-from web import rows
+from web.fragments import cached_fragment, query_of
 from web.polling import LivePoll, fingerprint, query_without_poll
 
 PAGE_SIZE = 50
@@ -81,25 +76,6 @@ def _list_context(request: HttpRequest, role_names: list[str] | None = None) -> 
     }
 
 
-def _filters_html(request: HttpRequest, filterset: NodeFilter, role_names: list[str]) -> str:
-    """The filter form, rendered once per process for what it shows and then reused.
-
-    Eight selects through Django's widget templates were about a third of the page's time.
-    The form is a function of the query (its values, its errors, the sort and facts it keeps)
-    and of the roles offered, which the page has just read: a new role or a new query is
-    another key, so the form is never stale and nothing has to be invalidated.
-    """
-    query = sorted((k, v) for k, v in request.GET.lists() if k != "page")
-    text = repr((query, role_names, translation.get_language()))
-    key = "filters:" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-    cache = caches[rows.CACHE]
-    html = cache.get(key)
-    if html is None:
-        html = get_template("nodes/_filters.html").render({"filter": filterset, "request": request})
-        cache.set(key, html)
-    return mark_safe(html)  # noqa: S308 - a rendered template
-
-
 def _list_fingerprint(context: dict, list_changed: bool) -> str:
     """What ``_list_live.html`` draws: the counts, and per node the cells that change."""
     return fingerprint(
@@ -148,7 +124,32 @@ def node_list(request: HttpRequest) -> HttpResponse:
     context = _list_context(request, role_names)
     poll = LivePoll(request, reverse("nodes:live"), ids=context["ids_digest"])
     context["poller"] = poll.element(_list_fingerprint(context, False), context["counts"].active)
-    context["filters"] = _filters_html(request, context["filter"], role_names)
+    query = query_of(request)
+    # Drawn once per query (the form's values and errors, the sort and facts it keeps) and
+    # roles offered: eight selects through Django's widget templates were about a third of
+    # the page's rendering.
+    context["filters"] = cached_fragment(
+        "nodes/_filters.html",
+        {"filter": context["filter"], "request": request},
+        ("filters", query, role_names),
+        request,
+    )
+    context["counts_html"] = cached_fragment(
+        "nodes/_counts.html", {"counts": context["counts"]}, ("counts", context["counts"])
+    )
+    context["table_head"] = cached_fragment(
+        "nodes/_table_head.html",
+        {"columns": context["columns"], "can_bulk": context["can_bulk"], "request": request},
+        ("head", query, context["columns"], context["can_bulk"]),
+        request,
+    )
+    page = context["page"]
+    context["pagination"] = cached_fragment(
+        "_pagination.html",
+        {"page": page, "param": "page", "label": "Pages of nodes", "request": request},
+        ("pages", query, page.number, page.paginator.count),
+        request,
+    )
     if request.user.has_perm(CHANGE):
         context["bulk_roles"] = role_names
     return render(request, "nodes/list.html", context)
