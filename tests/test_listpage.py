@@ -236,3 +236,89 @@ def test_a_row_is_rendered_again_only_when_something_it_shows_changed(
         assert rendered == ["a"] and ">64</td>" in html
     finally:
         template_rendered.disconnect(seen)
+
+
+# --- Counts from the counts index, fragments drawn once for what they show --------------------
+
+
+def test_the_error_count_follows_every_write_of_the_error(operator, make_node):
+    """The counts read ``has_error``, which the database keeps from ``last_error`` itself, so a
+    plain UPDATE (the engine's way of writing an error) is counted at once."""
+    node = make_node("a")
+    make_node("b", last_error="Files: command `install` exited with 1")
+    from web.views.fleet import fleet_counts
+
+    assert fleet_counts().failing == 1
+    Node.objects.filter(pk=node.pk).update(last_error="Users: exited with 2")
+    html = operator.get(reverse("nodes:list")).content.decode()
+    assert fleet_counts().failing == 2
+    assert re.search(r'id="count-failing"[^>]*>.*?count-number">2<', html, re.S)
+
+    Node.objects.update(last_error="")
+    html = operator.get(reverse("nodes:list")).content.decode()
+    assert re.search(r'id="count-failing"[^>]*>.*?count-number">0<', html, re.S)
+
+
+def test_the_counts_drawn_change_as_soon_as_a_node_does(operator, make_node, make_type):
+    node = make_node("a")
+    html = operator.get(reverse("nodes:list")).content.decode()
+    assert re.search(r'id="count-ready"[^>]*>.*?count-number">1<', html, re.S)
+
+    register_desync([node], [make_type("t-sync")])
+    html = operator.get(reverse("nodes:list")).content.decode()
+
+    assert re.search(r'id="count-ready"[^>]*>.*?count-number">0<', html, re.S)
+    assert re.search(r'id="count-synchronizing"[^>]*>.*?count-number">1<', html, re.S)
+
+
+def test_the_filter_form_offers_a_new_role_and_keeps_each_query_at_once(operator, make_node):
+    make_node("a")
+    url = reverse("nodes:list")
+    assert 'value="db"' not in operator.get(url).content.decode()
+
+    Role.objects.create(name="db")
+    html = operator.get(url).content.decode()
+    assert '<option value="db">db</option>' in html
+
+    chosen = operator.get(url, {"role": "db"}).content.decode()
+    assert '<option value="db" selected>db</option>' in chosen
+    assert '<option value="db" selected>db</option>' not in operator.get(url).content.decode()
+
+
+def test_an_unknown_role_is_shown_as_ignored_and_lists_every_node(operator, make_node):
+    make_node("a")
+
+    html = operator.get(reverse("nodes:list"), {"role": "nope"}).content.decode()
+
+    assert "Ignored:" in html and "Role:" in html
+    assert row_names(html) == ["a"]
+
+
+def test_a_role_given_to_a_node_shows_in_its_row_at_once(operator, make_node):
+    node = make_node("a")
+    operator.get(reverse("nodes:list"))  # the row is drawn, without roles
+    web, db = Role.objects.create(name="web"), Role.objects.create(name="db")
+
+    node.roles.add(web, db)
+    html = operator.get(reverse("nodes:list")).content.decode()
+
+    cell = re.search(r'<td class="node-roles">(.*?)</td>', html, re.S).group(1)
+    assert re.findall(r'title="([^"]+)"', cell) == ["db", "web"]
+
+
+def test_a_filtered_list_counts_its_nodes_once_and_the_whole_fleet_never_twice(
+    operator, make_node
+):
+    for i in range(3):
+        make_node(f"n-{i}", last_error="e" if i else "")
+
+    def whole_counts(params: dict) -> int:
+        with CaptureQueriesContext(connection) as seen:
+            html = operator.get(reverse("nodes:list"), params).content.decode()
+        assert "Cluster nodes, " in html
+        return sum("COUNT(*)" in q["sql"] for q in seen.captured_queries)
+
+    assert whole_counts({}) == 0  # the fleet's counts give the total
+    assert whole_counts({"has_error": "true"}) == 1
+    html = operator.get(reverse("nodes:list"), {"has_error": "true"}).content.decode()
+    assert "Cluster nodes, 2 in all" in html
