@@ -234,6 +234,10 @@ class Node(models.Model):
                 fields=["status", "shown", "usable", "maintenance", "condition", "has_error"],
                 name="node_counts_idx",
             ),
+            # The nodes running now, counted apart (``processing_q`` reads the lease, which no
+            # index holds): few, found without reading the fleet. MariaDB databases have had
+            # this index, unnamed, since the column was a foreign key; migration 0014 names it.
+            models.Index(fields=["current_action_id"], name="node_running_idx"),
         ]
 
     def __str__(self) -> str:

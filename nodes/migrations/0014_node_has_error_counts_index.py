@@ -2,6 +2,45 @@
 
 from django.db import migrations, models
 
+RUNNING = models.Index(fields=["current_action_id"], name="node_running_idx")
+
+
+def _unnamed_running_indexes(schema_editor) -> list[str]:
+    """The indexes of ``current_action_id`` alone: on MariaDB, the one left by the foreign key
+    the column was until 0008 (removing the constraint kept its index)."""
+    connection = schema_editor.connection
+    with connection.cursor() as cursor:
+        constraints = connection.introspection.get_constraints(cursor, "node")
+    return [
+        name
+        for name, c in constraints.items()
+        if c["index"] and not c["primary_key"] and c["columns"] == ["current_action_id"]
+    ]
+
+
+def name_running_index(apps, schema_editor):
+    """``node_running_idx``: the foreign key's index renamed where there is one (so no second
+    index is kept up by every run's writes), made where there is none."""
+    Node = apps.get_model("nodes", "Node")
+    found = _unnamed_running_indexes(schema_editor)
+    quote = schema_editor.quote_name
+    if found and schema_editor.connection.vendor == "mysql":
+        schema_editor.execute(
+            f"ALTER TABLE {quote('node')} RENAME INDEX {quote(found[0])} TO {quote(RUNNING.name)}"
+        )
+        found = found[1:]
+    else:
+        schema_editor.add_index(Node, RUNNING)
+    for name in found:
+        schema_editor.remove_index(Node, models.Index(fields=["current_action_id"], name=name))
+
+
+def drop_running_index(apps, schema_editor):
+    connection = schema_editor.connection
+    with connection.cursor() as cursor:
+        if RUNNING.name in connection.introspection.get_constraints(cursor, "node"):
+            schema_editor.remove_index(apps.get_model("nodes", "Node"), RUNNING)
+
 
 class Migration(migrations.Migration):
 
@@ -18,5 +57,9 @@ class Migration(migrations.Migration):
         migrations.AddIndex(
             model_name='node',
             index=models.Index(fields=['status', 'shown', 'usable', 'maintenance', 'condition', 'has_error'], name='node_counts_idx'),
+        ),
+        migrations.SeparateDatabaseAndState(
+            state_operations=[migrations.AddIndex(model_name="node", index=RUNNING)],
+            database_operations=[migrations.RunPython(name_running_index, drop_running_index)],
         ),
     ]
