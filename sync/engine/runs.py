@@ -382,11 +382,12 @@ def in_one_transaction(calls: Sequence[tuple[int, Callable[[], T]]]) -> list[T |
     one each, which is most of what a no-op run costs. The calls run in node order, the order
     in which claims and registrations lock nodes, so two groups cannot deadlock each other.
     If any call raises, the whole group rolls back and each call runs again alone, in its own
-    transaction with its own retries, as it would have without the group.
+    transaction with its own retries, as it would have without the group. A lone call runs
+    alone at once, unless it is of a kind ``batch`` writes: its statements are built once.
     """
-    from sync.engine.batch import LEFT, write_together
+    from sync.engine.batch import LEFT, plain, write_together
 
-    if len(calls) > 1:
+    if len(calls) > 1 or (calls and plain(calls[0][1])):
         results: list[T | Exception] = [None] * len(calls)  # type: ignore[list-item]
         try:
             with transaction.atomic(), counted_together():
