@@ -291,7 +291,7 @@ SYNC = {
     "backoff_base_seconds": 10,
     "backoff_cap_seconds": 900,
     # Nodes per django-q task: their sessions share one event loop in one worker.
-    "batch_size": 25,
+    "batch_size": env_int("PANEL_BATCH_SIZE", 25, minimum=1, maximum=1000),
     # A task with room in its batch takes further due nodes (how many run at once must not
     # depend on how the work arrived): it looks this often, and takes only nodes whose work
     # has waited this long, which leaves a just-registered node's own task the time to start
