@@ -127,7 +127,12 @@ def main() -> None:
     parser.add_argument("--rtt-ms", type=float, default=20, help="each round trip")
     parser.add_argument("--command-ms", type=float, default=2, help="each command, on top")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument(
+        "--batch-size", type=int, default=None, help="node sessions per worker (PANEL_BATCH_SIZE)"
+    )
     args = parser.parse_args()
+    if args.batch_size:
+        os.environ["PANEL_BATCH_SIZE"] = str(args.batch_size)
     sim_dir = BENCH_DIR / "sim"
     shutil.rmtree(sim_dir, ignore_errors=True)
     os.environ["PANEL_SIM_TRANSPORT"] = (
@@ -170,7 +175,8 @@ def main() -> None:
     print(
         f"scale: database {database_name()}, {args.workers} django-q workers, {len(ids)} "
         f"simulated nodes x {len(actions)} types ({', '.join(sorted(types))}), round trip "
-        f"{args.rtt_ms:g} ms, command {args.command_ms:g} ms"
+        f"{args.rtt_ms:g} ms, command {args.command_ms:g} ms, "
+        f"{os.environ.get('PANEL_BATCH_SIZE', 25)} node sessions per worker"
     )
     print("| what | value |")
     print("|---|---|")

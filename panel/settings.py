@@ -291,7 +291,7 @@ SYNC = {
     "backoff_base_seconds": 10,
     "backoff_cap_seconds": 900,
     # Nodes per django-q task: their sessions share one event loop in one worker.
-    "batch_size": 25,
+    "batch_size": env_int("PANEL_BATCH_SIZE", 25, minimum=1, maximum=1000),
     # A task with room in its batch takes further due nodes (how many run at once must not
     # depend on how the work arrived): it looks this often, and takes only nodes whose work
     # has waited this long, which leaves a just-registered node's own task the time to start
@@ -342,6 +342,11 @@ SYNC_NODE_RUN_DIR = env_str("PANEL_NODE_RUN_DIR", "/run/cluster-panel")
 # died while a connection stayed open still turns unreachable.
 PANEL_SSH_IDLE_SECONDS = env_int("PANEL_SSH_IDLE_SECONDS", 300, minimum=0, maximum=86400)
 PANEL_PROBE_FRESH_SECONDS = env_int("PANEL_PROBE_FRESH_SECONDS", 300, minimum=0, maximum=86400)
+# Each cluster worker looks this often whether a node it keeps a connection to was deleted, put
+# in maintenance or changed, and closes that connection (one query, only while it keeps any).
+PANEL_SSH_STALE_CHECK_SECONDS = env_int(
+    "PANEL_SSH_STALE_CHECK_SECONDS", 10, minimum=1, maximum=3600
+)
 
 # The audit trail (who did what) keeps its entries this many days; the health pass prunes.
 PANEL_AUDIT_DAYS = env_int("PANEL_AUDIT_DAYS", 365, minimum=1)

@@ -59,9 +59,7 @@ def beat(name: str | None = None, host: str | None = None) -> None:
                 ClusterHeartbeat.objects.create(**key, seen_at=db_now())
         except IntegrityError:  # a second cluster on this machine wrote it first
             ClusterHeartbeat.objects.filter(**key).update(seen_at=db_now())
-    ClusterHeartbeat.objects.filter(
-        seen_at__lt=db_now_plus(-FORGET_AFTER.total_seconds())
-    ).delete()
+    ClusterHeartbeat.objects.filter(seen_at__lt=db_now_plus(-FORGET_AFTER.total_seconds())).delete()
 
 
 def keep_beating(alive: Callable[[], bool], every: float | None = None) -> None:

@@ -131,3 +131,56 @@ def test_a_group_of_plain_successes_costs_a_few_statements(make_node, make_type)
         ("ready", "ready", True, None)
     }
     assert len(queries) / 60 < 3.5, len(queries) / 60
+
+
+def _call(fn, *args, **kwargs):
+    import functools
+
+    return functools.partial(fn, *args, **kwargs)
+
+
+def test_a_group_claims_free_nodes_together_and_leaves_a_lapsed_lease_to_recovery(
+    make_node, make_type
+):
+    """Claims written together: nodes nobody held are taken; a node another worker holds is
+    not; a node whose worker died (its lease lapsed, a run left running) is recovered by the
+    one-at-a-time path, which closes the dead run."""
+    from datetime import timedelta
+
+    from django.utils import timezone
+
+    from sync.engine import claim_node, start_next_run
+    from sync.engine.runs import in_one_transaction
+
+    action = make_type("t-a")
+    a, b, held, lapsed = (make_node(name) for name in ("a", "b", "held", "lapsed"))
+    register_desync([a, b, held, lapsed], [action])
+    assert claim_node(held.pk, "other")
+    assert claim_node(lapsed.pk, "dead") and start_next_run(lapsed.pk, "dead")
+    Node.objects.filter(pk=lapsed.pk).update(lease_until=timezone.now() - timedelta(seconds=1))
+    with CaptureQueriesContext(connection) as queries:
+        got = in_one_transaction(
+            [
+                (n.pk, _call(claim_node, n.pk, f"w-{n.name}", force=False))
+                for n in (a, b, held, lapsed)
+            ]
+        )
+    assert got == [True, True, False, True]
+    owners = dict(Node.objects.values_list("name", "lease_owner"))
+    assert owners == {"a": "w-a", "b": "w-b", "held": "other", "lapsed": "w-lapsed"}
+    dead = SyncRun.objects.get(node=lapsed)
+    assert dead.outcome == Outcome.LOST and "dead" in dead.log
+    # a and b taken in one statement (without the group: one each).
+    updates = [q["sql"] for q in queries if q["sql"].startswith("UPDATE")]
+    assert [sql for sql in updates if "w-a" in sql and "w-b" in sql], updates
+
+def test_a_group_releases_only_the_leases_its_workers_still_hold(make_node):
+    from sync.engine import claim_node, release_node
+    from sync.engine.runs import in_one_transaction
+
+    a, b, c = (make_node(name) for name in ("a", "b", "c"))
+    for node in (a, b, c):
+        assert claim_node(node.pk, f"w-{node.name}")
+    assert claim_node(c.pk, "admin", force=True)  # taken over meanwhile
+    in_one_transaction([(n.pk, _call(release_node, n.pk, f"w-{n.name}")) for n in (a, b, c)])
+    assert dict(Node.objects.values_list("name", "lease_owner")) == {"a": "", "b": "", "c": "admin"}

@@ -66,6 +66,7 @@ def manage(*args: str, **env: str) -> subprocess.CompletedProcess:
     [
         ("PANEL_LEASE_SECONDS", "abc", "PANEL_LEASE_SECONDS must be a whole number, not 'abc'."),
         ("PANEL_Q_WORKERS", "0", "PANEL_Q_WORKERS must be from 1 to 64, not 0."),
+        ("PANEL_BATCH_SIZE", "0", "PANEL_BATCH_SIZE must be from 1 to 1000, not 0."),
         ("DJANGO_DEBUG", "maybe", "DJANGO_DEBUG must be 1 or 0"),
         ("DATABASE_URL", "nosuch://x", "DATABASE_URL is not a database URL Django knows"),
         ("PANEL_WEB_WORKERS", "-1", "PANEL_WEB_WORKERS must be from 1 to 64, not -1."),

@@ -247,3 +247,27 @@ def test_it_registers_the_nodes_of_a_deleted_role(nodes, web):
     fresh()
     web.delete()
     assert registered() == {("web1", "files")}
+
+
+def test_a_types_data_read_for_a_run_is_what_the_orm_reads(make_node):
+    """``Watch.values_for`` (the statement built once) gives what ``rows_for().values()``
+    gives: the same rows, each once though two roles give it, booleans as booleans."""
+    from sync.synchronizers.files import FILE_FIELDS, FILES
+    from sync.synchronizers.users import USER_FIELDS, USERS
+
+    node, other = make_node("n1"), make_node("n2")
+    web, db = Role.objects.create(name="web"), Role.objects.create(name="db")
+    node.roles.add(web, db)
+    other.roles.add(db)
+    ManagedUser.objects.create(name="zed", adopt_existing=True).roles.add(web, db)
+    ManagedUser.objects.create(name="amy").roles.add(web)
+    ManagedFile.objects.create(path="/etc/b", content="b\n", special_bits=True).roles.add(db)
+    ManagedFile.objects.create(path="/etc/a", content="a\n").roles.add(web, db)
+    for n in (node, other):
+        users = USERS.values_for(n.pk, *USER_FIELDS, order_by="name")
+        assert users == list(USERS.rows_for(n.pk).order_by("name").values(*USER_FIELDS))
+        fields = (*FILE_FIELDS, "special_bits")
+        files = FILES.values_for(n.pk, *fields, order_by="path")
+        assert files == list(FILES.rows_for(n.pk).order_by("path").values(*fields))
+    assert [(u["name"], u["adopt_existing"]) for u in users] == [("zed", True)]
+    assert [type(f["special_bits"]) for f in files] == [bool, bool]

@@ -125,13 +125,17 @@ class SimNode:
         script = args[1] if len(args) > 1 else ""
         if "uname -n" in script:  # the facts script
             s = self.state
-            return 0, (
-                f"hostname={s['hostname']}\nkernel=6.1.0-sim\narch=x86_64\ncpus=2\n"
-                "memory_kb=4000000\nmemory_available_kb=3000000\ndisk_total_kb=20000000\n"
-                "disk_used_kb=5000000\ndisk_available_kb=15000000\nuptime_seconds=1000\n"
-                "os_id=debian\nos_name=Debian GNU/Linux\nos_version=12\n"
-                "os_pretty=Debian GNU/Linux 12 (bookworm)\nos_id_like=\n"
-            ), ""
+            return (
+                0,
+                (
+                    f"hostname={s['hostname']}\nkernel=6.1.0-sim\narch=x86_64\ncpus=2\n"
+                    "memory_kb=4000000\nmemory_available_kb=3000000\ndisk_total_kb=20000000\n"
+                    "disk_used_kb=5000000\ndisk_available_kb=15000000\nuptime_seconds=1000\n"
+                    "os_id=debian\nos_name=Debian GNU/Linux\nos_version=12\n"
+                    "os_pretty=Debian GNU/Linux 12 (bookworm)\nos_id_like=\n"
+                ),
+                "",
+            )
         if "command -v" in script:
             return 1, "", ""  # no update-rc.d: systemd runs the services
         return 0, "", ""

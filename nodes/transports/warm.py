@@ -21,7 +21,8 @@ Rules (docs/ARCHITECTURE.md, "Warm connections"):
   reused, never re-keyed;
 - a connection is reused only for the very address, user, pinned key, panel key and
   generation (``Node.connection_generation``) it was opened with; ``drop_stale_connections``
-  drops those of nodes deleted, put in maintenance or changed, in every worker that runs a task;
+  drops those of nodes deleted, put in maintenance or changed, in every worker that runs a task,
+  and every ``PANEL_SSH_STALE_CHECK_SECONDS`` in every worker (``watch_stale_connections``);
 - one that no longer answers (closed, or its runner does not take the node within
   ``REUSE_CHECK_SECONDS``) is replaced by a new one, once, before anything runs;
 - idle ones close after ``PANEL_SSH_IDLE_SECONDS`` (0: no warm connections), and asyncssh's
@@ -414,6 +415,40 @@ def drop_stale_connections() -> int:
     )
     stale = [pk for pk, generation in held.items() if current.get(pk) != generation]
     return warm_loop.call(warm_loop.pool.drop(stale)) if stale else 0
+
+
+_watching: int | None = None  # the process whose stale-connection thread runs
+
+
+def watch_stale_connections() -> None:
+    """In a cluster worker, once per process: a daemon thread that drops the worker's idle
+    connections to nodes deleted, put in maintenance or changed, every
+    ``PANEL_SSH_STALE_CHECK_SECONDS``, so they close within seconds even when no task comes
+    to this worker (``drop_stale_connections`` at each task's start does the same sooner).
+    On a thread of its own, with its own database connection, closed after each look."""
+    global _watching
+    from django.conf import settings
+
+    with _starting:
+        if _watching == os.getpid():
+            return
+        _watching = os.getpid()
+    every = float(settings.PANEL_SSH_STALE_CHECK_SECONDS)
+
+    def watch() -> None:
+        from django.db import connections
+
+        while True:
+            time.sleep(every)
+            try:
+                if idle_count():
+                    drop_stale_connections()
+            except Exception as e:  # noqa: BLE001 - the database may be away for a while
+                log.warning("warm connections not checked: %r", e)
+            finally:
+                connections.close_all()
+
+    threading.Thread(target=watch, name="warm-ssh-stale", daemon=True).start()
 
 
 def close_node(node_id: int) -> int:

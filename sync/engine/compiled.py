@@ -53,6 +53,42 @@ def compiled(
     return with_values
 
 
+def bucket(n: int) -> int:
+    """How many values a statement for ``n`` is built for: ``n`` up to 8, then rounded up to
+    12, 16, 24, 32, 48 ... (the rest padded), so a few shapes serve every group size."""
+    if n <= 8:
+        return n
+    size = 8
+    while size < n:
+        size = size * 3 // 2 if size & (size - 1) == 0 else size * 4 // 3
+    return size
+
+
+def many(
+    key: Hashable, build: Callable[..., tuple[str, Sequence[Any]]], *columns: tuple[str, Sequence]
+) -> tuple[str, list]:
+    """``compiled`` for statements over lists of values (``columns``: a kind, ``i`` or ``s``,
+    and the values), each list padded to its ``bucket`` by repeating its last value: an id
+    twice in ``IN (...)``, a pair twice in ``OR``, a ``WHEN`` twice, each the same as once.
+    ``build`` gets one list of sentinels per column."""
+    sizes = tuple(bucket(len(values)) for _, values in columns)
+    kinds = "".join(kind * size for (kind, _), size in zip(columns, sizes, strict=True))
+
+    def built(marks: list[Any]) -> tuple[str, Sequence[Any]]:
+        lists, at = [], 0
+        for size in sizes:
+            lists.append(marks[at : at + size])
+            at += size
+        return build(*lists)
+
+    values = [
+        value
+        for (_, column), size in zip(columns, sizes, strict=True)
+        for value in [*column, *[column[-1]] * (size - len(column))]
+    ]
+    return compiled((key, sizes), kinds, built)(values)
+
+
 def _hashable(value: Any) -> bool:
     try:
         hash(value)

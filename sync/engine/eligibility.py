@@ -40,7 +40,7 @@ from nodes.choices import NodeCondition, NodeShown, NodeStatus
 from nodes.models import Node
 from nodes.truth import truth_columns
 from sync.clock import db_now
-from sync.engine.compiled import compiled, execute, select_sql, update_sql
+from sync.engine.compiled import compiled, execute, many, select_sql, update_sql
 from sync.models import DesyncState, Node2Sync
 
 
@@ -248,16 +248,16 @@ def store_truth(nodes: QuerySet[Node]) -> int:
 
 
 def store_truth_of(*node_ids: int) -> int:
-    """``store_truth`` of these nodes: the same UPDATE, compiled once per number of nodes
-    (``compiled``) and run with their ids. The engine writes the word after every run, and
+    """``store_truth`` of these nodes: the same UPDATE, built once per number of nodes
+    (``compiled.many``) and run with their ids. The engine writes the word after every run, and
     building this expression costs Django many times what the database takes to run it."""
     alias = router.db_for_write(Node)
-    statement = compiled(
-        ("truth", alias, len(node_ids)),
-        "i" * len(node_ids),
-        lambda marks: update_sql(Node.objects.using(alias).filter(pk__in=marks), _truth_columns()),
+    sql, params = many(
+        ("truth", alias),
+        lambda ids: update_sql(Node.objects.using(alias).filter(pk__in=ids), _truth_columns()),
+        ("i", node_ids),
     )
-    return execute(alias, *statement(node_ids))
+    return execute(alias, sql, params)
 
 
 def startable(nodes: QuerySet[Node] | None = None) -> QuerySet[Node]:

@@ -382,26 +382,21 @@ def in_one_transaction(calls: Sequence[tuple[int, Callable[[], T]]]) -> list[T |
     one each, which is most of what a no-op run costs. The calls run in node order, the order
     in which claims and registrations lock nodes, so two groups cannot deadlock each other.
     If any call raises, the whole group rolls back and each call runs again alone, in its own
-    transaction with its own retries, as it would have without the group.
+    transaction with its own retries, as it would have without the group. A lone call runs
+    alone at once, unless it is of a kind ``batch`` writes: its statements are built once.
     """
-    from sync.engine.batch import finish_plain_and_start_next, plain
+    from sync.engine.batch import LEFT, plain, write_together
 
-    if len(calls) > 1:
+    if len(calls) > 1 or (calls and plain(calls[0][1])):
         results: list[T | Exception] = [None] * len(calls)  # type: ignore[list-item]
         try:
             with transaction.atomic(), counted_together():
-                rest = sorted(range(len(calls)), key=lambda i: calls[i][0])
-                # The plain successes of nodes with nothing wrong first, all in a few
-                # statements (``batch``); the rest one by one, in node order.
-                together = [i for i in rest if plain(calls[i][1])]
-                if len(together) > 1:
-                    done = finish_plain_and_start_next([calls[i][1] for i in together])
-                    for i, outcome in zip(together, done, strict=True):
-                        if outcome is not None:
-                            results[i] = outcome
-                            rest.remove(i)
-                for i in rest:
-                    results[i] = calls[i][1]()
+                # The plain writes first, several of a kind in a few statements for them all
+                # (``batch``); what it leaves, one by one in node order.
+                order = sorted(range(len(calls)), key=lambda i: calls[i][0])
+                done = write_together([calls[i][1] for i in order])
+                for i, outcome in zip(order, done, strict=True):
+                    results[i] = calls[i][1]() if outcome is LEFT else outcome
             return results
         except Exception as e:  # noqa: BLE001 - each call is run again alone below
             log.info("engine writes of %d nodes run one by one after: %r", len(calls), e)

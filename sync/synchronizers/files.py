@@ -184,8 +184,7 @@ def _files_for(node_id: int) -> list[dict]:
     """The node's files (path, content, mode, owner, group), one query, no duplicates."""
     # With special_bits, which the run checks again (a row written by update() skips clean()),
     # but is not watched: ticking the box changes nothing on the nodes.
-    rows = FILES.rows_for(node_id).order_by("path")
-    return list(rows.values(*FILE_FIELDS, "special_bits"))
+    return FILES.values_for(node_id, *FILE_FIELDS, "special_bits", order_by="path")
 
 
 def desired_files(node_id: int) -> dict[str, str]:

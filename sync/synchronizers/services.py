@@ -88,7 +88,10 @@ RELOAD_FILES = Watch(
 
 def _services_for(node_id: int) -> list[dict]:
     """The node's services, each with {path: sha256} of its files that this node receives."""
-    services = list(SERVICES.rows_for(node_id).order_by("name").values("pk", "name"))
+    services = [
+        {"pk": s["id"], "name": s["name"]}
+        for s in SERVICES.values_for(node_id, "id", "name", order_by="name")
+    ]
     if not services:
         return []
     node_files = desired_files(node_id)

@@ -79,7 +79,7 @@ PACKAGES = Watch(Package, fields=("name",))
 
 def _software_for(node_id: int) -> tuple[list[str], dict]:
     """The package names the node's roles need (sorted, unique) and the node's facts."""
-    names = PACKAGES.rows_for(node_id).order_by("name").values_list("name", flat=True)
+    names = [row["name"] for row in PACKAGES.values_for(node_id, "name", order_by="name")]
     facts = Node.objects.filter(pk=node_id).values_list("facts", flat=True).first()
     return list(names), facts or {}
 

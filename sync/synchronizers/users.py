@@ -128,7 +128,7 @@ USERS = Watch(ManagedUser, fields=USER_FIELDS)
 
 def _users_for(node_id: int) -> list[dict]:
     """The node's users (name, shell, authorized_keys, state), one query, no duplicates."""
-    return list(USERS.rows_for(node_id).order_by("name").values(*USER_FIELDS))
+    return USERS.values_for(node_id, *USER_FIELDS, order_by="name")
 
 
 # --- the node's record of the accounts the panel manages there -------------------------------

@@ -289,3 +289,31 @@ def test_a_worker_process_keeps_the_connection_across_its_tasks(
     register_desync([second], [probe])
     wait_for(probed(second, 1), timeout=30)
     wait_for(lambda: disconnects(first_server) == 1, timeout=10)
+
+
+@pytest.mark.cluster
+def test_a_worker_drops_connections_to_nodes_in_maintenance_or_deleted_without_a_task(
+    make_ssh_node, start_qcluster, transactional_db
+):
+    """The worker's own watch closes them within seconds, though no task comes to it."""
+    from django_q.models import Task
+
+    node, server = make_ssh_node("c5")
+    gone, gone_server = make_ssh_node("c6")
+    probe = SyncAction.objects.get(name="probe")
+    start_qcluster(PANEL_Q_WORKERS="1", PANEL_SSH_STALE_CHECK_SECONDS="1")
+    register_desync([node, gone], [probe])
+
+    def probed() -> bool:
+        return SyncRun.objects.filter(outcome=Outcome.SUCCESS).count() >= 2
+
+    wait_for(probed, timeout=60)
+    wait_for(lambda: Task.objects.count() >= 1, timeout=10)
+    tasks = Task.objects.count()
+    assert (disconnects(server), disconnects(gone_server)) == (0, 0)  # kept warm
+
+    set_maintenance(ADMIN, [node], True)
+    gone.delete()
+    wait_for(lambda: disconnects(server) == 1, timeout=8)
+    wait_for(lambda: disconnects(gone_server) == 1, timeout=8)
+    assert Task.objects.count() == tasks  # no task ran meanwhile: the watch closed them
