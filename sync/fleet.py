@@ -30,7 +30,7 @@ from django.db.models.functions import Cast, Coalesce
 
 from nodes.choices import NodeCondition, NodeShown, NodeStatus
 from nodes.models import Node, Role, has_condition_q, processing_q
-from sync.engine.compiled import compiled, fetch, select_sql
+from sync.engine.compiled import compiled, fetch, many, select_sql
 from sync.engine.eligibility import with_hold
 from sync.models import DesyncState, Node2Sync, with_running_title
 
@@ -235,12 +235,12 @@ def table_rows(ids: Sequence[int]) -> list[Node]:
     by name in ``row_roles``: the page's rows, in two queries.
 
     The statement is ``table_queryset``'s, selecting only what a row shows, built by Django
-    once per process and number of nodes and run with the ids after: building and compiling
-    that expression (the engine's rule of why work waits, ``with_hold``) cost Django about
-    twelve milliseconds a request, more than the database takes to answer it. ``hold`` is
-    selected without ``next_desync_id`` and ``next_at``, which no row shows (each a pass over
-    the node's desynchronizations). The roles are read as pairs, not prefetched: Django's
-    prefetch makes a queryset and a manager per node, two milliseconds for fifty.
+    once per process for a few page sizes (``many``) and run with the ids after: building and
+    compiling that expression (the engine's rule of why work waits, ``with_hold``) cost Django
+    about twelve milliseconds a request, more than the database takes to answer it. ``hold``
+    is selected without ``next_desync_id`` and ``next_at``, which no row shows (each a pass
+    over the node's desynchronizations). The roles are read as pairs, not prefetched:
+    Django's prefetch makes a queryset and a manager per node, two milliseconds for fifty.
     """
     if not ids:
         return []
@@ -269,13 +269,13 @@ def table_rows(ids: Sequence[int]) -> list[Node]:
         )
         return select_sql(query)
 
-    sql, params = compiled(("table-rows", alias, len(ids)), "i" * len(ids), build)(list(ids))
+    sql, params = many(("table-rows", alias), build, ("i", list(ids)))
     found = {node.pk: node for node in Node.objects.raw(sql, params).using(alias)}
     nodes = [found[pk] for pk in ids if pk in found]
     for node in nodes:
         node.row_roles = []
-    roles_sql = compiled(("table-roles", alias, len(ids)), "i" * len(ids), build_roles)
-    pairs = sorted(fetch(alias, *roles_sql(list(ids))), key=lambda pair: pair[2])
+    roles_sql = many(("table-roles", alias), build_roles, ("i", list(ids)))
+    pairs = sorted(fetch(alias, *roles_sql), key=lambda pair: pair[2])
     for node_id, role_id, name in pairs:
         if node_id in found:
             found[node_id].row_roles.append(Role(pk=role_id, name=name))
