@@ -46,17 +46,12 @@ def render_rows(nodes: Iterable[Node], can_bulk: bool) -> SafeString:
     )
     keys = [_row_key(node, can_bulk, salt) for node in nodes]
     cache = caches[CACHE]
-    # The whole body is kept too, under its rows' keys: a page seen before costs one lookup,
-    # not fifty.
-    body_key = "rows:" + hashlib.blake2b("".join(keys).encode(), digest_size=16).hexdigest()
-    body = cache.get(body_key)
-    if body is None:
-        found = cache.get_many(keys)
-        missing = {}
-        template = get_template(ROW_TEMPLATE)
-        for node, key in zip(nodes, keys, strict=True):
-            if key not in found:
-                found[key] = missing[key] = template.render({"node": node, "can_bulk": can_bulk})
-        body = "".join(found[key] for key in keys)
-        cache.set_many({**missing, body_key: body})
-    return mark_safe(body)  # noqa: S308 - rendered templates
+    found = cache.get_many(keys)
+    missing = {}
+    template = get_template(ROW_TEMPLATE)
+    for node, key in zip(nodes, keys, strict=True):
+        if key not in found:
+            found[key] = missing[key] = template.render({"node": node, "can_bulk": can_bulk})
+    if missing:
+        cache.set_many(missing)
+    return mark_safe("".join(found[key] for key in keys))  # noqa: S308 - rendered templates
