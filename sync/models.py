@@ -89,7 +89,16 @@ class Node2Sync(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["node", "action"], name="node2sync_node_action_uniq"),
         ]
-        indexes = [models.Index(fields=["state", "next_attempt_at"], name="node2sync_due_idx")]
+        indexes = [
+            # What is due, oldest first (the sweep, a task with room). The time comes first: with
+            # the state first, MariaDB answered "does this node have a row running (failed,
+            # held)?", asked for every node the engine starts work on (``eligibility``), from
+            # this index, reading every row of the fleet in that state, and the rows just
+            # finished stay there, marked deleted, until it purges them: the engine slowed
+            # with the work it had done.
+            models.Index(fields=["next_attempt_at", "state"], name="node2sync_due_at_idx"),
+            models.Index(fields=["node", "state"], name="node2sync_node_state_idx"),
+        ]
 
     def __str__(self) -> str:
         return f"{self.node_id}/{self.action_id}"
