@@ -174,6 +174,7 @@ def test_a_group_claims_free_nodes_together_and_leaves_a_lapsed_lease_to_recover
     updates = [q["sql"] for q in queries if q["sql"].startswith("UPDATE")]
     assert [sql for sql in updates if "w-a" in sql and "w-b" in sql], updates
 
+
 def test_a_group_releases_only_the_leases_its_workers_still_hold(make_node):
     from sync.engine import claim_node, release_node
     from sync.engine.runs import in_one_transaction
@@ -184,3 +185,21 @@ def test_a_group_releases_only_the_leases_its_workers_still_hold(make_node):
     assert claim_node(c.pk, "admin", force=True)  # taken over meanwhile
     in_one_transaction([(n.pk, _call(release_node, n.pk, f"w-{n.name}")) for n in (a, b, c)])
     assert dict(Node.objects.values_list("name", "lease_owner")) == {"a": "", "b": "", "c": "admin"}
+
+
+def test_statements_built_once_follow_a_changed_lease_length(make_node, settings):
+    """The lease's length is built into the batched statements: one built under another
+    setting is not reused."""
+    from django.utils import timezone
+
+    from sync.engine import claim_node
+    from sync.engine.runs import in_one_transaction
+
+    nodes = [make_node(f"n{i}") for i in range(2)]
+    calls = [(n.pk, _call(claim_node, n.pk, f"w{n.pk}", force=False)) for n in nodes]
+    assert in_one_transaction(calls) == [True, True]
+    Node.objects.update(lease_owner="", lease_until=None)
+    settings.SYNC = {**settings.SYNC, "lease_seconds": 3600}
+    assert in_one_transaction(calls) == [True, True]
+    for until in Node.objects.values_list("lease_until", flat=True):
+        assert (until - timezone.now()).total_seconds() > 3000

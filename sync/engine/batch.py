@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from django.conf import settings
 from django.db import connections, router
 from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When
 
@@ -139,6 +140,12 @@ def _any_of(**columns: list) -> Q:
     return q
 
 
+def _lease_seconds() -> float:
+    """Part of the key of every statement that writes a lease's end: the length is built
+    into the statement, and a setting changed (a test's) must not keep the old one."""
+    return settings.SYNC["lease_seconds"]
+
+
 def _pairs(calls: Sequence[functools.partial]) -> tuple[list[int], list[str]]:
     """The nodes and the workers of calls that take (node id, worker) first."""
     return [c.args[0] for c in calls], [c.args[1] for c in calls]
@@ -174,7 +181,7 @@ def _claim(calls: Sequence[functools.partial], alias: str) -> list[Any]:
     taking = [i for i, node_id in enumerate(node_ids) if free.get(node_id) == ""]
     if taking:
         sql, params = many(
-            ("claim", alias),
+            ("claim", alias, _lease_seconds()),
             lambda ids, owners: update_sql(
                 nodes.filter(pk__in=ids),
                 dict(
@@ -203,7 +210,7 @@ def _start(calls: Sequence[functools.partial], alias: str) -> list[Any]:
     ``_start_many``."""
     node_ids, workers = _pairs(calls)
     sql, params = many(
-        ("renew", alias),
+        ("renew", alias, _lease_seconds()),
         lambda ids, owners: update_sql(_held(alias, ids, owners), {"lease_until": _lease_until()}),
         ("i", node_ids),
         ("s", workers),
@@ -290,7 +297,7 @@ def _finish(
         **_synchronized(tickets[0].action),
     )
     sql, params = many(
-        ("fine", alias, probe),
+        ("fine", alias, probe, _lease_seconds()),
         lambda ids, owners: update_sql(_fine(_held(alias, ids, owners)), success),
         ("i", node_ids),
         ("s", workers),
