@@ -28,7 +28,7 @@ from typing import Any
 
 from django.conf import settings
 from django.db import connections, router
-from django.db.models import Case, Exists, F, OuterRef, Q, QuerySet, Subquery, Value, When
+from django.db.models import Case, F, OuterRef, Q, QuerySet, Subquery, Value, When
 
 from nodes.models import Node
 from sync import conditions
@@ -40,8 +40,9 @@ from sync.engine.periodic import PROBE_TYPE
 from sync.engine.runs import (
     RunTicket,
     _run_log,
-    _synchronized,
     action_of,
+    fine_nodes,
+    fine_success,
     finish_run_and_start_next,
     next_desyncs_sql,
     start_next_run,
@@ -251,7 +252,7 @@ def _success(calls: Sequence[functools.partial], alias: str) -> list[Any]:
             *many(
                 ("fine?", alias),
                 lambda ids: select_sql(
-                    _fine(Node.objects.using(alias).filter(pk__in=ids))
+                    fine_nodes(Node.objects.using(alias).filter(pk__in=ids))
                     .select_for_update()
                     .order_by("pk")
                     .values_list("pk")
@@ -273,13 +274,6 @@ def _success(calls: Sequence[functools.partial], alias: str) -> list[Any]:
     return [done.get(node_id, LEFT) for node_id in node_ids]
 
 
-def _fine(nodes: QuerySet[Node]) -> QuerySet[Node]:
-    """Of ``nodes``, those with nothing wrong and no type failing: a success on them writes
-    only the node's row (``runs._success_on_fine_node``)."""
-    failing = Node2Sync.objects.filter(node_id=OuterRef("pk"), state=DesyncState.FAILED)
-    return nodes.filter(condition="", contact_failed_since__isnull=True).exclude(Exists(failing))
-
-
 def _finish(
     calls: Sequence[functools.partial], alias: str, *, probe: bool
 ) -> list[tuple[bool, RunTicket | None]]:
@@ -289,16 +283,10 @@ def _finish(
     node_ids, workers = [t.node_id for t in tickets], [call.args[1] for call in calls]
     n = len(calls)
     # The success, under each worker's lease, which the same UPDATE renews.
-    success = dict(
-        last_contact_at=db_now(),
-        last_error="",
-        current_action_id=None,
-        lease_until=_lease_until(),
-        **_synchronized(tickets[0].action),
-    )
+    success = dict(fine_success(tickets[0].action), lease_until=_lease_until())
     sql, params = many(
         ("fine", alias, probe, _lease_seconds()),
-        lambda ids, owners: update_sql(_fine(_held(alias, ids, owners)), success),
+        lambda ids, owners: update_sql(fine_nodes(_held(alias, ids, owners)), success),
         ("i", node_ids),
         ("s", workers),
     )

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from django.conf import settings
 from django.db import connections, router, transaction
-from django.db.models import Exists, OuterRef
+from django.db.models import Exists, OuterRef, QuerySet
 
 from nodes.models import Node
 from nodes.transports.limits import printable
@@ -275,22 +275,30 @@ def _synchronized(action: SyncAction) -> dict:
     return {} if action.name == PROBE_TYPE else {"last_sync_at": db_now()}
 
 
+def fine_nodes(nodes: QuerySet[Node]) -> QuerySet[Node]:
+    """Of ``nodes``, those with nothing wrong and no type failing: a success on them writes
+    only the node's row (``_success_on_fine_node``, and the same over many nodes in
+    ``batch``)."""
+    failing = Node2Sync.objects.filter(node_id=OuterRef("pk"), state=DesyncState.FAILED)
+    return nodes.filter(condition="", contact_failed_since__isnull=True).exclude(Exists(failing))
+
+
 def _success_on_fine_node(node_id: int, action: SyncAction, worker: str | None = None) -> int:
     """A success on a node with nothing wrong and no type failing, in one UPDATE of the node;
     0 when the node has a condition to clear or a type still failing. With ``worker``, only
     while that worker holds the lease, which it renews: the check that every engine write
     makes first (``finish_run_and_start_next``), done by the write itself."""
-    failing = Node2Sync.objects.filter(node_id=OuterRef("pk"), state=DesyncState.FAILED)
-    nodes = Node.objects.filter(pk=node_id, condition="", contact_failed_since__isnull=True)
+    nodes = fine_nodes(Node.objects.filter(pk=node_id))
     lease = {}
     if worker is not None:
         nodes, lease = nodes.filter(lease_owner=worker), {"lease_until": _lease_until()}
-    return nodes.exclude(Exists(failing)).update(
-        last_contact_at=db_now(),
-        last_error="",
-        current_action_id=None,
-        **_synchronized(action),
-        **lease,
+    return nodes.update(**fine_success(action), **lease)
+
+
+def fine_success(action: SyncAction) -> dict:
+    """What a success of ``action`` writes on a node with nothing wrong (``fine_nodes``)."""
+    return dict(
+        last_contact_at=db_now(), last_error="", current_action_id=None, **_synchronized(action)
     )
 
 
