@@ -387,11 +387,13 @@ def in_one_transaction(calls: Sequence[tuple[int, Callable[[], T]]]) -> list[T |
 
     The node sessions of one event loop share one database thread, so their writes wait for
     each other anyway; committing them together costs the database one log flush instead of
-    one each, which is most of what a no-op run costs. The calls run in node order, the order
-    in which claims and registrations lock nodes, so two groups cannot deadlock each other.
-    If any call raises, the whole group rolls back and each call runs again alone, in its own
-    transaction with its own retries, as it would have without the group. A lone call runs
-    alone at once, unless it is of a kind ``batch`` writes: its statements are built once.
+    one each, which is most of what a no-op run costs. The plain writes go first, several of
+    a kind in one statement (``batch``), which locks its nodes in id order; the rest run in
+    node order, the order in which claims and registrations lock nodes. A deadlock with
+    another group is retried like any other failure: if any call raises, the whole group
+    rolls back and each call runs again alone, in its own transaction with its own retries,
+    as it would have without the group. A lone call runs alone at once, unless it is of a
+    kind ``batch`` writes: its statements are built once.
     """
     from sync.engine.batch import LEFT, plain, write_together
 
