@@ -84,7 +84,7 @@ def many(
     values = [
         value
         for (_, column), size in zip(columns, sizes, strict=True)
-        for value in [*column, *[column[-1]] * (size - len(column))]
+        for value in [*column, *column[-1:] * (size - len(column))]
     ]
     return compiled((key, sizes), kinds, built)(values)
 

@@ -42,9 +42,12 @@ def _lease_until() -> Combinable:
     return db_now_plus(settings.SYNC["lease_seconds"])
 
 
-def free_lease() -> Q:
-    """A lease nobody holds, or whose holder stopped renewing it (on the database's clock)."""
-    return Q(lease_until__isnull=True) | Q(lease_until__lt=db_now())
+def free_lease(through: str = "") -> Q:
+    """A lease nobody holds, or whose holder stopped renewing it (on the database's clock);
+    ``through``: the path to the node (``"node__"`` from its desynchronizations)."""
+    return Q(**{f"{through}lease_until__isnull": True}) | Q(
+        **{f"{through}lease_until__lt": db_now()}
+    )
 
 
 @retry_on_transient_errors

@@ -412,7 +412,7 @@ def due_nodes_to_take(room: int, busy: Iterable[int], warm_here: Iterable[int] =
             state__in=[DesyncState.PENDING, DesyncState.FAILED],
             node__maintenance=False,
         )
-        .filter(Q(node__lease_until__isnull=True) | Q(node__lease_until__lt=db_now()))
+        .filter(free_lease("node__"))
         .exclude(node_id__in=busy)
         .order_by("next_attempt_at")
         .values_list("node_id", flat=True)
